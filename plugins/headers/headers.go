@@ -1,0 +1,180 @@
+// Package headers is the headers plugin: it sets, adds and removes request
+// headers before the request goes upstream, and response headers before the
+// answer goes back to the caller.
+//
+// Request edits run after authentication and rate limiting and before the
+// cache, so cache keys see the edited request. Response edits apply to
+// answers that come back through the pipeline (upstream answers and cache
+// hits), not to errors the gateway itself produces.
+package headers
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/valyala/fasthttp"
+)
+
+// Ops are the edits of one direction. They apply in the order remove, set, add.
+type Ops struct {
+	// Set replaces a header (or adds it when absent): {X-Api-Version: "2024-06-01"}.
+	Set map[string]string `koanf:"set" json:"set,omitempty"`
+	// Add appends a value, keeping the values already there.
+	Add map[string]string `koanf:"add" json:"add,omitempty"`
+	// Remove deletes headers by name (case-insensitive).
+	Remove []string `koanf:"remove" json:"remove,omitempty"`
+}
+
+// Config of the headers plugin.
+type Config struct {
+	// Request edits the request sent upstream.
+	Request Ops `koanf:"request" json:"request"`
+	// Response edits the answer returned to the caller.
+	Response Ops `koanf:"response" json:"response"`
+}
+
+var tokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// Headers the plugin must not touch: they frame the message or belong to the
+// connection, or the gateway owns them.
+var forbidden = map[string]string{
+	"content-length":    "it is computed from the body",
+	"transfer-encoding": "it is set by the gateway",
+	"connection":        "it is hop-by-hop",
+	"keep-alive":        "it is hop-by-hop",
+	"te":                "it is hop-by-hop",
+	"trailer":           "it is hop-by-hop",
+	"upgrade":           "it is hop-by-hop",
+	"proxy-connection":  "it is hop-by-hop",
+	"host":              "it is set from the upstream's url",
+	"x-request-id":      "the gateway sets it",
+}
+
+// Validate checks header names and values.
+func (c *Config) Validate() error {
+	var p proxy.Problems
+	c.Request.validate("request", true, &p)
+	c.Response.validate("response", false, &p)
+	return p.Err()
+}
+
+func (o *Ops) validate(dir string, request bool, p *proxy.Problems) {
+	check := func(key, name string, set bool) {
+		if !tokenRE.MatchString(name) {
+			p.Addf(key, "invalid header name %q", name)
+			return
+		}
+		lower := strings.ToLower(name)
+		why, bad := forbidden[lower]
+		if lower == "host" && !request {
+			bad = false
+		}
+		if lower == "x-request-id" && !set {
+			bad = false // removing it upstream is allowed; the response always gets it back
+		}
+		if bad {
+			p.Addf(key, "header %q cannot be changed here: %s", name, why)
+		}
+	}
+	for name, v := range o.Set {
+		check(dir+".set."+name, name, true)
+		if strings.ContainsAny(v, "\r\n\x00") {
+			p.Addf(dir+".set."+name, "value must not contain CR, LF or NUL")
+		}
+	}
+	for name, v := range o.Add {
+		check(dir+".add."+name, name, true)
+		if strings.ContainsAny(v, "\r\n\x00") {
+			p.Addf(dir+".add."+name, "value must not contain CR, LF or NUL")
+		}
+	}
+	for i, name := range o.Remove {
+		check(fmt.Sprintf("%s.remove[%d]", dir, i), name, false)
+	}
+}
+
+// Factory registers the plugin.
+var Factory = &proxy.Factory{
+	Name:      "headers",
+	Stage:     proxy.StageHeaders,
+	NewConfig: func() any { return &Config{} },
+	New: func(cfg any, _ *proxy.Build) (proxy.Plugin, error) {
+		c := cfg.(*Config)
+		return &Headers{request: compile(&c.Request), response: compile(&c.Response)}, nil
+	},
+}
+
+// kv is one precomputed edit.
+type kv struct{ key, value []byte }
+
+type edits struct {
+	remove   [][]byte
+	set, add []kv
+}
+
+func compile(o *Ops) edits {
+	var e edits
+	for _, name := range o.Remove {
+		e.remove = append(e.remove, []byte(name))
+	}
+	for _, name := range sortedKeys(o.Set) {
+		e.set = append(e.set, kv{[]byte(name), []byte(o.Set[name])})
+	}
+	for _, name := range sortedKeys(o.Add) {
+		e.add = append(e.add, kv{[]byte(name), []byte(o.Add[name])})
+	}
+	return e
+}
+
+func (e *edits) empty() bool { return len(e.remove) == 0 && len(e.set) == 0 && len(e.add) == 0 }
+
+// Headers is the compiled plugin for one route.
+type Headers struct {
+	request, response edits
+}
+
+var _ proxy.Plugin = (*Headers)(nil)
+
+// Handle edits the request, calls the rest of the pipeline, then edits the answer.
+func (h *Headers) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	if !h.request.empty() {
+		rh := &ctx.Request.Header
+		for _, k := range h.request.remove {
+			rh.DelBytes(k)
+		}
+		for _, e := range h.request.set {
+			rh.SetBytesKV(e.key, e.value)
+		}
+		for _, e := range h.request.add {
+			rh.AddBytesKV(e.key, e.value)
+		}
+	}
+	if err := next.Handle(ctx, ex); err != nil {
+		return err
+	}
+	if !h.response.empty() {
+		rh := &ctx.Response.Header
+		for _, k := range h.response.remove {
+			rh.DelBytes(k)
+		}
+		for _, e := range h.response.set {
+			rh.SetBytesKV(e.key, e.value)
+		}
+		for _, e := range h.response.add {
+			rh.AddBytesKV(e.key, e.value)
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,199 @@
+// Package normalizeerrors is the normalize_errors plugin: it turns an
+// upstream's 4xx/5xx answer, in whatever dialect the provider speaks, into the
+// gateway's problem+json shape (RFC 9457), keeping the status.
+//
+// It owns only upstream answers. Errors the gateway produces itself are always
+// problem+json, with or without this plugin; switching it off for a route
+// ({enabled: false}) passes the provider's own error bodies through for
+// callers whose SDKs parse them.
+package normalizeerrors
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/jsonpointer"
+	"github.com/valyala/fasthttp"
+)
+
+// Config of normalize_errors.
+type Config struct {
+	// Message is a JSON pointer (RFC 6901) to the provider's human-readable
+	// message in its error body, e.g. "/message" or "/error/message". It
+	// becomes "detail". Empty (default): detail says what the upstream answered.
+	Message string `koanf:"message" json:"message,omitempty"`
+	// Code is a JSON pointer to the provider's own error code, e.g.
+	// "/error/code". It becomes "upstream_code"; "code" stays Sluice's.
+	Code string `koanf:"code" json:"code,omitempty"`
+	// KeepBody keeps the provider's original body as "upstream_body".
+	// Default false: the original body is dropped.
+	KeepBody bool `koanf:"keep_body" json:"keep_body"`
+	// MaxParse is the largest body that is parsed for message and code;
+	// larger bodies are normalized without them. Default 1MiB.
+	MaxParse proxy.Size `koanf:"max_parse" json:"max_parse"`
+}
+
+// Validate checks the pointers.
+func (c *Config) Validate() error {
+	var p proxy.Problems
+	if _, err := jsonpointer.Parse(c.Message); err != nil {
+		p.Add("message", err.Error())
+	}
+	if _, err := jsonpointer.Parse(c.Code); err != nil {
+		p.Add("code", err.Error())
+	}
+	if c.MaxParse <= 0 {
+		p.Add("max_parse", "must be positive")
+	}
+	return p.Err()
+}
+
+// Factory registers the plugin.
+var Factory = &proxy.Factory{
+	Name:      "normalize_errors",
+	Stage:     proxy.StageNormalizeErrors,
+	NewConfig: func() any { return &Config{MaxParse: 1 << 20} },
+	New: func(cfg any, b *proxy.Build) (proxy.Plugin, error) {
+		c := cfg.(*Config)
+		n := &Normalizer{keepBody: c.KeepBody, maxParse: int(c.MaxParse), upstream: b.Upstream}
+		n.message, _ = jsonpointer.Parse(c.Message)
+		n.code, _ = jsonpointer.Parse(c.Code)
+		return n, nil
+	},
+}
+
+// Normalizer is the compiled plugin for one route.
+type Normalizer struct {
+	message, code jsonpointer.Pointer
+	keepBody      bool
+	maxParse      int
+	upstream      string
+}
+
+var _ proxy.Plugin = (*Normalizer)(nil)
+
+// Headers that describe the body being replaced; they go with it. The
+// provider's other headers (rate-limit state, its request id) stay.
+var bodyHeaders = []string{"Content-Encoding", "Content-Language", "Content-Location", "Content-Range",
+	"Content-Disposition", "Content-MD5", "Digest", "ETag", "Last-Modified", "Expires", "Age", "Vary", "Accept-Ranges"}
+
+const maxDetail = 1024
+
+// Handle normalizes an upstream answer with status 400 or above.
+func (n *Normalizer) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	if err := next.Handle(ctx, ex); err != nil {
+		return err // gateway errors are rendered by the route
+	}
+	status := ctx.Response.StatusCode()
+	if status < 400 || !ex.FromUpstream {
+		return nil
+	}
+	resp := &ctx.Response
+	body := resp.Body()
+	if len(resp.Header.ContentEncoding()) > 0 {
+		if plain, err := resp.BodyUncompressed(); err == nil {
+			body = plain
+		}
+	}
+
+	p := proxy.Problem{
+		Status:    status,
+		Code:      codeFor(status),
+		Upstream:  n.upstream,
+		Retryable: retryable(status, &ctx.Request),
+	}
+	if ra := resp.Header.Peek("Retry-After"); len(ra) > 0 {
+		p.RetryAfter = parseRetryAfter(ra, time.Now())
+	} else if status == 429 || status == 503 {
+		p.RetryAfter = 1
+	}
+	if (!n.message.IsZero() || !n.code.IsZero()) && len(body) <= n.maxParse {
+		var doc any
+		if json.Unmarshal(body, &doc) == nil {
+			if v, ok := n.message.Eval(doc); ok && !n.message.IsZero() {
+				p.Detail = truncate(text(v), maxDetail)
+			}
+			if v, ok := n.code.Eval(doc); ok && !n.code.IsZero() {
+				p.UpstreamCode = truncate(text(v), 256)
+			}
+		}
+	}
+	if p.Detail == "" {
+		p.Detail = fmt.Sprintf("upstream %s answered %d %s", n.upstream, status, fasthttp.StatusMessage(status))
+	}
+	if n.keepBody {
+		p.UpstreamBody = append([]byte(nil), body...)
+	}
+	for _, h := range bodyHeaders {
+		resp.Header.Del(h)
+	}
+	p.WriteOver(ctx, ex)
+	return nil
+}
+
+// codeFor maps an upstream status to the gateway's code.
+func codeFor(status int) proxy.Code {
+	switch {
+	case status == fasthttp.StatusTooManyRequests:
+		return proxy.CodeUpstreamRateLimited
+	case status >= 500:
+		return proxy.CodeUpstreamError
+	}
+	return proxy.CodeUpstreamClientError
+}
+
+// retryable: the provider said it did not act (408, 425, 429, 503), or it may
+// have acted (500, 502, 504) and the request is safe to repeat. Other 4xx and
+// 5xx (501, 505...) will fail the same way again.
+func retryable(status int, req *fasthttp.Request) bool {
+	switch status {
+	case 408, 425, 429, 503:
+		return true
+	case 500, 502, 504:
+		switch string(req.Header.Method()) {
+		case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+			return true
+		}
+		return len(req.Header.Peek("Idempotency-Key")) > 0
+	}
+	return false
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP-date; 0 when unreadable.
+func parseRetryAfter(v []byte, now time.Time) int {
+	s := strings.TrimSpace(string(v))
+	if n, err := strconv.Atoi(s); err == nil {
+		return max(n, 0)
+	}
+	if t, err := time.Parse(time.RFC1123, s); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return int((d + time.Second - 1) / time.Second)
+		}
+	}
+	return 0
+}
+
+// text renders a JSON value for a detail: strings as they are, anything else
+// as compact JSON.
+func text(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// cut on a rune boundary
+	for n > 0 && n < len(s) && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}

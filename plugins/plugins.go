@@ -1,0 +1,20 @@
+// Package plugins lists the plugins built into Sluice. Adding a plugin is one
+// package under plugins/ and one line here.
+package plugins
+
+import (
+	"github.com/sluice-gw/sluice/plugins/headers"
+	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
+	"github.com/sluice-gw/sluice/proxy"
+)
+
+// All returns the factories of every built-in plugin.
+func All() []*proxy.Factory {
+	return []*proxy.Factory{
+		normalizeerrors.Factory,
+		headers.Factory,
+	}
+}
+
+// Registry returns a registry of every built-in plugin.
+func Registry() *proxy.Registry { return proxy.NewRegistry(All()...) }

@@ -1,0 +1,200 @@
+package proxy
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// AdminHandler returns the admin API (DESIGN.md, fixed paths):
+//
+//	GET  /metrics          Prometheus text exposition of the gateway's registry
+//	GET  /healthz          200 while the process runs
+//	GET  /readyz           200 when serving, 503 before start and while draining
+//	GET  /admin/config     effective config, secrets redacted
+//	GET  /admin/upstreams  targets and their connection pools
+//	POST /admin/reload     re-read the config file (bearer admin token)
+//
+// Admin traffic is not hot-path: it uses net/http. Errors are problem+json.
+func (g *Gateway) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.Registry, promhttp.HandlerOpts{
+		Registry:          g.metrics.Registry,
+		EnableOpenMetrics: true,
+	}))
+	mux.HandleFunc("GET /healthz", g.adminHealthz)
+	mux.HandleFunc("GET /readyz", g.adminReadyz)
+	mux.HandleFunc("GET /admin/config", g.adminConfig)
+	mux.HandleFunc("GET /admin/upstreams", g.adminUpstreams)
+	mux.HandleFunc("POST /admin/reload", g.requireToken(g.adminReload))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		code := CodeRouteNotFound
+		for _, p := range []string{"/metrics", "/healthz", "/readyz", "/admin/config", "/admin/upstreams", "/admin/reload"} {
+			if r.URL.Path == p {
+				code = CodeMethodNotAllowed
+			}
+		}
+		writeAdminProblem(w, r, code.Status(), code, "no admin endpoint "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// ServeAdmin serves the admin API on ln until the listener is closed.
+func (g *Gateway) ServeAdmin(ln net.Listener) error {
+	srv := &http.Server{Handler: g.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+func (g *Gateway) adminHealthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": g.opts.Version,
+		"uptime_seconds": int(time.Since(g.started).Seconds())})
+}
+
+func (g *Gateway) adminReadyz(w http.ResponseWriter, _ *http.Request) {
+	switch {
+	case g.draining.Load():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	case !g.ready.Load():
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}
+}
+
+// adminConfig shows the effective configuration. Every plugin block is shown
+// as its plugin decoded it (typed, with Secret fields redacted), per route
+// with the block that applies and where it comes from.
+func (g *Gateway) adminConfig(w http.ResponseWriter, _ *http.Request) {
+	st := g.state.Load()
+	type pluginView struct {
+		Source string `json:"source"`
+		Config any    `json:"config"`
+	}
+	type routeView struct {
+		RouteConfig
+		Plugins map[string]pluginView `json:"plugins"`
+	}
+	routes := map[string]routeView{}
+	for name, rc := range st.cfg.Routes {
+		rv := routeView{RouteConfig: rc, Plugins: map[string]pluginView{}}
+		if rt := st.routes[name]; rt != nil {
+			for _, sp := range rt.plugins {
+				rv.Plugins[sp.name] = pluginView{Source: sp.source, Config: sp.config}
+			}
+		}
+		routes[name] = rv
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"server":    st.cfg.Server,
+		"log":       st.cfg.Log,
+		"admin":     st.cfg.Admin,
+		"upstreams": st.cfg.Upstreams,
+		"routes":    routes,
+	})
+}
+
+func (g *Gateway) adminUpstreams(w http.ResponseWriter, _ *http.Request) {
+	st := g.state.Load()
+	type targetView struct {
+		URL      string `json:"url"`
+		Conns    int    `json:"open_conns"`
+		Inflight int    `json:"inflight"`
+	}
+	type upstreamView struct {
+		Name    string       `json:"name"`
+		Timeout string       `json:"timeout"`
+		Routes  []string     `json:"routes"`
+		Targets []targetView `json:"targets"`
+	}
+	var out []upstreamView
+	for _, name := range sortedKeys(st.upstreams) {
+		u := st.upstreams[name]
+		uv := upstreamView{Name: name, Timeout: u.Timeout.String(), Routes: []string{}}
+		for rn, rt := range st.routes {
+			if rt.Upstream == u {
+				uv.Routes = append(uv.Routes, rn)
+			}
+		}
+		sort.Strings(uv.Routes)
+		for _, t := range u.Targets {
+			uv.Targets = append(uv.Targets, targetView{URL: t.URL, Conns: t.client.ConnsCount(), Inflight: t.client.PendingRequests()})
+		}
+		out = append(out, uv)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"upstreams": out})
+}
+
+func (g *Gateway) adminReload(w http.ResponseWriter, r *http.Request) {
+	err := g.Reload()
+	if err == nil {
+		writeJSON(w, http.StatusOK, map[string]any{"result": "success", "routes": len(g.state.Load().routes)})
+		return
+	}
+	body := map[string]any{
+		"type": "about:blank", "title": "Unprocessable Content", "status": http.StatusUnprocessableEntity,
+		"code": CodeBadRequest.String(), "detail": "the new config was rejected; the previous config keeps serving",
+		"instance": r.URL.Path, "retryable": false,
+	}
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		problems := make([]string, len(ce.Problems))
+		for i, p := range ce.Problems {
+			problems[i] = p.Error()
+		}
+		body["problems"] = problems
+	} else {
+		body["problems"] = []string{err.Error()}
+	}
+	w.Header().Set("Content-Type", ProblemContentType)
+	w.WriteHeader(http.StatusUnprocessableEntity)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// requireToken guards mutating calls with the admin bearer token. Without a
+// configured token they are refused (403), a wrong or missing one gets 401.
+func (g *Gateway) requireToken(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token := g.state.Load().cfg.Admin.Token
+		if !token.IsSet() {
+			writeAdminProblem(w, r, http.StatusForbidden, CodeForbidden, "admin.token is not configured: mutating admin calls are disabled")
+			return
+		}
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token.Reveal())) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice-admin"`)
+			writeAdminProblem(w, r, http.StatusUnauthorized, CodeUnauthorized, "a valid admin bearer token is required")
+			return
+		}
+		next(w, r)
+	}
+}
+
+func writeAdminProblem(w http.ResponseWriter, r *http.Request, status int, code Code, detail string) {
+	w.Header().Set("Content-Type", ProblemContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"type": "about:blank", "title": http.StatusText(status), "status": status,
+		"code": code.String(), "detail": detail, "instance": r.URL.Path, "retryable": false,
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

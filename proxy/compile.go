@@ -1,0 +1,291 @@
+package proxy
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/valyala/fasthttp"
+)
+
+// state is one compiled configuration: everything a request needs, built
+// once when the config loads and swapped in atomically on reload. Requests
+// read it through one atomic load and never see a half-applied config.
+type state struct {
+	cfg         *Config
+	table       *routeTable
+	routes      map[string]*Route
+	upstreams   map[string]*Upstream
+	unmatched   *routeMetrics
+	log         *slog.Logger
+	accessLog   bool
+	maxInflight int64
+	clientKeys  map[string]bool // pools this state uses
+
+	active   atomic.Int64 // requests being served with this state
+	starters []Starter
+	closers  []Closer
+}
+
+// Route is one compiled route: its pipeline, ending at the upstream call.
+type Route struct {
+	Name     string
+	Upstream *Upstream
+
+	st      *state
+	handler Handler
+	metrics *routeMetrics
+	plugins []stagedPlugin
+	serveFn fasthttp.RequestHandler // rt.serve, bound once
+}
+
+// blockKey is where a plugin block sits in the file: "plugins.NAME",
+// "upstreams.U.plugins.NAME" or "routes.R.plugins.NAME".
+type decodedBlock struct {
+	path    string
+	factory *Factory
+	config  any
+	enabled bool
+	ok      bool // decoded and valid
+}
+
+// compile builds a state from a loaded config. It reports every problem it
+// finds (unknown plugins, bad plugin blocks, route conflicts, unreadable TLS
+// files) in one *ConfigError. pools supplies and records connection pools.
+func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
+	var p Problems
+	st := &state{
+		cfg:         cfg,
+		table:       newRouteTable(),
+		routes:      map[string]*Route{},
+		upstreams:   map[string]*Upstream{},
+		unmatched:   g.routeMetrics(UnmatchedRoute, ""),
+		accessLog:   cfg.Log.AccessLog,
+		maxInflight: int64(cfg.Server.MaxInflight),
+		clientKeys:  map[string]bool{},
+	}
+	st.log = g.logger(cfg.Log)
+
+	for _, name := range sortedKeys(cfg.Upstreams) {
+		uc := cfg.Upstreams[name]
+		u, err := g.buildUpstream(name, &uc, pools, st.clientKeys)
+		if err != nil {
+			p.AddErr("upstreams."+name, err)
+			continue
+		}
+		if u != nil {
+			st.upstreams[name] = u
+		}
+	}
+
+	blocks := map[string]*decodedBlock{}
+	g.decodeBlocks("plugins", cfg.Plugins, blocks, &p)
+	for _, name := range sortedKeys(cfg.Upstreams) {
+		g.decodeBlocks("upstreams."+name+".plugins", cfg.Upstreams[name].Plugins, blocks, &p)
+	}
+	for _, name := range sortedKeys(cfg.Routes) {
+		g.decodeBlocks("routes."+name+".plugins", cfg.Routes[name].Plugins, blocks, &p)
+	}
+
+	for _, name := range sortedKeys(cfg.Routes) {
+		rc := cfg.Routes[name]
+		u := st.upstreams[rc.Upstream]
+		if u == nil || rc.Path == "" || rc.Path[0] != '/' {
+			continue // reported by Config.validate
+		}
+		rt := &Route{Name: name, Upstream: u, st: st, metrics: g.routeMetrics(name, u.Name)}
+		rt.serveFn = rt.serve
+		rt.plugins = g.buildPlugins(cfg, name, &rc, blocks, &p)
+		for _, sp := range rt.plugins {
+			if s, ok := sp.plugin.(Starter); ok {
+				st.starters = append(st.starters, s)
+			}
+			if c, ok := sp.plugin.(Closer); ok {
+				st.closers = append(st.closers, c)
+			}
+		}
+		rt.handler = chain(rt.plugins, &upstreamCall{u: u, stripPrefix: rc.StripPrefix})
+		if err := st.table.add(name, &rc, rt.serveFn); err != nil {
+			p.AddErr("routes."+name+".path", err)
+			continue
+		}
+		st.routes[name] = rt
+	}
+	return st, p.Err()
+}
+
+func (g *Gateway) buildUpstream(name string, uc *UpstreamConfig, pools *clientPools, keys map[string]bool) (*Upstream, error) {
+	urls := uc.Targets
+	if uc.URL != "" {
+		urls = []string{uc.URL}
+	}
+	u := &Upstream{Name: name, Timeout: uc.Timeout.D(), metrics: g.upstreamMetrics(name)}
+	var p Problems
+	for _, raw := range urls {
+		if checkUpstreamURL(raw) != nil {
+			return nil, nil // reported by Config.validate
+		}
+		t, err := newTarget(raw, uc, pools, g.opts.Dial)
+		if err != nil {
+			p.AddErr("", err)
+			continue
+		}
+		keys[clientKey(raw, uc)] = true
+		u.Targets = append(u.Targets, t)
+	}
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// decodeBlocks decodes and validates every plugin block at one level of the
+// file, once, recording the results by key path.
+func (g *Gateway) decodeBlocks(prefix string, in PluginBlocks, out map[string]*decodedBlock, p *Problems) {
+	for _, name := range sortedKeys(in) {
+		path := prefix + "." + name
+		f, ok := g.opts.Plugins.Lookup(name)
+		if !ok {
+			p.Add(path, g.opts.Plugins.unknown(name))
+			continue
+		}
+		db := &decodedBlock{path: path, factory: f, enabled: true}
+		out[path] = db
+		raw := map[string]any{}
+		for k, v := range in[name] {
+			raw[k] = v
+		}
+		if v, has := raw["enabled"]; has {
+			b, isBool := v.(bool)
+			if !isBool {
+				p.Addf(path+".enabled", "expected true or false, got %v", v)
+				continue
+			}
+			db.enabled = b
+			delete(raw, "enabled")
+			if !b {
+				db.ok = true
+				continue // a disabled block's other keys are not checked
+			}
+		}
+		cfg := f.NewConfig()
+		if err := DecodeBlock(raw, cfg); err != nil {
+			p.AddErr(path, err)
+			continue
+		}
+		if v, isV := cfg.(Validator); isV {
+			if err := v.Validate(); err != nil {
+				p.AddErr(path, err)
+				continue
+			}
+		}
+		db.config = cfg
+		db.ok = true
+	}
+}
+
+// buildPlugins builds one route's plugins: for each plugin name, the route's
+// block wins over the upstream's, which wins over the top level's.
+func (g *Gateway) buildPlugins(cfg *Config, route string, rc *RouteConfig, blocks map[string]*decodedBlock, p *Problems) []stagedPlugin {
+	var names []string
+	for _, level := range []PluginBlocks{cfg.Plugins, cfg.Upstreams[rc.Upstream].Plugins, rc.Plugins} {
+		for n := range level {
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	slices.Sort(names)
+	var out []stagedPlugin
+	for _, name := range names {
+		var db *decodedBlock
+		for _, path := range []string{
+			"routes." + route + ".plugins." + name,
+			"upstreams." + rc.Upstream + ".plugins." + name,
+			"plugins." + name,
+		} {
+			if db = blocks[path]; db != nil {
+				break
+			}
+		}
+		if db == nil || !db.ok || !db.enabled {
+			continue // unknown or invalid (reported) or switched off
+		}
+		b := &Build{
+			Route:      route,
+			Upstream:   rc.Upstream,
+			Logger:     g.baseLog,
+			Registerer: g.metrics.Registry,
+			Shared:     g.shared.get,
+		}
+		pl, err := db.factory.New(db.config, b)
+		if err != nil {
+			p.AddErr(db.path, fmt.Errorf("route %s: %w", route, err))
+			continue
+		}
+		out = append(out, stagedPlugin{name: name, stage: db.factory.Stage, plugin: pl, config: db.config, source: db.path})
+	}
+	return out
+}
+
+// sharedStore keeps values that live across reloads (see Build.Shared).
+type sharedStore struct {
+	mu sync.Mutex
+	m  map[string]any
+}
+
+func (s *sharedStore) get(key string, create func() any) any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v, ok := s.m[key]; ok {
+		return v
+	}
+	if s.m == nil {
+		s.m = map[string]any{}
+	}
+	v := create()
+	s.m[key] = v
+	return v
+}
+
+// clientPools holds the upstream connection pools by settings, so that a
+// reload reuses warm pools whose settings did not change.
+type clientPools struct {
+	mu sync.Mutex
+	m  map[string]*fasthttp.HostClient
+}
+
+func newClientPools() *clientPools { return &clientPools{m: map[string]*fasthttp.HostClient{}} }
+
+func (c *clientPools) get(key string) *fasthttp.HostClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *clientPools) put(key string, hc *fasthttp.HostClient) *fasthttp.HostClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[key]; ok {
+		return old
+	}
+	c.m[key] = hc
+	return hc
+}
+
+// release removes the pools no longer in keep and returns them, so that
+// their idle connections can be closed once no request uses them.
+func (c *clientPools) release(keep map[string]bool) []*fasthttp.HostClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*fasthttp.HostClient
+	for k, hc := range c.m {
+		if !keep[k] {
+			out = append(out, hc)
+			delete(c.m, k)
+		}
+	}
+	return out
+}

@@ -1,0 +1,409 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Config is the whole gateway configuration (schema v1, see DESIGN.md). It is
+// produced by Load, which applies defaults, environment overrides and ${VAR}
+// expansion, decodes strictly and validates. Plugin blocks stay raw maps here;
+// each plugin decodes its own block when the pipeline is compiled.
+type Config struct {
+	Server    ServerConfig              `koanf:"server" json:"server"`
+	Log       LogConfig                 `koanf:"log" json:"log"`
+	Admin     AdminConfig               `koanf:"admin" json:"admin"`
+	Plugins   PluginBlocks              `koanf:"plugins" json:"-"`
+	Upstreams map[string]UpstreamConfig `koanf:"upstreams" json:"upstreams"`
+	Routes    map[string]RouteConfig    `koanf:"routes" json:"routes"`
+}
+
+// PluginBlocks maps a plugin name to its raw YAML block. A nil block (written as
+// "name:" or "name: {}") enables the plugin with its defaults.
+type PluginBlocks map[string]map[string]any
+
+// ServerConfig configures the proxy listener.
+type ServerConfig struct {
+	// Listen is the TCP address of the proxy listener. Default "127.0.0.1:8080".
+	Listen string `koanf:"listen" json:"listen"`
+	// ReadTimeout bounds reading one request (headers and body). Default 10s.
+	ReadTimeout Duration `koanf:"read_timeout" json:"read_timeout"`
+	// WriteTimeout bounds writing one response to the caller. Default 10s.
+	WriteTimeout Duration `koanf:"write_timeout" json:"write_timeout"`
+	// IdleTimeout is how long a keep-alive connection from a caller may stay idle. Default 60s.
+	IdleTimeout Duration `koanf:"idle_timeout" json:"idle_timeout"`
+	// MaxRequestBody is the largest request body accepted (413 above). Default 10MiB.
+	MaxRequestBody Size `koanf:"max_request_body" json:"max_request_body"`
+	// MaxHeaderSize is the largest request head (request line and headers)
+	// accepted (431 above). Default 16KiB.
+	MaxHeaderSize Size `koanf:"max_header_size" json:"max_header_size"`
+	// MaxConnections caps concurrent caller connections. 0 (default) means 262144.
+	MaxConnections int `koanf:"max_connections" json:"max_connections"`
+	// MaxInflight caps requests being served at once; above it callers get
+	// 503 overloaded with Retry-After. 0 (default) means no cap.
+	MaxInflight int `koanf:"max_inflight" json:"max_inflight"`
+	// DrainTimeout bounds how long SIGTERM/SIGINT waits for in-flight requests
+	// before exiting. Default 15s.
+	DrainTimeout Duration `koanf:"drain_timeout" json:"drain_timeout"`
+}
+
+// LogConfig configures logging (log/slog).
+type LogConfig struct {
+	// Level is debug, info (default), warn or error.
+	Level string `koanf:"level" json:"level"`
+	// Format is json (default) or text.
+	Format string `koanf:"format" json:"format"`
+	// AccessLog writes one line per request. Default true.
+	AccessLog bool `koanf:"access_log" json:"access_log"`
+}
+
+// AdminConfig configures the admin listener (/metrics, /healthz, /readyz, /admin/...).
+type AdminConfig struct {
+	// Listen is the admin address. Default "127.0.0.1:9090". Empty disables the admin listener.
+	Listen string `koanf:"listen" json:"listen"`
+	// Token is the bearer token mutating admin calls need. Empty refuses them all.
+	Token Secret `koanf:"token" json:"token"`
+}
+
+// UpstreamConfig is one provider API.
+type UpstreamConfig struct {
+	// URL is the provider's base URL (http or https), e.g. "https://api.github.com".
+	// A path in it is prepended to every forwarded path. Exactly one of URL and Targets.
+	URL string `koanf:"url" json:"url,omitempty"`
+	// Targets are several base URLs, balanced round-robin.
+	Targets []string `koanf:"targets" json:"targets,omitempty"`
+	// Timeout bounds one attempt: sending the request and reading the whole response. Default 30s.
+	Timeout Duration `koanf:"timeout" json:"timeout"`
+	// ConnectTimeout bounds establishing a TCP (and TLS) connection. Default 5s.
+	ConnectTimeout Duration `koanf:"connect_timeout" json:"connect_timeout"`
+	// MaxConns caps open connections per target. Default 512.
+	MaxConns int `koanf:"max_conns" json:"max_conns"`
+	// IdleConnTimeout closes pooled keep-alive connections idle for longer. Default 10s.
+	IdleConnTimeout Duration `koanf:"idle_conn_timeout" json:"idle_conn_timeout"`
+	// MaxResponseBody is the largest upstream response body read (502 above). Default 64MiB.
+	MaxResponseBody Size `koanf:"max_response_body" json:"max_response_body"`
+	// TLS configures https targets.
+	TLS TLSConfig `koanf:"tls" json:"tls"`
+	// Plugins apply to every route of this upstream; a route's own block for
+	// the same plugin replaces this one.
+	Plugins PluginBlocks `koanf:"plugins" json:"-"`
+}
+
+// TLSConfig configures TLS to an upstream.
+type TLSConfig struct {
+	// CAFile is a PEM bundle of the CAs trusted for this upstream instead of
+	// the system roots. Default: the system roots.
+	CAFile string `koanf:"ca_file" json:"ca_file,omitempty"`
+	// ServerName overrides the name verified in the certificate (and sent as SNI).
+	ServerName string `koanf:"server_name" json:"server_name,omitempty"`
+	// InsecureSkipVerify turns certificate verification off. For tests only.
+	InsecureSkipVerify bool `koanf:"insecure_skip_verify" json:"insecure_skip_verify,omitempty"`
+	// CertFile and KeyFile are a client certificate for providers that require mutual TLS.
+	CertFile string `koanf:"cert_file" json:"cert_file,omitempty"`
+	KeyFile  string `koanf:"key_file" json:"key_file,omitempty"`
+}
+
+// RouteConfig maps caller requests to an upstream.
+type RouteConfig struct {
+	// Path is a fasthttp/router pattern: "/github/{path:*}", "/v1/users/{id}".
+	Path string `koanf:"path" json:"path"`
+	// Methods the route accepts. Empty means any method, including unusual ones.
+	Methods []string `koanf:"methods" json:"methods,omitempty"`
+	// Host restricts the route to requests whose Host header (without port)
+	// equals it, case-insensitively. Empty matches any host.
+	Host string `koanf:"host" json:"host,omitempty"`
+	// Upstream names the upstream that serves the route.
+	Upstream string `koanf:"upstream" json:"upstream"`
+	// StripPrefix is removed from the start of the request path before it is
+	// appended to the upstream's base path.
+	StripPrefix string `koanf:"strip_prefix" json:"strip_prefix,omitempty"`
+	// Plugins for this route; each block replaces the upstream's and the
+	// top-level block of the same plugin. {enabled: false} switches one off.
+	Plugins PluginBlocks `koanf:"plugins" json:"-"`
+}
+
+// DefaultConfig returns a Config holding every default. Load decodes the file
+// on top of it.
+func DefaultConfig() *Config {
+	return &Config{
+		Server: ServerConfig{
+			Listen:         "127.0.0.1:8080",
+			ReadTimeout:    Duration(10 * time.Second),
+			WriteTimeout:   Duration(10 * time.Second),
+			IdleTimeout:    Duration(60 * time.Second),
+			MaxRequestBody: 10 << 20,
+			MaxHeaderSize:  16 << 10,
+			DrainTimeout:   Duration(15 * time.Second),
+		},
+		Log:   LogConfig{Level: "info", Format: "json", AccessLog: true},
+		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
+	}
+}
+
+// upstreamDefaults fills the zero fields of an upstream with defaults. Applied
+// after decoding because upstreams live in a map.
+func (u *UpstreamConfig) applyDefaults() {
+	if u.Timeout == 0 {
+		u.Timeout = Duration(30 * time.Second)
+	}
+	if u.ConnectTimeout == 0 {
+		u.ConnectTimeout = Duration(5 * time.Second)
+	}
+	if u.MaxConns == 0 {
+		u.MaxConns = 512
+	}
+	if u.IdleConnTimeout == 0 {
+		u.IdleConnTimeout = Duration(10 * time.Second)
+	}
+	if u.MaxResponseBody == 0 {
+		u.MaxResponseBody = 64 << 20
+	}
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+
+var tokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+// validate checks everything that can be checked without building the
+// pipeline (plugins are checked when compiled). Problems are recorded in p.
+func (c *Config) validate(p *Problems) {
+	s := &c.Server
+	if _, _, err := net.SplitHostPort(s.Listen); err != nil {
+		p.Addf("server.listen", "invalid address %q: want host:port, e.g. \"127.0.0.1:8080\"", s.Listen)
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"server.read_timeout", s.ReadTimeout}, {"server.write_timeout", s.WriteTimeout}, {"server.idle_timeout", s.IdleTimeout}, {"server.drain_timeout", s.DrainTimeout}} {
+		if d.v <= 0 {
+			p.Addf(d.key, "must be a positive duration, got %s", d.v)
+		}
+	}
+	if s.MaxRequestBody <= 0 {
+		p.Add("server.max_request_body", "must be positive")
+	}
+	if s.MaxHeaderSize < 1024 {
+		p.Addf("server.max_header_size", "must be at least 1KiB, got %s", s.MaxHeaderSize)
+	}
+	if s.MaxConnections < 0 {
+		p.Add("server.max_connections", "must not be negative")
+	}
+	if s.MaxInflight < 0 {
+		p.Add("server.max_inflight", "must not be negative")
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.Addf("log.level", "unknown level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		p.Addf("log.format", "unknown format %q: want json or text", c.Log.Format)
+	}
+
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			p.Addf("admin.listen", "invalid address %q: want host:port", c.Admin.Listen)
+		} else if c.Admin.Listen == s.Listen {
+			p.Add("admin.listen", "must differ from server.listen")
+		}
+	}
+
+	for _, name := range sortedKeys(c.Upstreams) {
+		u := c.Upstreams[name]
+		u.validate("upstreams."+name, p)
+		if !nameRE.MatchString(name) {
+			p.Addf("upstreams."+name, "invalid name: use lower-case letters, digits, '-' and '_' (names become metric labels)")
+		}
+	}
+	for _, name := range sortedKeys(c.Routes) {
+		r := c.Routes[name]
+		key := "routes." + name
+		if !nameRE.MatchString(name) {
+			p.Addf(key, "invalid name: use lower-case letters, digits, '-' and '_' (names become metric labels)")
+		}
+		r.validate(key, c.Upstreams, p)
+	}
+}
+
+func (u *UpstreamConfig) validate(key string, p *Problems) {
+	switch {
+	case u.URL == "" && len(u.Targets) == 0:
+		p.Add(key, "needs url or targets")
+	case u.URL != "" && len(u.Targets) > 0:
+		p.Add(key, "set url or targets, not both")
+	case u.URL != "":
+		if err := checkUpstreamURL(u.URL); err != nil {
+			p.Addf(key+".url", "%v", err)
+		}
+	default:
+		for i, t := range u.Targets {
+			if err := checkUpstreamURL(t); err != nil {
+				p.Addf(fmt.Sprintf("%s.targets[%d]", key, i), "%v", err)
+			}
+		}
+	}
+	if u.Timeout < 0 {
+		p.Add(key+".timeout", "must not be negative")
+	}
+	if u.ConnectTimeout < 0 {
+		p.Add(key+".connect_timeout", "must not be negative")
+	}
+	if u.IdleConnTimeout < 0 {
+		p.Add(key+".idle_conn_timeout", "must not be negative")
+	}
+	if u.MaxConns < 0 {
+		p.Add(key+".max_conns", "must not be negative")
+	}
+	if u.MaxResponseBody < 0 {
+		p.Add(key+".max_response_body", "must not be negative")
+	}
+	if (u.TLS.CertFile == "") != (u.TLS.KeyFile == "") {
+		p.Add(key+".tls", "cert_file and key_file go together")
+	}
+}
+
+func unwrapPathErr(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// checkUpstreamURL accepts http(s)://host[:port][/base/path] and nothing else.
+func checkUpstreamURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("invalid URL %q: %v", raw, unwrapURLErr(err))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("invalid URL %q: scheme must be http or https", raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("invalid URL %q: no host", raw)
+	}
+	if u.User != nil {
+		return fmt.Errorf("invalid URL %q: credentials in the URL are not allowed; use the inject_auth plugin", redactURL(u))
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("invalid URL %q: no query or fragment allowed", raw)
+	}
+	if port := u.Port(); port != "" {
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			return fmt.Errorf("invalid URL %q: bad port %q", raw, port)
+		}
+	}
+	return nil
+}
+
+func unwrapURLErr(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User = url.User(redacted)
+	return c.String()
+}
+
+func (r *RouteConfig) validate(key string, ups map[string]UpstreamConfig, p *Problems) {
+	switch {
+	case r.Path == "":
+		p.Add(key+".path", "is required")
+	case !strings.HasPrefix(r.Path, "/"):
+		p.Addf(key+".path", "%q must start with '/'", r.Path)
+	}
+	if r.Upstream == "" {
+		p.Add(key+".upstream", "is required")
+	} else if _, ok := ups[r.Upstream]; !ok {
+		p.Addf(key+".upstream", "unknown upstream %q%s", r.Upstream, suggest(r.Upstream, sortedKeys(ups)))
+	}
+	seen := map[string]bool{}
+	for i, m := range r.Methods {
+		if !tokenRE.MatchString(m) {
+			p.Addf(fmt.Sprintf("%s.methods[%d]", key, i), "invalid method %q", m)
+			continue
+		}
+		if m != strings.ToUpper(m) {
+			p.Addf(fmt.Sprintf("%s.methods[%d]", key, i), "method %q must be upper-case (methods are case-sensitive)", m)
+		}
+		if seen[m] {
+			p.Addf(fmt.Sprintf("%s.methods[%d]", key, i), "duplicate method %q", m)
+		}
+		seen[m] = true
+	}
+	if r.Host != "" {
+		if strings.ContainsAny(r.Host, "/:* ") {
+			p.Addf(key+".host", "invalid host %q: want a plain host name such as \"api.internal\" (no port, scheme or wildcard)", r.Host)
+		}
+	}
+	if r.StripPrefix != "" {
+		static := r.Path
+		if i := strings.IndexByte(static, '{'); i >= 0 {
+			static = static[:i]
+		}
+		switch {
+		case !strings.HasPrefix(r.StripPrefix, "/"):
+			p.Addf(key+".strip_prefix", "%q must start with '/'", r.StripPrefix)
+		case !strings.HasPrefix(static, r.StripPrefix):
+			p.Addf(key+".strip_prefix", "%q is not a prefix of every path the route matches (path %q)", r.StripPrefix, r.Path)
+		}
+	}
+}
+
+// suggest returns `; did you mean "x"?` for the closest known name, if any is close.
+func suggest(name string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best == "" {
+		if len(known) == 0 {
+			return " (none are defined)"
+		}
+		return fmt.Sprintf(" (known: %s)", strings.Join(known, ", "))
+	}
+	return fmt.Sprintf("; did you mean %q?", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,428 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+)
+
+// EnvPrefix starts every environment override: SLUICE_SERVER__LISTEN=:9000
+// sets server.listen ("__" separates levels, names are lower-cased).
+const EnvPrefix = "SLUICE_"
+
+// Load reads the YAML file at path, applies SLUICE_ environment overrides and
+// ${VAR} expansion, decodes strictly (unknown keys are errors) on top of the
+// defaults and validates the result. Every problem found is returned in one
+// *ConfigError whose entries name their key path. Plugin blocks are checked
+// later, when the pipeline is compiled (see Check).
+//
+// The returned Config is nil only when the file cannot be read or parsed.
+func Load(path string) (*Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, unwrapPathErr(err))
+	}
+	envKeys := map[string]string{} // key path -> variable that set it
+	err := k.Load(env.ProviderWithValue(EnvPrefix, ".", func(name, value string) (string, any) {
+		rest := strings.TrimPrefix(name, EnvPrefix)
+		if !strings.Contains(rest, "__") {
+			// SLUICE_ADMIN_TOKEN and the like are values for ${VAR}, not overrides.
+			return "", nil
+		}
+		key := strings.ToLower(strings.ReplaceAll(rest, "__", "."))
+		envKeys[key] = name
+		return key, value
+	}), nil)
+	if err != nil {
+		return nil, fmt.Errorf("environment overrides: %w", err)
+	}
+	return decodeConfig(k.Raw(), envKeys)
+}
+
+// LoadBytes is Load for a YAML document held in memory (used by tests and
+// embedders). Environment overrides are not applied; ${VAR} expansion is.
+func LoadBytes(doc []byte) (*Config, error) {
+	raw, err := yaml.Parser().Unmarshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return decodeConfig(raw, nil)
+}
+
+func decodeConfig(raw map[string]any, envKeys map[string]string) (*Config, error) {
+	var p Problems
+	expandTree(raw, "", &p)
+
+	cfg := DefaultConfig()
+	if err := decodeStrict(raw, cfg); err != nil {
+		p.AddErr("", err)
+		// A map entry with one bad field is dropped by the decoder; decode the
+		// dropped ones again field by field so that the checks below still see
+		// them and report everything else that is wrong in one go.
+		recoverEntries(raw, "upstreams", &cfg.Upstreams)
+		recoverEntries(raw, "routes", &cfg.Routes)
+	}
+	for name, u := range cfg.Upstreams {
+		u.applyDefaults()
+		cfg.Upstreams[name] = u
+	}
+	cfg.validate(&p)
+
+	if len(envKeys) > 0 {
+		for _, fe := range p.list {
+			for key, name := range envKeys {
+				if fe.Path == key || strings.HasPrefix(fe.Path, key+".") || strings.HasPrefix(key, fe.Path+".") {
+					fe.Msg += " (set by environment variable " + name + ")"
+					break
+				}
+			}
+		}
+	}
+	return cfg, p.Err()
+}
+
+// recoverEntries decodes, leniently, the entries of raw[section] that are
+// missing from *dst. Their errors were already reported by the strict pass.
+func recoverEntries[V any](raw map[string]any, section string, dst *map[string]V) {
+	entries, _ := raw[section].(map[string]any)
+	for name, entry := range entries {
+		if _, ok := (*dst)[name]; ok {
+			continue
+		}
+		var v V
+		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+			TagName: "koanf", WeaklyTypedInput: true, Result: &v,
+			DecodeHook: mapstructure.ComposeDecodeHookFunc(durationHook, sizeHook, mapstructure.StringToSliceHookFunc(",")),
+		})
+		if err != nil {
+			continue
+		}
+		_ = dec.Decode(entry) // errors already reported; keep whatever decoded
+		if *dst == nil {
+			*dst = map[string]V{}
+		}
+		(*dst)[name] = v
+	}
+}
+
+// DecodeBlock decodes a raw plugin block into dst (a pointer to the plugin's
+// Config holding its defaults) with the same strict rules as the main file:
+// unknown keys, bad durations and bad sizes are errors with key paths relative
+// to the block.
+func DecodeBlock(block map[string]any, dst any) error {
+	if block == nil {
+		block = map[string]any{}
+	}
+	var p Problems
+	p.AddErr("", decodeStrict(block, dst))
+	return p.Err()
+}
+
+var (
+	durationType = reflect.TypeFor[Duration]()
+	sizeType     = reflect.TypeFor[Size]()
+)
+
+// decodeStrict decodes input into result (a pointer) and turns mapstructure's
+// errors into FieldErrors with dotted key paths.
+func decodeStrict(input any, result any) error {
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		TagName:          "koanf",
+		ErrorUnused:      true,
+		WeaklyTypedInput: true, // environment overrides are strings
+		Result:           result,
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			durationHook, sizeHook, mapstructure.StringToSliceHookFunc(","),
+		),
+	})
+	if err != nil {
+		return err
+	}
+	err = dec.Decode(input)
+	if err == nil {
+		return nil
+	}
+	var p Problems
+	root := reflect.TypeOf(result).Elem()
+	walkDecodeErrors(err, func(de *mapstructure.DecodeError) {
+		path := decodePath(de.Name(), root)
+		msg := de.Unwrap().Error()
+		if keys, ok := strings.CutPrefix(msg, "has invalid keys: "); ok {
+			known := knownKeys(root, path)
+			for _, key := range strings.Split(keys, ", ") {
+				hint := ""
+				if known != nil {
+					hint = suggest(key, known)
+				}
+				p.Add(joinPath(path, key), "unknown key"+hint)
+			}
+			return
+		}
+		p.Add(path, cleanDecodeMsg(msg))
+	})
+	if p.Len() == 0 {
+		p.Add("", err.Error())
+	}
+	return p.Err()
+}
+
+func walkDecodeErrors(err error, fn func(*mapstructure.DecodeError)) {
+	var de *mapstructure.DecodeError
+	if errors.As(err, &de) && !hasJoined(err) {
+		fn(de)
+		return
+	}
+	switch e := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, x := range e.Unwrap() {
+			walkDecodeErrors(x, fn)
+		}
+	case interface{ Unwrap() error }:
+		walkDecodeErrors(e.Unwrap(), fn)
+	}
+}
+
+// hasJoined reports whether a joined error sits above the first DecodeError in
+// err's chain, in which case the walk must descend into each branch.
+func hasJoined(err error) bool {
+	for err != nil {
+		if _, ok := err.(*mapstructure.DecodeError); ok {
+			return false
+		}
+		if _, ok := err.(interface{ Unwrap() []error }); ok {
+			return true
+		}
+		err = errors.Unwrap(err)
+	}
+	return false
+}
+
+// decodePath turns mapstructure's "routes[github].plugins" into
+// "routes.github.plugins"; the root type's own name becomes "".
+func decodePath(name string, root reflect.Type) string {
+	if name == root.String() || name == "" {
+		return ""
+	}
+	name = strings.ReplaceAll(name, "[", ".")
+	name = strings.ReplaceAll(name, "]", "")
+	return name
+}
+
+// cleanDecodeMsg rewrites mapstructure's type jargon into user words.
+func cleanDecodeMsg(msg string) string {
+	msg = strings.TrimPrefix(msg, "error decoding: ")
+	r := strings.NewReplacer(
+		"expected type 'proxy.Duration'", "expected a duration such as \"10s\"",
+		"expected type 'proxy.Size'", "expected a size such as \"10MiB\"",
+		"expected type 'map[string]interface {}'", "expected a map",
+		"expected type 'int'", "expected an integer",
+		"expected type 'bool'", "expected true or false",
+		"expected type 'string'", "expected a string",
+		"cannot parse value as 'int': strconv.ParseInt: invalid syntax", "expected an integer",
+		"cannot parse value as 'bool': strconv.ParseBool: invalid syntax", "expected true or false",
+		"got unconvertible type", "got",
+		"'map[string]interface {}'", "a map",
+		"'[]interface {}'", "a list",
+		"expected a map or struct", "expected a map",
+	)
+	return r.Replace(msg)
+}
+
+// knownKeys lists the keys allowed at path below root, or nil when any key is
+// allowed there (maps with free keys such as plugin blocks).
+func knownKeys(root reflect.Type, path string) []string {
+	t := root
+	if path != "" {
+		for _, seg := range strings.Split(path, ".") {
+			for t.Kind() == reflect.Pointer {
+				t = t.Elem()
+			}
+			switch t.Kind() {
+			case reflect.Struct:
+				f, ok := fieldByTag(t, seg)
+				if !ok {
+					return nil
+				}
+				t = f.Type
+			case reflect.Map:
+				t = t.Elem()
+			default:
+				return nil
+			}
+		}
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	var keys []string
+	for i := range t.NumField() {
+		if tag := tagName(t.Field(i)); tag != "" {
+			keys = append(keys, tag)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		if tagName(t.Field(i)) == name {
+			return t.Field(i), true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func tagName(f reflect.StructField) string {
+	tag, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+	if tag == "-" || !f.IsExported() {
+		return ""
+	}
+	return tag
+}
+
+func durationHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
+	if to != durationType {
+		return data, nil
+	}
+	switch v := data.(type) {
+	case string:
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("invalid duration %q: want a number with a unit, such as \"250ms\", \"10s\" or \"1m30s\"", v)
+		}
+		if d < 0 {
+			return nil, fmt.Errorf("invalid duration %q: must not be negative", v)
+		}
+		return Duration(d), nil
+	case int, int64, uint64, float64:
+		if reflect.ValueOf(v).IsZero() {
+			return Duration(0), nil
+		}
+		return nil, fmt.Errorf("invalid duration %v: missing unit, write e.g. \"%vs\" or \"%vms\"", v, v, v)
+	case Duration:
+		return v, nil
+	}
+	return data, nil
+}
+
+func sizeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
+	if to != sizeType {
+		return data, nil
+	}
+	switch v := data.(type) {
+	case string:
+		return ParseSize(v)
+	case int:
+		if v < 0 {
+			return nil, fmt.Errorf("invalid size %d: must not be negative", v)
+		}
+		return Size(v), nil
+	case int64:
+		if v < 0 {
+			return nil, fmt.Errorf("invalid size %d: must not be negative", v)
+		}
+		return Size(v), nil
+	case uint64:
+		return Size(v), nil
+	case float64:
+		if v < 0 || v != float64(int64(v)) {
+			return nil, fmt.Errorf("invalid size %v: want a whole number of bytes or a unit such as \"10MiB\"", v)
+		}
+		return Size(v), nil
+	}
+	return data, nil
+}
+
+// expandTree replaces ${VAR} references in every string value of the tree, in
+// place. ${VAR:-default} uses default when VAR is unset or empty; $$ is a
+// literal '$'. An unset VAR without default is a problem at that key.
+func expandTree(node any, path string, p *Problems) any {
+	switch v := node.(type) {
+	case map[string]any:
+		for k, child := range v {
+			v[k] = expandTree(child, joinPath(path, k), p)
+		}
+	case []any:
+		for i, child := range v {
+			v[i] = expandTree(child, fmt.Sprintf("%s[%d]", path, i), p)
+		}
+	case string:
+		out, err := ExpandEnv(v)
+		if err != nil {
+			p.Add(path, err.Error())
+			return v
+		}
+		return out
+	}
+	return node
+}
+
+// ExpandEnv expands ${VAR}, ${VAR:-default} and $$ in s from the process
+// environment. It fails on an unset VAR without default and on an unclosed ${.
+func ExpandEnv(s string) (string, error) {
+	if !strings.Contains(s, "$") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '$' || i+1 >= len(s) {
+			b.WriteByte(c)
+			continue
+		}
+		switch s[i+1] {
+		case '$':
+			b.WriteByte('$')
+			i++
+		case '{':
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 {
+				return "", fmt.Errorf("unclosed ${ in value")
+			}
+			expr := s[i+2 : i+2+end]
+			name, def, hasDef := strings.Cut(expr, ":-")
+			if !validEnvName(name) {
+				return "", fmt.Errorf("invalid variable reference ${%s}: want ${NAME} or ${NAME:-default}", expr)
+			}
+			val, ok := os.LookupEnv(name)
+			switch {
+			case hasDef && val == "":
+				val = def
+			case !ok:
+				return "", fmt.Errorf("environment variable %s is not set (write ${%s:-} to allow it to be empty)", name, name)
+			}
+			b.WriteString(val)
+			i += 2 + end
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, c := range s {
+		if c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (i > 0 && c >= '0' && c <= '9') {
+			continue
+		}
+		return false
+	}
+	return true
+}

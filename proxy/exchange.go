@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Exchange is the per-request state passed explicitly through the pipeline.
+// It is pooled: the gateway acquires one per request and releases it when the
+// response is complete. Plugins must not keep an Exchange (or slices of its
+// buffers) after their Handle returns.
+type Exchange struct {
+	// Route is the matched route; nil when no route matched.
+	Route *Route
+	// Upstream is the route's upstream; nil when no route matched.
+	Upstream *Upstream
+	// Target is the upstream target of the latest attempt; nil before the first.
+	Target *Target
+	// Consumer is the authenticated caller; "" when none.
+	Consumer string
+	// Start is when the gateway began serving the request.
+	Start time.Time
+	// Attempts counts upstream calls made so far.
+	Attempts int
+	// FromUpstream is true when ctx.Response holds an upstream's answer (as
+	// opposed to an error rendered by the gateway).
+	FromUpstream bool
+	// Err is the gateway error rendered for this request, if any.
+	Err *Error
+
+	problem Code // 1 + the code of the problem+json answer written, 0 if none
+
+	requestID []byte // X-Request-Id, taken from the request or generated
+	rawURI    []byte // the caller's request URI (path and query) as sent
+	pathLen   int    // rawURI[:pathLen] is the path
+	uri       []byte // outbound request URI, built per attempt
+	scratch   []byte // short-lived scratch space (header values, problem bodies)
+	idBuf     [32]byte
+}
+
+var exchangePool = sync.Pool{New: func() any { return new(Exchange) }}
+
+func acquireExchange() *Exchange { return exchangePool.Get().(*Exchange) }
+
+func releaseExchange(ex *Exchange) {
+	ex.Route, ex.Upstream, ex.Target, ex.Err = nil, nil, nil, nil
+	ex.Consumer = ""
+	ex.Attempts = 0
+	ex.FromUpstream = false
+	ex.problem = 0
+	ex.requestID = ex.requestID[:0]
+	ex.rawURI = ex.rawURI[:0]
+	ex.pathLen = 0
+	ex.uri = ex.uri[:0]
+	if cap(ex.scratch) > 64<<10 { // don't pin a huge problem body in the pool
+		ex.scratch = nil
+	}
+	ex.scratch = ex.scratch[:0]
+	exchangePool.Put(ex)
+}
+
+// RequestID returns the request's X-Request-Id. Valid until the exchange ends.
+func (ex *Exchange) RequestID() []byte { return ex.requestID }
+
+// Path returns the request path as the caller sent it (raw, without query).
+// Valid until the exchange ends.
+func (ex *Exchange) Path() []byte { return ex.rawURI[:ex.pathLen] }
+
+// RawURI returns the request URI (path and query) as the caller sent it.
+// Valid until the exchange ends.
+func (ex *Exchange) RawURI() []byte { return ex.rawURI }
+
+var strXRequestID = []byte("X-Request-Id")
+
+// begin records the start time, the caller's path and the request id.
+func (ex *Exchange) begin(ctx *fasthttp.RequestCtx, start time.Time) {
+	ex.Start = start
+	ex.rawURI = append(ex.rawURI[:0], ctx.Request.Header.RequestURI()...)
+	if len(ex.rawURI) > 0 && ex.rawURI[0] != '/' {
+		// absolute-form ("http://host/path?q"): keep the origin-form part
+		u := ctx.Request.URI()
+		ex.rawURI = append(ex.rawURI[:0], u.PathOriginal()...)
+		if q := u.QueryString(); len(q) > 0 {
+			ex.rawURI = append(append(ex.rawURI, '?'), q...)
+		}
+	}
+	ex.pathLen = len(ex.rawURI)
+	if i := bytes.IndexByte(ex.rawURI, '?'); i >= 0 {
+		ex.pathLen = i
+	}
+	if id := ctx.Request.Header.PeekBytes(strXRequestID); validRequestID(id) {
+		ex.requestID = append(ex.requestID[:0], id...)
+	} else {
+		ex.requestID = newRequestID(ex.idBuf[:0])
+		ctx.Request.Header.SetBytesKV(strXRequestID, ex.requestID)
+	}
+}
+
+// validRequestID accepts 1 to 200 visible ASCII characters: enough for UUIDs,
+// trace ids and the like, never a header-splitting or log-forging value.
+func validRequestID(id []byte) bool {
+	if len(id) == 0 || len(id) > 200 {
+		return false
+	}
+	for _, c := range id {
+		if c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	idPrefix  uint64
+	idCounter atomic.Uint64
+)
+
+func init() {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	idPrefix = binary.LittleEndian.Uint64(b[:8])
+	idCounter.Store(binary.LittleEndian.Uint64(b[8:]))
+}
+
+// newRequestID appends a 32-hex-digit id: a per-process random prefix and a
+// counter, unique without coordination and free of allocation.
+func newRequestID(dst []byte) []byte {
+	n := idCounter.Add(1)
+	dst = appendHex64(dst, idPrefix)
+	return appendHex64(dst, n)
+}
+
+func appendHex64(dst []byte, v uint64) []byte {
+	for shift := 60; shift >= 0; shift -= 4 {
+		dst = append(dst, hexDigits[(v>>uint(shift))&0xf])
+	}
+	return dst
+}
+
+// b2s converts without copying; the bytes must not change while the string is used.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+func isJSON(b []byte) bool { return json.Valid(b) }

@@ -1,0 +1,387 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Options configure a Gateway beyond its Config.
+type Options struct {
+	// Plugins are the plugins the config may use. Required.
+	Plugins *Registry
+	// ConfigPath is the file Reload reads. Empty: Reload fails.
+	ConfigPath string
+	// LogOutput receives the logs (JSON or text lines). Nil means os.Stdout.
+	LogOutput io.Writer
+	// Dial, if set, replaces TCP dialing to upstream targets (tests and
+	// benchmarks use an in-memory listener). The address is the target's host:port.
+	Dial fasthttp.DialFunc
+	// Version is reported by /healthz and the startup log.
+	Version string
+}
+
+// Gateway is the Sluice proxy: a compiled configuration behind an atomic
+// pointer, the fasthttp server that serves it and the admin API.
+type Gateway struct {
+	opts    Options
+	metrics *Metrics
+	pools   *clientPools
+	shared  sharedStore
+
+	state    atomic.Pointer[state]
+	logLevel slog.LevelVar
+	baseLog  *slog.Logger
+
+	reloadMu sync.Mutex // one reload at a time
+	ready    atomic.Bool
+	draining atomic.Bool
+
+	server  *fasthttp.Server
+	started time.Time
+}
+
+// New compiles cfg and returns a gateway ready to serve it. Every problem in
+// cfg (plugins included) is reported in one *ConfigError.
+func New(cfg *Config, opts Options) (*Gateway, error) {
+	if opts.Plugins == nil {
+		return nil, errors.New("proxy: Options.Plugins is required")
+	}
+	if opts.LogOutput == nil {
+		opts.LogOutput = os.Stdout
+	}
+	g := &Gateway{opts: opts, metrics: NewMetrics(), pools: newClientPools(), started: time.Now()}
+	g.logLevel.Set(parseLevel(cfg.Log.Level))
+	g.baseLog = g.logger(cfg.Log)
+	st, err := g.compile(cfg, g.pools)
+	if err != nil {
+		return nil, err
+	}
+	g.state.Store(st)
+	for _, s := range st.starters {
+		if err := s.Start(); err != nil {
+			return nil, fmt.Errorf("starting plugin: %w", err)
+		}
+	}
+	g.server = g.newServer(&cfg.Server)
+	return g, nil
+}
+
+// Check compiles cfg without serving it: plugin blocks are decoded and
+// validated, plugins built (not started), routes registered. It returns every
+// problem in one *ConfigError. This is `sluice validate`.
+func Check(cfg *Config, plugins *Registry) error {
+	g := &Gateway{opts: Options{Plugins: plugins, LogOutput: io.Discard}, metrics: NewMetrics()}
+	g.baseLog = g.logger(cfg.Log)
+	_, err := g.compile(cfg, newClientPools())
+	return err
+}
+
+// Metrics returns the gateway's metrics (its Prometheus registry).
+func (g *Gateway) Metrics() *Metrics { return g.metrics }
+
+// Config returns the configuration being served.
+func (g *Gateway) Config() *Config { return g.state.Load().cfg }
+
+// Logger returns the gateway's logger.
+func (g *Gateway) Logger() *slog.Logger { return g.state.Load().log }
+
+func (g *Gateway) routeMetrics(route, upstream string) *routeMetrics {
+	return newRouteMetrics(g.metrics, route, upstream)
+}
+
+func (g *Gateway) upstreamMetrics(upstream string) upstreamMetrics {
+	return newUpstreamMetrics(g.metrics, upstream)
+}
+
+func (g *Gateway) newServer(sc *ServerConfig) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      g.serve,
+		ErrorHandler:                 g.serveError,
+		Name:                         "sluice",
+		NoDefaultServerHeader:        true, // the upstream's Server header, if any, passes
+		NoDefaultContentType:         true, // never invent a Content-Type
+		ReadTimeout:                  sc.ReadTimeout.D(),
+		WriteTimeout:                 sc.WriteTimeout.D(),
+		IdleTimeout:                  sc.IdleTimeout.D(),
+		MaxRequestBodySize:           int(sc.MaxRequestBody),
+		ReadBufferSize:               int(sc.MaxHeaderSize),
+		Concurrency:                  sc.MaxConnections,
+		DisablePreParseMultipartForm: true, // bodies are forwarded as bytes
+		CloseOnShutdown:              true,
+		SecureErrorLogMessage:        true,
+		TCPKeepalive:                 true,
+		Logger:                       fasthttpLogger{g},
+	}
+}
+
+// serve is the fasthttp handler: limits, routing, then the route's pipeline.
+func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
+	st := g.state.Load()
+	st.active.Add(1)
+	n := g.metrics.inflight.Add(1)
+	switch {
+	case st.maxInflight > 0 && n > st.maxInflight:
+		st.reject(ctx, errOverloaded)
+	case hasDotSegment(ctx.Request.URI().PathOriginal()):
+		st.reject(ctx, errDotSegment)
+	default:
+		if h := st.table.lookup(ctx); h != nil {
+			h(ctx)
+		} else {
+			st.reject(ctx, st.notFound(ctx))
+		}
+	}
+	g.metrics.inflight.Add(-1)
+	st.active.Add(-1)
+}
+
+// serveError answers requests that fasthttp could not read: they never reach
+// a route or an upstream.
+func (g *Gateway) serveError(ctx *fasthttp.RequestCtx, err error) {
+	st := g.state.Load()
+	var e *Error
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		e = Errorf(CodeRequestTooLarge, "the request body is larger than %s (server.max_request_body)", st.cfg.Server.MaxRequestBody)
+	case errors.As(err, &small):
+		e = Errorf(CodeRequestTooLarge, "the request head is larger than %s (server.max_header_size)", st.cfg.Server.MaxHeaderSize)
+		e.Status = fasthttp.StatusRequestHeaderFieldsTooLarge
+	case errors.As(err, &netErr) && netErr.Timeout():
+		e = NewError(CodeBadRequest, "the request was not received within server.read_timeout")
+		e.Status = fasthttp.StatusRequestTimeout
+	default:
+		e = NewError(CodeBadRequest, "malformed HTTP request")
+	}
+	e.Err = err
+	st.reject(ctx, e)
+}
+
+// reject answers a request that no route serves.
+func (st *state) reject(ctx *fasthttp.RequestCtx, err *Error) {
+	ex := acquireExchange()
+	ex.begin(ctx, ctx.Time())
+	st.writeError(ctx, ex, err)
+	st.finish(ctx, ex, st.unmatched)
+	releaseExchange(ex)
+}
+
+func (st *state) notFound(ctx *fasthttp.RequestCtx) *Error {
+	if allow := st.table.allowed(ctx); len(allow) > 0 {
+		e := Errorf(CodeMethodNotAllowed, "%s is not allowed here; allowed: %s", ctx.Method(), strings.Join(allow, ", "))
+		e.Allow = strings.Join(allow, ", ")
+		return e
+	}
+	return Errorf(CodeRouteNotFound, "no route matches %s %s", ctx.Method(), ctx.Request.URI().PathOriginal())
+}
+
+// serve runs one request through the route's pipeline and writes the answer.
+func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
+	st := rt.st
+	ex := acquireExchange()
+	ex.begin(ctx, ctx.Time())
+	ex.Route, ex.Upstream = rt, rt.Upstream
+	prepareRequest(ctx, ex)
+	if err := rt.run(ctx, ex); err != nil {
+		st.writeError(ctx, ex, err)
+	}
+	st.finish(ctx, ex, rt.metrics)
+	releaseExchange(ex)
+}
+
+// run calls the pipeline; a panic in any stage becomes an internal_error.
+func (rt *Route) run(ctx *fasthttp.RequestCtx, ex *Exchange) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rt.st.log.Error("panic in pipeline", "route", rt.Name, "request_id", string(ex.requestID),
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = NewError(CodeInternalError, "internal error")
+		}
+	}()
+	return rt.handler.Handle(ctx, ex)
+}
+
+var strAllow = []byte("Allow")
+
+// writeError renders err as problem+json: the one place gateway errors are written.
+func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
+	e := Classify(err)
+	ex.Err = e
+	p := ProblemFor(e, ctx, ex)
+	p.Write(ctx, ex)
+	if e.Allow != "" {
+		ctx.Response.Header.SetBytesKV(strAllow, []byte(e.Allow))
+	}
+	if e.Code == CodeInternalError {
+		st.log.Error("request failed", "code", e.Code.String(), "request_id", string(ex.requestID), "error", e.Error())
+	} else if e.Err != nil && st.log.Enabled(context.Background(), slog.LevelDebug) {
+		st.log.Debug("request failed", "code", e.Code.String(), "request_id", string(ex.requestID), "error", e.Error())
+	}
+}
+
+// finish completes every response: X-Request-Id, metrics, access log.
+func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics) {
+	ctx.Response.Header.SetBytesKV(strXRequestID, ex.requestID)
+	status := ctx.Response.StatusCode()
+	elapsed := time.Since(ex.Start)
+	rm.countRequest(ctx.Method(), status)
+	rm.duration.Observe(elapsed.Seconds())
+	if ex.problem != 0 {
+		rm.countError(ex.problem - 1)
+	}
+	if st.accessLog {
+		st.logAccess(ctx, ex, rm, status, elapsed)
+	}
+}
+
+func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics, status int, elapsed time.Duration) {
+	attrs := make([]slog.Attr, 0, 14)
+	attrs = append(attrs,
+		slog.String("route", rm.route),
+		slog.String("upstream", rm.upstream),
+		slog.String("method", string(ctx.Method())),
+		slog.String("path", string(ex.Path())),
+		slog.Int("status", status),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		slog.Int("bytes_in", len(ctx.Request.Body())),
+		slog.Int("bytes_out", len(ctx.Response.Body())),
+		slog.String("request_id", string(ex.requestID)),
+		slog.String("remote", string(appendRemoteIP(nil, ctx.RemoteAddr()))),
+	)
+	if ex.Attempts > 0 {
+		attrs = append(attrs, slog.Int("attempts", ex.Attempts), slog.String("target", ex.Target.URL))
+	}
+	if ex.Consumer != "" {
+		attrs = append(attrs, slog.String("consumer", ex.Consumer))
+	}
+	if ex.problem != 0 {
+		attrs = append(attrs, slog.String("code", (ex.problem-1).String()))
+	}
+	st.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+}
+
+// Serve serves proxy traffic on ln until Shutdown.
+func (g *Gateway) Serve(ln net.Listener) error {
+	g.ready.Store(true)
+	return g.server.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits, at most until ctx is done,
+// for in-flight requests to complete. Then it closes plugins and pools.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.draining.Store(true)
+	g.ready.Store(false)
+	err := g.server.ShutdownWithContext(ctx)
+	st := g.state.Load()
+	for _, c := range st.closers {
+		_ = c.Close()
+	}
+	for _, hc := range g.pools.release(nil) {
+		hc.CloseIdleConnections()
+	}
+	return err
+}
+
+// Apply compiles cfg and, if it is valid, swaps it in atomically. Requests in
+// flight finish with the config they started with; the old config's plugins
+// are closed once they are done. Settings of the listeners themselves
+// (server.*, admin.listen) need a restart: a change to them is logged.
+func (g *Gateway) Apply(cfg *Config) error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	old := g.state.Load()
+	st, err := g.compile(cfg, g.pools)
+	if err != nil {
+		g.metrics.reloads.WithLabelValues("failure").Inc()
+		old.log.Error("config reload rejected; the previous config keeps serving", "error", err.Error())
+		return err
+	}
+	for _, s := range st.starters {
+		if err := s.Start(); err != nil {
+			g.metrics.reloads.WithLabelValues("failure").Inc()
+			old.log.Error("config reload rejected: a plugin failed to start", "error", err.Error())
+			for _, c := range st.closers {
+				_ = c.Close()
+			}
+			return fmt.Errorf("starting plugin: %w", err)
+		}
+	}
+	g.logLevel.Set(parseLevel(cfg.Log.Level))
+	g.state.Store(st)
+	g.metrics.reloads.WithLabelValues("success").Inc()
+	for name, ort := range old.routes {
+		if nrt, ok := st.routes[name]; !ok {
+			g.metrics.forgetRoute(name)
+		} else if nrt.Upstream.Name != ort.Upstream.Name {
+			g.metrics.forgetRouteUpstream(name, ort.Upstream.Name)
+		}
+	}
+	if restart := restartNeeded(old.cfg, cfg); len(restart) > 0 {
+		st.log.Warn("config reloaded, but these settings apply only after a restart", "keys", strings.Join(restart, ", "))
+	}
+	st.log.Info("config reloaded", "routes", len(st.routes), "upstreams", len(st.upstreams))
+	go g.retire(old, g.pools.release(st.clientKeys))
+	return nil
+}
+
+// Reload reads Options.ConfigPath again and applies it.
+func (g *Gateway) Reload() error {
+	if g.opts.ConfigPath == "" {
+		return errors.New("no config file to reload from")
+	}
+	cfg, err := Load(g.opts.ConfigPath)
+	if err != nil {
+		g.metrics.reloads.WithLabelValues("failure").Inc()
+		g.state.Load().log.Error("config reload rejected; the previous config keeps serving", "error", err.Error())
+		return err
+	}
+	return g.Apply(cfg)
+}
+
+// retire waits until no request uses old, then closes its plugins and the
+// idle connections of pools no longer used.
+func (g *Gateway) retire(old *state, pools []*fasthttp.HostClient) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for old.active.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, c := range old.closers {
+		if err := c.Close(); err != nil {
+			old.log.Warn("closing plugin", "error", err.Error())
+		}
+	}
+	for _, hc := range pools {
+		hc.CloseIdleConnections()
+	}
+}
+
+func restartNeeded(a, b *Config) []string {
+	var keys []string
+	if a.Server != b.Server {
+		keys = append(keys, "server (other than max_inflight)")
+		if a.Server.MaxInflight != b.Server.MaxInflight {
+			x, y := a.Server, b.Server
+			x.MaxInflight, y.MaxInflight = 0, 0
+			if x == y {
+				keys = keys[:0]
+			}
+		}
+	}
+	if a.Admin.Listen != b.Admin.Listen {
+		keys = append(keys, "admin.listen")
+	}
+	return keys
+}

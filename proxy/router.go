@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/fasthttp/router"
+	"github.com/valyala/fasthttp"
+)
+
+// routeTable finds the route of a request. It holds one fasthttp/router per
+// route host ("" for routes without host). Lookups run on the raw path (the
+// router's PathOriginal) and never store path parameters, so matching a
+// static or catch-all route allocates nothing.
+type routeTable struct {
+	byHost  map[string]*router.Router // lower-cased host -> routes of that host
+	anyHost *router.Router
+	methods []string // every method some route names, for 405 answers
+	// owners maps "host method path" to the route that registered it, to name
+	// both routes in a conflict.
+	owners map[string]string
+}
+
+func newRouteTable() *routeTable {
+	return &routeTable{byHost: map[string]*router.Router{}, anyHost: newRouter(), owners: map[string]string{}}
+}
+
+func newRouter() *router.Router {
+	r := router.New()
+	// An API gateway answers what it is asked: no redirects, no automatic
+	// OPTIONS answers (OPTIONS goes upstream like any method).
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleOPTIONS = false
+	r.HandleMethodNotAllowed = false
+	return r
+}
+
+// add registers a route. fasthttp/router panics on conflicting patterns;
+// the panic becomes an error naming the other route where it can be told.
+func (t *routeTable) add(name string, rc *RouteConfig, h fasthttp.RequestHandler) (err error) {
+	host := strings.ToLower(rc.Host)
+	r := t.anyHost
+	if host != "" {
+		if r = t.byHost[host]; r == nil {
+			r = newRouter()
+			t.byHost[host] = r
+		}
+	}
+	methods := rc.Methods
+	if len(methods) == 0 {
+		methods = []string{router.MethodWild}
+	}
+	for _, m := range methods {
+		key := host + " " + m + " " + rc.Path
+		if other, dup := t.owners[key]; dup {
+			return fmt.Errorf("%s %s is already served by route %q", methodLabel(m), rc.Path, other)
+		}
+		if err := register(r, m, rc.Path, h); err != nil {
+			return fmt.Errorf("%s %s conflicts with %s", methodLabel(m), rc.Path, t.describe(host, m, err))
+		}
+		t.owners[key] = name
+		if m != router.MethodWild && !slices.Contains(t.methods, m) {
+			t.methods = append(t.methods, m)
+		}
+	}
+	return nil
+}
+
+func register(r *router.Router, method, path string, h fasthttp.RequestHandler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%v", p)
+		}
+	}()
+	r.Handle(method, path, h)
+	return nil
+}
+
+// describe names the route(s) a router panic is about: those whose path the
+// panic message quotes, else every route of that host and method.
+func (t *routeTable) describe(host, method string, perr error) string {
+	msg := perr.Error()
+	var names []string
+	for key, name := range t.owners {
+		h, rest, _ := strings.Cut(key, " ")
+		m, path, _ := strings.Cut(rest, " ")
+		if h == host && m == method && strings.Contains(msg, "'"+path+"'") && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	if len(names) == 0 {
+		return "another route: " + msg
+	}
+	return fmt.Sprintf("route %q (%s)", strings.Join(names, `", "`), msg)
+}
+
+func methodLabel(m string) string {
+	if m == router.MethodWild {
+		return "any method"
+	}
+	return m
+}
+
+// lookup returns the handler of the route that serves the request, or nil.
+func (t *routeTable) lookup(ctx *fasthttp.RequestCtx) fasthttp.RequestHandler {
+	method := b2s(ctx.Method())
+	path := b2s(ctx.Request.URI().PathOriginal())
+	if len(t.byHost) > 0 {
+		if r := t.hostRouter(ctx.Host()); r != nil {
+			if h := find(r, method, path); h != nil {
+				return h
+			}
+		}
+	}
+	return find(t.anyHost, method, path)
+}
+
+func find(r *router.Router, method, path string) fasthttp.RequestHandler {
+	if h, _ := r.Lookup(method, path, nil); h != nil {
+		return h
+	}
+	// Lookup stops at a trailing-slash hint or an unknown method; the routes
+	// registered for any method still apply.
+	h, _ := r.Lookup(router.MethodWild, path, nil)
+	return h
+}
+
+// allowed lists the methods of the routes whose path matches, for a 405.
+func (t *routeTable) allowed(ctx *fasthttp.RequestCtx) []string {
+	path := b2s(ctx.Request.URI().PathOriginal())
+	var out []string
+	routers := []*router.Router{t.anyHost}
+	if r := t.hostRouter(ctx.Host()); r != nil {
+		routers = append(routers, r)
+	}
+	for _, m := range t.methods {
+		for _, r := range routers {
+			if h, _ := r.Lookup(m, path, nil); h != nil && !slices.Contains(out, m) {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// hostRouter returns the router of the request's host (port stripped,
+// compared case-insensitively), or nil. It does not allocate.
+func (t *routeTable) hostRouter(host []byte) *router.Router {
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 && bytes.IndexByte(host[i:], ']') < 0 {
+		host = host[:i]
+	}
+	var buf [256]byte
+	if len(host) > len(buf) {
+		return nil
+	}
+	n := copy(buf[:], host)
+	for i := range n {
+		if c := buf[i]; c >= 'A' && c <= 'Z' {
+			buf[i] = c + 'a' - 'A'
+		}
+	}
+	return t.byHost[string(buf[:n])]
+}
+
+// hasDotSegment reports whether a raw path has a "." or ".." segment, also
+// percent-encoded ("%2e"). Such paths are refused: forwarded as is they could
+// climb out of the upstream base path or the route's prefix.
+func hasDotSegment(path []byte) bool {
+	for i := 0; i < len(path); {
+		if path[i] != '/' {
+			i++
+			continue
+		}
+		j := i + 1
+		dots := 0
+		for j < len(path) && path[j] != '/' {
+			switch {
+			case path[j] == '.':
+				dots++
+				j++
+			case path[j] == '%' && j+2 < len(path) && path[j+1] == '2' && (path[j+2] == 'e' || path[j+2] == 'E'):
+				dots++
+				j += 3
+			default:
+				dots = 3 // any other byte: an ordinary segment
+				j++
+			}
+		}
+		if dots == 1 || dots == 2 {
+			return true
+		}
+		i = j
+	}
+	return false
+}

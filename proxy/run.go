@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Run serves cfg until SIGTERM or SIGINT (or ctx is done): the proxy on
+// server.listen, the admin API on admin.listen. SIGHUP reloads the config file.
+// On SIGTERM/SIGINT it stops accepting, drains in-flight requests for at most
+// server.drain_timeout, and returns nil.
+func Run(ctx context.Context, cfg *Config, opts Options) error {
+	g, err := New(cfg, opts)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		return fmt.Errorf("server.listen: %w", err)
+	}
+	var adminLn net.Listener
+	if cfg.Admin.Listen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+	}
+	log := g.Logger()
+
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- g.Serve(ln) }()
+	if adminLn != nil {
+		go func() {
+			if err := g.ServeAdmin(adminLn); err != nil {
+				serveErr <- fmt.Errorf("admin: %w", err)
+			}
+		}()
+	}
+	log.Info("sluice started", "version", opts.Version, "listen", ln.Addr().String(), "admin", cfg.Admin.Listen,
+		"routes", len(g.state.Load().routes), "upstreams", len(g.state.Load().upstreams))
+
+	for {
+		select {
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				g.Logger().Info("SIGHUP: reloading config", "file", opts.ConfigPath)
+				_ = g.Reload() // logged and counted; the old config keeps serving
+				continue
+			}
+			g.Logger().Info("draining", "signal", sig.String(), "drain_timeout", g.Config().Server.DrainTimeout.String())
+		case <-ctx.Done():
+			g.Logger().Info("draining", "reason", "context done")
+		case err := <-serveErr:
+			if adminLn != nil {
+				adminLn.Close()
+			}
+			return err
+		}
+		break
+	}
+	drain := g.Config().Server.DrainTimeout.D()
+	sctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	start := time.Now()
+	err = g.Shutdown(sctx)
+	if adminLn != nil {
+		adminLn.Close()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		g.Logger().Warn("drain timeout reached; exiting with requests still in flight", "drain_timeout", drain.String())
+		return nil
+	}
+	g.Logger().Info("stopped", "drained_in", time.Since(start).String())
+	return err
+}

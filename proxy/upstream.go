@@ -1,0 +1,226 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Upstream is one provider API as compiled from an upstreams.NAME block: its
+// targets with their connection pools, and its per-attempt timeout. It is
+// also the terminal Handler of every route that uses it: Handle makes one
+// attempt.
+type Upstream struct {
+	Name    string
+	Targets []*Target
+	// Timeout bounds one attempt.
+	Timeout time.Duration
+
+	next    atomic.Uint32
+	metrics upstreamMetrics
+}
+
+// Target is one base URL of an upstream with its keep-alive connection pool.
+type Target struct {
+	// URL is the target's base URL as configured.
+	URL string
+
+	client   *fasthttp.HostClient
+	host     []byte // Host header value
+	scheme   []byte // "http" or "https"
+	basePath []byte // path of the base URL without trailing slash, may be empty
+}
+
+// Client returns the target's connection pool.
+func (t *Target) Client() *fasthttp.HostClient { return t.client }
+
+// Pick returns the next target, round-robin.
+func (u *Upstream) Pick() *Target {
+	if len(u.Targets) == 1 {
+		return u.Targets[0]
+	}
+	n := u.next.Add(1) - 1
+	return u.Targets[n%uint32(len(u.Targets))]
+}
+
+// upstreamCall is the terminal handler of one route: it sends the request to
+// a target of the route's upstream and reads the answer into ctx.Response.
+type upstreamCall struct {
+	u           *Upstream
+	stripPrefix string
+}
+
+var (
+	strHTTPS = []byte("https")
+)
+
+// Handle makes one attempt. The request URI is rebuilt from the caller's raw
+// path and query on every attempt (a retry may go to another target).
+func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
+	u := c.u
+	t := u.Pick()
+	ex.Target = t
+	ex.Attempts++
+
+	req := &ctx.Request
+	ex.uri = t.appendRequestURI(ex.uri[:0], ex.rawURI, c.stripPrefix)
+	req.SetRequestURIBytes(ex.uri)
+	req.Header.SetHostBytes(t.host)
+	if t.scheme[len(t.scheme)-1] == 's' {
+		req.URI().SetSchemeBytes(strHTTPS)
+	}
+
+	start := time.Now()
+	err := t.client.DoTimeout(req, &ctx.Response, u.Timeout)
+	elapsed := time.Since(start).Seconds()
+	if err != nil {
+		ce := Classify(&transportError{err})
+		if ce.Code == CodeUpstreamTimeout {
+			u.metrics.byOutcome[OutcomeTimeout].Observe(elapsed)
+		} else {
+			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
+		}
+		return ce
+	}
+	if ctx.Response.StatusCode() >= 500 {
+		u.metrics.byOutcome[OutcomeErrorStatus].Observe(elapsed)
+	} else {
+		u.metrics.byOutcome[OutcomeOK].Observe(elapsed)
+	}
+	stripHopByHopResponse(&ctx.Response.Header, ex)
+	ex.FromUpstream = true
+	return nil
+}
+
+// appendRequestURI appends the outbound request URI: the target's base path,
+// then the caller's raw path minus the route's strip_prefix, then the raw
+// query. Nothing is decoded or re-encoded.
+func (t *Target) appendRequestURI(dst, rawURI []byte, stripPrefix string) []byte {
+	rest := rawURI
+	if stripPrefix != "" && len(rest) >= len(stripPrefix) && b2s(rest[:len(stripPrefix)]) == stripPrefix {
+		rest = rest[len(stripPrefix):]
+	}
+	dst = append(dst, t.basePath...)
+	if len(rest) == 0 || rest[0] != '/' {
+		dst = append(dst, '/')
+	}
+	return append(dst, rest...)
+}
+
+// clientKey identifies the settings of one target's pool. Targets with equal
+// keys share a pool across reloads, so a reload does not drop warm connections.
+func clientKey(target string, uc *UpstreamConfig) string {
+	return fmt.Sprintf("%s|%v|%v|%d|%v|%d|%+v", target, uc.Timeout, uc.ConnectTimeout, uc.MaxConns,
+		uc.IdleConnTimeout, uc.MaxResponseBody, uc.TLS)
+}
+
+// newTarget parses a validated base URL and prepares its pool (the pool is
+// taken from pools when an identical one exists).
+func newTarget(raw string, uc *UpstreamConfig, pools *clientPools, dial fasthttp.DialFunc) (*Target, error) {
+	pu, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	t := &Target{
+		URL:      raw,
+		host:     []byte(pu.Host),
+		scheme:   []byte(pu.Scheme),
+		basePath: []byte(strings.TrimSuffix(pu.EscapedPath(), "/")),
+	}
+	key := clientKey(raw, uc)
+	if hc := pools.get(key); hc != nil {
+		t.client = hc
+		return t, nil
+	}
+	hc, err := newHostClient(pu, uc, dial)
+	if err != nil {
+		return nil, err
+	}
+	t.client = pools.put(key, hc)
+	return t, nil
+}
+
+func newHostClient(pu *url.URL, uc *UpstreamConfig, dial fasthttp.DialFunc) (*fasthttp.HostClient, error) {
+	port := pu.Port()
+	if port == "" {
+		port = "80"
+		if pu.Scheme == "https" {
+			port = "443"
+		}
+	}
+	addr := net.JoinHostPort(pu.Hostname(), port)
+	connectTimeout := uc.ConnectTimeout.D()
+	if dial == nil {
+		d := &fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}
+		dial = func(addr string) (net.Conn, error) { return d.DialTimeout(addr, connectTimeout) }
+	}
+	hc := &fasthttp.HostClient{
+		Addr:                     addr,
+		Dial:                     dial,
+		IsTLS:                    pu.Scheme == "https",
+		NoDefaultUserAgentHeader: true, // forward the caller's User-Agent, add none
+		MaxConns:                 uc.MaxConns,
+		MaxIdleConnDuration:      uc.IdleConnTimeout.D(),
+		MaxResponseBodySize:      int(uc.MaxResponseBody),
+		ReadBufferSize:           32 << 10, // upstream response heads up to 32 KiB
+		WriteBufferSize:          16 << 10,
+		DisablePathNormalizing:   true, // forward the raw path as sent
+		SecureErrorLogMessage:    true, // never put bodies or headers in error texts
+		// A pooled keep-alive connection the provider closed while idle fails
+		// on first use: resend once on a new connection, for idempotent
+		// requests only and never after a timeout. Retries on answers are the
+		// retry plugin's business.
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
+			return false, isIdempotent(req) && !errors.Is(err, fasthttp.ErrTimeout)
+		},
+	}
+	if hc.IsTLS {
+		tc, err := tlsConfig(pu.Hostname(), &uc.TLS)
+		if err != nil {
+			return nil, err
+		}
+		hc.TLSConfig = tc
+	}
+	return hc, nil
+}
+
+func tlsConfig(host string, c *TLSConfig) (*tls.Config, error) {
+	tc := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		ServerName:         host,
+		InsecureSkipVerify: c.InsecureSkipVerify, //nolint:gosec // opt-in, documented as tests only
+		ClientSessionCache: tls.NewLRUClientSessionCache(256),
+	}
+	if c.ServerName != "" {
+		tc.ServerName = c.ServerName
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, &FieldError{Path: "tls.ca_file", Msg: fmt.Sprintf("cannot read %q: %v", c.CAFile, unwrapPathErr(err))}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, &FieldError{Path: "tls.ca_file", Msg: fmt.Sprintf("%q holds no PEM certificate", c.CAFile)}
+		}
+		tc.RootCAs = pool
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, &FieldError{Path: "tls.cert_file", Msg: fmt.Sprintf("cannot load client certificate: %v", err)}
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
