@@ -291,7 +291,7 @@ func checkUpstreamURL(raw string) error {
 		return fmt.Errorf("invalid URL %q: no host", raw)
 	}
 	if u.User != nil {
-		return fmt.Errorf("invalid URL %q: credentials in the URL are not allowed; use the inject_auth plugin", redactURL(u))
+		return fmt.Errorf("invalid URL %q: credentials in the URL are not allowed (URLs are logged and shown)", redactURL(u))
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return fmt.Errorf("invalid URL %q: no query or fragment allowed", raw)
@@ -312,9 +312,7 @@ func unwrapURLErr(err error) error {
 }
 
 func redactURL(u *url.URL) string {
-	c := *u
-	c.User = url.User(redacted)
-	return c.String()
+	return u.Scheme + "://" + redacted + "@" + u.Host + u.EscapedPath()
 }
 
 func (r *RouteConfig) validate(key string, ups map[string]UpstreamConfig, p *Problems) {
@@ -323,6 +321,8 @@ func (r *RouteConfig) validate(key string, ups map[string]UpstreamConfig, p *Pro
 		p.Add(key+".path", "is required")
 	case !strings.HasPrefix(r.Path, "/"):
 		p.Addf(key+".path", "%q must start with '/'", r.Path)
+	case !balancedBraces(r.Path):
+		p.Addf(key+".path", "%q has unbalanced '{' '}'", r.Path)
 	}
 	if r.Upstream == "" {
 		p.Add(key+".upstream", "is required")
@@ -360,6 +360,21 @@ func (r *RouteConfig) validate(key string, ups map[string]UpstreamConfig, p *Pro
 			p.Addf(key+".strip_prefix", "%q is not a prefix of every path the route matches (path %q)", r.StripPrefix, r.Path)
 		}
 	}
+}
+
+func balancedBraces(s string) bool {
+	depth := 0
+	for _, c := range s {
+		switch c {
+		case '{':
+			depth++
+		case '}':
+			if depth--; depth < 0 {
+				return false
+			}
+		}
+	}
+	return depth == 0
 }
 
 // suggest returns `; did you mean "x"?` for the closest known name, if any is close.

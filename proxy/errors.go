@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -179,6 +181,7 @@ func isIdempotent(req *fasthttp.Request) bool {
 var (
 	errOverloaded = &Error{Code: CodeOverloaded, Detail: "the gateway is serving its maximum number of requests", RetryAfter: time.Second, retry: retryAlways}
 	errDotSegment = &Error{Code: CodeBadRequest, Detail: "the path contains a '.' or '..' segment"}
+	errHeaderName = &Error{Code: CodeBadRequest, Detail: "a header name contains a character that is not allowed"}
 )
 
 // transportError marks an error returned by the upstream client, so that
@@ -220,6 +223,8 @@ func Classify(err error) *Error {
 		return &Error{Code: CodeOverloaded, Detail: "all connections to the upstream are busy (max_conns)", Err: err, RetryAfter: time.Second, retry: retryAlways}
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		return &Error{Code: CodeUpstreamError, Status: 502, Detail: "the upstream response is larger than max_response_body", Err: err}
+	case isTLSError(err):
+		return &Error{Code: CodeUpstreamUnreachable, Detail: "TLS with the upstream failed: " + tlsReason(err), Err: err}
 	case isDialError(err):
 		return &Error{Code: CodeUpstreamUnreachable, Detail: "cannot connect to the upstream", Err: err, retry: retryAlways}
 	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
@@ -236,6 +241,37 @@ func isDialError(err error) bool {
 	}
 	var dns *net.DNSError
 	return errors.As(err, &dns) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}
+
+func isTLSError(err error) bool {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		hostname  x509.HostnameError
+		record    tls.RecordHeaderError
+		alert     tls.AlertError
+		verify    *tls.CertificateVerificationError
+	)
+	return errors.As(err, &unknownCA) || errors.As(err, &invalid) || errors.As(err, &hostname) ||
+		errors.As(err, &record) || errors.As(err, &alert) || errors.As(err, &verify)
+}
+
+// tlsReason says what went wrong in words that carry no secret.
+func tlsReason(err error) string {
+	var (
+		unknownCA x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		hostname  x509.HostnameError
+	)
+	switch {
+	case errors.As(err, &unknownCA):
+		return "the certificate is not signed by a trusted CA (see tls.ca_file)"
+	case errors.As(err, &hostname):
+		return "the certificate is not valid for the host name (see tls.server_name)"
+	case errors.As(err, &invalid):
+		return "the certificate is invalid or expired"
+	}
+	return "handshake failed"
 }
 
 func isNetError(err error) bool {

@@ -136,6 +136,8 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		st.reject(ctx, errOverloaded)
 	case hasDotSegment(ctx.Request.URI().PathOriginal()):
 		st.reject(ctx, errDotSegment)
+	case !validHeaderNames(ctx.Request.Header.RawHeaders()):
+		st.reject(ctx, errHeaderName)
 	default:
 		if h := st.table.lookup(ctx); h != nil {
 			h(ctx)

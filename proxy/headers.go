@@ -50,11 +50,51 @@ func stripHopByHop(h header, fixed []string, ex *Exchange) {
 	}
 }
 
+// tchar marks the bytes allowed in a header name (RFC 9110 token).
+var tchar = func() (t [256]bool) {
+	for _, c := range []byte("!#$%&'*+-.^_`|~") {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	return t
+}()
+
+// validHeaderNames scans the raw request head as received. fasthttp accepts
+// names with spaces ("Bad Name: x"); forwarding them would hand the provider
+// a request that no longer parses the same way everywhere.
+func validHeaderNames(raw []byte) bool {
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon < 0 {
+			continue // the final empty line
+		}
+		for _, c := range line[:colon] {
+			if !tchar[c] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // prepareRequest readies the caller's request for forwarding: hop-by-hop
 // headers go, X-Forwarded-For/-Proto/-Host are added. Host is replaced per
 // attempt by the upstream call.
 func prepareRequest(ctx *fasthttp.RequestCtx, ex *Exchange) {
 	h := &ctx.Request.Header
+	h.SetNoDefaultContentType(true) // forward no Content-Type the caller did not send
 	stripHopByHop(h, hopRequest, ex)
 
 	// X-Forwarded-For: the caller's chain, then the caller's address.

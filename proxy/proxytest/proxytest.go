@@ -7,7 +7,7 @@ package proxytest
 import (
 	"bytes"
 	"context"
-		"io"
+	"io"
 	"net"
 	"net/http"
 	"os"

@@ -1,0 +1,134 @@
+package proxy_test
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
+)
+
+func TestRequestLimits(t *testing.T) {
+	t.Parallel()
+	gw, up := gatewayFor(t, nil, `
+log: {access_log: false}
+server:
+  max_request_body: 1KiB
+  max_header_size: 4KiB
+upstreams: {up: {url: "%[1]s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`)
+	t.Run("body too large", func(t *testing.T) {
+		resp := proxytest.Do(t, "POST", gw.URL+"/x", strings.Repeat("a", 2048))
+		p := problem(t, resp, 413, "request_too_large")
+		if !strings.Contains(p["detail"].(string), "1KiB") {
+			t.Errorf("detail does not name the limit: %v", p["detail"])
+		}
+	})
+	t.Run("head too large", func(t *testing.T) {
+		resp := proxytest.Do(t, "GET", gw.URL+"/x", "", "X-Big", strings.Repeat("b", 8<<10))
+		problem(t, resp, 431, "request_too_large")
+	})
+	t.Run("malformed", func(t *testing.T) {
+		for _, raw := range []string{
+			"GARBAGE\r\n\r\n",
+			"GET /x HTTP/1.1\r\nHost: gw\r\nContent-Length: abc\r\n\r\n",
+			"GET /x HTTP/1.1\r\nHost: gw\r\nBad Header Name: x\r\n\r\n",
+		} {
+			out := rawRequest(t, gw.URL, raw)
+			if !strings.HasPrefix(out, "400\n") || !strings.Contains(out, `"code":"bad_request"`) {
+				t.Errorf("%q: want a 400 bad_request problem, got %s", raw, out)
+			}
+		}
+	})
+	t.Run("limits never reach the upstream", func(t *testing.T) {
+		if n := up.Count(); n != 0 {
+			t.Errorf("upstream received %d requests", n)
+		}
+	})
+}
+
+func TestMaxInflightOverloaded(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	entered := make(chan struct{}, 16)
+	gw, _ := gatewayFor(t, func(ctx *fasthttp.RequestCtx) {
+		entered <- struct{}{}
+		<-release
+	}, `
+log: {access_log: false}
+server: {max_inflight: 2}
+upstreams: {up: {url: "%[1]s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`)
+	var wg sync.WaitGroup
+	statuses := make(chan int, 2)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := proxytest.TryDo("GET", gw.URL+"/slow", "")
+			if err != nil {
+				statuses <- -1
+				return
+			}
+			statuses <- resp.Status
+		}()
+	}
+	<-entered // both slots taken
+	<-entered
+	resp := proxytest.Do(t, "GET", gw.URL+"/third", "")
+	p := problem(t, resp, 503, "overloaded")
+	if resp.Header.Get("Retry-After") != "1" || p["retryable"] != true {
+		t.Errorf("Retry-After = %q, retryable = %v", resp.Header.Get("Retry-After"), p["retryable"])
+	}
+	close(release)
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != 200 {
+			t.Errorf("a request inside the limit got %d", s)
+		}
+	}
+	if resp := proxytest.Do(t, "GET", gw.URL+"/after", ""); resp.Status != 200 {
+		t.Errorf("after the burst: %d", resp.Status)
+	}
+}
+
+func TestKeepAliveFromCaller(t *testing.T) {
+	t.Parallel()
+	gw, _ := gatewayFor(t, nil, `
+log: {access_log: false}
+upstreams: {up: {url: "%[1]s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	br := bufio.NewReader(conn)
+	// pipelined: two requests written at once, answered in order
+	if _, err := conn.Write([]byte("GET /1 HTTP/1.1\r\nHost: gw\r\n\r\nGET /2 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("response %d: %d", i, resp.StatusCode)
+		}
+		if i == 1 && !resp.Close {
+			t.Errorf("the caller's Connection: close was not honoured")
+		}
+	}
+}

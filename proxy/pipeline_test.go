@@ -1,0 +1,156 @@
+package proxy_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sluice-gw/sluice/plugins"
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
+)
+
+// tracer is a test plugin that records the order stages run in and can panic.
+type tracer struct {
+	name string
+	mu   *sync.Mutex
+	log  *[]string
+}
+
+type tracerConfig struct {
+	PanicOn string `koanf:"panic_on"`
+}
+
+func (p *tracer) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	p.mu.Lock()
+	*p.log = append(*p.log, p.name)
+	p.mu.Unlock()
+	if v := ctx.Request.Header.Peek("X-Panic"); string(v) == p.name {
+		panic("boom in " + p.name)
+	}
+	ctx.Request.Header.Add("X-Trace", p.name)
+	return next.Handle(ctx, ex)
+}
+
+// tracerRegistry registers tracer plugins under the fixed names of three
+// stages, so that a test can check the order the gateway imposes.
+func tracerRegistry(mu *sync.Mutex, log *[]string) *proxy.Registry {
+	mk := func(name string, stage proxy.Stage) *proxy.Factory {
+		return &proxy.Factory{Name: name, Stage: stage,
+			NewConfig: func() any { return &tracerConfig{} },
+			New: func(any, *proxy.Build) (proxy.Plugin, error) {
+				return &tracer{name: name, mu: mu, log: log}, nil
+			}}
+	}
+	return proxy.NewRegistry(append(plugins.All(),
+		mk("cache", proxy.StageCache),
+		mk("authenticate", proxy.StageAuthenticate),
+		mk("retry", proxy.StageRetry),
+	)...)
+}
+
+func TestStageOrderIsFixedByTheGateway(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var order []string
+	up := proxytest.NewUpstream(t, nil)
+	// YAML lists them in the "wrong" order on purpose, across levels.
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+plugins: {retry: {}}
+upstreams: {up: {url: "%s", plugins: {cache: {}}}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {}}}}
+`, up.URL), proxytest.Options{Registry: tracerRegistry(&mu, &order)})
+	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		t.Fatalf("status %d", resp.Status)
+	}
+	if got := strings.Join(order, ","); got != "authenticate,cache,retry" {
+		t.Errorf("stages ran as %s, want authenticate,cache,retry", got)
+	}
+	if got := up.Last(t).Header.Values("X-Trace"); strings.Join(got, ",") != "authenticate,cache,retry" {
+		t.Errorf("upstream saw X-Trace %v", got)
+	}
+}
+
+func TestPanicBecomesInternalError(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var order []string
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "%s"}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
+`, up.URL), proxytest.Options{Registry: tracerRegistry(&mu, &order)})
+
+	resp := proxytest.Do(t, "GET", gw.URL+"/x", "", "X-Panic", "cache", "X-Request-Id", "req-panic-1")
+	p := problem(t, resp, 500, "internal_error")
+	if p["retryable"] != false || strings.Contains(string(resp.Body), "boom") {
+		t.Errorf("panic details leaked or retryable set: %s", resp.Body)
+	}
+	logs := gw.Logs.String()
+	if !strings.Contains(logs, `"msg":"panic in pipeline"`) || !strings.Contains(logs, `"request_id":"req-panic-1"`) || !strings.Contains(logs, "boom in cache") {
+		t.Errorf("panic not logged with its request id:\n%s", logs)
+	}
+	if up.Count() != 0 {
+		t.Errorf("the request reached the upstream after the panic")
+	}
+	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		t.Errorf("after a panic the gateway answered %d", resp.Status)
+	}
+}
+
+func TestPluginMergeAndDisable(t *testing.T) {
+	t.Parallel()
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+plugins:
+  headers: {request: {set: {X-Level: top}}}
+upstreams:
+  up:
+    url: "%s"
+    plugins:
+      headers: {request: {set: {X-Level: upstream}}}
+  other: {url: "%s"}
+routes:
+  inherits-upstream: {path: "/a", upstream: up}
+  own-block:         {path: "/b", upstream: up, plugins: {headers: {request: {set: {X-Level: route}}}}}
+  inherits-top:      {path: "/c", upstream: other}
+  switched-off:      {path: "/d", upstream: up, plugins: {headers: {enabled: false}}}
+`, up.URL, up.URL))
+	for path, want := range map[string]string{"/a": "upstream", "/b": "route", "/c": "top", "/d": ""} {
+		if resp := proxytest.Do(t, "GET", gw.URL+path, ""); resp.Status != 200 {
+			t.Fatalf("%s: %d", path, resp.Status)
+		}
+		if got := up.Last(t).Header.Get("X-Level"); got != want {
+			t.Errorf("%s: X-Level = %q, want %q", path, got, want)
+		}
+	}
+
+	// /admin/config shows, per route, the block that applies and where it comes from.
+	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "")
+	var cfg struct {
+		Routes map[string]struct {
+			Plugins map[string]struct {
+				Source string `json:"source"`
+			} `json:"plugins"`
+		} `json:"routes"`
+	}
+	if err := json.Unmarshal(resp.Body, &cfg); err != nil {
+		t.Fatalf("/admin/config: %v: %s", err, resp.Body)
+	}
+	for route, want := range map[string]string{
+		"inherits-upstream": "upstreams.up.plugins.headers",
+		"own-block":         "routes.own-block.plugins.headers",
+		"inherits-top":      "plugins.headers",
+		"switched-off":      "",
+	} {
+		if got := cfg.Routes[route].Plugins["headers"].Source; got != want {
+			t.Errorf("%s: headers source %q, want %q", route, got, want)
+		}
+	}
+}
