@@ -46,9 +46,17 @@ func (g *Gateway) AdminHandler() http.Handler {
 	return mux
 }
 
-// ServeAdmin serves the admin API on ln until the listener is closed.
+// ServeAdmin serves the admin API on ln until Shutdown has drained the proxy
+// (readiness reports draining meanwhile).
 func (g *Gateway) ServeAdmin(ln net.Listener) error {
 	srv := &http.Server{Handler: g.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	g.adminMu.Lock()
+	if g.draining.Load() {
+		g.adminMu.Unlock()
+		return nil
+	}
+	g.adminSrv = append(g.adminSrv, srv)
+	g.adminMu.Unlock()
 	err := srv.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
 		return nil

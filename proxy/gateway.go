@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -50,6 +51,9 @@ type Gateway struct {
 
 	server  *fasthttp.Server
 	started time.Time
+
+	adminMu  sync.Mutex
+	adminSrv []*http.Server
 }
 
 // New compiles cfg and returns a gateway ready to serve it. Every problem in
@@ -287,6 +291,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.draining.Store(true)
 	g.ready.Store(false)
 	err := g.server.ShutdownWithContext(ctx)
+	g.adminMu.Lock()
+	for _, srv := range g.adminSrv {
+		_ = srv.Close()
+	}
+	g.adminMu.Unlock()
 	st := g.state.Load()
 	for _, c := range st.closers {
 		_ = c.Close()

@@ -132,3 +132,33 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		}
 	}
 }
+
+func TestSlowCallerGets408(t *testing.T) {
+	t.Parallel()
+	gw, up := gatewayFor(t, nil, `
+log: {access_log: false}
+server: {read_timeout: 200ms}
+upstreams: {up: {url: "%[1]s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := conn.Write([]byte("GET /x HTTP/1.1\r\nHost: gw\r\nX-Half: ")); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a request that never completed: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 408 || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if up.Count() != 0 {
+		t.Errorf("the incomplete request reached the upstream")
+	}
+}

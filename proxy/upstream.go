@@ -149,6 +149,11 @@ func newTarget(raw string, uc *UpstreamConfig, pools *clientPools, dial fasthttp
 	return t, nil
 }
 
+// tcpDialer is shared by every upstream pool of the process: its DNS cache
+// (one minute) has one cleaner goroutine for the life of the process, rather
+// than one per pool per reload.
+var tcpDialer = &fasthttp.TCPDialer{DNSCacheDuration: time.Minute}
+
 func newHostClient(pu *url.URL, uc *UpstreamConfig, dial fasthttp.DialFunc) (*fasthttp.HostClient, error) {
 	port := pu.Port()
 	if port == "" {
@@ -160,8 +165,7 @@ func newHostClient(pu *url.URL, uc *UpstreamConfig, dial fasthttp.DialFunc) (*fa
 	addr := net.JoinHostPort(pu.Hostname(), port)
 	connectTimeout := uc.ConnectTimeout.D()
 	if dial == nil {
-		d := &fasthttp.TCPDialer{Concurrency: 0, DNSCacheDuration: time.Minute}
-		dial = func(addr string) (net.Conn, error) { return d.DialTimeout(addr, connectTimeout) }
+		dial = func(addr string) (net.Conn, error) { return tcpDialer.DialTimeout(addr, connectTimeout) }
 	}
 	hc := &fasthttp.HostClient{
 		Addr:                     addr,
