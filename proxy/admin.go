@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sort"
@@ -103,13 +104,23 @@ func (g *Gateway) adminConfig(w http.ResponseWriter, _ *http.Request) {
 		}
 		routes[name] = rv
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	out, err := json.MarshalIndent(map[string]any{
 		"server":    st.cfg.Server,
 		"log":       st.cfg.Log,
 		"admin":     st.cfg.Admin,
 		"upstreams": st.cfg.Upstreams,
 		"routes":    routes,
-	})
+	}, "", "  ")
+	if err != nil {
+		writeAdminProblem(w, nil, http.StatusInternalServerError, CodeInternalError, "cannot render the config")
+		return
+	}
+	// Strings inside JSON are escaped; values from the environment are
+	// replaced in the escaped text as well as raw.
+	text := st.cfg.Redact(string(out))
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = io.WriteString(w, text+"\n")
 }
 
 func (g *Gateway) adminUpstreams(w http.ResponseWriter, _ *http.Request) {
@@ -194,7 +205,7 @@ func writeAdminProblem(w http.ResponseWriter, r *http.Request, status int, code 
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"type": "about:blank", "title": http.StatusText(status), "status": status,
-		"code": code.String(), "detail": detail, "instance": r.URL.Path, "retryable": false,
+		"code": code.String(), "detail": detail, "instance": instance(r), "retryable": false,
 	})
 }
 
@@ -205,4 +216,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+func instance(r *http.Request) string {
+	if r == nil {
+		return ""
+	}
+	return r.URL.Path
 }

@@ -91,9 +91,16 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 
 	for _, name := range sortedKeys(cfg.Routes) {
 		rc := cfg.Routes[name]
-		u := st.upstreams[rc.Upstream]
-		if u == nil || rc.Path == "" || rc.Path[0] != '/' {
+		if rc.Path == "" || rc.Path[0] != '/' {
 			continue // reported by Config.validate
+		}
+		u := st.upstreams[rc.Upstream]
+		if u == nil {
+			// The upstream is missing or broken (reported already). Compile
+			// the route anyway against a stand-in, so that its path conflicts
+			// and plugin problems are reported in the same pass; the state is
+			// rejected as a whole.
+			u = &Upstream{Name: rc.Upstream}
 		}
 		rt := &Route{Name: name, Upstream: u, st: st, metrics: g.routeMetrics(name, u.Name)}
 		rt.serveFn = rt.serve

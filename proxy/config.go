@@ -22,6 +22,21 @@ type Config struct {
 	Plugins   PluginBlocks              `koanf:"plugins" json:"-"`
 	Upstreams map[string]UpstreamConfig `koanf:"upstreams" json:"upstreams"`
 	Routes    map[string]RouteConfig    `koanf:"routes" json:"routes"`
+
+	fromEnv []envValue // values taken from the environment by ${VAR} (see Redact)
+}
+
+// Redact replaces, in s, every value the config took from the environment by
+// ${VAR} with "${VAR}". /admin/config passes its output through it: whatever
+// a plugin shows of its settings, a secret that came from the environment
+// reads as the name of its variable.
+func (c *Config) Redact(s string) string {
+	for _, ev := range c.fromEnv {
+		if len(ev.value) >= 4 { // shorter values would blot out ordinary text
+			s = strings.ReplaceAll(s, ev.value, "${"+ev.name+"}")
+		}
+	}
+	return s
 }
 
 // PluginBlocks maps a plugin name to its raw YAML block. A nil block (written as
@@ -278,41 +293,49 @@ func unwrapPathErr(err error) error {
 	return err
 }
 
-// checkUpstreamURL accepts http(s)://host[:port][/base/path] and nothing else.
+// checkUpstreamURL accepts http(s)://host[:port][/base/path] and nothing
+// else. Its messages show the URL with any credentials masked.
 func checkUpstreamURL(raw string) error {
+	shown := maskUserinfo(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("invalid URL %q: %v", raw, unwrapURLErr(err))
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("invalid URL %q: scheme must be http or https", raw)
-	}
-	if u.Host == "" || u.Hostname() == "" {
-		return fmt.Errorf("invalid URL %q: no host", raw)
+		return fmt.Errorf("invalid URL %q: cannot parse it", shown)
 	}
 	if u.User != nil {
-		return fmt.Errorf("invalid URL %q: credentials in the URL are not allowed (URLs are logged and shown)", redactURL(u))
+		return fmt.Errorf("invalid URL %q: credentials in the URL are not allowed (URLs are logged and shown)", shown)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("invalid URL %q: scheme must be http or https", shown)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("invalid URL %q: no host", shown)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("invalid URL %q: no query or fragment allowed", raw)
+		return fmt.Errorf("invalid URL %q: no query or fragment allowed", shown)
 	}
 	if port := u.Port(); port != "" {
 		if _, err := net.LookupPort("tcp", port); err != nil {
-			return fmt.Errorf("invalid URL %q: bad port %q", raw, port)
+			return fmt.Errorf("invalid URL %q: bad port %q", shown, port)
 		}
 	}
 	return nil
 }
 
-func unwrapURLErr(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
+// maskUserinfo replaces "user:password@" after the scheme with
+// "[redacted]@", without needing the URL to parse.
+func maskUserinfo(raw string) string {
+	rest, scheme := raw, ""
+	if i := strings.Index(raw, "://"); i >= 0 {
+		scheme, rest = raw[:i+3], raw[i+3:]
 	}
-	return err
-}
-
-func redactURL(u *url.URL) string {
-	return u.Scheme + "://" + redacted + "@" + u.Host + u.EscapedPath()
+	end := len(rest)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		end = i
+	}
+	if at := strings.LastIndexByte(rest[:end], '@'); at >= 0 {
+		return scheme + redacted + rest[at:]
+	}
+	return raw
 }
 
 func (r *RouteConfig) validate(key string, ups map[string]UpstreamConfig, p *Problems) {

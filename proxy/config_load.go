@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -61,7 +62,8 @@ func LoadBytes(doc []byte) (*Config, error) {
 
 func decodeConfig(raw map[string]any, envKeys map[string]string) (*Config, error) {
 	var p Problems
-	expandTree(raw, "", &p)
+	x := &expander{failed: map[string]string{}}
+	x.tree(raw, "", &p)
 
 	cfg := DefaultConfig()
 	if err := decodeStrict(raw, cfg); err != nil {
@@ -77,6 +79,18 @@ func decodeConfig(raw map[string]any, envKeys map[string]string) (*Config, error
 		cfg.Upstreams[name] = u
 	}
 	cfg.validate(&p)
+	cfg.fromEnv = x.values
+
+	// A value whose ${VAR} failed is reported once, not again as, say, a bad URL.
+	if len(x.failed) > 0 {
+		kept := p.list[:0]
+		for _, fe := range p.list {
+			if msg, failed := x.failed[fe.Path]; !failed || fe.Msg == msg {
+				kept = append(kept, fe)
+			}
+		}
+		p.list = kept
+	}
 
 	if len(envKeys) > 0 {
 		for _, fe := range p.list {
@@ -102,7 +116,7 @@ func recoverEntries[V any](raw map[string]any, section string, dst *map[string]V
 		var v V
 		dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 			TagName: "koanf", WeaklyTypedInput: true, Result: &v,
-			DecodeHook: mapstructure.ComposeDecodeHookFunc(durationHook, sizeHook, mapstructure.StringToSliceHookFunc(",")),
+			DecodeHook: decodeHooks,
 		})
 		if err != nil {
 			continue
@@ -141,9 +155,7 @@ func decodeStrict(input any, result any) error {
 		ErrorUnused:      true,
 		WeaklyTypedInput: true, // environment overrides are strings
 		Result:           result,
-		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			durationHook, sizeHook, mapstructure.StringToSliceHookFunc(","),
-		),
+		DecodeHook:       decodeHooks,
 	})
 	if err != nil {
 		return err
@@ -208,14 +220,34 @@ func hasJoined(err error) bool {
 }
 
 // decodePath turns mapstructure's "routes[github].plugins" into
-// "routes.github.plugins"; the root type's own name becomes "".
+// "routes.github.plugins" and keeps list indexes as "methods[0]"; the root
+// type's own name becomes "".
 func decodePath(name string, root reflect.Type) string {
 	if name == root.String() || name == "" {
 		return ""
 	}
-	name = strings.ReplaceAll(name, "[", ".")
-	name = strings.ReplaceAll(name, "]", "")
-	return name
+	var b strings.Builder
+	for {
+		open := strings.IndexByte(name, '[')
+		if open < 0 {
+			b.WriteString(name)
+			break
+		}
+		end := strings.IndexByte(name[open:], ']')
+		if end < 0 {
+			b.WriteString(name)
+			break
+		}
+		b.WriteString(name[:open])
+		key := name[open+1 : open+end]
+		if _, err := strconv.Atoi(key); err == nil {
+			b.WriteString("[" + key + "]")
+		} else {
+			b.WriteString("." + key)
+		}
+		name = name[open+end+1:]
+	}
+	return b.String()
 }
 
 // cleanDecodeMsg rewrites mapstructure's type jargon into user words.
@@ -294,6 +326,51 @@ func tagName(f reflect.StructField) string {
 	return tag
 }
 
+// decodeHooks turn YAML and environment values into config types.
+var decodeHooks = mapstructure.ComposeDecodeHookFunc(durationHook, sizeHook, scalarToStringHook, listHook)
+
+// scalarToStringHook keeps what the user wrote when a string is expected: an
+// unquoted true stays "true" (not "1"), an unquoted 2024-06-01 (a YAML date)
+// stays "2024-06-01", a number stays as written.
+func scalarToStringHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
+	if to.Kind() != reflect.String || to == durationType {
+		return data, nil
+	}
+	switch v := data.(type) {
+	case bool:
+		return strconv.FormatBool(v), nil
+	case int:
+		return strconv.Itoa(v), nil
+	case int64:
+		return strconv.FormatInt(v, 10), nil
+	case uint64:
+		return strconv.FormatUint(v, 10), nil
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64), nil
+	case time.Time:
+		if v.Hour() == 0 && v.Minute() == 0 && v.Second() == 0 && v.Nanosecond() == 0 {
+			return v.Format("2006-01-02"), nil
+		}
+		return v.Format(time.RFC3339Nano), nil
+	}
+	return data, nil
+}
+
+// listHook reads "a, b" (an environment override, or a scalar in YAML) as a
+// list of trimmed items.
+func listHook(from reflect.Type, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to.Kind() != reflect.Slice {
+		return data, nil
+	}
+	var out []string
+	for _, item := range strings.Split(data.(string), ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out, nil
+}
+
 func durationHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 	if to != durationType {
 		return data, nil
@@ -347,23 +424,39 @@ func sizeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 	return data, nil
 }
 
-// expandTree replaces ${VAR} references in every string value of the tree, in
-// place. ${VAR:-default} uses default when VAR is unset or empty; $$ is a
-// literal '$'. An unset VAR without default is a problem at that key.
-func expandTree(node any, path string, p *Problems) any {
+// envValue is a value the config took from the environment by ${VAR}.
+// /admin/config shows "${VAR}" in its place: ${VAR} is how secrets reach the
+// config. (SLUICE_ overrides are shown as they are; secret fields are
+// redacted by their type wherever their value comes from.)
+type envValue struct {
+	value string
+	name  string // the variable, e.g. "GITHUB_TOKEN"
+}
+
+// expander replaces ${VAR} references in every string value of a tree, in
+// place, and remembers which values came from which variable.
+type expander struct {
+	values []envValue
+	failed map[string]string // key path whose expansion failed -> the problem
+}
+
+func (x *expander) tree(node any, path string, p *Problems) any {
 	switch v := node.(type) {
 	case map[string]any:
 		for k, child := range v {
-			v[k] = expandTree(child, joinPath(path, k), p)
+			v[k] = x.tree(child, joinPath(path, k), p)
 		}
 	case []any:
 		for i, child := range v {
-			v[i] = expandTree(child, fmt.Sprintf("%s[%d]", path, i), p)
+			v[i] = x.tree(child, fmt.Sprintf("%s[%d]", path, i), p)
 		}
 	case string:
-		out, err := ExpandEnv(v)
+		out, err := expandEnv(v, func(name, value string) {
+			x.values = append(x.values, envValue{value: value, name: name})
+		})
 		if err != nil {
 			p.Add(path, err.Error())
+			x.failed[path] = err.Error()
 			return v
 		}
 		return out
@@ -373,7 +466,9 @@ func expandTree(node any, path string, p *Problems) any {
 
 // ExpandEnv expands ${VAR}, ${VAR:-default} and $$ in s from the process
 // environment. It fails on an unset VAR without default and on an unclosed ${.
-func ExpandEnv(s string) (string, error) {
+func ExpandEnv(s string) (string, error) { return expandEnv(s, nil) }
+
+func expandEnv(s string, seen func(name, value string)) (string, error) {
 	if !strings.Contains(s, "$") {
 		return s, nil
 	}
@@ -404,6 +499,9 @@ func ExpandEnv(s string) (string, error) {
 				val = def
 			case !ok:
 				return "", fmt.Errorf("environment variable %s is not set (write ${%s:-} to allow it to be empty)", name, name)
+			}
+			if seen != nil && val != "" {
+				seen(name, val)
 			}
 			b.WriteString(val)
 			i += 2 + end

@@ -113,8 +113,7 @@ func (g *Gateway) newServer(sc *ServerConfig) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:                      g.serve,
 		ErrorHandler:                 g.serveError,
-		Name:                         "sluice",
-		NoDefaultServerHeader:        true, // the upstream's Server header, if any, passes
+		NoDefaultServerHeader:        true, // the upstream's Server header, if any, passes; none is invented
 		NoDefaultContentType:         true, // never invent a Content-Type
 		ReadTimeout:                  sc.ReadTimeout.D(),
 		WriteTimeout:                 sc.WriteTimeout.D(),
@@ -379,20 +378,28 @@ func (g *Gateway) retire(old *state, pools []*fasthttp.HostClient) {
 	}
 }
 
+// restartNeeded lists the changed keys that configure the listeners
+// themselves; they apply at the next start. (max_inflight and drain_timeout
+// are read per request and at shutdown: they apply at once.)
 func restartNeeded(a, b *Config) []string {
 	var keys []string
-	if a.Server != b.Server {
-		keys = append(keys, "server (other than max_inflight)")
-		if a.Server.MaxInflight != b.Server.MaxInflight {
-			x, y := a.Server, b.Server
-			x.MaxInflight, y.MaxInflight = 0, 0
-			if x == y {
-				keys = keys[:0]
-			}
+	x, y := a.Server, b.Server
+	for _, f := range []struct {
+		key     string
+		changed bool
+	}{
+		{"server.listen", x.Listen != y.Listen},
+		{"server.read_timeout", x.ReadTimeout != y.ReadTimeout},
+		{"server.write_timeout", x.WriteTimeout != y.WriteTimeout},
+		{"server.idle_timeout", x.IdleTimeout != y.IdleTimeout},
+		{"server.max_request_body", x.MaxRequestBody != y.MaxRequestBody},
+		{"server.max_header_size", x.MaxHeaderSize != y.MaxHeaderSize},
+		{"server.max_connections", x.MaxConnections != y.MaxConnections},
+		{"admin.listen", a.Admin.Listen != b.Admin.Listen},
+	} {
+		if f.changed {
+			keys = append(keys, f.key)
 		}
-	}
-	if a.Admin.Listen != b.Admin.Listen {
-		keys = append(keys, "admin.listen")
 	}
 	return keys
 }

@@ -216,3 +216,43 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		}
 	})
 }
+
+func TestAdminConfigShowsVariablesNotTheirValues(t *testing.T) {
+	t.Setenv("TEST_PROVIDER_TOKEN", "ghp_0123456789abcdefSECRET")
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "%s"}}
+routes:
+  r:
+    path: "/{p:*}"
+    upstream: up
+    plugins:
+      headers: {request: {set: {X-Provider-Auth: "token ${TEST_PROVIDER_TOKEN}", Authorization: "Bearer literal-in-file-123"}}}
+`, up.URL))
+	proxytest.Do(t, "GET", gw.URL+"/x", "")
+	if got := up.Last(t).Header.Get("X-Provider-Auth"); got != "token ghp_0123456789abcdefSECRET" {
+		t.Fatalf("upstream got %q", got)
+	}
+	body := string(proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "").Body)
+	if strings.Contains(body, "ghp_0123456789abcdefSECRET") || strings.Contains(body, "literal-in-file-123") {
+		t.Fatalf("a credential is visible in /admin/config:\n%s", body)
+	}
+	if !strings.Contains(body, "[redacted]") {
+		t.Errorf("credential-like header values not marked redacted:\n%s", body)
+	}
+}
+
+func TestNoServerHeaderInvented(t *testing.T) {
+	t.Parallel()
+	gw, _ := gatewayFor(t, nil, `
+log: {access_log: false}
+upstreams: {up: {url: "%[1]s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`)
+	for _, path := range []string{"/x", "/../nope"} {
+		if resp := proxytest.Do(t, "GET", gw.URL+path, ""); resp.Header.Get("Server") != "" {
+			t.Errorf("%s: Server: %q added by the gateway", path, resp.Header.Get("Server"))
+		}
+	}
+}

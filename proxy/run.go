@@ -72,7 +72,21 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	start := time.Now()
-	err = g.Shutdown(sctx)
+	drained := make(chan error, 1)
+	go func() { drained <- g.Shutdown(sctx) }()
+	for waiting := true; waiting; {
+		select {
+		case err = <-drained:
+			waiting = false
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				continue // no reloads while draining
+			}
+			// A second SIGTERM/SIGINT (Ctrl-C twice) does not wait any longer.
+			g.Logger().Warn("second signal while draining: exiting now", "signal", sig.String())
+			return fmt.Errorf("stopped by a second %s before in-flight requests completed", sig)
+		}
+	}
 	if adminLn != nil {
 		adminLn.Close()
 	}

@@ -9,6 +9,7 @@
 package headers
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -34,6 +35,44 @@ type Config struct {
 	Request Ops `koanf:"request" json:"request"`
 	// Response edits the answer returned to the caller.
 	Response Ops `koanf:"response" json:"response"`
+}
+
+// MarshalJSON shows the edits in /admin/config with the values of
+// credential-like headers (Authorization, Cookie, *token*, *key*...) redacted.
+func (o Ops) MarshalJSON() ([]byte, error) {
+	mask := func(m map[string]string) map[string]string {
+		if m == nil {
+			return nil
+		}
+		out := make(map[string]string, len(m))
+		for k, v := range m {
+			if sensitive(k) {
+				v = proxy.Secret(v).String()
+			}
+			out[k] = v
+		}
+		return out
+	}
+	return json.Marshal(struct {
+		Set    map[string]string `json:"set,omitempty"`
+		Add    map[string]string `json:"add,omitempty"`
+		Remove []string          `json:"remove,omitempty"`
+	}{mask(o.Set), mask(o.Add), o.Remove})
+}
+
+// sensitive reports whether a header carries a credential.
+func sensitive(name string) bool {
+	n := strings.ToLower(name)
+	switch n {
+	case "authorization", "proxy-authorization", "cookie", "set-cookie":
+		return true
+	}
+	for _, w := range []string{"token", "secret", "key", "password", "passwd", "auth", "signature", "session", "credential"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
 }
 
 var tokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -121,6 +160,9 @@ func compile(o *Ops) edits {
 		e.remove = append(e.remove, []byte(name))
 	}
 	for _, name := range sortedKeys(o.Set) {
+		// Set replaces every value: SetBytesKV alone replaces only the first
+		// of repeated headers, so the name is removed first.
+		e.remove = append(e.remove, []byte(name))
 		e.set = append(e.set, kv{[]byte(name), []byte(o.Set[name])})
 	}
 	for _, name := range sortedKeys(o.Add) {

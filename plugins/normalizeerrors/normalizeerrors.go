@@ -33,7 +33,9 @@ type Config struct {
 	// Default false: the original body is dropped.
 	KeepBody bool `koanf:"keep_body" json:"keep_body"`
 	// MaxParse is the largest body that is parsed for message and code;
-	// larger bodies are normalized without them. Default 1MiB.
+	// larger bodies are normalized without them. A compressed body is
+	// decompressed up to MaxParse only; beyond it, it is neither parsed nor
+	// kept. Default 1MiB.
 	MaxParse proxy.Size `koanf:"max_parse" json:"max_parse"`
 }
 
@@ -95,9 +97,14 @@ func (n *Normalizer) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 	resp := &ctx.Response
 	body := resp.Body()
 	if len(resp.Header.ContentEncoding()) > 0 {
-		if plain, err := resp.BodyUncompressed(); err == nil {
-			body = plain
+		// Bounded by max_parse: a small compressed body may expand without
+		// limit. A body that cannot be decoded (too large, corrupt, unknown
+		// coding) is neither parsed nor kept.
+		plain, err := resp.BodyUncompressedWithLimit(n.maxParse)
+		if err != nil {
+			plain = nil
 		}
+		body = plain
 	}
 
 	p := proxy.Problem{
@@ -108,8 +115,9 @@ func (n *Normalizer) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 	}
 	if ra := resp.Header.Peek("Retry-After"); len(ra) > 0 {
 		p.RetryAfter = parseRetryAfter(ra, time.Now())
-	} else if status == 429 || status == 503 {
-		p.RetryAfter = 1
+	}
+	if p.RetryAfter == 0 && (status == 429 || status == 503) {
+		p.RetryAfter = 1 // none, unreadable or past: 429 and 503 always carry one
 	}
 	if (!n.message.IsZero() || !n.code.IsZero()) && len(body) <= n.maxParse {
 		var doc any
