@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -35,6 +36,13 @@ func (g *Gateway) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /admin/config", g.adminConfig)
 	mux.HandleFunc("GET /admin/upstreams", g.adminUpstreams)
 	mux.HandleFunc("POST /admin/reload", g.requireToken(g.adminReload))
+	if g.state.Load().cfg.Admin.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		code := CodeRouteNotFound
 		for _, p := range []string{"/metrics", "/healthz", "/readyz", "/admin/config", "/admin/upstreams", "/admin/reload"} {

@@ -84,6 +84,10 @@ type AdminConfig struct {
 	Listen string `koanf:"listen" json:"listen"`
 	// Token is the bearer token mutating admin calls need. Empty refuses them all.
 	Token Secret `koanf:"token" json:"token"`
+	// Pprof serves Go's profiler under /debug/pprof/ (CPU, heap, goroutines).
+	// Default false. Profiles show no request data, but keep the admin
+	// listener private when it is on.
+	Pprof bool `koanf:"pprof" json:"pprof"`
 }
 
 // UpstreamConfig is one provider API.
