@@ -80,8 +80,9 @@ func (ex *Exchange) RawURI() []byte { return ex.rawURI }
 
 var strXRequestID = []byte("X-Request-Id")
 
-// begin records the start time, the caller's path and the request id.
-func (ex *Exchange) begin(ctx *fasthttp.RequestCtx, start time.Time) {
+// begin records the start time, the caller's path and the request id. head
+// is the scanned request head, or nil to look the id up.
+func (ex *Exchange) begin(ctx *fasthttp.RequestCtx, start time.Time, head *requestHead) {
 	ex.Start = start
 	ex.rawURI = append(ex.rawURI[:0], ctx.Request.Header.RequestURI()...)
 	if len(ex.rawURI) > 0 && ex.rawURI[0] != '/' {
@@ -96,11 +97,17 @@ func (ex *Exchange) begin(ctx *fasthttp.RequestCtx, start time.Time) {
 	if i := bytes.IndexByte(ex.rawURI, '?'); i >= 0 {
 		ex.pathLen = i
 	}
-	if id := ctx.Request.Header.PeekBytes(strXRequestID); validRequestID(id) {
+	var id []byte
+	if head != nil {
+		id = head.requestID
+	} else {
+		id = ctx.Request.Header.PeekBytes(strXRequestID)
+	}
+	if validRequestID(id) {
 		ex.requestID = append(ex.requestID[:0], id...)
 	} else {
 		ex.requestID = newRequestID(ex.idBuf[:0])
-		ctx.Request.Header.SetBytesKV(strXRequestID, ex.requestID)
+		ctx.Request.Header.SetCanonical(strXRequestID, ex.requestID)
 	}
 }
 

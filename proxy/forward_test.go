@@ -79,6 +79,7 @@ routes:
 		{name: "prefix only", method: "GET", target: "/github/", wantURI: "/base/v2/"},
 		// fasthttp drops an empty query ("?" with nothing after it); equivalent for every server we know.
 		{name: "empty query", method: "DELETE", target: "/github/x?", wantURI: "/base/v2/x"},
+		{name: "absolute-form target", method: "GET", target: "http://caller.internal:8080/github/abs?x=1", wantURI: "/base/v2/abs?x=1"},
 		{name: "repeated headers", method: "GET", target: "/github/h", wantURI: "/base/v2/h", extraHeads: "X-Multi: a\r\nX-Multi: b\r\n"},
 	}
 	for _, c := range cases {

@@ -139,8 +139,6 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		st.reject(ctx, errOverloaded)
 	case hasDotSegment(ctx.Request.URI().PathOriginal()):
 		st.reject(ctx, errDotSegment)
-	case !validHeaderNames(ctx.Request.Header.RawHeaders()):
-		st.reject(ctx, errHeaderName)
 	default:
 		if h := st.table.lookup(ctx); h != nil {
 			h(ctx)
@@ -178,7 +176,7 @@ func (g *Gateway) serveError(ctx *fasthttp.RequestCtx, err error) {
 // reject answers a request that no route serves.
 func (st *state) reject(ctx *fasthttp.RequestCtx, err *Error) {
 	ex := acquireExchange()
-	ex.begin(ctx, ctx.Time())
+	ex.begin(ctx, ctx.Time(), nil)
 	st.writeError(ctx, ex, err)
 	st.finish(ctx, ex, st.unmatched)
 	releaseExchange(ex)
@@ -197,11 +195,17 @@ func (st *state) notFound(ctx *fasthttp.RequestCtx) *Error {
 func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 	st := rt.st
 	ex := acquireExchange()
-	ex.begin(ctx, ctx.Time())
+	var head requestHead
+	scanRequestHead(ctx.Request.Header.RawHeaders(), &head)
+	ex.begin(ctx, ctx.Time(), &head)
 	ex.Route, ex.Upstream = rt, rt.Upstream
-	prepareRequest(ctx, ex)
-	if err := rt.run(ctx, ex); err != nil {
-		st.writeError(ctx, ex, err)
+	if head.badName {
+		st.writeError(ctx, ex, errHeaderName)
+	} else {
+		prepareRequest(ctx, ex, &head)
+		if err := rt.run(ctx, ex); err != nil {
+			st.writeError(ctx, ex, err)
+		}
 	}
 	st.finish(ctx, ex, rt.metrics)
 	releaseExchange(ex)
@@ -239,7 +243,7 @@ func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
 
 // finish completes every response: X-Request-Id, metrics, access log.
 func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics) {
-	ctx.Response.Header.SetBytesKV(strXRequestID, ex.requestID)
+	ctx.Response.Header.SetCanonical(strXRequestID, ex.requestID)
 	status := ctx.Response.StatusCode()
 	elapsed := time.Since(ex.Start)
 	rm.countRequest(ctx.Method(), status)

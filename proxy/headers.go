@@ -10,43 +10,87 @@ import (
 // Hop-by-hop headers (RFC 9110 §7.6.1) concern one connection and are never
 // forwarded. They are removed from the request before any plugin runs and
 // from the upstream's response before any plugin sees it, so that a plugin's
-// own headers survive.
-var (
-	hopRequest = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authorization",
-		"TE", "Trailer", "Transfer-Encoding", "Upgrade"}
-	hopResponse = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-		"TE", "Trailer", "Transfer-Encoding", "Upgrade"}
+// own headers survive. Both directions are found in one pass over the head;
+// the common head, which has none of them, costs no deletion at all.
+const (
+	hopConnection hopSet = 1 << iota
+	hopKeepAlive
+	hopProxyConnection
+	hopProxyAuthorization // request only
+	hopProxyAuthenticate  // response only
+	hopTE
+	hopTrailer
+	hopTransferEncoding
+	hopUpgrade
 )
 
+// hopSet is a set of hop-by-hop header names present in a head.
+type hopSet uint16
+
+var hopNames = [...][]byte{
+	[]byte("Connection"), []byte("Keep-Alive"), []byte("Proxy-Connection"), []byte("Proxy-Authorization"),
+	[]byte("Proxy-Authenticate"), []byte("TE"), []byte("Trailer"), []byte("Transfer-Encoding"), []byte("Upgrade"),
+}
+
+// hopOf returns the hop-by-hop bit of a header name (any case), or 0.
+func hopOf(name []byte) hopSet {
+	for i, n := range hopNames {
+		if len(n) == len(name) && asciiEqualFold(n, name) {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// asciiEqualFold compares equal-length ASCII names, ignoring case.
+func asciiEqualFold(a, b []byte) bool {
+	for i := range a {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
 var (
-	strConnection      = []byte("Connection")
 	strXForwardedFor   = []byte("X-Forwarded-For")
 	strXForwardedProto = []byte("X-Forwarded-Proto")
 	strXForwardedHost  = []byte("X-Forwarded-Host")
 	strHTTP            = []byte("http")
 	strCommaSpace      = []byte(", ")
+	strClose           = []byte("close")
+	strKeepAliveToken  = []byte("keep-alive")
 )
 
 type header interface {
 	PeekBytes(key []byte) []byte
-	Del(key string)
 	DelBytes(key []byte)
 }
 
-// stripHopByHop removes the fixed hop-by-hop headers and every header named
+// stripHops deletes the hop-by-hop headers in present and every header named
 // in Connection. The Connection value is copied first: deleting headers may
 // reuse its memory.
-func stripHopByHop(h header, fixed []string, ex *Exchange) {
-	if conn := h.PeekBytes(strConnection); len(conn) > 0 {
-		ex.scratch = append(ex.scratch[:0], conn...)
+func stripHops(h header, present hopSet, ex *Exchange) {
+	if present&hopConnection != 0 {
+		ex.scratch = append(ex.scratch[:0], h.PeekBytes(hopNames[0])...)
 		for tok := range bytes.SplitSeq(ex.scratch, []byte{','}) {
-			if tok = bytes.TrimSpace(tok); len(tok) > 0 {
+			tok = bytes.TrimSpace(tok)
+			if len(tok) > 0 && !bytes.EqualFold(tok, strClose) && !bytes.EqualFold(tok, strKeepAliveToken) {
 				h.DelBytes(tok)
 			}
 		}
 	}
-	for _, k := range fixed {
-		h.Del(k)
+	for i, n := range hopNames {
+		if present&(1<<i) != 0 {
+			h.DelBytes(n)
+		}
 	}
 }
 
@@ -65,10 +109,25 @@ var tchar = func() (t [256]bool) {
 	return t
 }()
 
-// validHeaderNames scans the raw request head as received. fasthttp accepts
-// names with spaces ("Bad Name: x"); forwarding them would hand the provider
-// a request that no longer parses the same way everywhere.
-func validHeaderNames(raw []byte) bool {
+// requestHead is what one pass over the raw request head finds.
+type requestHead struct {
+	hops         hopSet
+	requestID    []byte // X-Request-Id value as received, nil if absent
+	forwardedFor []byte // X-Forwarded-For value as received, nil if absent
+	badName      bool   // a header name with a byte RFC 9110 forbids
+}
+
+var (
+	strXRequestIDLower    = []byte("x-request-id")
+	strXForwardedForLower = []byte("x-forwarded-for")
+)
+
+// scanRequestHead walks the raw request head as received, once: it checks
+// every header name (fasthttp accepts names with spaces, "Bad Name: x", which
+// the provider might parse differently), notes the hop-by-hop headers present
+// and picks the two values the gateway reads, so that no lookup by name is
+// needed afterwards. The slices point into the request and are valid while it is.
+func scanRequestHead(raw []byte, h *requestHead) {
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -78,40 +137,58 @@ func validHeaderNames(raw []byte) bool {
 		}
 		colon := bytes.IndexByte(line, ':')
 		if colon < 0 {
-			continue // the final empty line
+			continue // the request line's end, or the final empty line
 		}
-		for _, c := range line[:colon] {
+		name := line[:colon]
+		for _, c := range name {
 			if !tchar[c] {
-				return false
+				h.badName = true
+				return
 			}
 		}
+		switch len(name) {
+		case len(strXRequestIDLower):
+			if h.requestID == nil && asciiEqualFold(name, strXRequestIDLower) {
+				h.requestID = bytes.TrimSpace(line[colon+1:])
+				continue
+			}
+		case len(strXForwardedForLower):
+			if h.forwardedFor == nil && asciiEqualFold(name, strXForwardedForLower) {
+				h.forwardedFor = bytes.TrimSpace(line[colon+1:])
+				continue
+			}
+		}
+		h.hops |= hopOf(name)
 	}
-	return true
+	h.hops &^= hopProxyAuthenticate
 }
 
 // prepareRequest readies the caller's request for forwarding: hop-by-hop
 // headers go, X-Forwarded-For/-Proto/-Host are added. Host is replaced per
 // attempt by the upstream call.
-func prepareRequest(ctx *fasthttp.RequestCtx, ex *Exchange) {
+func prepareRequest(ctx *fasthttp.RequestCtx, ex *Exchange, head *requestHead) {
 	h := &ctx.Request.Header
 	h.SetNoDefaultContentType(true) // forward no Content-Type the caller did not send
-	stripHopByHop(h, hopRequest, ex)
 
 	// X-Forwarded-For: the caller's chain, then the caller's address.
-	ex.scratch = append(ex.scratch[:0], h.PeekBytes(strXForwardedFor)...)
+	// (Read before deleting anything: head's slices point into the request.)
+	ex.scratch = append(ex.scratch[:0], head.forwardedFor...)
 	if len(ex.scratch) > 0 {
 		ex.scratch = append(ex.scratch, strCommaSpace...)
 	}
 	ex.scratch = appendRemoteIP(ex.scratch, ctx.RemoteAddr())
-	h.SetBytesKV(strXForwardedFor, ex.scratch)
+	h.SetCanonical(strXForwardedFor, ex.scratch)
+	if head.hops != 0 {
+		stripHops(h, head.hops, ex)
+	}
 	if ctx.IsTLS() {
-		h.SetBytesKV(strXForwardedProto, strHTTPS)
+		h.SetCanonical(strXForwardedProto, strHTTPS)
 	} else {
-		h.SetBytesKV(strXForwardedProto, strHTTP)
+		h.SetCanonical(strXForwardedProto, strHTTP)
 	}
 	if host := h.Host(); len(host) > 0 {
 		ex.scratch = append(ex.scratch[:0], host...)
-		h.SetBytesKV(strXForwardedHost, ex.scratch)
+		h.SetCanonical(strXForwardedHost, ex.scratch)
 	}
 }
 
@@ -119,7 +196,13 @@ func prepareRequest(ctx *fasthttp.RequestCtx, ex *Exchange) {
 // "Connection: close" concerns the upstream connection only; it must not close
 // the caller's.
 func stripHopByHopResponse(h *fasthttp.ResponseHeader, ex *Exchange) {
-	stripHopByHop(h, hopResponse, ex)
+	var hops hopSet
+	for k := range h.All() {
+		hops |= hopOf(k)
+	}
+	if hops &^= hopProxyAuthorization; hops != 0 {
+		stripHops(h, hops, ex)
+	}
 	h.ResetConnectionClose()
 }
 
