@@ -26,8 +26,6 @@ type Exchange struct {
 	Target *Target
 	// Consumer is the authenticated caller; "" when none.
 	Consumer string
-	// Start is when the gateway began serving the request.
-	Start time.Time
 	// Attempts counts upstream calls made so far.
 	Attempts int
 	// FromUpstream is true when ctx.Response holds an upstream's answer (as
@@ -37,6 +35,8 @@ type Exchange struct {
 	Err *Error
 
 	problem Code // 1 + the code of the problem+json answer written, 0 if none
+
+	startNano int64 // nanotime when the gateway began serving the request
 
 	requestID []byte // X-Request-Id, taken from the request or generated
 	rawURI    []byte // the caller's request URI (path and query) as sent
@@ -80,10 +80,13 @@ func (ex *Exchange) RawURI() []byte { return ex.rawURI }
 
 var strXRequestID = []byte("X-Request-Id")
 
+// Elapsed is the time since the gateway began serving the request.
+func (ex *Exchange) Elapsed() time.Duration { return since(ex.startNano) }
+
 // begin records the start time, the caller's path and the request id. head
 // is the scanned request head, or nil to look the id up.
-func (ex *Exchange) begin(ctx *fasthttp.RequestCtx, start time.Time, head *requestHead) {
-	ex.Start = start
+func (ex *Exchange) begin(ctx *fasthttp.RequestCtx, head *requestHead) {
+	ex.startNano = nanotime()
 	ex.rawURI = append(ex.rawURI[:0], ctx.Request.Header.RequestURI()...)
 	if len(ex.rawURI) > 0 && ex.rawURI[0] != '/' {
 		// absolute-form ("http://host/path?q"): keep the origin-form part

@@ -115,6 +115,7 @@ func (g *Gateway) newServer(sc *ServerConfig) *fasthttp.Server {
 		ErrorHandler:                 g.serveError,
 		NoDefaultServerHeader:        true, // the upstream's Server header, if any, passes; none is invented
 		NoDefaultContentType:         true, // never invent a Content-Type
+		LazyRequestTime:              true, // durations use the monotonic clock (see clock.go)
 		ReadTimeout:                  sc.ReadTimeout.D(),
 		WriteTimeout:                 sc.WriteTimeout.D(),
 		IdleTimeout:                  sc.IdleTimeout.D(),
@@ -176,7 +177,7 @@ func (g *Gateway) serveError(ctx *fasthttp.RequestCtx, err error) {
 // reject answers a request that no route serves.
 func (st *state) reject(ctx *fasthttp.RequestCtx, err *Error) {
 	ex := acquireExchange()
-	ex.begin(ctx, ctx.Time(), nil)
+	ex.begin(ctx, nil)
 	st.writeError(ctx, ex, err)
 	st.finish(ctx, ex, st.unmatched)
 	releaseExchange(ex)
@@ -197,7 +198,7 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 	ex := acquireExchange()
 	var head requestHead
 	scanRequestHead(ctx.Request.Header.RawHeaders(), &head)
-	ex.begin(ctx, ctx.Time(), &head)
+	ex.begin(ctx, &head)
 	ex.Route, ex.Upstream = rt, rt.Upstream
 	if head.badName {
 		st.writeError(ctx, ex, errHeaderName)
@@ -245,7 +246,7 @@ func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
 func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics) {
 	ctx.Response.Header.SetCanonical(strXRequestID, ex.requestID)
 	status := ctx.Response.StatusCode()
-	elapsed := time.Since(ex.Start)
+	elapsed := since(ex.startNano)
 	rm.countRequest(ctx.Method(), status)
 	rm.duration.Observe(elapsed.Seconds())
 	if ex.problem != 0 {

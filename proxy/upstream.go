@@ -79,9 +79,9 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 		req.URI().SetSchemeBytes(strHTTPS)
 	}
 
-	start := time.Now()
+	start := nanotime()
 	err := t.client.DoTimeout(req, &ctx.Response, u.Timeout)
-	elapsed := time.Since(start).Seconds()
+	elapsed := since(start).Seconds()
 	if err != nil {
 		ce := Classify(&transportError{err})
 		if ce.Code == CodeUpstreamTimeout {
