@@ -9,14 +9,6 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 )
 
-var body1k = func() []byte {
-	b := make([]byte, 1024)
-	for i := range b {
-		b[i] = 'a' + byte(i%26)
-	}
-	return b
-}()
-
 // origin answers like the peerbench upstream: 1 KiB of JSON on /json,
 // a provider-style JSON error on /fail.
 func origin(ctx *fasthttp.RequestCtx) {
@@ -29,7 +21,7 @@ func origin(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.Response.Header.Set("Cache-Control", "public, max-age=60")
-	ctx.Response.SetBodyRaw(body1k)
+	ctx.Response.SetBodyRaw(proxytest.Body1K)
 }
 
 const benchYAML = `

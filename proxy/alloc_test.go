@@ -9,17 +9,9 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-var body1k = func() []byte {
-	b := make([]byte, 1024)
-	for i := range b {
-		b[i] = 'a' + byte(i%26)
-	}
-	return b
-}()
-
 func upstreamJSON(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetContentType("application/json")
-	ctx.Response.SetBodyRaw(body1k)
+	ctx.Response.SetBodyRaw(proxytest.Body1K)
 }
 
 const allocYAML = `

@@ -403,23 +403,12 @@ func sizeHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 	switch v := data.(type) {
 	case string:
 		return ParseSize(v)
-	case int:
-		if v < 0 {
-			return nil, fmt.Errorf("invalid size %d: must not be negative", v)
-		}
-		return Size(v), nil
-	case int64:
-		if v < 0 {
-			return nil, fmt.Errorf("invalid size %d: must not be negative", v)
-		}
-		return Size(v), nil
-	case uint64:
-		return Size(v), nil
-	case float64:
-		if v < 0 || v != float64(int64(v)) {
+	case int, int64, uint64, float64:
+		n := reflect.ValueOf(v).Convert(reflect.TypeFor[float64]()).Float()
+		if n < 0 || n != float64(int64(n)) {
 			return nil, fmt.Errorf("invalid size %v: want a whole number of bytes or a unit such as \"10MiB\"", v)
 		}
-		return Size(v), nil
+		return Size(n), nil
 	}
 	return data, nil
 }

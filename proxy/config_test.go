@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,26 +10,16 @@ import (
 
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/proxytest"
 )
 
-// problems loads and checks yaml like `sluice validate` and returns every
-// problem as "path: message".
+// problems checks yaml like `sluice validate` and returns every problem as
+// "path: message".
 func problems(t *testing.T, yaml string) []string {
 	t.Helper()
-	cfg, err := proxy.LoadBytes([]byte(yaml))
 	var out []string
-	var ce *proxy.ConfigError
-	if errors.As(err, &ce) {
-		for _, p := range ce.Problems {
-			out = append(out, p.Error())
-		}
-	} else if err != nil {
-		t.Fatalf("load: %v", err)
-	}
-	if cfg != nil && errors.As(proxy.Check(cfg, plugins.Registry()), &ce) {
-		for _, p := range ce.Problems {
-			out = append(out, p.Error())
-		}
+	for _, p := range proxytest.ConfigProblems(t, yaml) {
+		out = append(out, p.Error())
 	}
 	return out
 }

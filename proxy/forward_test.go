@@ -23,16 +23,24 @@ func gatewayFor(t *testing.T, h fasthttp.RequestHandler, format string) (*proxyt
 	return gw, up
 }
 
-// rawRequest writes raw bytes on a new TCP connection to addr and returns
-// everything read until the server closes or 2s pass.
-func rawRequest(t *testing.T, baseURL, raw string) string {
+// dial opens a TCP connection to a gateway's base URL; every read and write
+// on it fails after d. It is closed at the end of the test.
+func dial(t *testing.T, baseURL string, d time.Duration) net.Conn {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(baseURL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	t.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(d))
+	return conn
+}
+
+// rawRequest writes raw bytes on a new TCP connection to the gateway and
+// returns the answer's status, headers and start of body.
+func rawRequest(t *testing.T, baseURL, raw string) string {
+	t.Helper()
+	conn := dial(t, baseURL, 2*time.Second)
 	if _, err := conn.Write([]byte(raw)); err != nil {
 		t.Fatal(err)
 	}
@@ -190,12 +198,7 @@ log: {access_log: false}
 upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	conn := dial(t, gw.URL, 3*time.Second)
 	br := bufio.NewReader(conn)
 	for i := range 3 { // three requests on one caller connection
 		if _, err := conn.Write([]byte("GET /x HTTP/1.1\r\nHost: gw\r\n\r\n")); err != nil {

@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -107,12 +106,7 @@ log: {access_log: false}
 upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	conn := dial(t, gw.URL, 3*time.Second)
 	br := bufio.NewReader(conn)
 	// pipelined: two requests written at once, answered in order
 	if _, err := conn.Write([]byte("GET /1 HTTP/1.1\r\nHost: gw\r\n\r\nGET /2 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")); err != nil {
@@ -141,12 +135,7 @@ server: {read_timeout: 200ms}
 upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	conn := dial(t, gw.URL, 3*time.Second)
 	if _, err := conn.Write([]byte("GET /x HTTP/1.1\r\nHost: gw\r\nX-Half: ")); err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ routes:
   r:      {path: "/{p:*}", upstream: up}
   held:   {path: "/held/{p:*}", upstream: hold, strip_prefix: "/held"}
   dead:   {path: "/dead/{p:*}", upstream: closed}
-`, up.URL, up.URL, closedPort(t)))
+`, up.URL, up.URL, proxytest.ClosedAddr(t)))
 
 	proxytest.Do(t, "GET", gw.URL+"/ok", "")
 	proxytest.Do(t, "GET", gw.URL+"/ok", "")

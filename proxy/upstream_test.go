@@ -22,18 +22,6 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// closedPort returns a loopback address nothing listens on.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
 // rawServer accepts connections and hands each to fn, until the test ends.
 func rawServer(t *testing.T, fn func(net.Conn)) string {
 	t.Helper()
@@ -114,7 +102,7 @@ routes:
   reset:   {path: "/reset/{p:*}", upstream: reset}
   slow:    {path: "/slow/{p:*}", upstream: slow}
   big:     {path: "/big/{p:*}", upstream: big}
-`, closedPort(t), garbage, halfBody, reset, slow.URL, bigBody.URL))
+`, proxytest.ClosedAddr(t), garbage, halfBody, reset, slow.URL, bigBody.URL))
 
 	cases := []struct {
 		name, method, path string

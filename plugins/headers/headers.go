@@ -171,8 +171,6 @@ func compile(o *Ops) edits {
 	return e
 }
 
-func (e *edits) empty() bool { return len(e.remove) == 0 && len(e.set) == 0 && len(e.add) == 0 }
-
 // Headers is the compiled plugin for one route.
 type Headers struct {
 	request, response edits
@@ -182,34 +180,32 @@ var _ proxy.Plugin = (*Headers)(nil)
 
 // Handle edits the request, calls the rest of the pipeline, then edits the answer.
 func (h *Headers) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
-	if !h.request.empty() {
-		rh := &ctx.Request.Header
-		for _, k := range h.request.remove {
-			rh.DelBytes(k)
-		}
-		for _, e := range h.request.set {
-			rh.SetBytesKV(e.key, e.value)
-		}
-		for _, e := range h.request.add {
-			rh.AddBytesKV(e.key, e.value)
-		}
-	}
+	h.request.apply(&ctx.Request.Header)
 	if err := next.Handle(ctx, ex); err != nil {
 		return err
 	}
-	if !h.response.empty() {
-		rh := &ctx.Response.Header
-		for _, k := range h.response.remove {
-			rh.DelBytes(k)
-		}
-		for _, e := range h.response.set {
-			rh.SetBytesKV(e.key, e.value)
-		}
-		for _, e := range h.response.add {
-			rh.AddBytesKV(e.key, e.value)
-		}
-	}
+	h.response.apply(&ctx.Response.Header)
 	return nil
+}
+
+// editable is what request and response headers have in common.
+type editable interface {
+	DelBytes(key []byte)
+	SetBytesKV(key, value []byte)
+	AddBytesKV(key, value []byte)
+}
+
+// apply makes the edits in the order remove, set, add.
+func (e *edits) apply(h editable) {
+	for _, k := range e.remove {
+		h.DelBytes(k)
+	}
+	for _, kv := range e.set {
+		h.SetBytesKV(kv.key, kv.value)
+	}
+	for _, kv := range e.add {
+		h.AddBytesKV(kv.key, kv.value)
+	}
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -1,16 +1,11 @@
 package headers_test
 
 import (
-	"errors"
 	"fmt"
-	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
@@ -277,20 +272,6 @@ func TestResponseEditsApplyToUpstreamErrorAnswers(t *testing.T) {
 	wantHeader(t, "caller", resp.Header, "X-Powered-By", nil)
 }
 
-// closedAddr returns a loopback address nobody listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 // Intended behaviour (package doc): response edits concern answers that come
 // back through the pipeline; errors the gateway produces itself are rendered
 // at the route as problem+json and are not edited.
@@ -306,7 +287,7 @@ routes:
     upstream: gone
     plugins:
       headers: {response: {set: {X-Served-By: sluice, Cache-Control: "public, max-age=60"}, add: {X-Tag: gateway}}}
-`, closedAddr(t)))
+`, proxytest.ClosedAddr(t)))
 	resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "")
 	if resp.Status != 502 || resp.Header.Get("Content-Type") != proxy.ProblemContentType {
 		t.Fatalf("answer = %d %s %s, want a 502 problem", resp.Status, resp.Header.Get("Content-Type"), resp.Body)
@@ -409,28 +390,6 @@ routes:
 	}
 }
 
-// checkConfig loads yaml like `sluice validate` does and returns its problems.
-func checkConfig(t *testing.T, yaml string) []*proxy.FieldError {
-	t.Helper()
-	file := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := proxy.Load(file)
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-	err = proxy.Check(cfg, plugins.Registry())
-	if err == nil {
-		return nil
-	}
-	var ce *proxy.ConfigError
-	if !errors.As(err, &ce) {
-		t.Fatalf("Check returned %T (%v), want *proxy.ConfigError", err, err)
-	}
-	return ce.Problems
-}
-
 func TestConfigValidation(t *testing.T) {
 	t.Parallel()
 	const base = `
@@ -474,7 +433,7 @@ routes:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			probs := checkConfig(t, fmt.Sprintf(base, tc.block))
+			probs := proxytest.ConfigProblems(t, fmt.Sprintf(base, tc.block))
 			if tc.path == "" {
 				if len(probs) != 0 {
 					t.Fatalf("want no problem, got %v", probs)
@@ -493,7 +452,7 @@ routes:
 
 func TestConfigValidationReportsEveryProblem(t *testing.T) {
 	t.Parallel()
-	probs := checkConfig(t, `
+	probs := proxytest.ConfigProblems(t, `
 plugins:
   headers: {request: {set: {Host: h}}}
 upstreams:

@@ -4,18 +4,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
-	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
@@ -693,20 +688,6 @@ func TestHeadRequestKeepsStatusWithoutBody(t *testing.T) {
 	}
 }
 
-// closedAddr returns a loopback address nobody listens on.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 func TestGatewayErrorsAreProblemsWithOrWithoutThePlugin(t *testing.T) {
 	t.Parallel()
 	gw := proxytest.StartGateway(t, fmt.Sprintf(`
@@ -724,7 +705,7 @@ routes:
     upstream: gone
     plugins:
       normalize_errors: {enabled: false}
-`, closedAddr(t)))
+`, proxytest.ClosedAddr(t)))
 	tests := []struct {
 		name, method, path string
 	}{
@@ -808,28 +789,6 @@ routes:
 	}
 }
 
-// checkConfig loads yaml like `sluice validate` does and returns its problems.
-func checkConfig(t *testing.T, yaml string) []*proxy.FieldError {
-	t.Helper()
-	file := filepath.Join(t.TempDir(), "sluice.yaml")
-	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := proxy.Load(file)
-	if err != nil {
-		t.Fatalf("Load: %v", err)
-	}
-	err = proxy.Check(cfg, plugins.Registry())
-	if err == nil {
-		return nil
-	}
-	var ce *proxy.ConfigError
-	if !errors.As(err, &ce) {
-		t.Fatalf("Check returned %T (%v), want *proxy.ConfigError", err, err)
-	}
-	return ce.Problems
-}
-
 func TestConfigErrors(t *testing.T) {
 	t.Parallel()
 	const base = `
@@ -866,7 +825,7 @@ routes:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			probs := checkConfig(t, fmt.Sprintf(base, tc.upstream, tc.route))
+			probs := proxytest.ConfigProblems(t, fmt.Sprintf(base, tc.upstream, tc.route))
 			if tc.path == "" {
 				if len(probs) != 0 {
 					t.Fatalf("want no problem, got %v", probs)
@@ -885,7 +844,7 @@ routes:
 
 func TestTopLevelConfigErrorPath(t *testing.T) {
 	t.Parallel()
-	probs := checkConfig(t, `
+	probs := proxytest.ConfigProblems(t, `
 plugins:
   normalize_errors: {message: "error/message"}
 upstreams:

@@ -7,12 +7,16 @@ package proxytest
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -286,3 +290,58 @@ func writeFile(path, content string) error {
 }
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+// ConfigProblems checks yaml like `sluice validate` does (load, then compile
+// with the built-in plugins) and returns every problem; nil when it is valid.
+// A file that cannot be parsed at all fails the test.
+func ConfigProblems(t testing.TB, yaml string) []*proxy.FieldError {
+	t.Helper()
+	file := t.TempDir() + "/sluice.yaml"
+	WriteFile(t, file, yaml)
+	cfg, err := proxy.Load(file)
+	var out []*proxy.FieldError
+	var ce *proxy.ConfigError
+	switch {
+	case errors.As(err, &ce):
+		out = append(out, ce.Problems...)
+	case err != nil:
+		t.Fatalf("config cannot be read: %v", err)
+	}
+	if errors.As(proxy.Check(cfg, plugins.Registry()), &ce) {
+		for _, p := range ce.Problems {
+			if !slices.ContainsFunc(out, func(q *proxy.FieldError) bool { return *q == *p }) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Body1K is a 1 KiB response body for benchmarks and allocation tests.
+var Body1K = func() []byte {
+	b := make([]byte, 1024)
+	for i := range b {
+		b[i] = 'a' + byte(i%26)
+	}
+	return b
+}()
+
+// ClosedAddr returns a loopback host:port that refuses connections (an
+// upstream that is down). The port stays bound, without listening, until the
+// test ends, so that no other test's listener can take it meanwhile.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+}
