@@ -64,6 +64,7 @@ var (
 	strXForwardedProto = []byte("X-Forwarded-Proto")
 	strXForwardedHost  = []byte("X-Forwarded-Host")
 	strHTTP            = []byte("http")
+	strHTTP11          = []byte("HTTP/1.1")
 	strCommaSpace      = []byte(", ")
 	strClose           = []byte("close")
 	strKeepAliveToken  = []byte("keep-alive")
@@ -204,6 +205,11 @@ func stripHopByHopResponse(h *fasthttp.ResponseHeader, ex *Exchange) {
 		stripHops(h, hops, ex)
 	}
 	h.ResetConnectionClose()
+	// The protocol version is hop-by-hop too: an HTTP/1.0 provider's answer
+	// goes to the caller as the gateway's HTTP/1.1.
+	if p := h.Protocol(); len(p) > 0 && !bytes.Equal(p, strHTTP11) {
+		h.SetProtocol(strHTTP11)
+	}
 }
 
 func appendRemoteIP(dst []byte, addr net.Addr) []byte {

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -304,3 +306,55 @@ func selfSigned(t *testing.T, dir, host string) (string, tls.Certificate) {
 type quietLogger struct{}
 
 func (quietLogger) Printf(string, ...any) {}
+
+// An HTTP/1.0 provider (closing after each answer) is answered to the caller
+// as HTTP/1.1, on a connection that stays open.
+func TestHTTP10Upstream(t *testing.T) {
+	t.Parallel()
+	addr := rawServer(t, func(c net.Conn) {
+		readHead(c)
+		_, _ = c.Write([]byte("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"))
+	})
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "http://%s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, addr))
+	conn := dial(t, gw.URL, 3*time.Second)
+	br := bufio.NewReader(conn)
+	for i := range 2 {
+		if _, err := conn.Write([]byte("GET /x HTTP/1.1\r\nHost: gw\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.Proto != "HTTP/1.1" || resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("request %d: %s %d close=%v", i, resp.Proto, resp.StatusCode, resp.Close)
+		}
+	}
+}
+
+// A chunked answer with a trailer reaches the caller whole, with a length.
+func TestChunkedUpstream(t *testing.T) {
+	t.Parallel()
+	addr := rawServer(t, func(c net.Conn) {
+		readHead(c)
+		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
+			"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n"))
+	})
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "http://%s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, addr))
+	out := rawRequest(t, gw.URL, "GET /x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+	if !strings.HasPrefix(out, "200\n") || !strings.HasSuffix(out, "hello world") {
+		t.Fatalf("answer:\n%s", out)
+	}
+	if strings.Contains(out, "Trailer:") || strings.Contains(out, "Transfer-Encoding") {
+		t.Errorf("framing headers of the upstream leaked:\n%s", out)
+	}
+}
