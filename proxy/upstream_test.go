@@ -358,3 +358,37 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		t.Errorf("framing headers of the upstream leaked:\n%s", out)
 	}
 }
+
+// With every connection of a target busy (max_conns), a request is refused at
+// once with 503 overloaded rather than queued without bound.
+func TestMaxConnsOverloaded(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	gw, _ := gatewayFor(t, func(ctx *fasthttp.RequestCtx) {
+		entered <- struct{}{}
+		<-release
+	}, `
+log: {access_log: false}
+upstreams: {up: {url: "%[1]s", max_conns: 1}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`)
+	done := make(chan int, 1)
+	go func() {
+		resp, err := proxytest.TryDo("GET", gw.URL+"/held", "")
+		if err != nil {
+			done <- -1
+			return
+		}
+		done <- resp.Status
+	}()
+	<-entered
+	p := problem(t, proxytest.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
+	if !strings.Contains(p["detail"].(string), "max_conns") || p["retryable"] != true {
+		t.Errorf("detail %q retryable %v", p["detail"], p["retryable"])
+	}
+	close(release)
+	if s := <-done; s != 200 {
+		t.Errorf("the request holding the connection got %d", s)
+	}
+}
