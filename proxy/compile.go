@@ -38,11 +38,10 @@ type Route struct {
 	handler Handler
 	metrics *routeMetrics
 	plugins []stagedPlugin
-	serveFn fasthttp.RequestHandler // rt.serve, bound once
 }
 
-// blockKey is where a plugin block sits in the file: "plugins.NAME",
-// "upstreams.U.plugins.NAME" or "routes.R.plugins.NAME".
+// decodedBlock is one plugin block as decoded at its place in the file:
+// path is "plugins.NAME", "upstreams.U.plugins.NAME" or "routes.R.plugins.NAME".
 type decodedBlock struct {
 	path    string
 	factory *Factory
@@ -54,6 +53,8 @@ type decodedBlock struct {
 // compile builds a state from a loaded config. It reports every problem it
 // finds (unknown plugins, bad plugin blocks, route conflicts, unreadable TLS
 // files) in one *ConfigError. pools supplies and records connection pools.
+// Metric children are not touched: a state gets them from bindMetrics once
+// it is going to serve, so that a rejected config leaves no series behind.
 func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 	var p Problems
 	st := &state{
@@ -61,12 +62,11 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 		table:       newRouteTable(),
 		routes:      map[string]*Route{},
 		upstreams:   map[string]*Upstream{},
-		unmatched:   g.routeMetrics(UnmatchedRoute, ""),
+		log:         g.logger(cfg.Log),
 		accessLog:   cfg.Log.AccessLog,
 		maxInflight: int64(cfg.Server.MaxInflight),
 		clientKeys:  map[string]bool{},
 	}
-	st.log = g.logger(cfg.Log)
 
 	for _, name := range sortedKeys(cfg.Upstreams) {
 		uc := cfg.Upstreams[name]
@@ -102,9 +102,8 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 			// rejected as a whole.
 			u = &Upstream{Name: rc.Upstream}
 		}
-		rt := &Route{Name: name, Upstream: u, st: st, metrics: g.routeMetrics(name, u.Name)}
-		rt.serveFn = rt.serve
-		rt.plugins = g.buildPlugins(cfg, name, &rc, blocks, &p)
+		rt := &Route{Name: name, Upstream: u, st: st}
+		rt.plugins = g.buildPlugins(st, name, &rc, blocks, &p)
 		for _, sp := range rt.plugins {
 			if s, ok := sp.plugin.(Starter); ok {
 				st.starters = append(st.starters, s)
@@ -114,7 +113,7 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 			}
 		}
 		rt.handler = chain(rt.plugins, &upstreamCall{u: u, stripPrefix: rc.StripPrefix})
-		if err := st.table.add(name, &rc, rt.serveFn); err != nil {
+		if err := st.table.add(name, &rc, rt.serve); err != nil {
 			p.AddErr("routes."+name+".path", err)
 			continue
 		}
@@ -123,23 +122,56 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 	return st, p.Err()
 }
 
+// bindMetrics resolves the metric children of a compiled state.
+func (st *state) bindMetrics(m *Metrics) {
+	st.unmatched = newRouteMetrics(m, UnmatchedRoute, "")
+	for _, u := range st.upstreams {
+		u.metrics = newUpstreamMetrics(m, u.Name)
+	}
+	for _, rt := range st.routes {
+		rt.metrics = newRouteMetrics(m, rt.Name, rt.Upstream.Name)
+	}
+}
+
+// start starts the state's plugins; if one fails, those that hold resources
+// are closed again.
+func (st *state) start() error {
+	for _, s := range st.starters {
+		if err := s.Start(); err != nil {
+			st.close()
+			return fmt.Errorf("starting plugin: %w", err)
+		}
+	}
+	return nil
+}
+
+// close closes the state's plugins.
+func (st *state) close() {
+	for _, c := range st.closers {
+		if err := c.Close(); err != nil {
+			st.log.Warn("closing plugin", "error", err.Error())
+		}
+	}
+}
+
 func (g *Gateway) buildUpstream(name string, uc *UpstreamConfig, pools *clientPools, keys map[string]bool) (*Upstream, error) {
 	urls := uc.Targets
 	if uc.URL != "" {
 		urls = []string{uc.URL}
 	}
-	u := &Upstream{Name: name, Timeout: uc.Timeout.D(), metrics: g.upstreamMetrics(name)}
+	u := &Upstream{Name: name, Timeout: uc.Timeout.D()}
 	var p Problems
 	for _, raw := range urls {
 		if checkUpstreamURL(raw) != nil {
 			return nil, nil // reported by Config.validate
 		}
-		t, err := newTarget(raw, uc, pools, g.opts.Dial)
+		key := clientKey(raw, uc)
+		t, err := newTarget(raw, key, uc, pools, g.opts.Dial)
 		if err != nil {
 			p.AddErr("", err)
 			continue
 		}
-		keys[clientKey(raw, uc)] = true
+		keys[key] = true
 		u.Targets = append(u.Targets, t)
 	}
 	if err := p.Err(); err != nil {
@@ -195,7 +227,8 @@ func (g *Gateway) decodeBlocks(prefix string, in PluginBlocks, out map[string]*d
 
 // buildPlugins builds one route's plugins: for each plugin name, the route's
 // block wins over the upstream's, which wins over the top level's.
-func (g *Gateway) buildPlugins(cfg *Config, route string, rc *RouteConfig, blocks map[string]*decodedBlock, p *Problems) []stagedPlugin {
+func (g *Gateway) buildPlugins(st *state, route string, rc *RouteConfig, blocks map[string]*decodedBlock, p *Problems) []stagedPlugin {
+	cfg := st.cfg
 	var names []string
 	for _, level := range []PluginBlocks{cfg.Plugins, cfg.Upstreams[rc.Upstream].Plugins, rc.Plugins} {
 		for n := range level {
@@ -223,7 +256,7 @@ func (g *Gateway) buildPlugins(cfg *Config, route string, rc *RouteConfig, block
 		b := &Build{
 			Route:      route,
 			Upstream:   rc.Upstream,
-			Logger:     g.baseLog,
+			Logger:     st.log,
 			Registerer: g.metrics.Registry,
 			Shared:     g.shared.get,
 		}

@@ -187,8 +187,6 @@ func (u *UpstreamConfig) applyDefaults() {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
-var tokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
 // validate checks everything that can be checked without building the
 // pipeline (plugins are checked when compiled). Problems are recorded in p.
 func (c *Config) validate(p *Problems) {
@@ -358,7 +356,7 @@ func (r *RouteConfig) validate(key string, ups map[string]UpstreamConfig, p *Pro
 	}
 	seen := map[string]bool{}
 	for i, m := range r.Methods {
-		if !tokenRE.MatchString(m) {
+		if !ValidToken(m) {
 			p.Addf(fmt.Sprintf("%s.methods[%d]", key, i), "invalid method %q", m)
 			continue
 		}

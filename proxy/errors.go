@@ -149,7 +149,7 @@ func (e *Error) Retryable(req *fasthttp.Request) bool {
 	case retryAlways:
 		return true
 	case retryIdempotent:
-		return isIdempotent(req)
+		return IsIdempotent(req)
 	}
 	return false
 }
@@ -167,7 +167,9 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-func isIdempotent(req *fasthttp.Request) bool {
+// IsIdempotent reports whether req may be sent twice without a second effect:
+// its method is idempotent (RFC 9110 §9.2.2) or it carries an Idempotency-Key.
+func IsIdempotent(req *fasthttp.Request) bool {
 	switch string(req.Header.Method()) {
 	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodOptions, fasthttp.MethodTrace,
 		fasthttp.MethodPut, fasthttp.MethodDelete:

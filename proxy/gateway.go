@@ -43,7 +43,6 @@ type Gateway struct {
 
 	state    atomic.Pointer[state]
 	logLevel slog.LevelVar
-	baseLog  *slog.Logger
 
 	reloadMu sync.Mutex // one reload at a time
 	ready    atomic.Bool
@@ -67,17 +66,15 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	}
 	g := &Gateway{opts: opts, metrics: NewMetrics(), pools: newClientPools(), started: time.Now()}
 	g.logLevel.Set(parseLevel(cfg.Log.Level))
-	g.baseLog = g.logger(cfg.Log)
 	st, err := g.compile(cfg, g.pools)
 	if err != nil {
 		return nil, err
 	}
-	g.state.Store(st)
-	for _, s := range st.starters {
-		if err := s.Start(); err != nil {
-			return nil, fmt.Errorf("starting plugin: %w", err)
-		}
+	if err := st.start(); err != nil {
+		return nil, err
 	}
+	st.bindMetrics(g.metrics)
+	g.state.Store(st)
 	g.server = g.newServer(&cfg.Server)
 	return g, nil
 }
@@ -87,7 +84,6 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 // problem in one *ConfigError. This is `sluice validate`.
 func Check(cfg *Config, plugins *Registry) error {
 	g := &Gateway{opts: Options{Plugins: plugins, LogOutput: io.Discard}, metrics: NewMetrics()}
-	g.baseLog = g.logger(cfg.Log)
 	_, err := g.compile(cfg, newClientPools())
 	return err
 }
@@ -100,14 +96,6 @@ func (g *Gateway) Config() *Config { return g.state.Load().cfg }
 
 // Logger returns the gateway's logger.
 func (g *Gateway) Logger() *slog.Logger { return g.state.Load().log }
-
-func (g *Gateway) routeMetrics(route, upstream string) *routeMetrics {
-	return newRouteMetrics(g.metrics, route, upstream)
-}
-
-func (g *Gateway) upstreamMetrics(upstream string) upstreamMetrics {
-	return newUpstreamMetrics(g.metrics, upstream)
-}
 
 func (g *Gateway) newServer(sc *ServerConfig) *fasthttp.Server {
 	return &fasthttp.Server{
@@ -300,10 +288,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		_ = srv.Close()
 	}
 	g.adminMu.Unlock()
-	st := g.state.Load()
-	for _, c := range st.closers {
-		_ = c.Close()
-	}
+	g.state.Load().close()
 	for _, hc := range g.pools.release(nil) {
 		hc.CloseIdleConnections()
 	}
@@ -319,21 +304,13 @@ func (g *Gateway) Apply(cfg *Config) error {
 	defer g.reloadMu.Unlock()
 	old := g.state.Load()
 	st, err := g.compile(cfg, g.pools)
+	if err == nil {
+		err = st.start()
+	}
 	if err != nil {
-		g.metrics.reloads.WithLabelValues("failure").Inc()
-		old.log.Error("config reload rejected; the previous config keeps serving", "error", err.Error())
-		return err
+		return g.rejectReload(err)
 	}
-	for _, s := range st.starters {
-		if err := s.Start(); err != nil {
-			g.metrics.reloads.WithLabelValues("failure").Inc()
-			old.log.Error("config reload rejected: a plugin failed to start", "error", err.Error())
-			for _, c := range st.closers {
-				_ = c.Close()
-			}
-			return fmt.Errorf("starting plugin: %w", err)
-		}
-	}
+	st.bindMetrics(g.metrics)
 	g.logLevel.Set(parseLevel(cfg.Log.Level))
 	g.state.Store(st)
 	g.metrics.reloads.WithLabelValues("success").Inc()
@@ -359,11 +336,16 @@ func (g *Gateway) Reload() error {
 	}
 	cfg, err := Load(g.opts.ConfigPath)
 	if err != nil {
-		g.metrics.reloads.WithLabelValues("failure").Inc()
-		g.state.Load().log.Error("config reload rejected; the previous config keeps serving", "error", err.Error())
-		return err
+		return g.rejectReload(err)
 	}
 	return g.Apply(cfg)
+}
+
+// rejectReload counts and logs a rejected config and returns err.
+func (g *Gateway) rejectReload(err error) error {
+	g.metrics.reloads.WithLabelValues("failure").Inc()
+	g.state.Load().log.Error("config reload rejected; the previous config keeps serving", "error", err.Error())
+	return err
 }
 
 // retire waits until no request uses old, then closes its plugins and the
@@ -373,11 +355,7 @@ func (g *Gateway) retire(old *state, pools []*fasthttp.HostClient) {
 	for old.active.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	for _, c := range old.closers {
-		if err := c.Close(); err != nil {
-			old.log.Warn("closing plugin", "error", err.Error())
-		}
-	}
+	old.close()
 	for _, hc := range pools {
 		hc.CloseIdleConnections()
 	}

@@ -110,6 +110,20 @@ var tchar = func() (t [256]bool) {
 	return t
 }()
 
+// ValidToken reports whether s is an RFC 9110 token: a valid header name or
+// method.
+func ValidToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !tchar[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
 // requestHead is what one pass over the raw request head finds.
 type requestHead struct {
 	hops         hopSet

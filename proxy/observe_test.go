@@ -256,3 +256,19 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		}
 	}
 }
+
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	t.Parallel()
+	for _, on := range []bool{false, true} {
+		gw, _ := gatewayFor(t, nil, fmt.Sprintf(`
+log: {access_log: false}
+admin: {pprof: %v}
+upstreams: {up: {url: "%%[1]s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, on))
+		resp := proxytest.Do(t, "GET", gw.AdminURL+"/debug/pprof/cmdline", "")
+		if got := resp.Status == 200; got != on {
+			t.Errorf("pprof: %v: /debug/pprof/cmdline answered %d", on, resp.Status)
+		}
+	}
+}

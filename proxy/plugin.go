@@ -76,7 +76,7 @@ type Factory struct {
 type Build struct {
 	// Route and Upstream are the names of the route and its upstream.
 	Route, Upstream string
-	// Logger is the gateway's logger.
+	// Logger is the logger of the config being compiled (its level and format).
 	Logger *slog.Logger
 	// Registerer registers plugin metrics; it is the gateway's own registry.
 	// Register a collector once per process: use Shared to keep it.

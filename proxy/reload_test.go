@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
 )
 
 const reloadYAML = `
@@ -112,6 +113,47 @@ func TestBadReloadKeepsOldConfig(t *testing.T) {
 	if !strings.Contains(gw.Logs.String(), "config reload rejected") {
 		t.Errorf("rejection not logged")
 	}
+
+	// A config that loads but does not compile (an unknown plugin) is
+	// rejected too, and leaves no series for its new route behind.
+	proxytest.WriteFile(t, gw.File, fmt.Sprintf(reloadYAML, up.URL, 3)+`
+  fresh: {path: "/f", upstream: up, plugins: {nope: {}}}
+`)
+	if err := gw.Reload(); err == nil || !strings.Contains(err.Error(), `routes.fresh.plugins.nope: unknown plugin`) {
+		t.Fatalf("reload error = %v", err)
+	}
+	m = gw.Metrics(t)
+	if v, _ := m.Value("sluice_config_reloads_total", "result", "failure"); v != 2 {
+		t.Errorf("reloads_total{failure} = %v, want 2", v)
+	}
+	if _, found := m.Value("sluice_request_duration_seconds", "route", "fresh"); found {
+		t.Errorf("the rejected config left series for its route behind")
+	}
+}
+
+func TestReloadSaysWhatNeedsARestart(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	defer close(release)
+	up := proxytest.NewUpstream(t, func(*fasthttp.RequestCtx) { <-release })
+	const yaml = `
+log: {access_log: false}
+server: {max_inflight: %d, read_timeout: %s}
+upstreams: {up: {url: "%s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`
+	gw := proxytest.StartGateway(t, fmt.Sprintf(yaml, 0, "10s", up.URL))
+	proxytest.WriteFile(t, gw.File, fmt.Sprintf(yaml, 1, "5s", up.URL))
+	if err := gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(gw.Logs.String(), `"keys":"server.read_timeout"`) {
+		t.Errorf("no restart warning naming server.read_timeout (and only it):\n%s", gw.Logs.String())
+	}
+	// max_inflight applies at once: one request held, the next is refused.
+	go func() { _, _ = proxytest.TryDo("GET", gw.URL+"/held", "") }()
+	proxytest.Eventually(t, 2*time.Second, func() bool { return up.Count() == 1 }, "the first request never reached the upstream")
+	problem(t, proxytest.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
 }
 
 func TestReloadRemovesRouteSeries(t *testing.T) {

@@ -125,7 +125,7 @@ func clientKey(target string, uc *UpstreamConfig) string {
 
 // newTarget parses a validated base URL and prepares its pool (the pool is
 // taken from pools when an identical one exists).
-func newTarget(raw string, uc *UpstreamConfig, pools *clientPools, dial fasthttp.DialFunc) (*Target, error) {
+func newTarget(raw, key string, uc *UpstreamConfig, pools *clientPools, dial fasthttp.DialFunc) (*Target, error) {
 	pu, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
@@ -136,7 +136,6 @@ func newTarget(raw string, uc *UpstreamConfig, pools *clientPools, dial fasthttp
 		scheme:   []byte(pu.Scheme),
 		basePath: []byte(strings.TrimSuffix(pu.EscapedPath(), "/")),
 	}
-	key := clientKey(raw, uc)
 	if hc := pools.get(key); hc != nil {
 		t.client = hc
 		return t, nil
@@ -185,7 +184,7 @@ func newHostClient(pu *url.URL, uc *UpstreamConfig, dial fasthttp.DialFunc) (*fa
 		// retry plugin's business.
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
-			return false, isIdempotent(req) && !errors.Is(err, fasthttp.ErrTimeout)
+			return false, IsIdempotent(req) && !errors.Is(err, fasthttp.ErrTimeout)
 		},
 	}
 	if hc.IsTLS {

@@ -28,6 +28,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/sluice-gw/sluice/proxy/proxytest"
 )
 
 // sluiceBin is the binary under test, built once by TestMain.
@@ -119,30 +120,12 @@ func writeFile(t *testing.T, path, content string) {
 	}
 }
 
-// syncBuffer collects a subprocess's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // gateway is a running `sluice -config FILE` process.
 type gateway struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout proxytest.SyncBuffer
+	stderr proxytest.SyncBuffer
 	done   chan struct{} // closed when the process has exited
 	listen string        // proxy address
 	admin  string        // admin address

@@ -11,7 +11,6 @@ package headers
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -75,8 +74,6 @@ func sensitive(name string) bool {
 	return false
 }
 
-var tokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
 // Headers the plugin must not touch: they frame the message or belong to the
 // connection, or the gateway owns them.
 var forbidden = map[string]string{
@@ -102,7 +99,7 @@ func (c *Config) Validate() error {
 
 func (o *Ops) validate(dir string, request bool, p *proxy.Problems) {
 	check := func(key, name string, set bool) {
-		if !tokenRE.MatchString(name) {
+		if !proxy.ValidToken(name) {
 			p.Addf(key, "invalid header name %q", name)
 			return
 		}

@@ -162,11 +162,7 @@ func retryable(status int, req *fasthttp.Request) bool {
 	case 408, 425, 429, 503:
 		return true
 	case 500, 502, 504:
-		switch string(req.Header.Method()) {
-		case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
-			return true
-		}
-		return len(req.Header.Peek("Idempotency-Key")) > 0
+		return proxy.IsIdempotent(req)
 	}
 	return false
 }

@@ -826,18 +826,7 @@ routes:
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			probs := proxytest.ConfigProblems(t, fmt.Sprintf(base, tc.upstream, tc.route))
-			if tc.path == "" {
-				if len(probs) != 0 {
-					t.Fatalf("want no problem, got %v", probs)
-				}
-				return
-			}
-			if len(probs) != 1 {
-				t.Fatalf("want one problem at %s, got %v", tc.path, probs)
-			}
-			if probs[0].Path != tc.path || !strings.Contains(probs[0].Msg, tc.message) {
-				t.Errorf("problem = %q: %q, want %q containing %q", probs[0].Path, probs[0].Msg, tc.path, tc.message)
-			}
+			proxytest.WantOneProblem(t, probs, tc.path, tc.message)
 		})
 	}
 }

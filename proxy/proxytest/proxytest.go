@@ -317,6 +317,21 @@ func ConfigProblems(t testing.TB, yaml string) []*proxy.FieldError {
 	return out
 }
 
+// WantOneProblem fails the test unless probs is exactly one problem at path
+// whose message contains msg; with path "", unless probs is empty.
+func WantOneProblem(t testing.TB, probs []*proxy.FieldError, path, msg string) {
+	t.Helper()
+	switch {
+	case path == "" && len(probs) != 0:
+		t.Fatalf("want no problem, got %v", probs)
+	case path == "":
+	case len(probs) != 1:
+		t.Fatalf("want one problem at %s, got %v", path, probs)
+	case probs[0].Path != path || !strings.Contains(probs[0].Msg, msg):
+		t.Errorf("problem = %q: %q, want %q containing %q", probs[0].Path, probs[0].Msg, path, msg)
+	}
+}
+
 // Body1K is a 1 KiB response body for benchmarks and allocation tests.
 var Body1K = func() []byte {
 	b := make([]byte, 1024)
