@@ -44,9 +44,24 @@ func (g *Gateway) AdminHandler() http.Handler {
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// Endpoints added by the plugins of the config now serving.
+		st := g.state.Load()
+		if e, ok := st.admin[r.Method+" "+r.URL.Path]; ok {
+			if e.Mutating {
+				g.requireToken(e.Handler)(w, r)
+			} else {
+				e.Handler(w, r)
+			}
+			return
+		}
 		code := CodeRouteNotFound
 		for _, p := range []string{"/metrics", "/healthz", "/readyz", "/admin/config", "/admin/upstreams", "/admin/reload"} {
 			if r.URL.Path == p {
+				code = CodeMethodNotAllowed
+			}
+		}
+		for pattern := range st.admin {
+			if _, path, _ := strings.Cut(pattern, " "); path == r.URL.Path {
 				code = CodeMethodNotAllowed
 			}
 		}
@@ -116,6 +131,8 @@ func (g *Gateway) adminConfig(w http.ResponseWriter, _ *http.Request) {
 		"server":    st.cfg.Server,
 		"log":       st.cfg.Log,
 		"admin":     st.cfg.Admin,
+		"cluster":   st.cfg.Cluster,
+		"cache":     st.cfg.Cache,
 		"upstreams": st.cfg.Upstreams,
 		"routes":    routes,
 	}, "", "  ")
@@ -139,10 +156,11 @@ func (g *Gateway) adminUpstreams(w http.ResponseWriter, _ *http.Request) {
 		Inflight int    `json:"inflight"`
 	}
 	type upstreamView struct {
-		Name    string       `json:"name"`
-		Timeout string       `json:"timeout"`
-		Routes  []string     `json:"routes"`
-		Targets []targetView `json:"targets"`
+		Name    string         `json:"name"`
+		Timeout string         `json:"timeout"`
+		Routes  []string       `json:"routes"`
+		Targets []targetView   `json:"targets"`
+		Status  map[string]any `json:"status,omitempty"` // plugin sections (breaker, limiter...)
 	}
 	var out []upstreamView
 	for _, name := range sortedKeys(st.upstreams) {
@@ -156,6 +174,17 @@ func (g *Gateway) adminUpstreams(w http.ResponseWriter, _ *http.Request) {
 		sort.Strings(uv.Routes)
 		for _, t := range u.Targets {
 			uv.Targets = append(uv.Targets, targetView{URL: t.URL, Conns: t.client.ConnsCount(), Inflight: t.client.PendingRequests()})
+		}
+		for _, rep := range st.reports {
+			if rep.upstream != name {
+				continue
+			}
+			if uv.Status == nil {
+				uv.Status = map[string]any{}
+			}
+			if _, dup := uv.Status[rep.name]; !dup {
+				uv.Status[rep.name] = rep.status()
+			}
 		}
 		out = append(out, uv)
 	}

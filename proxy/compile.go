@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -23,6 +24,10 @@ type state struct {
 	accessLog   bool
 	maxInflight int64
 	clientKeys  map[string]bool // pools this state uses
+	cluster     *Cluster        // nil in single-node mode
+
+	admin   map[string]AdminEndpoint // plugin admin endpoints by pattern
+	reports []statusReport           // plugin sections of /admin/upstreams
 
 	active   atomic.Int64 // requests being served with this state
 	starters []Starter
@@ -33,6 +38,8 @@ type state struct {
 type Route struct {
 	Name     string
 	Upstream *Upstream
+	// Deadline bounds the whole call (route deadline, else the upstream's).
+	Deadline time.Duration
 
 	st      *state
 	handler Handler
@@ -66,7 +73,13 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 		accessLog:   cfg.Log.AccessLog,
 		maxInflight: int64(cfg.Server.MaxInflight),
 		clientKeys:  map[string]bool{},
+		admin:       map[string]AdminEndpoint{},
 	}
+	var current *Cluster
+	if cur := g.state.Load(); cur != nil {
+		current = cur.cluster
+	}
+	st.cluster = clusterFor(cfg, current)
 
 	for _, name := range sortedKeys(cfg.Upstreams) {
 		uc := cfg.Upstreams[name]
@@ -102,7 +115,10 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 			// rejected as a whole.
 			u = &Upstream{Name: rc.Upstream}
 		}
-		rt := &Route{Name: name, Upstream: u, st: st}
+		rt := &Route{Name: name, Upstream: u, st: st, Deadline: rc.Deadline.D()}
+		if rt.Deadline == 0 {
+			rt.Deadline = cfg.Upstreams[rc.Upstream].Deadline.D()
+		}
 		rt.plugins = g.buildPlugins(st, name, &rc, blocks, &p)
 		for _, sp := range rt.plugins {
 			if s, ok := sp.plugin.(Starter); ok {
@@ -152,6 +168,15 @@ func (st *state) close() {
 			st.log.Warn("closing plugin", "error", err.Error())
 		}
 	}
+}
+
+// dropCluster closes the state's Redis client unless other (the state that
+// replaces it, or the one that keeps serving) uses the same client.
+func (st *state) dropCluster(other *state) {
+	if st == nil || st.cluster == nil || (other != nil && other.cluster == st.cluster) {
+		return
+	}
+	st.cluster.close()
 }
 
 func (g *Gateway) buildUpstream(name string, uc *UpstreamConfig, pools *clientPools, keys map[string]bool) (*Upstream, error) {
@@ -238,7 +263,8 @@ func (g *Gateway) buildPlugins(st *state, route string, rc *RouteConfig, blocks 
 		}
 	}
 	slices.Sort(names)
-	var out []stagedPlugin
+	effective := map[string]*decodedBlock{}
+	peers := map[string]any{}
 	for _, name := range names {
 		var db *decodedBlock
 		for _, path := range []string{
@@ -253,19 +279,37 @@ func (g *Gateway) buildPlugins(st *state, route string, rc *RouteConfig, blocks 
 		if db == nil || !db.ok || !db.enabled {
 			continue // unknown or invalid (reported) or switched off
 		}
+		effective[name] = db
+		peers[name] = db.config
+	}
+	var out []stagedPlugin
+	for _, name := range names {
+		db := effective[name]
+		if db == nil {
+			continue
+		}
 		b := &Build{
 			Route:      route,
 			Upstream:   rc.Upstream,
 			Logger:     st.log,
 			Registerer: g.metrics.Registry,
 			Shared:     g.shared.get,
+			Config:     cfg,
+			Cluster:    st.cluster,
+			peers:      peers,
+			admin:      st.admin,
+			reports:    &st.reports,
 		}
 		pl, err := db.factory.New(db.config, b)
 		if err != nil {
 			p.AddErr(db.path, fmt.Errorf("route %s: %w", route, err))
 			continue
 		}
-		out = append(out, stagedPlugin{name: name, stage: db.factory.Stage, plugin: pl, config: db.config, source: db.path})
+		sp := stagedPlugin{name: name, stage: db.factory.Stage, plugin: pl, config: db.config, source: db.path}
+		if ms, ok := pl.(MultiStage); ok {
+			sp.parts = ms.Parts()
+		}
+		out = append(out, sp)
 	}
 	return out
 }

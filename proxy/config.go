@@ -19,6 +19,8 @@ type Config struct {
 	Server    ServerConfig              `koanf:"server" json:"server"`
 	Log       LogConfig                 `koanf:"log" json:"log"`
 	Admin     AdminConfig               `koanf:"admin" json:"admin"`
+	Cluster   ClusterConfig             `koanf:"cluster" json:"cluster"`
+	Cache     CacheConfig               `koanf:"cache" json:"cache"`
 	Plugins   PluginBlocks              `koanf:"plugins" json:"-"`
 	Upstreams map[string]UpstreamConfig `koanf:"upstreams" json:"upstreams"`
 	Routes    map[string]RouteConfig    `koanf:"routes" json:"routes"`
@@ -90,6 +92,40 @@ type AdminConfig struct {
 	Pprof bool `koanf:"pprof" json:"pprof"`
 }
 
+// ClusterConfig makes several gateways share state. Absent (the default), a
+// gateway keeps all its state in-process.
+type ClusterConfig struct {
+	// Redis is the server the gateways share; nil means single-node mode.
+	Redis *RedisConfig `koanf:"redis" json:"redis,omitempty"`
+}
+
+// RedisConfig is the Redis server of cluster mode.
+type RedisConfig struct {
+	// Addr is host:port, e.g. "127.0.0.1:6379".
+	Addr string `koanf:"addr" json:"addr"`
+	// Password for AUTH; empty for none.
+	Password Secret `koanf:"password" json:"password"`
+	// DB is the database number. Default 0.
+	DB int `koanf:"db" json:"db"`
+	// KeyPrefix starts every key and channel name Sluice uses, so that
+	// several clusters (or other software) can share one Redis. Default "sluice:".
+	KeyPrefix string `koanf:"key_prefix" json:"key_prefix"`
+	// DialTimeout bounds connecting; ReadTimeout and WriteTimeout bound one
+	// command. A slow Redis must not stall requests: defaults 200ms, 100ms, 100ms.
+	DialTimeout  Duration `koanf:"dial_timeout" json:"dial_timeout"`
+	ReadTimeout  Duration `koanf:"read_timeout" json:"read_timeout"`
+	WriteTimeout Duration `koanf:"write_timeout" json:"write_timeout"`
+	// PoolSize caps open connections. Default 10 per CPU.
+	PoolSize int `koanf:"pool_size" json:"pool_size,omitempty"`
+}
+
+// CacheConfig configures the process-wide response cache that the cache
+// plugin of every route stores into.
+type CacheConfig struct {
+	// MaxSize is the hard limit of the cache's memory. Default 256MiB.
+	MaxSize Size `koanf:"max_size" json:"max_size"`
+}
+
 // UpstreamConfig is one provider API.
 type UpstreamConfig struct {
 	// URL is the provider's base URL (http or https), e.g. "https://api.github.com".
@@ -99,6 +135,10 @@ type UpstreamConfig struct {
 	Targets []string `koanf:"targets" json:"targets,omitempty"`
 	// Timeout bounds one attempt: sending the request and reading the whole response. Default 30s.
 	Timeout Duration `koanf:"timeout" json:"timeout"`
+	// Deadline bounds a whole call to this upstream: every attempt and the
+	// waits between them (retries, queueing for a rate limit, waiting for a
+	// collapsed cache fill). Default twice Timeout. A route's deadline wins.
+	Deadline Duration `koanf:"deadline" json:"deadline"`
 	// ConnectTimeout bounds establishing a TCP (and TLS) connection. Default 5s.
 	ConnectTimeout Duration `koanf:"connect_timeout" json:"connect_timeout"`
 	// MaxConns caps open connections per target. Default 512.
@@ -139,6 +179,9 @@ type RouteConfig struct {
 	Host string `koanf:"host" json:"host,omitempty"`
 	// Upstream names the upstream that serves the route.
 	Upstream string `koanf:"upstream" json:"upstream"`
+	// Deadline bounds the whole call, as the upstream's deadline does, for
+	// this route. Default: the upstream's.
+	Deadline Duration `koanf:"deadline" json:"deadline,omitempty"`
 	// StripPrefix is removed from the start of the request path before it is
 	// appended to the upstream's base path.
 	StripPrefix string `koanf:"strip_prefix" json:"strip_prefix,omitempty"`
@@ -162,6 +205,7 @@ func DefaultConfig() *Config {
 		},
 		Log:   LogConfig{Level: "info", Format: "json", AccessLog: true},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
+		Cache: CacheConfig{MaxSize: 256 << 20},
 	}
 }
 
@@ -170,6 +214,9 @@ func DefaultConfig() *Config {
 func (u *UpstreamConfig) applyDefaults() {
 	if u.Timeout == 0 {
 		u.Timeout = Duration(30 * time.Second)
+	}
+	if u.Deadline == 0 {
+		u.Deadline = 2 * u.Timeout
 	}
 	if u.ConnectTimeout == 0 {
 		u.ConnectTimeout = Duration(5 * time.Second)
@@ -234,6 +281,13 @@ func (c *Config) validate(p *Problems) {
 		}
 	}
 
+	if r := c.Cluster.Redis; r != nil {
+		r.validate("cluster.redis", p)
+	}
+	if c.Cache.MaxSize < 1<<20 {
+		p.Addf("cache.max_size", "must be at least 1MiB, got %s", c.Cache.MaxSize)
+	}
+
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]
 		u.validate("upstreams."+name, p)
@@ -271,6 +325,11 @@ func (u *UpstreamConfig) validate(key string, p *Problems) {
 	if u.Timeout < 0 {
 		p.Add(key+".timeout", "must not be negative")
 	}
+	if u.Deadline < 0 {
+		p.Add(key+".deadline", "must not be negative")
+	} else if u.Deadline > 0 && u.Deadline < u.Timeout {
+		p.Addf(key+".deadline", "%s is shorter than timeout %s: an attempt could never use its whole timeout", u.Deadline, u.Timeout)
+	}
 	if u.ConnectTimeout < 0 {
 		p.Add(key+".connect_timeout", "must not be negative")
 	}
@@ -285,6 +344,43 @@ func (u *UpstreamConfig) validate(key string, p *Problems) {
 	}
 	if (u.TLS.CertFile == "") != (u.TLS.KeyFile == "") {
 		p.Add(key+".tls", "cert_file and key_file go together")
+	}
+}
+
+func (r *RedisConfig) applyDefaults() {
+	if r.KeyPrefix == "" {
+		r.KeyPrefix = "sluice:"
+	}
+	if r.DialTimeout == 0 {
+		r.DialTimeout = Duration(200 * time.Millisecond)
+	}
+	if r.ReadTimeout == 0 {
+		r.ReadTimeout = Duration(100 * time.Millisecond)
+	}
+	if r.WriteTimeout == 0 {
+		r.WriteTimeout = Duration(100 * time.Millisecond)
+	}
+}
+
+func (r *RedisConfig) validate(key string, p *Problems) {
+	if r.Addr == "" {
+		p.Add(key+".addr", "is required (host:port) when cluster.redis is set")
+	} else if _, _, err := net.SplitHostPort(r.Addr); err != nil {
+		p.Addf(key+".addr", "invalid address %q: want host:port, e.g. \"127.0.0.1:6379\"", r.Addr)
+	}
+	if r.DB < 0 || r.DB > 15 {
+		p.Addf(key+".db", "must be between 0 and 15, got %d", r.DB)
+	}
+	for _, d := range []struct {
+		k string
+		v Duration
+	}{{"dial_timeout", r.DialTimeout}, {"read_timeout", r.ReadTimeout}, {"write_timeout", r.WriteTimeout}} {
+		if d.v < 0 {
+			p.Add(key+"."+d.k, "must not be negative")
+		}
+	}
+	if r.PoolSize < 0 {
+		p.Add(key+".pool_size", "must not be negative")
 	}
 }
 
@@ -367,6 +463,9 @@ func (r *RouteConfig) validate(key string, ups map[string]UpstreamConfig, p *Pro
 			p.Addf(fmt.Sprintf("%s.methods[%d]", key, i), "duplicate method %q", m)
 		}
 		seen[m] = true
+	}
+	if r.Deadline < 0 {
+		p.Add(key+".deadline", "must not be negative")
 	}
 	if r.Host != "" {
 		if strings.ContainsAny(r.Host, "/:* ") {

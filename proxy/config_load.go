@@ -78,6 +78,9 @@ func decodeConfig(raw map[string]any, envKeys map[string]string) (*Config, error
 		u.applyDefaults()
 		cfg.Upstreams[name] = u
 	}
+	if cfg.Cluster.Redis != nil {
+		cfg.Cluster.Redis.applyDefaults()
+	}
 	cfg.validate(&p)
 	cfg.fromEnv = x.values
 

@@ -182,6 +182,7 @@ func IsIdempotent(req *fasthttp.Request) bool {
 // costs no allocation.
 var (
 	errOverloaded = &Error{Code: CodeOverloaded, Detail: "the gateway is serving its maximum number of requests", RetryAfter: time.Second, retry: retryAlways}
+	errDeadline   = &Error{Code: CodeUpstreamTimeout, Detail: "the route's deadline passed before the upstream answered", retry: retryIdempotent}
 	errDotSegment = &Error{Code: CodeBadRequest, Detail: "the path contains a '.' or '..' segment"}
 	errHeaderName = &Error{Code: CodeBadRequest, Detail: "a header name contains a character that is not allowed"}
 )

@@ -23,7 +23,8 @@ type Exchange struct {
 	// Upstream is the route's upstream; nil when no route matched.
 	Upstream *Upstream
 	// Target is the upstream target of the latest attempt; nil before the first.
-	Target *Target
+	Target     *Target
+	nextTarget *Target // chosen by UseTarget for the next attempt
 	// Consumer is the authenticated caller; "" when none.
 	Consumer string
 	// Attempts counts upstream calls made so far.
@@ -37,6 +38,7 @@ type Exchange struct {
 	problem Code // 1 + the code of the problem+json answer written, 0 if none
 
 	startNano int64 // nanotime when the gateway began serving the request
+	deadline  int64 // nanotime by which the whole call must end; 0 for none
 
 	requestID []byte // X-Request-Id, taken from the request or generated
 	rawURI    []byte // the caller's request URI (path and query) as sent
@@ -51,11 +53,12 @@ var exchangePool = sync.Pool{New: func() any { return new(Exchange) }}
 func acquireExchange() *Exchange { return exchangePool.Get().(*Exchange) }
 
 func releaseExchange(ex *Exchange) {
-	ex.Route, ex.Upstream, ex.Target, ex.Err = nil, nil, nil, nil
+	ex.Route, ex.Upstream, ex.Target, ex.nextTarget, ex.Err = nil, nil, nil, nil, nil
 	ex.Consumer = ""
 	ex.Attempts = 0
 	ex.FromUpstream = false
 	ex.problem = 0
+	ex.deadline = 0
 	ex.requestID = ex.requestID[:0]
 	ex.rawURI = ex.rawURI[:0]
 	ex.pathLen = 0
@@ -82,6 +85,24 @@ var strXRequestID = []byte("X-Request-Id")
 
 // Elapsed is the time since the gateway began serving the request.
 func (ex *Exchange) Elapsed() time.Duration { return since(ex.startNano) }
+
+// Remaining is the time left before the route's deadline (it may be
+// negative), or a very large value when the route has none. Plugins that wait
+// (retry backoff, rate-limit queueing, collapsed cache fills) never wait past it.
+func (ex *Exchange) Remaining() time.Duration {
+	if ex.deadline == 0 {
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Duration(ex.deadline - nanotime())
+}
+
+// UseTarget makes the next attempt go to t (one of ex.Upstream's targets)
+// instead of the upstream's own pick. Load-balancing and circuit-breaking
+// plugins use it.
+func (ex *Exchange) UseTarget(t *Target) { ex.nextTarget = t }
+
+// HasDeadline reports whether the route bounds the whole call.
+func (ex *Exchange) HasDeadline() bool { return ex.deadline != 0 }
 
 // begin records the start time, the caller's path and the request id. head
 // is the scanned request head, or nil to look the id up.

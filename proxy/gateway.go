@@ -67,10 +67,11 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 	g := &Gateway{opts: opts, metrics: NewMetrics(), pools: newClientPools(), started: time.Now()}
 	g.logLevel.Set(parseLevel(cfg.Log.Level))
 	st, err := g.compile(cfg, g.pools)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = st.start()
 	}
-	if err := st.start(); err != nil {
+	if err != nil {
+		st.dropCluster(nil)
 		return nil, err
 	}
 	st.bindMetrics(g.metrics)
@@ -84,7 +85,8 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 // problem in one *ConfigError. This is `sluice validate`.
 func Check(cfg *Config, plugins *Registry) error {
 	g := &Gateway{opts: Options{Plugins: plugins, LogOutput: io.Discard}, metrics: NewMetrics()}
-	_, err := g.compile(cfg, newClientPools())
+	st, err := g.compile(cfg, newClientPools())
+	st.dropCluster(nil)
 	return err
 }
 
@@ -188,6 +190,9 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 	scanRequestHead(ctx.Request.Header.RawHeaders(), &head)
 	ex.begin(ctx, &head)
 	ex.Route, ex.Upstream = rt, rt.Upstream
+	if rt.Deadline > 0 {
+		ex.deadline = ex.startNano + int64(rt.Deadline)
+	}
 	if head.badName {
 		st.writeError(ctx, ex, errHeaderName)
 	} else {
@@ -288,7 +293,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		_ = srv.Close()
 	}
 	g.adminMu.Unlock()
-	g.state.Load().close()
+	st := g.state.Load()
+	st.close()
+	st.dropCluster(nil)
 	for _, hc := range g.pools.release(nil) {
 		hc.CloseIdleConnections()
 	}
@@ -308,6 +315,7 @@ func (g *Gateway) Apply(cfg *Config) error {
 		err = st.start()
 	}
 	if err != nil {
+		st.dropCluster(old)
 		return g.rejectReload(err)
 	}
 	st.bindMetrics(g.metrics)
@@ -325,7 +333,7 @@ func (g *Gateway) Apply(cfg *Config) error {
 		st.log.Warn("config reloaded, but these settings apply only after a restart", "keys", strings.Join(restart, ", "))
 	}
 	st.log.Info("config reloaded", "routes", len(st.routes), "upstreams", len(st.upstreams))
-	go g.retire(old, g.pools.release(st.clientKeys))
+	go g.retire(old, st, g.pools.release(st.clientKeys))
 	return nil
 }
 
@@ -350,12 +358,13 @@ func (g *Gateway) rejectReload(err error) error {
 
 // retire waits until no request uses old, then closes its plugins and the
 // idle connections of pools no longer used.
-func (g *Gateway) retire(old *state, pools []*fasthttp.HostClient) {
+func (g *Gateway) retire(old, successor *state, pools []*fasthttp.HostClient) {
 	deadline := time.Now().Add(10 * time.Minute)
 	for old.active.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	old.close()
+	old.dropCluster(successor)
 	for _, hc := range pools {
 		hc.CloseIdleConnections()
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -53,7 +54,23 @@ const (
 	StageInjectAuth      Stage = 600
 	StageRetry           Stage = 700
 	StageCircuitBreaker  Stage = 800
+	// StageUpstreamQuota runs once per attempt, right before the call leaves
+	// for the provider (inside retry and the circuit breaker): limits that
+	// guard a provider's quota count here, after the cache.
+	StageUpstreamQuota Stage = 850
 )
+
+// Part is one piece of a plugin that works at more than one stage.
+type Part struct {
+	Stage  Stage
+	Plugin Plugin
+}
+
+// MultiStage is implemented by a plugin whose one YAML block acts at several
+// stages (rate_limit: per-consumer limits before the cache, per-upstream
+// limits per attempt). Its parts are placed at their own stages instead of
+// the plugin at its factory's; Start/Close are still called on the plugin.
+type MultiStage interface{ Parts() []Part }
 
 // Factory describes one plugin: its YAML name, its stage, its config and its
 // constructor. Each plugin package exports one; plugins/plugins.go lists them.
@@ -85,7 +102,56 @@ type Build struct {
 	// first time. Values live as long as the gateway, across reloads: use it
 	// for state that must survive a reload (metric vectors, breaker state).
 	Shared func(key string, create func() any) any
+	// Config is the whole configuration being compiled (read-only): global
+	// sections such as consumers and cache live here.
+	Config *Config
+	// Cluster is the Redis-backed state shared with other gateways; nil in
+	// single-node mode.
+	Cluster *Cluster
+
+	peers   map[string]any
+	admin   map[string]AdminEndpoint
+	reports *[]statusReport
 }
+
+// Peer returns the decoded config of another plugin in effect on the same
+// route, or nil when that plugin is not on the route. A plugin whose
+// behaviour depends on another's settings (the cache partitions by consumer
+// when inject_auth's credentials depend on the caller) asks here.
+func (b *Build) Peer(name string) any { return b.peers[name] }
+
+// AdminEndpoint is an admin API call added by a plugin (for example
+// POST /admin/cache/purge). Mutating endpoints need the admin bearer token.
+type AdminEndpoint struct {
+	Mutating bool
+	Handler  http.HandlerFunc
+}
+
+// HandleAdmin adds an admin endpoint; pattern is a net/http ServeMux pattern
+// with a method, e.g. "POST /admin/cache/purge". Several routes' plugins may
+// register the same pattern: the last one built wins, so register a handler
+// that acts on shared (not per-route) state. The endpoint lives as long as a
+// config that registers it serves.
+func (b *Build) HandleAdmin(pattern string, e AdminEndpoint) { b.admin[pattern] = e }
+
+// ReportStatus adds a section to the upstream's entry in GET /admin/upstreams
+// (breaker state, limiter state...). status is called on each admin request
+// and must be safe for concurrent use. Sections are keyed by name; routes
+// that share one upstream-wide state may all report it: the first one wins.
+func (b *Build) ReportStatus(name string, status func() any) {
+	*b.reports = append(*b.reports, statusReport{upstream: b.Upstream, name: name, status: status})
+}
+
+type statusReport struct {
+	upstream, name string
+	status         func() any
+}
+
+// ConsumerScoped is implemented by plugin configs whose effect on the
+// upstream's answer depends on the calling consumer (per-consumer
+// credentials). Plugins that share answers between callers (the cache) keep
+// them apart per consumer on routes where a peer's config says so.
+type ConsumerScoped interface{ VariesByConsumer() bool }
 
 // Validator is implemented by plugin configs that check themselves.
 type Validator interface{ Validate() error }
@@ -149,19 +215,36 @@ type stagedPlugin struct {
 	plugin Plugin
 	config any // decoded config, for /admin/config
 	source string
+	parts  []Part // set when the plugin is MultiStage
 }
 
-// chain links plugins in stage order in front of terminal.
+// chain links plugins in stage order in front of terminal. A MultiStage
+// plugin contributes each of its parts at the part's stage.
 func chain(plugins []stagedPlugin, terminal Handler) Handler {
-	slices.SortStableFunc(plugins, func(a, b stagedPlugin) int {
+	type placed struct {
+		stage Stage
+		name  string
+		p     Plugin
+	}
+	var all []placed
+	for _, sp := range plugins {
+		if sp.parts == nil {
+			all = append(all, placed{sp.stage, sp.name, sp.plugin})
+			continue
+		}
+		for _, part := range sp.parts {
+			all = append(all, placed{part.Stage, sp.name, part.Plugin})
+		}
+	}
+	slices.SortStableFunc(all, func(a, b placed) int {
 		if a.stage != b.stage {
 			return int(a.stage - b.stage)
 		}
 		return strings.Compare(a.name, b.name)
 	})
 	h := terminal
-	for i := len(plugins) - 1; i >= 0; i-- {
-		h = &link{p: plugins[i].plugin, next: h}
+	for i := len(all) - 1; i >= 0; i-- {
+		h = &link{p: all[i].p, next: h}
 	}
 	return h
 }

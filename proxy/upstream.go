@@ -67,8 +67,18 @@ var (
 // path and query on every attempt (a retry may go to another target).
 func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	u := c.u
-	t := u.Pick()
-	ex.Target = t
+	timeout := u.Timeout
+	if left := ex.Remaining(); left < timeout {
+		if left <= 0 {
+			return errDeadline
+		}
+		timeout = left // the attempt may not outlive the call's deadline
+	}
+	t := ex.nextTarget
+	if t == nil {
+		t = u.Pick()
+	}
+	ex.Target, ex.nextTarget = t, nil
 	ex.Attempts++
 
 	req := &ctx.Request
@@ -80,7 +90,7 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	}
 
 	start := nanotime()
-	err := t.client.DoTimeout(req, &ctx.Response, u.Timeout)
+	err := t.client.DoTimeout(req, &ctx.Response, timeout)
 	elapsed := since(start).Seconds()
 	if err != nil {
 		ce := Classify(&transportError{err})

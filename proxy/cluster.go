@@ -1,0 +1,102 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Cluster is the state several gateways share through Redis (cluster.redis).
+// A gateway has one while its config sets cluster.redis; plugins get it from
+// Build.Cluster (nil in single-node mode) and must keep serving when Redis
+// is unreachable: fall back to local state, log once, count it, recover.
+type Cluster struct {
+	// Redis is the shared client (a connection pool, safe for concurrent use).
+	Redis *redis.Client
+	// Prefix starts every key and channel name (cluster.redis.key_prefix).
+	Prefix string
+	// NodeID identifies this gateway process among the cluster's nodes
+	// (random per process), e.g. to skip its own pub/sub messages.
+	NodeID string
+
+	key string // settings this client was made for (see clusterKey)
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// Key returns Prefix + name.
+func (c *Cluster) Key(name string) string { return c.Prefix + name }
+
+// Ping checks Redis within timeout.
+func (c *Cluster) Ping(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return c.Redis.Ping(ctx).Err()
+}
+
+func (c *Cluster) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		_ = c.Redis.Close()
+	}
+}
+
+var nodeID = func() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
+
+func clusterKey(rc *RedisConfig) string {
+	return fmt.Sprintf("%s|%s|%d|%s|%v|%v|%v|%d", rc.Addr, rc.Password.Reveal(), rc.DB, rc.KeyPrefix,
+		rc.DialTimeout, rc.ReadTimeout, rc.WriteTimeout, rc.PoolSize)
+}
+
+// newCluster makes the Redis client for rc. It does not connect: go-redis
+// dials on first use, and a Redis that is down at start is the plugins'
+// fallback case, not a config error.
+func newCluster(rc *RedisConfig) *Cluster {
+	pool := rc.PoolSize
+	if pool == 0 {
+		pool = 10 * runtime.GOMAXPROCS(0)
+	}
+	return &Cluster{
+		Redis: redis.NewClient(&redis.Options{
+			Addr:            rc.Addr,
+			Password:        rc.Password.Reveal(),
+			DB:              rc.DB,
+			DialTimeout:     rc.DialTimeout.D(),
+			ReadTimeout:     rc.ReadTimeout.D(),
+			WriteTimeout:    rc.WriteTimeout.D(),
+			PoolSize:        pool,
+			MaxRetries:      -1, // a failed command falls back at once; plugins decide
+			DisableIdentity: true,
+		}),
+		Prefix: rc.KeyPrefix,
+		NodeID: nodeID,
+		key:    clusterKey(rc),
+	}
+}
+
+// clusterFor returns the cluster for cfg: the current one when its settings
+// did not change (connections stay warm across reloads), a new one when they
+// did, nil in single-node mode.
+func clusterFor(cfg *Config, current *Cluster) *Cluster {
+	rc := cfg.Cluster.Redis
+	if rc == nil || rc.Addr == "" {
+		return nil
+	}
+	if current != nil && current.key == clusterKey(rc) {
+		return current
+	}
+	return newCluster(rc)
+}

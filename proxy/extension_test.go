@@ -1,0 +1,218 @@
+package proxy_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-gw/sluice/plugins"
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
+)
+
+// probe is a test plugin exercising what plugins can ask of the gateway:
+// several stages, peers, admin endpoints, status sections, the cluster.
+type probe struct {
+	tracer
+	parts   []proxy.Part
+	peer    any
+	cluster *proxy.Cluster
+}
+
+func (p *probe) Parts() []proxy.Part { return p.parts }
+
+type probeConfig struct {
+	Split bool `koanf:"split"`
+}
+
+func (c *probeConfig) VariesByConsumer() bool { return c.Split }
+
+func probeRegistry(mu *sync.Mutex, log *[]string, built *[]*probe) *proxy.Registry {
+	tr := func(name string) *tracer { return &tracer{name: name, mu: mu, log: log} }
+	return proxy.NewRegistry(append(plugins.All(),
+		&proxy.Factory{Name: "rate_limit", Stage: proxy.StageRateLimit,
+			NewConfig: func() any { return &probeConfig{} },
+			New: func(cfg any, b *proxy.Build) (proxy.Plugin, error) {
+				p := &probe{tracer: *tr("rate_limit"), peer: b.Peer("cache"), cluster: b.Cluster}
+				if cfg.(*probeConfig).Split {
+					p.parts = []proxy.Part{
+						{Stage: proxy.StageRateLimit, Plugin: tr("rate_limit/caller")},
+						{Stage: proxy.StageUpstreamQuota, Plugin: tr("rate_limit/quota")},
+					}
+				}
+				b.HandleAdmin("POST /admin/probe", proxy.AdminEndpoint{Mutating: true, Handler: func(w http.ResponseWriter, _ *http.Request) {
+					_, _ = w.Write([]byte("probed"))
+				}})
+				b.HandleAdmin("GET /admin/probe", proxy.AdminEndpoint{Handler: func(w http.ResponseWriter, _ *http.Request) {
+					_, _ = w.Write([]byte("looked"))
+				}})
+				b.ReportStatus("probe", func() any { return map[string]string{"route": b.Route} })
+				mu.Lock()
+				*built = append(*built, p)
+				mu.Unlock()
+				return p, nil
+			}},
+		&proxy.Factory{Name: "cache", Stage: proxy.StageCache,
+			NewConfig: func() any { return &probeConfig{} },
+			New:       func(any, *proxy.Build) (proxy.Plugin, error) { return tr("cache"), nil }},
+		&proxy.Factory{Name: "circuit_breaker", Stage: proxy.StageCircuitBreaker,
+			NewConfig: func() any { return &probeConfig{} },
+			New:       func(any, *proxy.Build) (proxy.Plugin, error) { return tr("circuit_breaker"), nil }},
+	)...)
+}
+
+func TestMultiStagePluginPeersAdminAndStatus(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var order []string
+	var built []*probe
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+admin: {token: "admin-secret-123"}
+upstreams: {up: {url: "%s"}}
+routes:
+  r: {path: "/{p:*}", upstream: up, plugins: {rate_limit: {split: true}, cache: {split: true}, circuit_breaker: {}}}
+`, up.URL), proxytest.Options{Registry: probeRegistry(&mu, &order, &built)})
+
+	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		t.Fatalf("status %d", resp.Status)
+	}
+	if got := strings.Join(order, ","); got != "rate_limit/caller,cache,circuit_breaker,rate_limit/quota" {
+		t.Errorf("stages ran as %s", got)
+	}
+	mu.Lock()
+	p := built[len(built)-1]
+	mu.Unlock()
+	if cs, ok := p.peer.(proxy.ConsumerScoped); !ok || !cs.VariesByConsumer() {
+		t.Errorf("Peer(cache) = %#v, want the cache's decoded config", p.peer)
+	}
+	if p.cluster != nil {
+		t.Errorf("single-node config got a cluster")
+	}
+
+	if resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/probe", ""); resp.Status != 200 || string(resp.Body) != "looked" {
+		t.Errorf("GET plugin endpoint: %d %s", resp.Status, resp.Body)
+	}
+	if resp := proxytest.Do(t, "POST", gw.AdminURL+"/admin/probe", ""); resp.Status != 401 {
+		t.Errorf("mutating plugin endpoint without token: %d, want 401", resp.Status)
+	}
+	if resp := proxytest.Do(t, "POST", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 200 || string(resp.Body) != "probed" {
+		t.Errorf("mutating plugin endpoint with token: %d %s", resp.Status, resp.Body)
+	}
+	if resp := proxytest.Do(t, "DELETE", gw.AdminURL+"/admin/probe", ""); resp.Status != 405 {
+		t.Errorf("wrong method on plugin endpoint: %d, want 405", resp.Status)
+	}
+
+	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	var view struct {
+		Upstreams []struct {
+			Name   string                       `json:"name"`
+			Status map[string]map[string]string `json:"status"`
+		} `json:"upstreams"`
+	}
+	if err := json.Unmarshal(resp.Body, &view); err != nil || len(view.Upstreams) != 1 {
+		t.Fatalf("/admin/upstreams: %v %s", err, resp.Body)
+	}
+	if got := view.Upstreams[0].Status["probe"]["route"]; got != "r" {
+		t.Errorf("status section: %s", resp.Body)
+	}
+}
+
+// A route's deadline bounds the whole call: an attempt gets what is left of
+// it, not the upstream's whole timeout.
+func TestRouteDeadlineBoundsTheAttempt(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "%s", timeout: 10s}}
+routes:
+  r: {path: "/{p:*}", upstream: up, deadline: 300ms}
+`, up.URL))
+	start := time.Now()
+	resp := proxytest.Do(t, "GET", gw.URL+"/slow", "")
+	took := time.Since(start)
+	problem(t, resp, 504, "upstream_timeout")
+	if took > 4*time.Second {
+		t.Errorf("the call took %v: the 300ms deadline did not bound the 10s attempt", took)
+	}
+}
+
+func TestClusterConfigErrors(t *testing.T) {
+	t.Parallel()
+	probs := proxytest.ConfigProblems(t, `
+cluster: {redis: {addr: "localhost", db: 42}}
+cache: {max_size: 10KiB}
+upstreams: {up: {url: "http://127.0.0.1:1", timeout: 10s, deadline: 1s}}
+routes: {r: {path: "/", upstream: up, deadline: -1s}}
+`)
+	want := map[string]string{
+		"cluster.redis.addr":    `invalid address "localhost"`,
+		"cluster.redis.db":      "between 0 and 15",
+		"cache.max_size":        "at least 1MiB",
+		"upstreams.up.deadline": "shorter than timeout",
+		"routes.r.deadline":     "must not be negative",
+	}
+	if len(probs) != len(want) {
+		t.Errorf("got %d problems, want %d: %v", len(probs), len(want), probs)
+	}
+	for _, p := range probs {
+		if msg, ok := want[p.Path]; !ok || !strings.Contains(p.Msg, msg) {
+			t.Errorf("unexpected problem %s: %s", p.Path, p.Msg)
+		}
+	}
+}
+
+// With cluster.redis set, plugins get a client for it; a reload that keeps
+// the settings keeps the client, and the secret password stays redacted.
+func TestClusterGivesPluginsRedis(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	var mu sync.Mutex
+	var order []string
+	var built []*probe
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+cluster: {redis: {addr: "%s", key_prefix: "t1:"}}
+upstreams: {up: {url: "%s"}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {rate_limit: {}}}}
+`, rd.Addr, up.URL), proxytest.Options{Registry: probeRegistry(&mu, &order, &built)})
+	mu.Lock()
+	c := built[len(built)-1].cluster
+	mu.Unlock()
+	if c == nil {
+		t.Fatal("no cluster given to the plugin")
+	}
+	if c.Key("x") != "t1:x" || c.NodeID == "" {
+		t.Errorf("Key/NodeID: %q %q", c.Key("x"), c.NodeID)
+	}
+	if err := c.Ping(time.Second); err != nil {
+		t.Fatalf("ping through the plugin's client: %v", err)
+	}
+	if err := gw.Gateway.Reload(); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	mu.Lock()
+	again := built[len(built)-1].cluster
+	mu.Unlock()
+	if again != c {
+		t.Errorf("an unchanged cluster.redis got a new client on reload")
+	}
+	if err := again.Ping(time.Second); err != nil {
+		t.Errorf("client after reload: %v", err)
+	}
+}
