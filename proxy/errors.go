@@ -1,13 +1,16 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -280,4 +283,26 @@ func tlsReason(err error) string {
 func isNetError(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne)
+}
+
+// ParseRetryAfter reads a Retry-After value, delay-seconds or an HTTP-date
+// (RFC 9110 §10.2.3), as the delay from now; 0 when absent, unreadable or in
+// the past. Rate limiting, retries and error normalization all read it here.
+func ParseRetryAfter(v []byte, now time.Time) time.Duration {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 {
+		return 0
+	}
+	if n, err := strconv.ParseInt(b2s(v), 10, 64); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, 1<<31)) * time.Second
+	}
+	if t, err := http.ParseTime(string(v)); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d
+		}
+	}
+	return 0
 }

@@ -11,8 +11,6 @@ package normalizeerrors
 import (
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy"
@@ -114,7 +112,7 @@ func (n *Normalizer) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 		Retryable: retryable(status, &ctx.Request),
 	}
 	if ra := resp.Header.Peek("Retry-After"); len(ra) > 0 {
-		p.RetryAfter = parseRetryAfter(ra, time.Now())
+		p.RetryAfter = ceilSecs(proxy.ParseRetryAfter(ra, time.Now()))
 	}
 	if p.RetryAfter == 0 && (status == 429 || status == 503) {
 		p.RetryAfter = 1 // none, unreadable or past: 429 and 503 always carry one
@@ -167,20 +165,6 @@ func retryable(status int, req *fasthttp.Request) bool {
 	return false
 }
 
-// parseRetryAfter reads delay-seconds or an HTTP-date; 0 when unreadable.
-func parseRetryAfter(v []byte, now time.Time) int {
-	s := strings.TrimSpace(string(v))
-	if n, err := strconv.Atoi(s); err == nil {
-		return max(n, 0)
-	}
-	if t, err := time.Parse(time.RFC1123, s); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return int((d + time.Second - 1) / time.Second)
-		}
-	}
-	return 0
-}
-
 // text renders a JSON value for a detail: strings as they are, anything else
 // as compact JSON.
 func text(v any) string {
@@ -201,3 +185,5 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+func ceilSecs(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
