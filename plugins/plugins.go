@@ -6,6 +6,7 @@ import (
 	"github.com/sluice-gw/sluice/plugins/circuitbreaker"
 	"github.com/sluice-gw/sluice/plugins/headers"
 	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
+	"github.com/sluice-gw/sluice/plugins/retry"
 	"github.com/sluice-gw/sluice/proxy"
 )
 
@@ -15,6 +16,7 @@ func All() []*proxy.Factory {
 		normalizeerrors.Factory,
 		headers.Factory,
 		circuitbreaker.Factory,
+		retry.Factory,
 	}
 }
 

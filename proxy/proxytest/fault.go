@@ -46,7 +46,7 @@ func Delayed(d time.Duration) Fault { return Fault{Delay: d} }
 // FaultUpstream is an HTTP/1.1 upstream written on a raw net.Listener, so
 // that it can misbehave the way real providers do: 5xx in sequences, slow
 // answers, connection resets, garbage, half-written bodies. It answers
-// requests with the faults queued by Script, then with the default fault,
+// requests with the faults set by Script, then with the default fault,
 // and records every request it reads.
 type FaultUpstream struct {
 	URL  string // http://127.0.0.1:PORT
@@ -106,11 +106,12 @@ func NewFaultUpstream(t testing.TB) *FaultUpstream {
 	return f
 }
 
-// Script queues faults for the next requests, in order.
+// Script sets the faults for the next requests, in order, replacing what is
+// left of the previous script (Script() clears it).
 func (f *FaultUpstream) Script(faults ...Fault) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.script = append(f.script, faults...)
+	f.script = append([]Fault(nil), faults...)
 }
 
 // SetDefault sets the answer once the script is used up.
