@@ -171,10 +171,8 @@ func (u *Upstream) observe(t *Target, failed bool) {
 		}
 		return
 	}
-	if !u.outlier.on || len(u.Targets) < 2 {
-		return
-	}
-	if h.failures.Add(1) < int64(u.outlier.consecutive) {
+	n := h.failures.Add(1) // counted always: /admin/upstreams shows it
+	if !u.outlier.on || len(u.Targets) < 2 || n < int64(u.outlier.consecutive) {
 		return
 	}
 	h.failures.Store(0)

@@ -73,6 +73,9 @@ routes:
 	if tg.State != "ejected" || tg.Ejected <= 0 || tg.Ejected > 60 || tg.Ejections != 1 {
 		t.Errorf("dead target in /admin/upstreams: %+v, want ejected for up to 60s", tg)
 	}
+	if live := v.Upstreams[0].Targets[1]; live.State != "healthy" || live.Failures != 0 {
+		t.Errorf("live target in /admin/upstreams: %+v", live)
+	}
 	if !strings.Contains(gw.Logs.String(), `"msg":"target ejected"`) {
 		t.Errorf("ejection not logged:\n%s", gw.Logs)
 	}
@@ -280,5 +283,29 @@ routes:
 `, c.block))
 			proxytest.WantOneProblem(t, probs, c.path, c.msg)
 		})
+	}
+}
+
+// A lone target is never ejected (the circuit breaker's business), but its
+// failures in a row are shown.
+func TestSingleTargetNotEjected(t *testing.T) {
+	t.Parallel()
+	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(502) })
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams:
+  one: {url: "%s", outlier: {consecutive_failures: 2}}
+routes:
+  r: {path: "/{p:*}", upstream: one}
+`, up.URL))
+	for range 5 {
+		proxytest.Do(t, "GET", gw.URL+"/x", "")
+	}
+	if up.Count() != 5 {
+		t.Errorf("upstream saw %d of 5 requests", up.Count())
+	}
+	tg := adminUpstreams(t, gw).Upstreams[0].Targets[0]
+	if tg.State != "healthy" || tg.Failures != 5 {
+		t.Errorf("lone target: %+v, want healthy with 5 consecutive failures", tg)
 	}
 }
