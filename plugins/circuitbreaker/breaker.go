@@ -57,7 +57,7 @@ type breaker struct {
 
 	s      *settings
 	g      *group
-	target string // "" for the upstream's only target
+	target string // the target's URL
 	mu     sync.Mutex
 }
 

@@ -184,11 +184,7 @@ func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	}
 	p := &Plugin{group: g, detail: "upstream " + b.Upstream + " is failing: its circuit breaker is open"}
 	for _, u := range urls {
-		name := u
-		if len(urls) == 1 {
-			name = ""
-		}
-		p.targets = append(p.targets, g.breaker(u, name))
+		p.targets = append(p.targets, g.breaker(u))
 	}
 	g.current.Store(&p.targets)
 	g.changed(nil, Closed, "", 0) // publish the state of a group that a reload kept
@@ -295,14 +291,13 @@ type group struct {
 	byURL map[string]*breaker
 }
 
-func (g *group) breaker(url, name string) *breaker {
+func (g *group) breaker(url string) *breaker {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if b, ok := g.byURL[url]; ok {
-		b.target = name
 		return b
 	}
-	b := newBreaker(g.s, g, name, g.window)
+	b := newBreaker(g.s, g, url, g.window)
 	g.byURL[url] = b
 	return b
 }
@@ -313,7 +308,7 @@ func (g *group) changed(b *breaker, to State, why string, openFor time.Duration)
 	if b != nil {
 		g.to[to].Inc()
 		attrs := []any{"upstream", g.upstream}
-		if b.target != "" {
+		if cur := g.current.Load(); cur != nil && len(*cur) > 1 {
 			attrs = append(attrs, "target", b.target)
 		}
 		switch to {
@@ -381,6 +376,7 @@ func (g *group) status() any {
 	if len(list) == 1 {
 		out.breakerStatus = list[0]
 		out.breakerStatus.State = ""
+		out.breakerStatus.Target = ""
 	} else {
 		out.Targets = list
 	}

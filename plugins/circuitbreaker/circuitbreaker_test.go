@@ -264,6 +264,9 @@ func TestBreakerPerTarget(t *testing.T) {
 		t.Errorf("/admin/upstreams does not show the open target circuit:\n%s", resp.Body)
 	}
 
+	if !strings.Contains(gw.Logs.String(), `"msg":"circuit opened","upstream":"up","target":"`+bad.URL+`"`) {
+		t.Errorf("the target's circuit opening is not logged with its target:\n%s", gw.Logs)
+	}
 	good.SetDefault(proxytest.Err503)
 	for range 4 {
 		proxytest.Do(t, "GET", gw.URL+"/x", "")
