@@ -279,8 +279,7 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		}
 		p.reasons[reason].Inc()
 		time.Sleep(wait)
-		ctx.Response.Reset()
-		ex.FromUpstream = false
+		proxy.ResetResponse(ctx, ex)
 	}
 }
 

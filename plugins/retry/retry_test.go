@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/goleak"
 )
 
@@ -349,5 +350,36 @@ routes:
 `, c.block))
 			proxytest.WantOneProblem(t, probs, "routes.r.plugins.retry."+c.path, c.msg)
 		})
+	}
+}
+
+// The answer of a retried attempt reaches the caller as the provider sent it:
+// nothing of the failed attempt stays, and no Content-Type is invented.
+func TestRetriedAnswerIsFaithful(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	n := 0
+	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		mu.Lock()
+		n++
+		first := n == 1
+		mu.Unlock()
+		if first {
+			ctx.SetStatusCode(503)
+			ctx.Response.Header.Set("X-Failed-Attempt", "1")
+			ctx.Response.Header.SetContentType("text/html")
+			ctx.SetBodyString("<h1>down</h1>")
+			return
+		}
+		ctx.Response.Header.Set("X-Good", "1")
+		ctx.SetBodyString("raw bytes")
+	})
+	gw := gateway(t, `url: "`+up.URL+`"`, `{retry: {backoff: 1ms}}`)
+	resp := proxytest.Do(t, "GET", gw.URL+"/x", "")
+	if resp.Status != 200 || string(resp.Body) != "raw bytes" || resp.Header.Get("X-Good") != "1" {
+		t.Fatalf("got %d %v %q", resp.Status, resp.Header, resp.Body)
+	}
+	if ct, failed := resp.Header.Get("Content-Type"), resp.Header.Get("X-Failed-Attempt"); ct != "" || failed != "" {
+		t.Errorf("Content-Type %q, X-Failed-Attempt %q: want neither (nothing invented, nothing left over)", ct, failed)
 	}
 }
