@@ -245,7 +245,15 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		ex.UseTarget(t)
 		br, token = p.targets[t.Index()], tok
 	}
+	// A panic further in must not leave a half-open probe slot taken for good.
+	recorded := false
+	defer func() {
+		if !recorded {
+			br.record(token, ignored)
+		}
+	}()
 	err := next.Handle(ctx, ex)
+	recorded = true
 	br.record(token, p.outcome(ctx, ex, err))
 	return err
 }

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/plugins"
+	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/goleak"
 )
 
@@ -336,5 +339,49 @@ routes:
 `, c.block))
 			proxytest.WantOneProblem(t, probs, "routes.r.plugins.circuit_breaker."+c.path, c.msg)
 		})
+	}
+}
+
+// panicker is a stand-in for a stage inside the breaker (the upstream quota
+// stage) that panics when the request asks it to.
+type panicker struct{}
+
+func (panicker) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	if len(ctx.Request.Header.Peek("X-Panic")) > 0 {
+		panic("test panic inside the breaker")
+	}
+	return next.Handle(ctx, ex)
+}
+
+// A probe that panics further in gives its slot back: the circuit does not
+// stay half-open with no probe allowed.
+func TestBreakerProbePanicDoesNotWedge(t *testing.T) {
+	t.Parallel()
+	up := proxytest.NewFaultUpstream(t)
+	up.SetDefault(proxytest.Err500)
+	reg := proxy.NewRegistry(append(plugins.All(), &proxy.Factory{
+		Name: "test_panic", Stage: proxy.StageUpstreamQuota,
+		NewConfig: func() any { return &struct{}{} },
+		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return panicker{}, nil },
+	})...)
+	gw := proxytest.StartGateway(t, `
+log: {access_log: false}
+upstreams:
+  up:
+    url: "`+up.URL+`"
+    plugins:
+      circuit_breaker: {consecutive_failures: 1, open_for: 200ms}
+      test_panic: {}
+routes:
+  r: {path: "/{p:*}", upstream: up}
+`, proxytest.Options{Registry: reg})
+	proxytest.Do(t, "GET", gw.URL+"/x", "")
+	wantOpen(t, proxytest.Do(t, "GET", gw.URL+"/x", ""))
+	up.SetDefault(proxytest.OK)
+	proxytest.Eventually(t, 5*time.Second, func() bool {
+		return proxytest.Do(t, "GET", gw.URL+"/x", "", "X-Panic", "1").Status == 500
+	}, "the probe reaches the panicking stage")
+	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		t.Fatalf("after a panicking probe: %d %s, want the next probe let through", resp.Status, resp.Body)
 	}
 }
