@@ -264,7 +264,9 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		if wait == 0 {
 			wait = p.jitter(attempt)
 		}
-		if wait >= ex.Remaining() {
+		// After the wait, the attempt must still have a tenth of its timeout:
+		// less would only turn the provider's answer into upstream_timeout.
+		if wait+ex.Upstream.Timeout/10 >= ex.Remaining() {
 			return err // no time left for another attempt: the last answer stands
 		}
 		if !p.budget.spend(nanotime(), p.ratio, p.minRetries) {
