@@ -309,3 +309,37 @@ routes:
 		t.Errorf("lone target: %+v, want healthy with 5 consecutive failures", tg)
 	}
 }
+
+// A passing health check ends a passive ejection early.
+func TestHealthCheckEndsEjection(t *testing.T) {
+	t.Parallel()
+	var failing atomic.Bool
+	failing.Store(true)
+	a := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) != "/health" && failing.Load() {
+			ctx.SetStatusCode(500)
+		}
+	})
+	b := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams:
+  pool:
+    targets: ["%s", "%s"]
+    outlier: {consecutive_failures: 1, eject_for: 1h}
+    health_check: {path: /health, interval: 100ms, timeout: 50ms}
+routes:
+  r: {path: "/{p:*}", upstream: pool}
+`, a.URL, b.URL))
+	proxytest.Eventually(t, 5*time.Second, func() bool {
+		proxytest.Do(t, "GET", gw.URL+"/x", "")
+		return adminUpstreams(t, gw).Upstreams[0].Targets[0].State == "ejected"
+	}, "target a ejected")
+	failing.Store(false)
+	proxytest.Eventually(t, 5*time.Second, func() bool {
+		return adminUpstreams(t, gw).Upstreams[0].Targets[0].State == "healthy"
+	}, "a health check ends the 1h ejection")
+	if !strings.Contains(gw.Logs.String(), "ejection ended early: health check passed") {
+		t.Errorf("the early end is not logged:\n%s", gw.Logs)
+	}
+}
