@@ -3,8 +3,10 @@
 package plugins
 
 import (
+	"github.com/sluice-gw/sluice/plugins/circuitbreaker"
 	"github.com/sluice-gw/sluice/plugins/headers"
 	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
+	"github.com/sluice-gw/sluice/plugins/retry"
 	"github.com/sluice-gw/sluice/proxy"
 )
 
@@ -13,6 +15,8 @@ func All() []*proxy.Factory {
 	return []*proxy.Factory{
 		normalizeerrors.Factory,
 		headers.Factory,
+		circuitbreaker.Factory,
+		retry.Factory,
 	}
 }
 

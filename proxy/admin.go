@@ -151,13 +151,14 @@ func (g *Gateway) adminConfig(w http.ResponseWriter, _ *http.Request) {
 func (g *Gateway) adminUpstreams(w http.ResponseWriter, _ *http.Request) {
 	st := g.state.Load()
 	type targetView struct {
-		URL      string `json:"url"`
-		Conns    int    `json:"open_conns"`
-		Inflight int    `json:"inflight"`
+		URL   string `json:"url"`
+		Conns int    `json:"open_conns"`
+		TargetHealth
 	}
 	type upstreamView struct {
 		Name    string         `json:"name"`
 		Timeout string         `json:"timeout"`
+		Balance string         `json:"balance"`
 		Routes  []string       `json:"routes"`
 		Targets []targetView   `json:"targets"`
 		Status  map[string]any `json:"status,omitempty"` // plugin sections (breaker, limiter...)
@@ -165,7 +166,7 @@ func (g *Gateway) adminUpstreams(w http.ResponseWriter, _ *http.Request) {
 	var out []upstreamView
 	for _, name := range sortedKeys(st.upstreams) {
 		u := st.upstreams[name]
-		uv := upstreamView{Name: name, Timeout: u.Timeout.String(), Routes: []string{}}
+		uv := upstreamView{Name: name, Timeout: u.Timeout.String(), Balance: st.cfg.Upstreams[name].Balance, Routes: []string{}}
 		for rn, rt := range st.routes {
 			if rt.Upstream == u {
 				uv.Routes = append(uv.Routes, rn)
@@ -173,7 +174,7 @@ func (g *Gateway) adminUpstreams(w http.ResponseWriter, _ *http.Request) {
 		}
 		sort.Strings(uv.Routes)
 		for _, t := range u.Targets {
-			uv.Targets = append(uv.Targets, targetView{URL: t.URL, Conns: t.client.ConnsCount(), Inflight: t.client.PendingRequests()})
+			uv.Targets = append(uv.Targets, targetView{URL: t.URL, Conns: t.client.ConnsCount(), TargetHealth: t.Health()})
 		}
 		for _, rep := range st.reports {
 			if rep.upstream != name {

@@ -89,6 +89,12 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 			continue
 		}
 		if u != nil {
+			u.logger = st.log
+			if uc.HealthCheck != nil {
+				u.checker = newHealthChecker(u, uc.HealthCheck)
+				st.starters = append(st.starters, u.checker)
+				st.closers = append(st.closers, u.checker)
+			}
 			st.upstreams[name] = u
 		}
 	}
@@ -152,6 +158,7 @@ func (st *state) bindMetrics(m *Metrics) {
 // start starts the state's plugins; if one fails, those that hold resources
 // are closed again.
 func (st *state) start() error {
+	st.claimHealth()
 	for _, s := range st.starters {
 		if err := s.Start(); err != nil {
 			st.close()
@@ -184,7 +191,9 @@ func (g *Gateway) buildUpstream(name string, uc *UpstreamConfig, pools *clientPo
 	if uc.URL != "" {
 		urls = []string{uc.URL}
 	}
-	u := &Upstream{Name: name, Timeout: uc.Timeout.D()}
+	u := &Upstream{Name: name, Timeout: uc.Timeout.D(), leastInflight: uc.Balance == BalanceLeastInflight,
+		outlier: outlierSettings{on: uc.Outlier.On(), consecutive: uc.Outlier.ConsecutiveFailures,
+			ejectFor: uc.Outlier.EjectFor.D(), maxEjectFor: uc.Outlier.MaxEjectFor.D()}}
 	var p Problems
 	for _, raw := range urls {
 		if checkUpstreamURL(raw) != nil {
@@ -197,6 +206,8 @@ func (g *Gateway) buildUpstream(name string, uc *UpstreamConfig, pools *clientPo
 			continue
 		}
 		keys[key] = true
+		t.index = len(u.Targets)
+		t.health = g.health.get(name, raw)
 		u.Targets = append(u.Targets, t)
 	}
 	if err := p.Err(); err != nil {

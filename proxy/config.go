@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -131,8 +132,19 @@ type UpstreamConfig struct {
 	// URL is the provider's base URL (http or https), e.g. "https://api.github.com".
 	// A path in it is prepended to every forwarded path. Exactly one of URL and Targets.
 	URL string `koanf:"url" json:"url,omitempty"`
-	// Targets are several base URLs, balanced round-robin.
+	// Targets are several base URLs, load balanced (see Balance).
 	Targets []string `koanf:"targets" json:"targets,omitempty"`
+	// Balance is how an attempt picks a target: round_robin (default) or
+	// least_inflight (the target with the fewest requests in flight).
+	// Retries go to a different target than the attempt before when there
+	// are several.
+	Balance string `koanf:"balance" json:"balance,omitempty"`
+	// Outlier ejects, for a while, a target that fails repeatedly (passive
+	// health). It acts only when there are several targets.
+	Outlier OutlierConfig `koanf:"outlier" json:"outlier"`
+	// HealthCheck probes every target in the background (active health);
+	// nil (default) means no probes.
+	HealthCheck *HealthCheckConfig `koanf:"health_check" json:"health_check,omitempty"`
 	// Timeout bounds one attempt: sending the request and reading the whole response. Default 30s.
 	Timeout Duration `koanf:"timeout" json:"timeout"`
 	// Deadline bounds a whole call to this upstream: every attempt and the
@@ -152,6 +164,45 @@ type UpstreamConfig struct {
 	// Plugins apply to every route of this upstream; a route's own block for
 	// the same plugin replaces this one.
 	Plugins PluginBlocks `koanf:"plugins" json:"-"`
+}
+
+// OutlierConfig is passive health: targets that fail in a row are taken out
+// of the rotation for a while. A failure is a 5xx answer, a timeout or a
+// connection error; any other answer resets the count.
+type OutlierConfig struct {
+	// Enabled switches ejection on or off. Default true (it only acts on
+	// upstreams with several targets).
+	Enabled *bool `koanf:"enabled" json:"enabled,omitempty"`
+	// ConsecutiveFailures ejects a target after that many failures in a row. Default 5.
+	ConsecutiveFailures int `koanf:"consecutive_failures" json:"consecutive_failures"`
+	// EjectFor is how long the first ejection lasts; each ejection that
+	// follows a failure right after the target came back doubles it. Default 30s.
+	EjectFor Duration `koanf:"eject_for" json:"eject_for"`
+	// MaxEjectFor caps the doubling. Default 5m.
+	MaxEjectFor Duration `koanf:"max_eject_for" json:"max_eject_for"`
+}
+
+// On reports whether ejection is switched on.
+func (o *OutlierConfig) On() bool { return o.Enabled == nil || *o.Enabled }
+
+// HealthCheckConfig is active health: a GET of Path on every target every
+// Interval. A target that fails UnhealthyAfter checks in a row is taken out
+// of the rotation until it passes HealthyAfter checks in a row; a passing
+// check also ends a passive ejection early.
+type HealthCheckConfig struct {
+	// Path is requested on each target (after the target URL's own path), e.g. "/health". Required.
+	Path string `koanf:"path" json:"path"`
+	// Interval between two checks of one target. Default 10s.
+	Interval Duration `koanf:"interval" json:"interval"`
+	// Timeout bounds one check. Default 2s (and at most Interval).
+	Timeout Duration `koanf:"timeout" json:"timeout"`
+	// HealthyStatuses are the answers that pass, as codes (200) or classes
+	// ("2xx"). Default ["2xx", "3xx"].
+	HealthyStatuses []string `koanf:"healthy_statuses" json:"healthy_statuses"`
+	// UnhealthyAfter failed checks in a row mark a target down. Default 2.
+	UnhealthyAfter int `koanf:"unhealthy_after" json:"unhealthy_after"`
+	// HealthyAfter passed checks in a row bring a down target back. Default 1.
+	HealthyAfter int `koanf:"healthy_after" json:"healthy_after"`
 }
 
 // TLSConfig configures TLS to an upstream.
@@ -230,7 +281,43 @@ func (u *UpstreamConfig) applyDefaults() {
 	if u.MaxResponseBody == 0 {
 		u.MaxResponseBody = 64 << 20
 	}
+	if u.Balance == "" {
+		u.Balance = BalanceRoundRobin
+	}
+	o := &u.Outlier
+	if o.ConsecutiveFailures == 0 {
+		o.ConsecutiveFailures = 5
+	}
+	if o.EjectFor == 0 {
+		o.EjectFor = Duration(30 * time.Second)
+	}
+	if o.MaxEjectFor == 0 {
+		o.MaxEjectFor = max(Duration(5*time.Minute), o.EjectFor)
+	}
+	if h := u.HealthCheck; h != nil {
+		if h.Interval == 0 {
+			h.Interval = Duration(10 * time.Second)
+		}
+		if h.Timeout == 0 {
+			h.Timeout = min(Duration(2*time.Second), h.Interval)
+		}
+		if h.HealthyStatuses == nil {
+			h.HealthyStatuses = []string{"2xx", "3xx"}
+		}
+		if h.UnhealthyAfter == 0 {
+			h.UnhealthyAfter = 2
+		}
+		if h.HealthyAfter == 0 {
+			h.HealthyAfter = 1
+		}
+	}
 }
+
+// Balance modes (UpstreamConfig.Balance).
+const (
+	BalanceRoundRobin    = "round_robin"
+	BalanceLeastInflight = "least_inflight"
+)
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
@@ -345,6 +432,65 @@ func (u *UpstreamConfig) validate(key string, p *Problems) {
 	if (u.TLS.CertFile == "") != (u.TLS.KeyFile == "") {
 		p.Add(key+".tls", "cert_file and key_file go together")
 	}
+	switch u.Balance {
+	case BalanceRoundRobin, BalanceLeastInflight:
+	default:
+		p.Addf(key+".balance", "unknown mode %q: want round_robin or least_inflight", u.Balance)
+	}
+	o := &u.Outlier
+	if o.ConsecutiveFailures < 1 {
+		p.Add(key+".outlier.consecutive_failures", "must be at least 1 (use outlier.enabled: false to switch ejection off)")
+	}
+	if o.EjectFor < 0 {
+		p.Add(key+".outlier.eject_for", "must be a positive duration")
+	}
+	if o.MaxEjectFor < o.EjectFor {
+		p.Addf(key+".outlier.max_eject_for", "%s is shorter than eject_for %s", o.MaxEjectFor, o.EjectFor)
+	}
+	if h := u.HealthCheck; h != nil {
+		hk := key + ".health_check"
+		if h.Path == "" || h.Path[0] != '/' || strings.ContainsAny(h.Path, " \r\n#") {
+			p.Addf(hk+".path", "want an absolute path such as \"/health\", got %q", h.Path)
+		}
+		if h.Interval <= 0 {
+			p.Add(hk+".interval", "must be a positive duration")
+		}
+		if h.Timeout <= 0 {
+			p.Add(hk+".timeout", "must be a positive duration")
+		} else if h.Timeout > h.Interval {
+			p.Addf(hk+".timeout", "%s is longer than interval %s", h.Timeout, h.Interval)
+		}
+		if len(h.HealthyStatuses) == 0 {
+			p.Add(hk+".healthy_statuses", "must list at least one status")
+		}
+		for i, st := range h.HealthyStatuses {
+			if _, _, err := ParseStatusSpec(st); err != nil {
+				p.Addf(fmt.Sprintf("%s.healthy_statuses[%d]", hk, i), "%v", err)
+			}
+		}
+		if h.UnhealthyAfter < 1 {
+			p.Add(hk+".unhealthy_after", "must be at least 1")
+		}
+		if h.HealthyAfter < 1 {
+			p.Add(hk+".healthy_after", "must be at least 1")
+		}
+	}
+}
+
+// ParseStatusSpec reads a status code ("503") or class ("5xx") and returns
+// the inclusive range of statuses it covers. The circuit breaker, retry and
+// health checks all read status lists here.
+func ParseStatusSpec(s string) (lo, hi int, err error) {
+	s = strings.TrimSpace(strings.ToLower(s))
+	if len(s) == 3 && s[1:] == "xx" && s[0] >= '1' && s[0] <= '5' {
+		lo = int(s[0]-'0') * 100
+		return lo, lo + 99, nil
+	}
+	n, convErr := strconv.Atoi(s)
+	if convErr != nil || n < 100 || n > 599 {
+		return 0, 0, fmt.Errorf("invalid status %q: want a code from 100 to 599 or a class such as \"5xx\"", s)
+	}
+	return n, n, nil
 }
 
 func (r *RedisConfig) applyDefaults() {

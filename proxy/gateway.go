@@ -40,6 +40,7 @@ type Gateway struct {
 	metrics *Metrics
 	pools   *clientPools
 	shared  sharedStore
+	health  healthStore // target health across reloads (balance.go)
 
 	state    atomic.Pointer[state]
 	logLevel slog.LevelVar
@@ -316,6 +317,7 @@ func (g *Gateway) Apply(cfg *Config) error {
 	}
 	if err != nil {
 		st.dropCluster(old)
+		old.claimHealth() // a failed start may have claimed target health
 		return g.rejectReload(err)
 	}
 	st.bindMetrics(g.metrics)
@@ -333,6 +335,7 @@ func (g *Gateway) Apply(cfg *Config) error {
 		st.log.Warn("config reloaded, but these settings apply only after a restart", "keys", strings.Join(restart, ", "))
 	}
 	st.log.Info("config reloaded", "routes", len(st.routes), "upstreams", len(st.upstreams))
+	g.health.keep(st.upstreams)
 	go g.retire(old, st, g.pools.release(st.clientKeys))
 	return nil
 }

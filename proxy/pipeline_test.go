@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
@@ -45,11 +44,11 @@ func tracerRegistry(mu *sync.Mutex, log *[]string) *proxy.Registry {
 				return &tracer{name: name, mu: mu, log: log}, nil
 			}}
 	}
-	return proxy.NewRegistry(append(plugins.All(),
+	return withStandIns(
 		mk("cache", proxy.StageCache),
 		mk("authenticate", proxy.StageAuthenticate),
 		mk("retry", proxy.StageRetry),
-	)...)
+	)
 }
 
 func TestStageOrderIsFixedByTheGateway(t *testing.T) {

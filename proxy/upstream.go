@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -25,8 +26,19 @@ type Upstream struct {
 	// Timeout bounds one attempt.
 	Timeout time.Duration
 
-	next    atomic.Uint32
-	metrics upstreamMetrics
+	next          atomic.Uint32
+	leastInflight bool
+	outlier       outlierSettings
+	logger        *slog.Logger
+	metrics       upstreamMetrics
+	checker       *healthChecker // nil without health_check
+}
+
+func (u *Upstream) log() *slog.Logger {
+	if u.logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return u.logger
 }
 
 // Target is one base URL of an upstream with its keep-alive connection pool.
@@ -35,6 +47,8 @@ type Target struct {
 	URL string
 
 	client   *fasthttp.HostClient
+	health   *targetHealth // shared across reloads (see balance.go)
+	index    int
 	host     []byte // Host header value
 	scheme   []byte // "http" or "https"
 	basePath []byte // path of the base URL without trailing slash, may be empty
@@ -42,15 +56,6 @@ type Target struct {
 
 // Client returns the target's connection pool.
 func (t *Target) Client() *fasthttp.HostClient { return t.client }
-
-// Pick returns the next target, round-robin.
-func (u *Upstream) Pick() *Target {
-	if len(u.Targets) == 1 {
-		return u.Targets[0]
-	}
-	n := u.next.Add(1) - 1
-	return u.Targets[n%uint32(len(u.Targets))]
-}
 
 // upstreamCall is the terminal handler of one route: it sends the request to
 // a target of the route's upstream and reads the answer into ctx.Response.
@@ -64,7 +69,9 @@ var (
 )
 
 // Handle makes one attempt. The request URI is rebuilt from the caller's raw
-// path and query on every attempt (a retry may go to another target).
+// path and query on every attempt (a retry may go to another target). Unless
+// an outer stage chose the target (Exchange.UseTarget), a retry goes to
+// another target than the attempt before when there are several.
 func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	u := c.u
 	timeout := u.Timeout
@@ -76,7 +83,7 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	}
 	t := ex.nextTarget
 	if t == nil {
-		t = u.Pick()
+		t = u.PickExcept(ex.Target)
 	}
 	ex.Target, ex.nextTarget = t, nil
 	ex.Attempts++
@@ -89,22 +96,31 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 		req.URI().SetSchemeBytes(strHTTPS)
 	}
 
+	t.health.inflight.Add(1)
 	start := nanotime()
 	err := t.client.DoTimeout(req, &ctx.Response, timeout)
 	elapsed := since(start).Seconds()
+	t.health.inflight.Add(-1)
 	if err != nil {
 		ce := Classify(&transportError{err})
-		if ce.Code == CodeUpstreamTimeout {
+		switch ce.Code {
+		case CodeUpstreamTimeout:
 			u.metrics.byOutcome[OutcomeTimeout].Observe(elapsed)
-		} else {
+		case CodeOverloaded: // our own max_conns: says nothing about the target
+			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
+			return ce
+		default:
 			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
 		}
+		u.observe(t, true)
 		return ce
 	}
 	if ctx.Response.StatusCode() >= 500 {
 		u.metrics.byOutcome[OutcomeErrorStatus].Observe(elapsed)
+		u.observe(t, true)
 	} else {
 		u.metrics.byOutcome[OutcomeOK].Observe(elapsed)
+		u.observe(t, false)
 	}
 	stripHopByHopResponse(&ctx.Response.Header, ex)
 	ex.FromUpstream = true

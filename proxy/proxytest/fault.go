@@ -1,0 +1,209 @@
+package proxytest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Fault is how a FaultUpstream answers one request.
+type Fault struct {
+	// Status is the answer's status; 0 means 200.
+	Status int
+	// Header holds extra header lines, e.g. "Retry-After: 1".
+	Header []string
+	// Delay waits before answering (a slow provider).
+	Delay time.Duration
+	// Reset closes the connection with a TCP RST instead of answering.
+	Reset bool
+	// Garbage answers with bytes that are not HTTP, then closes.
+	Garbage bool
+	// HalfBody announces a body and closes after writing part of it.
+	HalfBody bool
+}
+
+// Common faults.
+var (
+	OK        = Fault{}
+	Err500    = Fault{Status: 500}
+	Err503    = Fault{Status: 503}
+	ResetConn = Fault{Reset: true}
+	Garbage   = Fault{Garbage: true}
+	HalfBody  = Fault{HalfBody: true}
+)
+
+// Delayed answers 200 after d.
+func Delayed(d time.Duration) Fault { return Fault{Delay: d} }
+
+// FaultUpstream is an HTTP/1.1 upstream written on a raw net.Listener, so
+// that it can misbehave the way real providers do: 5xx in sequences, slow
+// answers, connection resets, garbage, half-written bodies. It answers
+// requests with the faults set by Script, then with the default fault,
+// and records every request it reads.
+type FaultUpstream struct {
+	URL  string // http://127.0.0.1:PORT
+	Addr string
+
+	mu     sync.Mutex
+	script []Fault
+	def    Fault
+	reqs   []FaultRequest
+}
+
+// FaultRequest is one request as a FaultUpstream read it.
+type FaultRequest struct {
+	Method, URI string
+	Header      http.Header
+	Body        string
+}
+
+// NewFaultUpstream starts a fault-injecting upstream that answers 200 "ok"
+// until told otherwise. It stops at the end of the test.
+func NewFaultUpstream(t testing.TB) *FaultUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &FaultUpstream{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String()}
+	var wg sync.WaitGroup
+	var connsMu sync.Mutex
+	conns := map[net.Conn]bool{}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		connsMu.Lock()
+		for c := range conns {
+			_ = c.Close()
+		}
+		connsMu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			connsMu.Lock()
+			conns[c] = true
+			connsMu.Unlock()
+			wg.Go(func() {
+				f.serveConn(c)
+				connsMu.Lock()
+				delete(conns, c)
+				connsMu.Unlock()
+			})
+		}
+	})
+	return f
+}
+
+// Script sets the faults for the next requests, in order, replacing what is
+// left of the previous script (Script() clears it).
+func (f *FaultUpstream) Script(faults ...Fault) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.script = append([]Fault(nil), faults...)
+}
+
+// SetDefault sets the answer once the script is used up.
+func (f *FaultUpstream) SetDefault(d Fault) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.def = d
+}
+
+// Hits is the number of requests read.
+func (f *FaultUpstream) Hits() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.reqs)
+}
+
+// Requests returns a copy of the requests read.
+func (f *FaultUpstream) Requests() []FaultRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]FaultRequest(nil), f.reqs...)
+}
+
+func (f *FaultUpstream) next(r FaultRequest) Fault {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reqs = append(f.reqs, r)
+	if len(f.script) > 0 {
+		x := f.script[0]
+		f.script = f.script[1:]
+		return x
+	}
+	return f.def
+}
+
+func (f *FaultUpstream) serveConn(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	tp := textproto.NewReader(br)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		line, err := tp.ReadLine()
+		if err != nil {
+			return
+		}
+		parts := strings.SplitN(line, " ", 3)
+		if len(parts) != 3 {
+			return
+		}
+		mh, err := tp.ReadMIMEHeader()
+		if err != nil {
+			return
+		}
+		r := FaultRequest{Method: parts[0], URI: parts[1], Header: http.Header(mh)}
+		if n, _ := strconv.Atoi(mh.Get("Content-Length")); n > 0 {
+			body := make([]byte, n)
+			if _, err := io.ReadFull(br, body); err != nil {
+				return
+			}
+			r.Body = string(body)
+		}
+		x := f.next(r)
+		if x.Delay > 0 {
+			time.Sleep(x.Delay)
+		}
+		switch {
+		case x.Reset:
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			return
+		case x.Garbage:
+			_, _ = io.WriteString(c, "SURPRISE, THIS IS NOT HTTP\r\n\r\n")
+			return
+		case x.HalfBody:
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it")
+			return
+		}
+		status := x.Status
+		if status == 0 {
+			status = 200
+		}
+		body := "ok"
+		if status >= 400 {
+			body = fmt.Sprintf(`{"error":"status %d"}`, status)
+		}
+		head := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n", status, http.StatusText(status), len(body))
+		for _, h := range x.Header {
+			head += h + "\r\n"
+		}
+		if _, err := io.WriteString(c, head+"\r\n"+body); err != nil {
+			return
+		}
+	}
+}
