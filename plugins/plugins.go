@@ -3,7 +3,9 @@
 package plugins
 
 import (
+	"github.com/sluice-gw/sluice/plugins/authenticate"
 	"github.com/sluice-gw/sluice/plugins/headers"
+	"github.com/sluice-gw/sluice/plugins/injectauth"
 	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
 	"github.com/sluice-gw/sluice/proxy"
 )
@@ -13,6 +15,8 @@ func All() []*proxy.Factory {
 	return []*proxy.Factory{
 		normalizeerrors.Factory,
 		headers.Factory,
+		authenticate.Factory,
+		injectauth.Factory,
 	}
 }
 

@@ -148,6 +148,7 @@ func DecodeBlock(block map[string]any, dst any) error {
 var (
 	durationType = reflect.TypeFor[Duration]()
 	sizeType     = reflect.TypeFor[Size]()
+	secretType   = reflect.TypeFor[Secret]()
 )
 
 // decodeStrict decodes input into result (a pointer) and turns mapstructure's
@@ -330,7 +331,7 @@ func tagName(f reflect.StructField) string {
 }
 
 // decodeHooks turn YAML and environment values into config types.
-var decodeHooks = mapstructure.ComposeDecodeHookFunc(durationHook, sizeHook, scalarToStringHook, listHook)
+var decodeHooks = mapstructure.ComposeDecodeHookFunc(durationHook, sizeHook, scalarToStringHook, listHook, secretHook)
 
 // scalarToStringHook keeps what the user wrote when a string is expected: an
 // unquoted true stays "true" (not "1"), an unquoted 2024-06-01 (a YAML date)

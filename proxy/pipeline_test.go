@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -45,11 +46,19 @@ func tracerRegistry(mu *sync.Mutex, log *[]string) *proxy.Registry {
 				return &tracer{name: name, mu: mu, log: log}, nil
 			}}
 	}
-	return proxy.NewRegistry(append(plugins.All(),
+	tracers := []*proxy.Factory{
 		mk("cache", proxy.StageCache),
 		mk("authenticate", proxy.StageAuthenticate),
 		mk("retry", proxy.StageRetry),
-	)...)
+	}
+	// The tracers stand in for the built-in plugins of the same names.
+	var all []*proxy.Factory
+	for _, f := range plugins.All() {
+		if !slices.ContainsFunc(tracers, func(t *proxy.Factory) bool { return t.Name == f.Name }) {
+			all = append(all, f)
+		}
+	}
+	return proxy.NewRegistry(append(all, tracers...)...)
 }
 
 func TestStageOrderIsFixedByTheGateway(t *testing.T) {
