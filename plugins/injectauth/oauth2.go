@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -85,6 +86,7 @@ type tokenSource struct {
 	basicAuth     string // Authorization header for auth_style header; "" for body
 	refreshBefore time.Duration
 	client        *http.Client
+	log           *slog.Logger
 
 	cur atomic.Pointer[token]
 
@@ -177,6 +179,7 @@ func newOAuth2(c *Credential, b *proxy.Build) (*oauth2, error) {
 			upstream:      b.Upstream,
 			tokenURL:      c.TokenURL,
 			refreshBefore: c.RefreshBefore.D(),
+			log:           b.Logger,
 			// No keep-alive: a token is fetched once an hour or so, and no
 			// idle connection (nor its goroutines) outlives a fetch.
 			client:      &http.Client{Timeout: fetchTimeout, Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}},
@@ -308,6 +311,10 @@ func (s *tokenSource) fetch(ch chan struct{}) {
 		s.retryAt = time.Now().Add(backoff)
 		s.lastErr = proxy.Errorf(proxy.CodeUpstreamAuthFailed,
 			"could not obtain an access token for upstream %s: %s", s.upstream, err.Error())
+		if s.log != nil {
+			s.log.Warn("oauth2 token fetch failed", "upstream", s.upstream, "token_url", s.tokenURL,
+				"error", err.Error(), "failures", s.failures, "retry_in", backoff.Round(time.Millisecond).String())
+		}
 	} else {
 		s.fetchOK.Inc()
 		s.failures, s.retryAt, s.lastErr = 0, time.Time{}, nil
