@@ -30,7 +30,7 @@ func TestNoSecretLeaks(t *testing.T) {
 		"oauth down secret":     "leak-oauth-down-secret-012345",
 		"pool key":              "leak-pool-key-0123456789abcd",
 		"oauth issued token":    "tok-1", // issued by the token endpoint: short, checked in bodies only
-		"basic header (base64)": "", // filled below
+		"basic header (base64)": "",      // filled below
 	}
 	delete(secrets, "oauth issued token")
 	delete(secrets, "basic header (base64)")
