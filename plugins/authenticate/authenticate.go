@@ -29,6 +29,9 @@ type Config struct {
 	// "anonymous". A credential that is sent but wrong is still refused.
 	// Default false.
 	Anonymous bool `koanf:"anonymous" json:"anonymous,omitempty"`
+	// JWT also accepts signed bearer tokens; nil (the default) accepts API
+	// keys only. The consumer is the token's consumer_claim (default sub).
+	JWT *JWTConfig `koanf:"jwt" json:"jwt,omitempty"`
 }
 
 // Validate checks the consumer names (whether they exist is checked when the
@@ -44,6 +47,9 @@ func (c *Config) Validate() error {
 			p.Addf(key, "duplicate consumer %q", n)
 		}
 		seen[n] = true
+	}
+	if c.JWT != nil {
+		c.JWT.validate("jwt", &p)
 	}
 	return p.Err()
 }
@@ -101,6 +107,7 @@ type Authenticate struct {
 	keys      map[[sha256.Size]byte]keyEntry
 	byName    map[string]*consumer // for JWT consumer claims
 	anonymous bool
+	jwt       *jwtVerifier // nil without jwt
 
 	failMissing, failInvalidKey, failInvalidToken, failForbidden prometheus.Counter
 
@@ -127,7 +134,7 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 			p.Addf(fmt.Sprintf("consumers[%d]", i), "unknown consumer %q%s", n, listOf(names))
 		}
 	}
-	if len(known) == 0 && !c.Anonymous {
+	if len(known) == 0 && !c.Anonymous && c.JWT == nil {
 		p.Add("", "no consumers are defined (top-level consumers:) and anonymous is false: every call would be refused")
 	}
 	if err := p.Err(); err != nil {
@@ -144,6 +151,13 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		for _, k := range cc.Keys {
 			a.keys[sha256.Sum256([]byte(k.Reveal()))] = keyEntry{key: []byte(k.Reveal()), c: con}
 		}
+	}
+	if c.JWT != nil {
+		v, err := newJWTVerifier(c.JWT, b, len(c.Consumers) == 0)
+		if err != nil {
+			return nil, err
+		}
+		a.jwt = v
 	}
 	m := sharedMetrics(b)
 	a.failMissing = m.failures.WithLabelValues(b.Route, ReasonMissing)
@@ -189,6 +203,7 @@ func (a *Authenticate) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next
 		}
 	}
 	var con *consumer
+	jwtToken := a.jwt != nil && len(cred) > 0 && isBearer(h) && looksLikeJWT(cred)
 	switch {
 	case len(cred) == 0:
 		if !a.anonymous {
@@ -196,6 +211,19 @@ func (a *Authenticate) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next
 			return a.errMissing
 		}
 		con = anonymousConsumer
+	case jwtToken:
+		if e, ok := a.keys[sha256.Sum256(cred)]; ok && subtle.ConstantTimeCompare(e.key, cred) == 1 {
+			con = e.c // a consumer key that happens to look like a token
+			break
+		}
+		name, err := a.jwt.verify(cred)
+		if err != nil {
+			a.failInvalidToken.Inc()
+			return a.errInvalidToken
+		}
+		if con = a.byName[name]; con == nil {
+			con = a.jwt.external(name)
+		}
 	default:
 		e, ok := a.keys[sha256.Sum256(cred)]
 		if !ok || subtle.ConstantTimeCompare(e.key, cred) != 1 {
@@ -226,4 +254,27 @@ func asciiPrefixFold(s, lowerPrefix []byte) bool {
 		}
 	}
 	return true
+}
+
+// isBearer reports whether the credential came from Authorization (not X-Api-Key).
+func isBearer(h *fasthttp.RequestHeader) bool { return len(h.PeekBytes(strXAPIKey)) == 0 }
+
+// looksLikeJWT reports whether a credential has the three dot-separated parts
+// of a compact JWS (consumer keys are looked up first all the same).
+func looksLikeJWT(b []byte) bool { return bytes.Count(b, []byte{'.'}) == 2 }
+
+// Start fetches the JWKS of jwt.jwks_url and keeps it fresh.
+func (a *Authenticate) Start() error {
+	if a.jwt != nil {
+		a.jwt.start()
+	}
+	return nil
+}
+
+// Close stops the JWKS refresher.
+func (a *Authenticate) Close() error {
+	if a.jwt != nil {
+		a.jwt.stopRefresh()
+	}
+	return nil
 }
