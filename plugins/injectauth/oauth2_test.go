@@ -204,6 +204,7 @@ func TestOAuth2RefreshesAheadOfExpiry(t *testing.T) {
 	}
 	// About one fetch per second of lifetime left after refresh_before; the
 	// bounds are generous: at least a refresh happened, and not a storm.
+	t.Logf("%d token fetches, %d distinct tokens used, %d calls", te.calls.Load(), len(tokens), len(got))
 	if n := te.calls.Load(); n < 3 || n > 12 {
 		t.Errorf("token endpoint called %d times in 4.5s with 2s tokens refreshed 1s ahead", n)
 	}
@@ -283,6 +284,7 @@ func TestOAuth2TokenEndpointDown(t *testing.T) {
 		n++
 		time.Sleep(10 * time.Millisecond)
 	}
+	t.Logf("%d token fetches during %d failing calls", te.calls.Load(), n)
 	if calls := te.calls.Load(); calls < 1 || calls > 4 {
 		t.Errorf("token endpoint called %d times during %d failing requests in 2s, want a few (back-off)", calls, n)
 	}
