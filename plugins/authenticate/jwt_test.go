@@ -190,3 +190,41 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {jwt: ` + jwt
 		})
 	}
 }
+
+// TestJWKSURLRotation: the URL key set is fetched again in the background, so
+// a token signed with a key published later is accepted without a reload.
+func TestJWKSURLRotation(t *testing.T) {
+	oldKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var rotated atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rotated.Load() {
+			_, _ = w.Write([]byte(jwks(t, ecJWK("new", &newKey.PublicKey))))
+			return
+		}
+		_, _ = w.Write([]byte(jwks(t, ecJWK("old", &oldKey.PublicKey))))
+	}))
+	defer srv.Close()
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, `
+upstreams: {up: {url: "`+up.URL+`"}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {jwt: {jwks_url: "`+srv.URL+`", jwks_refresh: 1s}}}}}
+`)
+	claims := jwt.MapClaims{"sub": "svc", "exp": time.Now().Add(time.Hour).Unix()}
+	oldTok := sign(t, jwt.SigningMethodES256, "old", oldKey, claims)
+	newTok := sign(t, jwt.SigningMethodES256, "new", newKey, claims)
+	if r := proxytest.Do(t, "GET", gw.URL+"/x", "", "Authorization", "Bearer "+oldTok); r.Status != 200 {
+		t.Fatalf("old key: %d", r.Status)
+	}
+	if r := proxytest.Do(t, "GET", gw.URL+"/x", "", "Authorization", "Bearer "+newTok); r.Status != 401 {
+		t.Fatalf("new key before it is published: %d", r.Status)
+	}
+	rotated.Store(true)
+	proxytest.Eventually(t, 10*time.Second, func() bool {
+		r, err := proxytest.TryDo("GET", gw.URL+"/x", "", "Authorization", "Bearer "+newTok)
+		return err == nil && r.Status == 200
+	}, "the rotated key was never picked up")
+	if r := proxytest.Do(t, "GET", gw.URL+"/x", "", "Authorization", "Bearer "+oldTok); r.Status != 401 {
+		t.Errorf("old key after rotation: %d, want 401", r.Status)
+	}
+}

@@ -80,16 +80,15 @@ func (c *Credential) checkHMAC(at func(string) string, p *proxy.Problems) {
 // in the order method, path, query, timestamp, body, joined by "\n" (see
 // README): the signature covers exactly what the provider receives.
 type hmacSigner struct {
-	parts      []string
-	header     []byte
-	tsHeader   []byte // empty: no timestamp header
-	prefix     []byte
-	base64     bool
-	size       int
-	macs       sync.Pool // of *signState
-	hasTS      bool
-	hashOfBody bool
-	now        func() time.Time
+	parts    []string
+	header   []byte
+	tsHeader []byte // empty: no timestamp header
+	prefix   []byte
+	base64   bool
+	size     int
+	macs     sync.Pool // of *signState
+	hasTS    bool
+	now      func() time.Time
 }
 
 // signState is one pooled signer: the keyed hash and buffers that live on

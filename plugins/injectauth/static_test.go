@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-gw/sluice/plugins/injectauth"
+	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 )
 
@@ -159,5 +161,32 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {inject_auth: ` + block + `}
 			t.Parallel()
 			proxytest.WantOneProblem(t, proxytest.ConfigProblems(t, route(c.block)), c.path, c.msg)
 		})
+	}
+}
+
+func TestVariesByConsumer(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		block string
+		want  bool
+	}{
+		{`{type: bearer, token: a}`, false},
+		{`{type: bearer, token: a, consumers: {billing: {token: b}}}`, true},
+	} {
+		cfg, err := proxy.LoadBytes([]byte(consumers + `
+upstreams: {up: {url: "http://127.0.0.1:9"}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {inject_auth: ` + c.block + `}}}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ic := injectauth.Factory.NewConfig()
+		if err := proxy.DecodeBlock(cfg.Routes["r"].Plugins["inject_auth"], ic); err != nil {
+			t.Fatal(err)
+		}
+		cs, ok := ic.(proxy.ConsumerScoped)
+		if !ok || cs.VariesByConsumer() != c.want {
+			t.Errorf("%s: ConsumerScoped %v, VariesByConsumer want %v", c.block, ok, c.want)
+		}
 	}
 }
