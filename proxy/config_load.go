@@ -303,20 +303,42 @@ func knownKeys(root reflect.Type, path string) []string {
 	if t.Kind() != reflect.Struct {
 		return nil
 	}
-	var keys []string
-	for i := range t.NumField() {
-		if tag := tagName(t.Field(i)); tag != "" {
-			keys = append(keys, tag)
-		}
-	}
+	keys := structKeys(t)
 	slices.Sort(keys)
 	return keys
 }
 
+// structKeys lists the keys of a struct, including those of embedded
+// structs decoded with ",squash".
+func structKeys(t reflect.Type) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if squashed(f) {
+			keys = append(keys, structKeys(f.Type)...)
+		} else if tag := tagName(f); tag != "" {
+			keys = append(keys, tag)
+		}
+	}
+	return keys
+}
+
+func squashed(f reflect.StructField) bool {
+	_, opts, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+	return f.Anonymous && f.Type.Kind() == reflect.Struct && strings.Contains(opts, "squash")
+}
+
 func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
 	for i := range t.NumField() {
-		if tagName(t.Field(i)) == name {
-			return t.Field(i), true
+		f := t.Field(i)
+		if squashed(f) {
+			if inner, ok := fieldByTag(f.Type, name); ok {
+				return inner, true
+			}
+			continue
+		}
+		if tagName(f) == name {
+			return f, true
 		}
 	}
 	return reflect.StructField{}, false

@@ -140,6 +140,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {inject_auth: ` + block + `}
 	const at = "routes.r.plugins.inject_auth"
 	cases := []struct{ name, block, path, msg string }{
 		{"no type", `{token: x}`, at + ".type", "is required"},
+		{"typo", `{type: bearer, token: x, tokn: y}`, at + ".tokn", `did you mean "token"`},
 		{"unknown type", `{type: digest}`, at + ".type", `unknown type "digest"`},
 		{"bearer without token", `{type: bearer}`, at + ".token", "is required"},
 		{"token and keys", `{type: bearer, token: a, keys: [b]}`, at + ".token", "not both"},
