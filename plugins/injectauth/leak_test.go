@@ -4,6 +4,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
@@ -29,10 +32,17 @@ func TestNoSecretLeaks(t *testing.T) {
 		"per-consumer token":    "leak-per-consumer-token-01234",
 		"oauth down secret":     "leak-oauth-down-secret-012345",
 		"pool key":              "leak-pool-key-0123456789abcd",
+		"jwt hs256 secret":      "leak-jwt-hs256-secret-0123456789",
 		"oauth issued token":    "tok-1", // issued by the token endpoint: short, checked in bodies only
 		"basic header (base64)": "",      // filled below
 	}
 	delete(secrets, "oauth issued token")
+	jwtTok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "billing", "exp": time.Now().Add(time.Hour).Unix()}).
+		SignedString([]byte(secrets["jwt hs256 secret"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets["caller's jwt"] = jwtTok
 	delete(secrets, "basic header (base64)")
 	t.Setenv("LEAK_BEARER", secrets["bearer token (env)"])
 	dir := t.TempDir()
@@ -58,7 +68,7 @@ consumers:
   crm: {keys: ["`+secrets["consumer key crm"]+`"]}
 plugins:
   normalize_errors: {message: "/message"}
-  authenticate: {}
+  authenticate: {jwt: {secret: "`+secrets["jwt hs256 secret"]+`"}}
 upstreams:
   up: {url: "`+up.URL+`"}
   oauth-up:
@@ -120,6 +130,8 @@ routes:
 		{"GET", "/bearer/x", []string{"X-Api-Key", secrets["consumer key billing"] + "x"}, 401},
 		{"GET", "/bearer/x", []string{"Authorization", "Bearer " + secrets["consumer key crm"][:20]}, 401},
 		{"GET", "/bearer/x", nil, 401},
+		{"GET", "/header/x", []string{"Authorization", "Bearer " + jwtTok}, 200},
+		{"GET", "/bearer/x", []string{"Authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJiaWxsaW5nIn0.bm90LWEtc2lnbmF0dXJl"}, 401},
 	} {
 		if got := call(c.method, c.path, `{"a":1}`, c.header...); got != c.status {
 			t.Errorf("%s %s: status %d, want %d", c.method, c.path, got, c.status)
