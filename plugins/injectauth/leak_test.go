@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
