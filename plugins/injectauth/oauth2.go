@@ -1,6 +1,7 @@
 package injectauth
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -25,7 +26,8 @@ const (
 	// fetchTimeout bounds one call to a token endpoint.
 	fetchTimeout = 10 * time.Second
 	// expirySlack: a token this close to its expiry is not sent any more
-	// (it could expire on the way); a fresh one is fetched first.
+	// (it could expire on the way); a fresh one is fetched first. Tokens
+	// that live less than 4s get a quarter of their lifetime instead.
 	expirySlack = time.Second
 	// defaultExpiresIn is assumed when the token endpoint omits expires_in.
 	defaultExpiresIn = time.Hour
@@ -68,10 +70,19 @@ type token struct {
 	header  []byte    // "Bearer ACCESS_TOKEN"
 	expires time.Time // when the provider stops accepting it
 	life    time.Duration
+	stale   time.Time // from then on it is not sent: expires minus the slack
+}
+
+func newToken(header []byte, fetched time.Time, life time.Duration) *token {
+	// The slack is a quarter of very short lifetimes, so that a token that
+	// lives 1s is still used (rather than fetched again and again).
+	slack := min(expirySlack, life/4)
+	exp := fetched.Add(life)
+	return &token{header: header, expires: exp, life: life, stale: exp.Add(-slack)}
 }
 
 func (t *token) usable(now time.Time) bool {
-	return t != nil && now.Add(expirySlack).Before(t.expires)
+	return t != nil && now.Before(t.stale)
 }
 
 // tokenSource fetches and caches the token of one OAuth2 app for one
@@ -98,6 +109,7 @@ type tokenSource struct {
 	refs     int           // started plugins using the source
 	stop     chan struct{}
 	done     chan struct{}
+	cancel   context.CancelFunc // cancels the refresher's fetch in flight
 
 	fetchOK, fetchFailed prometheus.Counter
 }
@@ -266,7 +278,7 @@ func (s *tokenSource) get(stale *token, wait time.Duration) (*token, error) {
 			ch = make(chan struct{})
 			s.fetching = ch
 			s.mu.Unlock()
-			s.fetch(ch) // this caller fetches for everyone waiting
+			s.fetch(context.Background(), ch) // this caller fetches for everyone waiting
 			s.mu.Lock()
 			t, lastErr := s.cur.Load(), s.lastErr
 			s.mu.Unlock()
@@ -299,11 +311,13 @@ func (s *tokenSource) get(stale *token, wait time.Duration) (*token, error) {
 
 // fetch calls the token endpoint once and publishes the result; ch is
 // closed at the end.
-func (s *tokenSource) fetch(ch chan struct{}) {
-	t, err := s.call()
+func (s *tokenSource) fetch(ctx context.Context, ch chan struct{}) {
+	t, err := s.call(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err != nil {
+	if err != nil && ctx.Err() != nil {
+		// Stopped (shutdown or reload): not the endpoint's failure.
+	} else if err != nil {
 		s.fetchFailed.Inc()
 		s.failures++
 		backoff := min(minBackoff<<min(s.failures-1, 10), maxBackoff)
@@ -334,8 +348,8 @@ type tokenResponse struct {
 
 // call asks the token endpoint for a token. Its errors say what went wrong
 // in words that carry no secret (never the response body).
-func (s *tokenSource) call() (*token, error) {
-	req, err := http.NewRequest(http.MethodPost, s.tokenURL, strings.NewReader(s.form))
+func (s *tokenSource) call(ctx context.Context) (*token, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.tokenURL, strings.NewReader(s.form))
 	if err != nil {
 		return nil, errors.New("the token request cannot be built")
 	}
@@ -386,7 +400,7 @@ func (s *tokenSource) call() (*token, error) {
 		}
 		life = time.Duration(secs * float64(time.Second))
 	}
-	return &token{header: []byte("Bearer " + tr.AccessToken), expires: start.Add(life), life: life}, nil
+	return newToken([]byte("Bearer "+tr.AccessToken), start, life), nil
 }
 
 // isOAuthErrorCode accepts the short RFC 6749 §5.2 error codes
@@ -415,8 +429,10 @@ func (s *tokenSource) acquire() {
 	defer s.mu.Unlock()
 	s.refs++
 	if s.refs == 1 {
+		var ctx context.Context
+		ctx, s.cancel = context.WithCancel(context.Background())
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
-		go s.refresher(s.stop, s.done)
+		go s.refresher(ctx, s.stop, s.done)
 	}
 }
 
@@ -427,10 +443,11 @@ func (s *tokenSource) release() {
 		s.mu.Unlock()
 		return
 	}
-	stop, done := s.stop, s.done
-	s.stop, s.done = nil, nil
+	stop, done, cancel := s.stop, s.done, s.cancel
+	s.stop, s.done, s.cancel = nil, nil, nil
 	s.mu.Unlock()
 	close(stop)
+	cancel() // a fetch in flight ends now rather than at its timeout
 	<-done
 }
 
@@ -438,7 +455,7 @@ func (s *tokenSource) release() {
 // the token's lifetime) ahead of each expiry, minus up to 10% jitter so that
 // several gateways do not call the endpoint in the same second. After a
 // failure it waits out the back-off.
-func (s *tokenSource) refresher(stop, done chan struct{}) {
+func (s *tokenSource) refresher(ctx context.Context, stop, done chan struct{}) {
 	defer close(done)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -448,13 +465,13 @@ func (s *tokenSource) refresher(stop, done chan struct{}) {
 			return
 		case <-timer.C:
 		}
-		s.refresh()
+		s.refresh(ctx)
 		timer.Reset(s.nextRefresh())
 	}
 }
 
 // refresh replaces the token unless a fresh one is already there.
-func (s *tokenSource) refresh() {
+func (s *tokenSource) refresh(ctx context.Context) {
 	s.mu.Lock()
 	if s.fetching != nil || time.Now().Before(s.retryAt) {
 		s.mu.Unlock()
@@ -467,7 +484,7 @@ func (s *tokenSource) refresh() {
 	ch := make(chan struct{})
 	s.fetching = ch
 	s.mu.Unlock()
-	s.fetch(ch)
+	s.fetch(ctx, ch)
 }
 
 func (s *tokenSource) refreshAt(t *token) time.Time {
@@ -478,16 +495,19 @@ func (s *tokenSource) refreshAt(t *token) time.Time {
 func (s *tokenSource) nextRefresh() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.lastErr != nil {
-		return max(time.Until(s.retryAt), 10*time.Millisecond)
+	now := time.Now()
+	if s.lastErr != nil && now.Before(s.retryAt) {
+		return s.retryAt.Sub(now) + time.Millisecond // backing off
 	}
 	t := s.cur.Load()
 	if t == nil {
-		return minBackoff
+		return minBackoff // a request's fetch was in flight; look again
 	}
-	wait := time.Until(s.refreshAt(t))
+	wait := s.refreshAt(t).Sub(now)
 	if jitter := int64(min(s.refreshBefore, t.life/2) / 10); jitter > 0 {
 		wait -= time.Duration(rand.Int64N(jitter))
 	}
-	return max(wait, 10*time.Millisecond)
+	// Not below 50ms: a refresh that is due while a request's fetch is in
+	// flight is looked at again shortly, without spinning.
+	return max(wait, 50*time.Millisecond)
 }
