@@ -73,3 +73,37 @@ func TestTokenSourceSingleFlight(t *testing.T) {
 		t.Error("routes of one upstream do not share the token source")
 	}
 }
+
+// TestShortLivedTokenIsUsed: a token that lives 1s is used for most of its
+// second instead of being fetched again on every request.
+func TestShortLivedTokenIsUsed(t *testing.T) {
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		_, _ = w.Write([]byte(`{"access_token":"short","expires_in":1}`))
+	}))
+	defer srv.Close()
+	c := &Credential{Type: TypeOAuth2, TokenURL: srv.URL, ClientID: "id", ClientSecret: "secret"}
+	var p proxy.Problems
+	c.check("", &p)
+	store := map[string]any{}
+	b := &proxy.Build{Upstream: "u", Registerer: prometheus.NewRegistry(), Shared: func(k string, create func() any) any {
+		if v, ok := store[k]; ok {
+			return v
+		}
+		store[k] = create()
+		return store[k]
+	}}
+	o, err := newOAuth2(c, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		if _, err := o.src.get(nil, time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d fetches for 20 quick calls with a 1s token, want 1", n)
+	}
+}
