@@ -3,8 +3,10 @@
 package plugins
 
 import (
+	"github.com/sluice-gw/sluice/plugins/authenticate"
 	"github.com/sluice-gw/sluice/plugins/circuitbreaker"
 	"github.com/sluice-gw/sluice/plugins/headers"
+	"github.com/sluice-gw/sluice/plugins/injectauth"
 	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
 	"github.com/sluice-gw/sluice/plugins/retry"
 	"github.com/sluice-gw/sluice/proxy"
@@ -17,6 +19,8 @@ func All() []*proxy.Factory {
 		headers.Factory,
 		circuitbreaker.Factory,
 		retry.Factory,
+		authenticate.Factory,
+		injectauth.Factory,
 	}
 }
 

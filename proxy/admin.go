@@ -133,6 +133,7 @@ func (g *Gateway) adminConfig(w http.ResponseWriter, _ *http.Request) {
 		"admin":     st.cfg.Admin,
 		"cluster":   st.cfg.Cluster,
 		"cache":     st.cfg.Cache,
+		"consumers": st.cfg.Consumers, // keys are Secrets: shown as [redacted]
 		"upstreams": st.cfg.Upstreams,
 		"routes":    routes,
 	}, "", "  ")

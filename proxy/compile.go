@@ -41,10 +41,11 @@ type Route struct {
 	// Deadline bounds the whole call (route deadline, else the upstream's).
 	Deadline time.Duration
 
-	st      *state
-	handler Handler
-	metrics *routeMetrics
-	plugins []stagedPlugin
+	st          *state
+	stripPrefix string
+	handler     Handler
+	metrics     *routeMetrics
+	plugins     []stagedPlugin
 }
 
 // decodedBlock is one plugin block as decoded at its place in the file:
@@ -121,7 +122,7 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 			// rejected as a whole.
 			u = &Upstream{Name: rc.Upstream}
 		}
-		rt := &Route{Name: name, Upstream: u, st: st, Deadline: rc.Deadline.D()}
+		rt := &Route{Name: name, Upstream: u, st: st, Deadline: rc.Deadline.D(), stripPrefix: rc.StripPrefix}
 		if rt.Deadline == 0 {
 			rt.Deadline = cfg.Upstreams[rc.Upstream].Deadline.D()
 		}

@@ -22,6 +22,7 @@ type Config struct {
 	Admin     AdminConfig               `koanf:"admin" json:"admin"`
 	Cluster   ClusterConfig             `koanf:"cluster" json:"cluster"`
 	Cache     CacheConfig               `koanf:"cache" json:"cache"`
+	Consumers map[string]ConsumerConfig `koanf:"consumers" json:"consumers,omitempty"`
 	Plugins   PluginBlocks              `koanf:"plugins" json:"-"`
 	Upstreams map[string]UpstreamConfig `koanf:"upstreams" json:"upstreams"`
 	Routes    map[string]RouteConfig    `koanf:"routes" json:"routes"`
@@ -39,7 +40,7 @@ func (c *Config) Redact(s string) string {
 			s = strings.ReplaceAll(s, ev.value, "${"+ev.name+"}")
 		}
 	}
-	return s
+	return redactSecretFiles(s)
 }
 
 // PluginBlocks maps a plugin name to its raw YAML block. A nil block (written as
@@ -126,6 +127,23 @@ type CacheConfig struct {
 	// MaxSize is the hard limit of the cache's memory. Default 256MiB.
 	MaxSize Size `koanf:"max_size" json:"max_size"`
 }
+
+// ConsumerConfig is one caller of the gateway (a backend service), known by
+// its API keys. The authenticate plugin looks callers up by key.
+type ConsumerConfig struct {
+	// Keys are the consumer's API keys (several, so that a key can be rotated
+	// without downtime). Each is at least MinConsumerKeyLen characters and
+	// belongs to one consumer only. Use "${VAR}" or "file:/path" values.
+	Keys []Secret `koanf:"keys" json:"keys"`
+}
+
+// MinConsumerKeyLen is the shortest consumer key accepted: a shorter key is
+// guessable, so it is a config error rather than a warning nobody reads.
+const MinConsumerKeyLen = 16
+
+// AnonymousConsumer is the consumer name given to unauthenticated callers on
+// routes with authenticate {anonymous: true}; no consumer may be named so.
+const AnonymousConsumer = "anonymous"
 
 // UpstreamConfig is one provider API.
 type UpstreamConfig struct {
@@ -375,6 +393,8 @@ func (c *Config) validate(p *Problems) {
 		p.Addf("cache.max_size", "must be at least 1MiB, got %s", c.Cache.MaxSize)
 	}
 
+	c.validateConsumers(p)
+
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]
 		u.validate("upstreams."+name, p)
@@ -389,6 +409,42 @@ func (c *Config) validate(p *Problems) {
 			p.Addf(key, "invalid name: use lower-case letters, digits, '-' and '_' (names become metric labels)")
 		}
 		r.validate(key, c.Upstreams, p)
+	}
+}
+
+func (c *Config) validateConsumers(p *Problems) {
+	owner := map[Secret]string{} // key -> "consumers.NAME.keys[i]"
+	for _, name := range sortedKeys(c.Consumers) {
+		key := "consumers." + name
+		switch {
+		case !nameRE.MatchString(name):
+			p.Addf(key, "invalid name: use lower-case letters, digits, '-' and '_' (names become metric labels)")
+		case name == AnonymousConsumer:
+			p.Addf(key, "the name %q is reserved for unauthenticated callers (authenticate {anonymous: true})", name)
+		}
+		keys := c.Consumers[name].Keys
+		if len(keys) == 0 {
+			p.Add(key+".keys", "needs at least one key")
+		}
+		for i, k := range keys {
+			kp := fmt.Sprintf("%s.keys[%d]", key, i)
+			switch {
+			case !k.IsSet():
+				p.Add(kp, "is empty (is its ${VAR} or file: source empty?)")
+				continue
+			case len(k.Reveal()) < MinConsumerKeyLen:
+				p.Addf(kp, "is %d characters long: use at least %d (a short key can be guessed)", len(k.Reveal()), MinConsumerKeyLen)
+				continue
+			case strings.ContainsAny(k.Reveal(), " \t\r\n,"):
+				p.Add(kp, "must not contain spaces, commas or line breaks (it travels in a header)")
+				continue
+			}
+			if other, dup := owner[k]; dup {
+				p.Addf(kp, "the same key is also %s: a key must identify one consumer", other)
+				continue
+			}
+			owner[k] = kp
+		}
 	}
 }
 

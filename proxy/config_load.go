@@ -148,6 +148,7 @@ func DecodeBlock(block map[string]any, dst any) error {
 var (
 	durationType = reflect.TypeFor[Duration]()
 	sizeType     = reflect.TypeFor[Size]()
+	secretType   = reflect.TypeFor[Secret]()
 )
 
 // decodeStrict decodes input into result (a pointer) and turns mapstructure's
@@ -302,20 +303,42 @@ func knownKeys(root reflect.Type, path string) []string {
 	if t.Kind() != reflect.Struct {
 		return nil
 	}
-	var keys []string
-	for i := range t.NumField() {
-		if tag := tagName(t.Field(i)); tag != "" {
-			keys = append(keys, tag)
-		}
-	}
+	keys := structKeys(t)
 	slices.Sort(keys)
 	return keys
 }
 
+// structKeys lists the keys of a struct, including those of embedded
+// structs decoded with ",squash".
+func structKeys(t reflect.Type) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if squashed(f) {
+			keys = append(keys, structKeys(f.Type)...)
+		} else if tag := tagName(f); tag != "" {
+			keys = append(keys, tag)
+		}
+	}
+	return keys
+}
+
+func squashed(f reflect.StructField) bool {
+	_, opts, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+	return f.Anonymous && f.Type.Kind() == reflect.Struct && strings.Contains(opts, "squash")
+}
+
 func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
 	for i := range t.NumField() {
-		if tagName(t.Field(i)) == name {
-			return t.Field(i), true
+		f := t.Field(i)
+		if squashed(f) {
+			if inner, ok := fieldByTag(f.Type, name); ok {
+				return inner, true
+			}
+			continue
+		}
+		if tagName(f) == name {
+			return f, true
 		}
 	}
 	return reflect.StructField{}, false
@@ -330,7 +353,7 @@ func tagName(f reflect.StructField) string {
 }
 
 // decodeHooks turn YAML and environment values into config types.
-var decodeHooks = mapstructure.ComposeDecodeHookFunc(durationHook, sizeHook, scalarToStringHook, listHook)
+var decodeHooks = mapstructure.ComposeDecodeHookFunc(durationHook, sizeHook, scalarToStringHook, listHook, secretHook)
 
 // scalarToStringHook keeps what the user wrote when a string is expected: an
 // unquoted true stays "true" (not "1"), an unquoted 2024-06-01 (a YAML date)

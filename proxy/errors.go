@@ -38,6 +38,7 @@ const (
 	CodeUpstreamError                   // upstream 5xx (status kept)
 	CodeUpstreamClientError             // upstream 4xx (status kept)
 	CodeOverloaded                      // 503: a Sluice capacity limit
+	CodeUpstreamAuthFailed              // 502: the provider's credentials could not be obtained (token endpoint)
 	numCodes
 )
 
@@ -70,6 +71,8 @@ var codeInfo = [numCodes]struct {
 	CodeUpstreamError:       {"upstream_error", 502, retryIdempotent},
 	CodeUpstreamClientError: {"upstream_client_error", 400, retryNever},
 	CodeOverloaded:          {"overloaded", 503, retryAlways},
+	// Nothing reached the provider: the token endpoint failed first.
+	CodeUpstreamAuthFailed: {"upstream_auth_failed", 502, retryAlways},
 }
 
 // String returns the code's wire name, e.g. "route_not_found".
@@ -115,6 +118,8 @@ type Error struct {
 	Err error
 	// Allow is the Allow header of a 405 answer.
 	Allow string
+	// Authenticate is the WWW-Authenticate header of a 401 answer.
+	Authenticate string
 
 	retry retryClass
 }

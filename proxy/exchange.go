@@ -44,6 +44,7 @@ type Exchange struct {
 	rawURI    []byte // the caller's request URI (path and query) as sent
 	pathLen   int    // rawURI[:pathLen] is the path
 	uri       []byte // outbound request URI, built per attempt
+	query     []byte // query parameters added for the upstream only (AddUpstreamQuery)
 	scratch   []byte // short-lived scratch space (header values, problem bodies)
 	idBuf     [32]byte
 }
@@ -63,6 +64,7 @@ func releaseExchange(ex *Exchange) {
 	ex.rawURI = ex.rawURI[:0]
 	ex.pathLen = 0
 	ex.uri = ex.uri[:0]
+	ex.query = ex.query[:0]
 	if cap(ex.scratch) > 64<<10 { // don't pin a huge problem body in the pool
 		ex.scratch = nil
 	}
@@ -100,6 +102,44 @@ func (ex *Exchange) Remaining() time.Duration {
 // instead of the upstream's own pick. Load-balancing and circuit-breaking
 // plugins use it.
 func (ex *Exchange) UseTarget(t *Target) { ex.nextTarget = t }
+
+// AddUpstreamQuery adds name=value (both already URL-encoded) to the query of
+// every attempt's request URI, without changing what the caller sent (logs,
+// cache keys and problem bodies never see it). inject_auth's query
+// credentials use it.
+func (ex *Exchange) AddUpstreamQuery(name, value []byte) {
+	if len(ex.query) > 0 {
+		ex.query = append(ex.query, '&')
+	}
+	ex.query = append(append(append(ex.query, name...), '='), value...)
+}
+
+// AppendUpstreamURI appends the request URI (path and query) the next attempt
+// will send: the upstream's base path, the caller's path minus strip_prefix,
+// the caller's query and the parameters added by AddUpstreamQuery. It
+// assumes the upstream's targets share one base path. Request signers
+// (inject_auth hmac) sign it.
+func (ex *Exchange) AppendUpstreamURI(dst []byte) []byte {
+	if ex.Route == nil || ex.Upstream == nil || len(ex.Upstream.Targets) == 0 {
+		return append(dst, ex.rawURI...)
+	}
+	start := len(dst)
+	dst = ex.Upstream.Targets[0].appendRequestURI(dst, ex.rawURI, ex.Route.stripPrefix)
+	return appendQuery(dst, start, ex.query)
+}
+
+// appendQuery appends q to the URI in dst[start:], after '?' or '&'.
+func appendQuery(dst []byte, start int, q []byte) []byte {
+	if len(q) == 0 {
+		return dst
+	}
+	if bytes.IndexByte(dst[start:], '?') >= 0 {
+		dst = append(dst, '&')
+	} else {
+		dst = append(dst, '?')
+	}
+	return append(dst, q...)
+}
 
 // HasDeadline reports whether the route bounds the whole call.
 func (ex *Exchange) HasDeadline() bool { return ex.deadline != 0 }

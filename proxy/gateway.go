@@ -229,6 +229,9 @@ func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
 	if e.Allow != "" {
 		ctx.Response.Header.SetBytesKV(strAllow, []byte(e.Allow))
 	}
+	if e.Authenticate != "" {
+		ctx.Response.Header.Set("WWW-Authenticate", e.Authenticate)
+	}
 	if e.Code == CodeInternalError {
 		st.log.Error("request failed", "code", e.Code.String(), "request_id", string(ex.requestID), "error", e.Error())
 	} else if e.Err != nil && st.log.Enabled(context.Background(), slog.LevelDebug) {

@@ -3,6 +3,11 @@ package proxy
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
 )
 
 // Secret is a string that must never be printed: a token, a password, a key.
@@ -51,3 +56,68 @@ func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + s.mask() + `
 
 // LogValue implements slog.LogValuer.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.mask()) }
+
+// SecretFilePrefix marks a secret value read from a file: "file:/run/secrets/github"
+// (a mounted Kubernetes or Docker secret). The file is read each time the
+// config loads, so a reload picks up a rotated secret; one trailing newline
+// is dropped.
+const SecretFilePrefix = "file:"
+
+// secretHook reads "file:/abs/path" values of Secret fields (in the main
+// config and in plugin blocks) from their file. An unreadable or empty file
+// is a config error at the field's key path; the message names the file,
+// never its content.
+func secretHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
+	if to != secretType {
+		return data, nil
+	}
+	s, ok := data.(string)
+	if !ok {
+		return data, nil
+	}
+	path, isFile := strings.CutPrefix(s, SecretFilePrefix)
+	if !isFile {
+		return data, nil
+	}
+	if !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("secret file %q: want an absolute path, e.g. \"file:/run/secrets/token\"", path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read secret file %q: %v", path, unwrapPathErr(err))
+	}
+	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+	if v == "" {
+		return nil, fmt.Errorf("secret file %q is empty", path)
+	}
+	secretFiles.remember(v, path)
+	return Secret(v), nil
+}
+
+// secretFiles remembers the values read from secret files, so that
+// Config.Redact blots them out wherever else a config value could echo one.
+var secretFiles = &fileValues{m: map[string]string{}}
+
+type fileValues struct {
+	mu sync.Mutex
+	m  map[string]string // value -> path
+}
+
+func (f *fileValues) remember(value, path string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.m[value] = path
+}
+
+// redactSecretFiles replaces every value read from a secret file with
+// "file:PATH".
+func redactSecretFiles(s string) string {
+	secretFiles.mu.Lock()
+	defer secretFiles.mu.Unlock()
+	for v, path := range secretFiles.m {
+		if len(v) >= 4 {
+			s = strings.ReplaceAll(s, v, SecretFilePrefix+path)
+		}
+	}
+	return s
+}

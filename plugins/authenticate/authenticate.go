@@ -1,0 +1,280 @@
+// Package authenticate is the authenticate plugin: it identifies the caller
+// (a consumer of the top-level consumers section) by an API key sent in
+// X-Api-Key or as "Authorization: Bearer KEY", or by a JWT bearer token, and
+// records it on the exchange (ex.Consumer) for later stages, metrics and logs.
+//
+// It removes the caller's credential headers before the request goes on, so a
+// consumer key never reaches a provider. It does not attach the provider's
+// credentials: that is inject_auth's job.
+package authenticate
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/valyala/fasthttp"
+)
+
+// Config of the authenticate plugin.
+type Config struct {
+	// Consumers restricts the route to these consumers; a known consumer not
+	// listed gets 403 forbidden. Empty (the default) accepts every consumer.
+	Consumers []string `koanf:"consumers" json:"consumers,omitempty"`
+	// Anonymous lets calls without credentials through as consumer
+	// "anonymous". A credential that is sent but wrong is still refused.
+	// Default false.
+	Anonymous bool `koanf:"anonymous" json:"anonymous,omitempty"`
+	// JWT also accepts signed bearer tokens; nil (the default) accepts API
+	// keys only. The consumer is the token's consumer_claim (default sub).
+	JWT *JWTConfig `koanf:"jwt" json:"jwt,omitempty"`
+}
+
+// Validate checks the consumer names (whether they exist is checked when the
+// route is built, against the top-level consumers).
+func (c *Config) Validate() error {
+	var p proxy.Problems
+	seen := map[string]bool{}
+	for i, n := range c.Consumers {
+		key := fmt.Sprintf("consumers[%d]", i)
+		if n == "" {
+			p.Add(key, "is empty")
+		} else if seen[n] {
+			p.Addf(key, "duplicate consumer %q", n)
+		}
+		seen[n] = true
+	}
+	if c.JWT != nil {
+		c.JWT.validate("jwt", &p)
+	}
+	return p.Err()
+}
+
+// Factory registers the plugin.
+var Factory = &proxy.Factory{
+	Name:      "authenticate",
+	Stage:     proxy.StageAuthenticate,
+	NewConfig: func() any { return &Config{} },
+	New:       newPlugin,
+}
+
+// Failure reasons, the values of the reason label of sluice_auth_failures_total.
+const (
+	ReasonMissing      = "missing"       // no credential sent
+	ReasonInvalidKey   = "invalid_key"   // an API key no consumer has
+	ReasonInvalidToken = "invalid_token" // a JWT that does not verify (signature, iss, aud, exp...)
+	ReasonForbidden    = "forbidden"     // a known consumer not allowed on the route
+)
+
+var reasons = []string{ReasonMissing, ReasonInvalidKey, ReasonInvalidToken, ReasonForbidden}
+
+type metrics struct {
+	failures *prometheus.CounterVec
+}
+
+func sharedMetrics(b *proxy.Build) *metrics {
+	return b.Shared("authenticate.metrics", func() any {
+		m := &metrics{failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_auth_failures_total",
+			Help: "Requests refused by the authenticate plugin, by route and reason (missing, invalid_key, invalid_token, forbidden).",
+		}, []string{"route", "reason"})}
+		b.Registerer.MustRegister(m.failures)
+		return m
+	}).(*metrics)
+}
+
+// consumer is one known consumer as seen from one route.
+type consumer struct {
+	name    string
+	allowed bool
+}
+
+// keyEntry is one API key: its consumer and the key itself, compared in
+// constant time after the hash lookup.
+type keyEntry struct {
+	key []byte
+	c   *consumer
+}
+
+// Authenticate is the compiled plugin for one route.
+type Authenticate struct {
+	// keys maps SHA-256(key) to its entry: a lookup hashes the presented key
+	// into a fixed-size array (no allocation) instead of scanning consumers.
+	keys      map[[sha256.Size]byte]keyEntry
+	byName    map[string]*consumer // for JWT consumer claims
+	anonymous bool
+	jwt       *jwtVerifier // nil without jwt
+
+	failMissing, failInvalidKey, failInvalidToken, failForbidden prometheus.Counter
+
+	errMissing, errInvalidKey, errInvalidToken, errForbidden *proxy.Error
+}
+
+var (
+	_ proxy.Plugin = (*Authenticate)(nil)
+)
+
+const challenge = `Bearer realm="sluice"`
+
+func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
+	c := cfg.(*Config)
+	known := b.Config.Consumers
+	var p proxy.Problems
+	for i, n := range c.Consumers {
+		if _, ok := known[n]; !ok {
+			names := make([]string, 0, len(known))
+			for k := range known {
+				names = append(names, k)
+			}
+			slices.Sort(names)
+			p.Addf(fmt.Sprintf("consumers[%d]", i), "unknown consumer %q%s", n, listOf(names))
+		}
+	}
+	if len(known) == 0 && !c.Anonymous && c.JWT == nil {
+		p.Add("", "no consumers are defined (top-level consumers:) and anonymous is false: every call would be refused")
+	}
+	if err := p.Err(); err != nil {
+		return nil, err
+	}
+	a := &Authenticate{
+		keys:      map[[sha256.Size]byte]keyEntry{},
+		byName:    map[string]*consumer{},
+		anonymous: c.Anonymous,
+	}
+	for name, cc := range known {
+		con := &consumer{name: name, allowed: len(c.Consumers) == 0 || slices.Contains(c.Consumers, name)}
+		a.byName[name] = con
+		for _, k := range cc.Keys {
+			a.keys[sha256.Sum256([]byte(k.Reveal()))] = keyEntry{key: []byte(k.Reveal()), c: con}
+		}
+	}
+	if c.JWT != nil {
+		v, err := newJWTVerifier(c.JWT, b, len(c.Consumers) == 0)
+		if err != nil {
+			return nil, err
+		}
+		a.jwt = v
+	}
+	m := sharedMetrics(b)
+	a.failMissing = m.failures.WithLabelValues(b.Route, ReasonMissing)
+	a.failInvalidKey = m.failures.WithLabelValues(b.Route, ReasonInvalidKey)
+	a.failInvalidToken = m.failures.WithLabelValues(b.Route, ReasonInvalidToken)
+	a.failForbidden = m.failures.WithLabelValues(b.Route, ReasonForbidden)
+	// Prebuilt answers: a refused call costs no allocation either.
+	a.errMissing = unauthorized("this route needs a consumer key: send it in X-Api-Key or as Authorization: Bearer <key>")
+	a.errInvalidKey = unauthorized("the consumer key is not valid")
+	a.errInvalidToken = unauthorized("the bearer token is not valid")
+	a.errInvalidToken.Authenticate = `Bearer realm="sluice", error="invalid_token"`
+	a.errForbidden = proxy.NewError(proxy.CodeForbidden, "this consumer is not allowed on this route")
+	return a, nil
+}
+
+func unauthorized(detail string) *proxy.Error {
+	e := proxy.NewError(proxy.CodeUnauthorized, detail)
+	e.Authenticate = challenge
+	return e
+}
+
+func listOf(names []string) string {
+	if len(names) == 0 {
+		return " (no consumers are defined)"
+	}
+	return fmt.Sprintf(" (known: %v)", names)
+}
+
+var (
+	strXAPIKey        = []byte("X-Api-Key")
+	strAuthorization  = []byte("Authorization")
+	strBearer         = []byte("bearer ")
+	anonymousConsumer = &consumer{name: proxy.AnonymousConsumer, allowed: true}
+)
+
+// Handle identifies the caller, removes its credentials and calls next.
+func (a *Authenticate) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	h := &ctx.Request.Header
+	cred := h.PeekBytes(strXAPIKey)
+	if len(cred) == 0 {
+		if auth := h.PeekBytes(strAuthorization); len(auth) > len(strBearer) && asciiPrefixFold(auth, strBearer) {
+			cred = bytes.TrimSpace(auth[len(strBearer):])
+		}
+	}
+	var con *consumer
+	jwtToken := a.jwt != nil && len(cred) > 0 && isBearer(h) && looksLikeJWT(cred)
+	switch {
+	case len(cred) == 0:
+		if !a.anonymous {
+			a.failMissing.Inc()
+			return a.errMissing
+		}
+		con = anonymousConsumer
+	case jwtToken:
+		if e, ok := a.keys[sha256.Sum256(cred)]; ok && subtle.ConstantTimeCompare(e.key, cred) == 1 {
+			con = e.c // a consumer key that happens to look like a token
+			break
+		}
+		name, err := a.jwt.verify(cred)
+		if err != nil {
+			a.failInvalidToken.Inc()
+			return a.errInvalidToken
+		}
+		if con = a.byName[name]; con == nil {
+			con = a.jwt.external(name)
+		}
+	default:
+		e, ok := a.keys[sha256.Sum256(cred)]
+		if !ok || subtle.ConstantTimeCompare(e.key, cred) != 1 {
+			a.failInvalidKey.Inc()
+			return a.errInvalidKey
+		}
+		con = e.c
+	}
+	if !con.allowed {
+		a.failForbidden.Inc()
+		return a.errForbidden
+	}
+	ex.Consumer = con.name
+	// The caller's credentials are for Sluice only.
+	h.DelBytes(strXAPIKey)
+	h.DelBytes(strAuthorization)
+	return next.Handle(ctx, ex)
+}
+
+func asciiPrefixFold(s, lowerPrefix []byte) bool {
+	for i, c := range lowerPrefix {
+		b := s[i]
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if b != c {
+			return false
+		}
+	}
+	return true
+}
+
+// isBearer reports whether the credential came from Authorization (not X-Api-Key).
+func isBearer(h *fasthttp.RequestHeader) bool { return len(h.PeekBytes(strXAPIKey)) == 0 }
+
+// looksLikeJWT reports whether a credential has the three dot-separated parts
+// of a compact JWS (consumer keys are looked up first all the same).
+func looksLikeJWT(b []byte) bool { return bytes.Count(b, []byte{'.'}) == 2 }
+
+// Start fetches the JWKS of jwt.jwks_url and keeps it fresh.
+func (a *Authenticate) Start() error {
+	if a.jwt != nil {
+		a.jwt.start()
+	}
+	return nil
+}
+
+// Close stops the JWKS refresher.
+func (a *Authenticate) Close() error {
+	if a.jwt != nil {
+		a.jwt.stopRefresh()
+	}
+	return nil
+}

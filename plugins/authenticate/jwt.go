@@ -1,0 +1,382 @@
+package authenticate
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/sluice-gw/sluice/proxy"
+)
+
+// JWTConfig accepts signed JWT bearer tokens (RFC 7519) from a trusted
+// issuer. Exactly one key source: secret (HS256), jwks_file or jwks_url.
+type JWTConfig struct {
+	// Secret is the shared key of HS256 tokens.
+	Secret proxy.Secret `koanf:"secret" json:"secret,omitempty"`
+	// JWKSFile is a JSON Web Key Set (RFC 7517) on disk, read when the config
+	// loads: RSA keys (RS256) and P-256 EC keys (ES256).
+	JWKSFile string `koanf:"jwks_file" json:"jwks_file,omitempty"`
+	// JWKSURL is a JSON Web Key Set fetched at start and every JWKSRefresh
+	// (and at most every 30s when a token names a key id not in the set).
+	JWKSURL string `koanf:"jwks_url" json:"jwks_url,omitempty"`
+	// JWKSRefresh is how often JWKSURL is fetched again. Default 5m.
+	JWKSRefresh proxy.Duration `koanf:"jwks_refresh" json:"jwks_refresh,omitempty"`
+	// Algorithms accepted. Default [HS256] with secret, [RS256, ES256] with a JWKS.
+	Algorithms []string `koanf:"algorithms" json:"algorithms,omitempty"`
+	// Issuer, when set, must equal the iss claim.
+	Issuer string `koanf:"issuer" json:"issuer,omitempty"`
+	// Audience, when set, must be in the aud claim.
+	Audience string `koanf:"audience" json:"audience,omitempty"`
+	// ConsumerClaim names the claim that holds the consumer. Default "sub".
+	ConsumerClaim string `koanf:"consumer_claim" json:"consumer_claim,omitempty"`
+	// Leeway tolerates clock skew on exp, nbf and iat. Default 0s.
+	Leeway proxy.Duration `koanf:"leeway" json:"leeway,omitempty"`
+}
+
+var jwtAlgorithms = []string{"HS256", "RS256", "ES256"}
+
+func (c *JWTConfig) validate(prefix string, p *proxy.Problems) {
+	sources := 0
+	for _, set := range []bool{c.Secret.IsSet(), c.JWKSFile != "", c.JWKSURL != ""} {
+		if set {
+			sources++
+		}
+	}
+	if sources != 1 {
+		p.Add(prefix, "set exactly one of secret (HS256), jwks_file or jwks_url")
+	}
+	if c.JWKSURL != "" {
+		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			p.Addf(prefix+".jwks_url", "invalid URL %q: want http(s)://host/path", c.JWKSURL)
+		}
+	}
+	if c.JWKSRefresh == 0 {
+		c.JWKSRefresh = proxy.Duration(5 * time.Minute)
+	}
+	if c.JWKSRefresh.D() < time.Second {
+		p.Add(prefix+".jwks_refresh", "must be at least 1s")
+	}
+	if len(c.Algorithms) == 0 {
+		if c.Secret.IsSet() {
+			c.Algorithms = []string{"HS256"}
+		} else {
+			c.Algorithms = []string{"RS256", "ES256"}
+		}
+	}
+	for i, a := range c.Algorithms {
+		key := fmt.Sprintf("%s.algorithms[%d]", prefix, i)
+		switch {
+		case !slices.Contains(jwtAlgorithms, a):
+			p.Addf(key, "unsupported algorithm %q: want HS256, RS256 or ES256", a)
+		case a == "HS256" && !c.Secret.IsSet():
+			p.Add(key, "HS256 needs secret")
+		case a != "HS256" && c.Secret.IsSet():
+			p.Addf(key, "%s needs a JWKS (jwks_file or jwks_url), not secret", a)
+		}
+	}
+	if c.ConsumerClaim == "" {
+		c.ConsumerClaim = "sub"
+	}
+}
+
+// keySet is a parsed JWKS: keys by id, and all of them for tokens without kid.
+type keySet struct {
+	byID map[string]any
+	all  []any
+}
+
+// jwtVerifier checks tokens against its config and current keys.
+type jwtVerifier struct {
+	cfg    *JWTConfig
+	parser *jwt.Parser
+	keys   atomic.Pointer[keySet]
+	hmac   []byte
+	log    *slog.Logger
+	client *http.Client
+
+	mu          sync.Mutex
+	stop        chan struct{}
+	done        chan struct{}
+	kick        chan struct{} // asks the refresher for an early fetch (unknown kid)
+	lastFetch   atomic.Int64  // unix nanos of the latest JWKS fetch attempt
+	externalOK  bool          // route accepts any consumer: unknown subjects pass
+	externalCon sync.Map      // subject -> *consumer, bounded below
+	externalN   atomic.Int64
+}
+
+func newJWTVerifier(c *JWTConfig, b *proxy.Build, openRoute bool) (*jwtVerifier, error) {
+	opts := []jwt.ParserOption{jwt.WithValidMethods(c.Algorithms), jwt.WithExpirationRequired(), jwt.WithLeeway(c.Leeway.D())}
+	if c.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(c.Issuer))
+	}
+	if c.Audience != "" {
+		opts = append(opts, jwt.WithAudience(c.Audience))
+	}
+	v := &jwtVerifier{cfg: c, parser: jwt.NewParser(opts...), log: b.Logger, externalOK: openRoute,
+		kick: make(chan struct{}, 1)}
+	v.keys.Store(&keySet{byID: map[string]any{}})
+	switch {
+	case c.Secret.IsSet():
+		v.hmac = []byte(c.Secret.Reveal())
+	case c.JWKSFile != "":
+		raw, err := os.ReadFile(c.JWKSFile)
+		if err != nil {
+			return nil, &proxy.FieldError{Path: "jwt.jwks_file", Msg: fmt.Sprintf("cannot read %q: %v", c.JWKSFile, err)}
+		}
+		ks, err := parseJWKS(raw)
+		if err != nil {
+			return nil, &proxy.FieldError{Path: "jwt.jwks_file", Msg: fmt.Sprintf("%s: %v", c.JWKSFile, err)}
+		}
+		v.keys.Store(ks)
+	case c.JWKSURL != "":
+		v.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}}
+	}
+	return v, nil
+}
+
+var errNoKey = errors.New("no key for this token")
+
+// verify checks the token and returns the consumer named by its claim.
+func (v *jwtVerifier) verify(raw []byte) (string, error) {
+	claims := jwt.MapClaims{}
+	_, err := v.parser.ParseWithClaims(string(raw), claims, v.keyFor)
+	if err != nil {
+		return "", err
+	}
+	name, _ := claims[v.cfg.ConsumerClaim].(string)
+	if name == "" || len(name) > 128 || !printable(name) {
+		return "", fmt.Errorf("claim %s is missing or not a printable string", v.cfg.ConsumerClaim)
+	}
+	return name, nil
+}
+
+func (v *jwtVerifier) keyFor(t *jwt.Token) (any, error) {
+	if v.hmac != nil {
+		return v.hmac, nil
+	}
+	ks := v.keys.Load()
+	kid, _ := t.Header["kid"].(string)
+	if kid != "" {
+		if k, ok := ks.byID[kid]; ok {
+			return k, nil
+		}
+		v.requestRefresh()
+		return nil, errNoKey
+	}
+	// No kid: the keys of the set that fit the algorithm (golang-jwt tries each).
+	var fit jwt.VerificationKeySet
+	for _, k := range ks.all {
+		switch k.(type) {
+		case *rsa.PublicKey:
+			if t.Method.Alg() == "RS256" {
+				fit.Keys = append(fit.Keys, k)
+			}
+		case *ecdsa.PublicKey:
+			if t.Method.Alg() == "ES256" {
+				fit.Keys = append(fit.Keys, k)
+			}
+		}
+	}
+	if len(fit.Keys) == 0 {
+		return nil, errNoKey
+	}
+	return fit, nil
+}
+
+// external returns the consumer for a verified subject that is not among the
+// configured consumers: accepted as-is (by its claim) on routes that do not
+// restrict consumers, refused on routes that do.
+func (v *jwtVerifier) external(name string) *consumer {
+	if c, ok := v.externalCon.Load(name); ok {
+		return c.(*consumer)
+	}
+	c := &consumer{name: name, allowed: v.externalOK}
+	if v.externalN.Load() < 10000 { // bound the memo; beyond it, allocate per call
+		v.externalN.Add(1)
+		v.externalCon.Store(name, c)
+	}
+	return c
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// jwk is one key of a JWKS (the members used here).
+type jwk struct {
+	Kty string `json:"kty"`
+	Kid string `json:"kid"`
+	Use string `json:"use"`
+	Alg string `json:"alg"`
+	N   string `json:"n"`
+	E   string `json:"e"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+}
+
+// parseJWKS reads the RSA and P-256 EC signing keys of a JWKS; other keys
+// (encryption keys, other curves) are skipped.
+func parseJWKS(raw []byte) (*keySet, error) {
+	var doc struct {
+		Keys []jwk `json:"keys"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("not a JWKS: %v", err)
+	}
+	ks := &keySet{byID: map[string]any{}}
+	for i, k := range doc.Keys {
+		if k.Use != "" && k.Use != "sig" {
+			continue
+		}
+		var key any
+		switch k.Kty {
+		case "RSA":
+			n, err1 := b64int(k.N)
+			e, err2 := b64int(k.E)
+			if err1 != nil || err2 != nil || !e.IsInt64() || n.BitLen() < 2048 {
+				return nil, fmt.Errorf("keys[%d]: invalid RSA key (n, e; at least 2048 bits)", i)
+			}
+			key = &rsa.PublicKey{N: n, E: int(e.Int64())}
+		case "EC":
+			if k.Crv != "P-256" {
+				continue
+			}
+			x, err1 := b64int(k.X)
+			y, err2 := b64int(k.Y)
+			if err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("keys[%d]: invalid EC key (x, y)", i)
+			}
+			pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
+			if _, err := pub.ECDH(); err != nil { // rejects points off the curve
+				return nil, fmt.Errorf("keys[%d]: EC point is not on P-256", i)
+			}
+			key = pub
+		default:
+			continue
+		}
+		if k.Kid != "" {
+			ks.byID[k.Kid] = key
+		}
+		ks.all = append(ks.all, key)
+	}
+	if len(ks.all) == 0 {
+		return nil, errors.New("no RSA or P-256 signing key in the set")
+	}
+	return ks, nil
+}
+
+func b64int(s string) (*big.Int, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) == 0 {
+		return nil, errors.New("bad base64url integer")
+	}
+	return new(big.Int).SetBytes(b), nil
+}
+
+// start fetches the URL JWKS once (tokens are refused until it has keys)
+// and keeps it fresh in the background.
+func (v *jwtVerifier) start() {
+	if v.cfg.JWKSURL == "" {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.stop != nil {
+		return
+	}
+	v.stop, v.done = make(chan struct{}), make(chan struct{})
+	v.fetch()
+	go v.refresher(v.stop, v.done)
+}
+
+func (v *jwtVerifier) stopRefresh() {
+	v.mu.Lock()
+	stop, done := v.stop, v.done
+	v.stop, v.done = nil, nil
+	v.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
+	}
+}
+
+func (v *jwtVerifier) requestRefresh() {
+	if v.cfg.JWKSURL == "" || time.Since(time.Unix(0, v.lastFetch.Load())) < 30*time.Second {
+		return
+	}
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (v *jwtVerifier) refresher(stop, done chan struct{}) {
+	defer close(done)
+	t := time.NewTicker(v.cfg.JWKSRefresh.D())
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		case <-v.kick:
+		}
+		v.fetch()
+	}
+}
+
+func (v *jwtVerifier) fetch() {
+	v.lastFetch.Store(time.Now().UnixNano())
+	ks, err := v.download()
+	if err != nil {
+		if v.log != nil {
+			v.log.Warn("fetching JWKS failed; keeping the previous keys", "jwks_url", v.cfg.JWKSURL, "error", err.Error())
+		}
+		return
+	}
+	v.keys.Store(ks)
+}
+
+func (v *jwtVerifier) download() (*keySet, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.cfg.JWKSURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return nil, errors.New("cannot reach the JWKS URL")
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("the JWKS URL answered %d", resp.StatusCode)
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	return parseJWKS(raw)
+}
