@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,7 +35,11 @@ func (c *probeConfig) VariesByConsumer() bool { return c.Split }
 
 func probeRegistry(mu *sync.Mutex, log *[]string, built *[]*probe) *proxy.Registry {
 	tr := func(name string) *tracer { return &tracer{name: name, mu: mu, log: log} }
-	return proxy.NewRegistry(append(plugins.All(),
+	// The probes stand in for built-in plugins of the same names.
+	builtin := slices.DeleteFunc(plugins.All(), func(f *proxy.Factory) bool {
+		return f.Name == "rate_limit" || f.Name == "cache" || f.Name == "circuit_breaker"
+	})
+	return proxy.NewRegistry(append(builtin,
 		&proxy.Factory{Name: "rate_limit", Stage: proxy.StageRateLimit,
 			NewConfig: func() any { return &probeConfig{} },
 			New: func(cfg any, b *proxy.Build) (proxy.Plugin, error) {
