@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -160,6 +162,7 @@ type pauseHub struct {
 	cluster *proxy.Cluster
 	health  *redisHealth
 	channel string
+	id      string // this gateway's id in messages (Cluster.NodeID is per process; tests run several gateways in one)
 
 	mu     sync.Mutex
 	pauses map[string]*pause // by upstream
@@ -169,9 +172,12 @@ type pauseHub struct {
 }
 
 func sharedHub(b *proxy.Build) *pauseHub {
+	health := sharedHealth(b) // not inside Shared's create: Shared is not reentrant
 	return b.Shared(fmt.Sprintf("ratelimit.hub|%p", b.Cluster), func() any {
-		return &pauseHub{cluster: b.Cluster, health: sharedHealth(b), channel: b.Cluster.Key("rl:pause"),
-			pauses: map[string]*pause{}}
+		var id [8]byte
+		_, _ = rand.Read(id[:])
+		return &pauseHub{cluster: b.Cluster, health: health, channel: b.Cluster.Key("rl:pause"),
+			id: b.Cluster.NodeID + "." + hex.EncodeToString(id[:]), pauses: map[string]*pause{}}
 	}).(*pauseHub)
 }
 
@@ -193,7 +199,7 @@ func (h *pauseHub) publish(upstream string, until int64) {
 	if ttl < time.Millisecond {
 		return
 	}
-	msg := h.cluster.NodeID + " " + strconv.FormatInt(until, 10) + " " + upstream
+	msg := h.id + " " + strconv.FormatInt(until, 10) + " " + upstream
 	_, err := h.cluster.Redis.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, h.pauseKey(upstream), until, ttl)
 		p.Publish(ctx, h.channel, msg)
@@ -246,7 +252,7 @@ func (h *pauseHub) listen(ps *redis.PubSub, done chan struct{}) {
 	for msg := range ps.Channel() {
 		node, rest, _ := strings.Cut(msg.Payload, " ")
 		untilStr, upstream, _ := strings.Cut(rest, " ")
-		if node == h.cluster.NodeID {
+		if node == h.id {
 			continue
 		}
 		until, err := strconv.ParseInt(untilStr, 10, 64)
