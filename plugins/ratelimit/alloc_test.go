@@ -9,22 +9,6 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-const allocYAML = `
-log: {access_log: false}
-upstreams:
-  up:
-    url: "http://upstream.test"
-    plugins:
-      rate_limit:
-        limits:
-          - {rate: 100000000, per: 1s, key: upstream}
-          - {rate: 100000000, per: 1s, key: route}
-          - {rate: 100000000, per: 1s, key: "header:X-Tenant", name: tenant}
-          - {rate: 100000000, per: 1s, key: ip}
-routes:
-  r: {path: "/json", upstream: up}
-`
-
 // TestLocalDecisionAllocs: a call through four local limits (one bucket per
 // upstream and route, keyed tables for a header and the caller address)
 // allocates nothing once its keys are known, counted over the whole process.

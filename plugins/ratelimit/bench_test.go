@@ -26,6 +26,19 @@ func BenchmarkLocalDecision(b *testing.B) {
 	}
 }
 
+// BenchmarkLocalDecisionWallClock is the same decision timed with
+// time.Now (wall and monotonic clock reads) instead of clock(): why the
+// buckets run on the monotonic clock alone.
+func BenchmarkLocalDecisionWallClock(b *testing.B) {
+	lim := rate.NewLimiter(1e9, 1e9)
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := takeLocal(lim, time.Now(), 0); !d.ok {
+			b.Fatal("refused")
+		}
+	}
+}
+
 // BenchmarkKeyedDecision looks an existing key up in a table and decides,
 // from all cores at once.
 func BenchmarkKeyedDecision(b *testing.B) {
