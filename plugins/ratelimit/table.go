@@ -27,6 +27,7 @@ type table struct {
 	maxKeys  int64
 	overflow bucket
 	size     atomic.Int64
+	lastFull atomic.Int64 // when sweepAll last ran
 	shards   [numShards]shard
 }
 
@@ -67,23 +68,49 @@ func (t *table) get(key []byte, now time.Time) *bucket {
 		return b
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if b = s.m[string(key)]; b != nil {
+		s.mu.Unlock()
 		b.last.Store(ns)
 		return b
 	}
-	if t.size.Load() >= t.maxKeys || ns-s.lastSweep > t.idle/2 {
+	if ns-s.lastSweep > t.idle/2 {
 		t.sweep(s, ns)
 	}
 	if t.size.Load() >= t.maxKeys {
-		t.overflow.last.Store(ns)
-		return &t.overflow
+		// Full: idle keys may sit in other shards. Sweep them all, at
+		// most once per fullSweepEvery so that a flood of new keys does
+		// not turn every miss into a walk over the whole table.
+		s.mu.Unlock()
+		t.sweepAll(ns)
+		s.mu.Lock()
+		if b = s.m[string(key)]; b == nil && t.size.Load() >= t.maxKeys {
+			b = &t.overflow
+		}
 	}
-	b = &bucket{lim: rate.NewLimiter(t.limit, t.burst)}
+	if b == nil {
+		b = &bucket{lim: rate.NewLimiter(t.limit, t.burst)}
+		s.m[string(key)] = b
+		t.size.Add(1)
+	}
+	s.mu.Unlock()
 	b.last.Store(ns)
-	s.m[string(key)] = b
-	t.size.Add(1)
 	return b
+}
+
+// fullSweepEvery bounds how often a full table sweeps all its shards.
+const fullSweepEvery = int64(time.Second)
+
+func (t *table) sweepAll(now int64) {
+	last := t.lastFull.Load()
+	if now-last < fullSweepEvery || !t.lastFull.CompareAndSwap(last, now) {
+		return
+	}
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		t.sweep(s, now)
+		s.mu.Unlock()
+	}
 }
 
 // sweep drops the shard's idle keys; s.mu is held.
