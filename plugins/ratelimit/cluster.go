@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,7 +81,10 @@ func (d *distributed) take(l *limit, key []byte, maxWait time.Duration) (decisio
 		return decision{}, false
 	}
 	k := d.key
-	if d.keyed {
+	switch {
+	case l.kind == keyIP && (len(key) == net.IPv4len || len(key) == net.IPv6len):
+		k += net.IP(key).String()
+	case d.keyed:
 		k += string(key)
 	}
 	res, err := gcra.Run(context.Background(), d.rdb, []string{k}, d.interval, d.burst, maxWait.Microseconds()).Int64Slice()

@@ -161,3 +161,27 @@ func TestQueueModeThroughRedis(t *testing.T) {
 		t.Errorf("queued decisions %v, want 3", queued)
 	}
 }
+
+// distributed: false keeps a limit per gateway in cluster mode; keyed
+// distributed limits use the caller's address in text in their Redis key.
+func TestDistributedFalseStaysLocal(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	up := proxytest.NewUpstream(t, nil)
+	gws := cluster(t, 2, rd, up, `{rate_limit: {limits: [{rate: 1, per: 1m, burst: 2, key: route, distributed: false}, {rate: 1, per: 1m, burst: 100, key: ip}]}}`)
+	admitted := 0
+	for i := range 8 {
+		if proxytest.Do(t, "GET", gws[i%2].URL+"/r/x", "").Status == 200 {
+			admitted++
+		}
+	}
+	if admitted != 4 {
+		t.Errorf("admitted %d, want 4 (2 per gateway)", admitted)
+	}
+	if got, _ := rd.Do("EXISTS", "t:rl:r:r:route"); got != ":0" {
+		t.Errorf("a local limit wrote to Redis: %q", got)
+	}
+	if got, _ := rd.Do("EXISTS", "t:rl:r:r:ip:127.0.0.1"); got != ":1" {
+		t.Errorf("the ip limit's key is not t:rl:r:r:ip:127.0.0.1: %q", got)
+	}
+}
