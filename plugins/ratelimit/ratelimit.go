@@ -174,8 +174,15 @@ func (p *part) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 			return err
 		}
 	}
+	if len(p.limits) == 0 { // respect_upstream alone
+		err := next.Handle(ctx, ex)
+		if err == nil && ex.FromUpstream {
+			p.pause.observe(&ctx.Response)
+		}
+		return err
+	}
 	now := clock()
-	headers := len(p.limits) > 0 && (!p.perAttempt || ex.Attempts == 0)
+	headers := !p.perAttempt || ex.Attempts == 0
 	maxWait := p.maxWait
 	if maxWait > 0 {
 		maxWait = min(maxWait, ex.Remaining())
