@@ -185,3 +185,37 @@ func TestDistributedFalseStaysLocal(t *testing.T) {
 		t.Errorf("the ip limit's key is not t:rl:r:r:ip:127.0.0.1: %q", got)
 	}
 }
+
+// By default the gateways count themselves in Redis, and each one's share
+// while Redis is away follows the count.
+func TestFallbackShareFollowsTheGatewaysCounted(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	up := proxytest.NewUpstream(t, nil)
+	gws := cluster(t, 3, rd, up, `{rate_limit: {rate: 1, per: 1m, burst: 9, key: upstream}}`)
+	if got, _ := rd.Do("ZCARD", "t:rl:nodes"); got != ":3" {
+		t.Errorf("ZCARD t:rl:nodes = %q right after start, want :3 (each gateway beats once before serving)", got)
+	}
+	for g, gw := range gws { // each learns the count at its next beat
+		proxytest.Eventually(t, 5*time.Second, func() bool {
+			resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+			return strings.Contains(string(resp.Body), `"gateways": 3`)
+		}, fmt.Sprintf("gateway %d never counted 3 gateways", g))
+	}
+	rd.Stop()
+	for g, gw := range gws {
+		admitted := 0
+		for range 10 {
+			switch s := proxytest.Do(t, "GET", gw.URL+"/r/x", "").Status; s {
+			case 200:
+				admitted++
+			case 429:
+			default:
+				t.Fatalf("gateway %d: status %d without Redis", g, s)
+			}
+		}
+		if admitted != 3 {
+			t.Errorf("gateway %d admitted %d without Redis, want 3 (burst 9 / 3 gateways)", g, admitted)
+		}
+	}
+}

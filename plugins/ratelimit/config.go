@@ -60,10 +60,11 @@ type Config struct {
 	// before its bucket has refilled, so forgetting it gives nothing away).
 	// Default 10m.
 	IdleTimeout proxy.Duration `koanf:"idle_timeout" json:"idle_timeout"`
-	// Nodes is the number of gateways sharing distributed limits. When Redis
-	// is unreachable, each gateway enforces rate/nodes (and burst/nodes)
-	// locally, so that the cluster as a whole stays within the limit.
-	// Default 1.
+	// Nodes is the number of gateways sharing distributed limits. While
+	// Redis is unreachable, each gateway enforces rate/nodes (and
+	// burst/nodes, at least 1) locally, so that the cluster as a whole stays
+	// within the limit. Default 0: count the gateways through a heartbeat in
+	// Redis (the count last seen holds during an outage).
 	Nodes int `koanf:"nodes" json:"nodes"`
 }
 
@@ -74,7 +75,7 @@ const (
 
 func newConfig() any {
 	return &Config{Mode: modeReject, MaxWait: proxy.Duration(time.Second), MaxKeys: 100000,
-		IdleTimeout: proxy.Duration(10 * time.Minute), Nodes: 1}
+		IdleTimeout: proxy.Duration(10 * time.Minute)}
 }
 
 // limits returns the limits of the block with their defaults filled in.
@@ -152,8 +153,8 @@ func (c *Config) Validate() error {
 	if c.IdleTimeout <= 0 {
 		p.Add("idle_timeout", "must be positive")
 	}
-	if c.Nodes < 1 {
-		p.Add("nodes", "must be at least 1")
+	if c.Nodes < 0 {
+		p.Add("nodes", "must be 0 (count the gateways) or the number of gateways")
 	}
 	return p.Err()
 }

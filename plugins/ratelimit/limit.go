@@ -26,7 +26,8 @@ type limit struct {
 
 	local    buckets      // this gateway's buckets
 	dist     *distributed // nil unless distributed through Redis
-	fallback buckets      // dist != nil: this gateway's share while Redis is away
+	fallback buckets      // dist != nil, nodes > 0: this gateway's share while Redis is away
+	fbAuto   *autoShare   // dist != nil, nodes: 0: the share for the gateways counted
 
 	policy  []byte // `"name";q=Q;w=W`
 	detail  string
@@ -123,6 +124,9 @@ func (l *limit) take(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, now time.Time
 			return d
 		}
 		l.fellBack.Inc()
+		if l.fbAuto != nil {
+			return takeLocal(l.fbAuto.get(key, now), now, maxWait)
+		}
 		return takeLocal(l.fallback.get(key, now), now, maxWait)
 	}
 	return takeLocal(l.local.get(key, now), now, maxWait)
@@ -161,22 +165,25 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 	}
 	if b.Cluster != nil && (lc.Distributed == nil || *lc.Distributed) {
 		l.dist = newDistributed(l, lc, b)
-		share := rate.Limit(float64(l.limit) / float64(c.Nodes))
-		burst := max(1, l.burst/c.Nodes)
-		fb := fmt.Sprintf("|fallback|%d", c.Nodes)
-		switch kind {
-		case keyUpstream:
-			l.fallback.single = b.Shared("ratelimit.bucket|upstream|"+b.Upstream+"|"+settings+fb, func() any {
-				return rate.NewLimiter(share, burst)
-			}).(*rate.Limiter)
-		case keyRoute:
-			l.fallback.single = b.Shared("ratelimit.bucket|route|"+b.Route+"|"+settings+fb, func() any {
-				return rate.NewLimiter(share, burst)
-			}).(*rate.Limiter)
-		default:
-			l.fallback.table = b.Shared(fmt.Sprintf("ratelimit.table|%s|%s|%s|%d|%d%s", b.Route, lc.Key, settings, c.MaxKeys, c.IdleTimeout, fb), func() any {
-				return newTable(share, burst, c.MaxKeys, c.IdleTimeout.D())
-			}).(*table)
+		// While Redis is away, this gateway enforces its share: rate and
+		// burst divided by the number of gateways (nodes, or counted).
+		share := func(n int) buckets {
+			lim, burst := rate.Limit(float64(l.limit)/float64(n)), max(1, l.burst/n)
+			if kind == keyUpstream || kind == keyRoute {
+				return buckets{single: rate.NewLimiter(lim, burst)}
+			}
+			return buckets{table: newTable(lim, burst, c.MaxKeys, c.IdleTimeout.D())}
+		}
+		scope := b.Route
+		if kind == keyUpstream {
+			scope = b.Upstream
+		}
+		fbKey := fmt.Sprintf("ratelimit.fallback|%d|%s|%s|%s|%d|%d|%d", kind, scope, lc.Key, settings, c.MaxKeys, c.IdleTimeout, c.Nodes)
+		if c.Nodes > 0 {
+			l.fallback = *b.Shared(fbKey, func() any { bs := share(c.Nodes); return &bs }).(*buckets)
+		} else {
+			pr := sharedPresence(b) // not inside Shared's create: Shared is not reentrant
+			l.fbAuto = b.Shared(fbKey, func() any { return &autoShare{presence: pr, make: share} }).(*autoShare)
 		}
 	}
 
@@ -239,6 +246,9 @@ func (l *limit) status(now time.Time) map[string]any {
 	}
 	if l.dist != nil {
 		s["redis"] = l.dist.health.state()
+		if l.fbAuto != nil {
+			s["gateways"] = l.fbAuto.presence.live.Load()
+		}
 	}
 	return s
 }

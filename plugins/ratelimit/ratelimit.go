@@ -37,6 +37,7 @@ var Factory = &proxy.Factory{
 type RateLimit struct {
 	caller, quota *part
 	hub           *pauseHub // cluster mode with respect_upstream: pauses shared through Redis
+	presence      *presence // cluster mode with nodes: 0: the heartbeat that counts gateways
 }
 
 var (
@@ -64,18 +65,25 @@ func (r *RateLimit) Parts() []proxy.Part {
 	return parts
 }
 
-// Start subscribes to the cluster's provider pauses.
+// Start subscribes to the cluster's provider pauses and starts the heartbeat
+// that counts the gateways.
 func (r *RateLimit) Start() error {
 	if r.hub != nil {
 		r.hub.acquire()
 	}
+	if r.presence != nil {
+		r.presence.acquire()
+	}
 	return nil
 }
 
-// Close ends the subscription when no other config uses it.
+// Close ends the subscription and the heartbeat when no other config uses them.
 func (r *RateLimit) Close() error {
 	if r.hub != nil {
 		r.hub.release()
+	}
+	if r.presence != nil {
+		r.presence.release()
 	}
 	return nil
 }
@@ -88,6 +96,9 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	quota := &part{perAttempt: true}
 	for _, lc := range c.limits() {
 		l := newLimit(lc, c, b, m)
+		if l.fbAuto != nil {
+			r.presence = l.fbAuto.presence
+		}
 		if l.kind == keyUpstream {
 			quota.limits = append(quota.limits, l)
 		} else {

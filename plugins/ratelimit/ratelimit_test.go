@@ -452,7 +452,7 @@ func TestConfigErrors(t *testing.T) {
 		{`{limits: [{rate: 2, key: consumer}, {rate: 3, key: consumer}]}`, "limits[1].name", "names two limits"},
 		{`{limits: [{rate: 2, name: "a\"b"}]}`, "limits[0].name", "invalid character"},
 		{`{limits: [{rate: 2, burts: 3}]}`, "limits[0].burts", "unknown key"},
-		{`{rate: 1, nodes: 0}`, "nodes", "at least 1"},
+		{`{rate: 1, nodes: -1}`, "nodes", "must be 0"},
 		{`{rate: 1, max_keys: 0}`, "max_keys", "at least 1"},
 	} {
 		probs := proxytest.ConfigProblems(t, gatewayYAML("http://127.0.0.1:1", "", "{rate_limit: "+tc.block+"}", ""))
