@@ -227,13 +227,23 @@ func (h *pauseHub) acquire() {
 	h.ps = h.cluster.Redis.Subscribe(context.Background(), h.channel)
 	h.done = make(chan struct{})
 	go h.listen(h.ps, h.done)
-	// Pauses announced before this gateway listened.
+}
+
+// catchUp reads the pauses announced while this gateway was not listening
+// (before it started, or while its subscription was down).
+func (h *pauseHub) catchUp() {
+	h.mu.Lock()
+	pauses := make(map[string]*pause, len(h.pauses))
 	for up, p := range h.pauses {
+		pauses[up] = p
+	}
+	h.mu.Unlock()
+	for up, p := range pauses {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		v, err := h.cluster.Redis.Get(ctx, h.pauseKey(up)).Int64()
 		cancel()
 		if err == nil {
-			p.extend(v)
+			p.extend(min(v, time.Now().Add(maxPause).UnixNano()))
 		}
 	}
 }
@@ -253,7 +263,16 @@ func (h *pauseHub) release() {
 
 func (h *pauseHub) listen(ps *redis.PubSub, done chan struct{}) {
 	defer close(done)
-	for msg := range ps.Channel() {
+	// Subscription confirmations come on (re)connection: each is a chance
+	// to have missed messages, so pauses are read from their keys then.
+	for m := range ps.ChannelWithSubscriptions() {
+		msg, ok := m.(*redis.Message)
+		if !ok {
+			if _, sub := m.(*redis.Subscription); sub {
+				h.catchUp()
+			}
+			continue
+		}
 		node, rest, _ := strings.Cut(msg.Payload, " ")
 		untilStr, upstream, _ := strings.Cut(rest, " ")
 		if node == h.id {

@@ -219,3 +219,26 @@ func TestFallbackShareFollowsTheGatewaysCounted(t *testing.T) {
 		}
 	}
 }
+
+// Gateways started while Redis is down share pauses once it is up.
+func TestPauseSharingStartsWhenRedisComesUp(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	rd.Stop()
+	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/slow" {
+			ctx.Response.Header.Set("Retry-After", "30")
+			ctx.SetStatusCode(429)
+			return
+		}
+		ctx.SetBodyString("ok")
+	})
+	gws := cluster(t, 2, rd, up, `{rate_limit: {respect_upstream: true}}`)
+	rd.Start()
+	// Once the second gateway's subscription is back, a pause reaches it.
+	proxytest.Eventually(t, 15*time.Second, func() bool {
+		proxytest.Do(t, "GET", gws[0].URL+"/r/slow", "")
+		resp := proxytest.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
+		return strings.Contains(string(resp.Body), `"paused": true`)
+	}, "the second gateway never learnt of the pause after Redis came up")
+}
