@@ -151,8 +151,9 @@ func TestRefillsAtTheRate(t *testing.T) {
 	start := time.Now()
 	got := burst(t, 20, gw.URL+"/r/x")
 	emptied := time.Now()
-	if got[200] != 10 {
-		t.Fatalf("first burst: %v, want 10 admitted", got)
+	// The burst itself lasts a moment, during which tokens come back.
+	if max := 10 + int(emptied.Sub(start).Seconds()*10) + 1; got[200] < 10 || got[200] > max {
+		t.Fatalf("first burst: %v, want 10..%d admitted", got, max)
 	}
 	time.Sleep(500 * time.Millisecond)
 	first := time.Now()
