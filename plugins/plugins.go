@@ -8,6 +8,7 @@ import (
 	"github.com/sluice-gw/sluice/plugins/headers"
 	"github.com/sluice-gw/sluice/plugins/injectauth"
 	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
+	"github.com/sluice-gw/sluice/plugins/ratelimit"
 	"github.com/sluice-gw/sluice/plugins/retry"
 	"github.com/sluice-gw/sluice/proxy"
 )
@@ -21,6 +22,7 @@ func All() []*proxy.Factory {
 		retry.Factory,
 		authenticate.Factory,
 		injectauth.Factory,
+		ratelimit.Factory,
 	}
 }
 

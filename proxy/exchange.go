@@ -46,6 +46,7 @@ type Exchange struct {
 	uri       []byte // outbound request URI, built per attempt
 	query     []byte // query parameters added for the upstream only (AddUpstreamQuery)
 	scratch   []byte // short-lived scratch space (header values, problem bodies)
+	addHeader []byte // AddResponseHeader: "name\x00value\x00" pairs
 	idBuf     [32]byte
 }
 
@@ -69,6 +70,7 @@ func releaseExchange(ex *Exchange) {
 		ex.scratch = nil
 	}
 	ex.scratch = ex.scratch[:0]
+	ex.addHeader = ex.addHeader[:0]
 	exchangePool.Put(ex)
 }
 
@@ -139,6 +141,30 @@ func appendQuery(dst []byte, start int, q []byte) []byte {
 		dst = append(dst, '?')
 	}
 	return append(dst, q...)
+}
+
+// AddResponseHeader adds a header to the answer the caller gets, whatever it
+// turns out to be: an upstream answer, a cache hit or a problem+json error
+// (rendering an error resets the response, these headers are added after it).
+// Rate limiting uses it for the RateLimit fields. name and value are copied;
+// adding a name twice sends two field lines. It does not allocate once the
+// pooled exchange's buffer has grown.
+func (ex *Exchange) AddResponseHeader(name string, value []byte) {
+	ex.addHeader = append(ex.addHeader, name...)
+	ex.addHeader = append(ex.addHeader, 0)
+	ex.addHeader = append(ex.addHeader, value...)
+	ex.addHeader = append(ex.addHeader, 0)
+}
+
+// applyResponseHeaders adds the headers of AddResponseHeader to resp.
+func (ex *Exchange) applyResponseHeaders(resp *fasthttp.Response) {
+	b := ex.addHeader
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, 0)
+		j := i + 1 + bytes.IndexByte(b[i+1:], 0)
+		resp.Header.AddBytesKV(b[:i], b[i+1:j])
+		b = b[j+1:]
+	}
 }
 
 // HasDeadline reports whether the route bounds the whole call.

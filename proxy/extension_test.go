@@ -33,7 +33,7 @@ func (c *probeConfig) VariesByConsumer() bool { return c.Split }
 
 func probeRegistry(mu *sync.Mutex, log *[]string, built *[]*probe) *proxy.Registry {
 	tr := func(name string) *tracer { return &tracer{name: name, mu: mu, log: log} }
-	return withStandIns(
+	return proxytest.WithStandIns(
 		&proxy.Factory{Name: "rate_limit", Stage: proxy.StageRateLimit,
 			NewConfig: func() any { return &probeConfig{} },
 			New: func(cfg any, b *proxy.Build) (proxy.Plugin, error) {

@@ -241,6 +241,9 @@ func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
 
 // finish completes every response: X-Request-Id, metrics, access log.
 func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics) {
+	if len(ex.addHeader) > 0 {
+		ex.applyResponseHeaders(&ctx.Response)
+	}
 	ctx.Response.Header.SetCanonical(strXRequestID, ex.requestID)
 	status := ctx.Response.StatusCode()
 	elapsed := since(ex.startNano)

@@ -44,7 +44,7 @@ func tracerRegistry(mu *sync.Mutex, log *[]string) *proxy.Registry {
 				return &tracer{name: name, mu: mu, log: log}, nil
 			}}
 	}
-	return withStandIns(
+	return proxytest.WithStandIns(
 		mk("cache", proxy.StageCache),
 		mk("authenticate", proxy.StageAuthenticate),
 		mk("retry", proxy.StageRetry),

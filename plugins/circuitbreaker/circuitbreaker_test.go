@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
@@ -359,11 +358,11 @@ func TestBreakerProbePanicDoesNotWedge(t *testing.T) {
 	t.Parallel()
 	up := proxytest.NewFaultUpstream(t)
 	up.SetDefault(proxytest.Err500)
-	reg := proxy.NewRegistry(append(plugins.All(), &proxy.Factory{
+	reg := proxytest.WithStandIns(&proxy.Factory{
 		Name: "test_panic", Stage: proxy.StageUpstreamQuota,
 		NewConfig: func() any { return &struct{}{} },
 		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return panicker{}, nil },
-	})...)
+	})
 	gw := proxytest.StartGateway(t, `
 log: {access_log: false}
 upstreams:

@@ -360,3 +360,13 @@ func ClosedAddr(t testing.TB) string {
 	}
 	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
+
+// WithStandIns returns a registry of the built-in plugins plus the given
+// factories; a factory named like a built-in replaces it. Tests use it to put
+// a stand-in (a tracer, a fake authenticate) at a plugin's stage.
+func WithStandIns(standIns ...*proxy.Factory) *proxy.Registry {
+	all := slices.DeleteFunc(plugins.All(), func(f *proxy.Factory) bool {
+		return slices.ContainsFunc(standIns, func(s *proxy.Factory) bool { return s.Name == f.Name })
+	})
+	return proxy.NewRegistry(append(all, standIns...)...)
+}

@@ -1,0 +1,118 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"net"
+	"os/exec"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+)
+
+// BenchmarkLocalDecision is the fast path of one limit: Allow on a shared
+// bucket and the numbers for the RateLimit field.
+func BenchmarkLocalDecision(b *testing.B) {
+	lim := rate.NewLimiter(1e9, 1e9)
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := takeLocal(lim, clock(), 0); !d.ok {
+			b.Fatal("refused")
+		}
+	}
+}
+
+// BenchmarkLocalDecisionWallClock is the same decision timed with
+// time.Now (wall and monotonic clock reads) instead of clock(): why the
+// buckets run on the monotonic clock alone.
+func BenchmarkLocalDecisionWallClock(b *testing.B) {
+	lim := rate.NewLimiter(1e9, 1e9)
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := takeLocal(lim, time.Now(), 0); !d.ok {
+			b.Fatal("refused")
+		}
+	}
+}
+
+// BenchmarkKeyedDecision looks an existing key up in a table and decides,
+// from all cores at once.
+func BenchmarkKeyedDecision(b *testing.B) {
+	t := newTable(1e9, 1e9, 100000, time.Minute)
+	keys := make([][]byte, 1024)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "consumer-%d", i)
+		t.get(keys[i], clock())
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			now := clock()
+			if d := takeLocal(t.get(keys[i%len(keys)], now).lim, now, 0); !d.ok {
+				b.Error("refused")
+				return
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkRedisDecision is one distributed decision (the GCRA script) on a
+// real redis-server over loopback; it reports the p50 and p99 latency.
+func BenchmarkRedisDecision(b *testing.B) {
+	addr := startRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, ReadTimeout: 100 * time.Millisecond,
+		WriteTimeout: 100 * time.Millisecond, DisableIdentity: true})
+	defer rdb.Close()
+	d := &distributed{rdb: rdb, key: "bench:rl:u:api:upstream", interval: "0.001", burst: 1 << 30, health: &redisHealth{}}
+	l := &limit{}
+	for i := 0; rdb.Ping(context.Background()).Err() != nil; i++ {
+		if i > 200 {
+			b.Fatal("redis-server does not answer")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lat := make([]time.Duration, 0, 1<<16)
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		dec, ok := d.take(l, nil, 0)
+		if len(lat) < cap(lat) {
+			lat = append(lat, time.Since(start))
+		}
+		if !ok || !dec.ok {
+			b.Fatalf("ok=%v decision=%+v", ok, dec)
+		}
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds())/1e3, "p99-µs")
+}
+
+// startRedis runs redis-server on a free loopback port for the benchmark
+// (proxytest.StartRedis cannot be imported here: proxytest imports the
+// plugins).
+func startRedis(b *testing.B) string {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		b.Skip("redis-server is not installed")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return addr
+}

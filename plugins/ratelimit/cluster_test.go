@@ -1,0 +1,244 @@
+package ratelimit_test
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
+)
+
+// cluster starts n gateways sharing rd, each in front of up, with the given
+// upstream plugins.
+func cluster(t *testing.T, n int, rd *proxytest.Redis, up *proxytest.Upstream, upstreamPlugins string) []*proxytest.Gateway {
+	t.Helper()
+	top := fmt.Sprintf("cluster: {redis: {addr: %q, key_prefix: \"t:\"}}", rd.Addr)
+	gws := make([]*proxytest.Gateway, n)
+	for i := range gws {
+		gws[i] = proxytest.StartGateway(t, gatewayYAML(up.URL, top, upstreamPlugins, ""))
+	}
+	return gws
+}
+
+// One YAML block keeps a provider's quota across three gateways sharing
+// Redis: together they admit the burst, not three bursts.
+func TestGatewaysShareALimitThroughRedis(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	up := proxytest.NewUpstream(t, nil)
+	gws := cluster(t, 3, rd, up, `{rate_limit: {rate: 1, per: 1m, burst: 5, key: upstream}}`)
+	var admitted, refused, other atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			resp, err := proxytest.TryDo("GET", gws[i%3].URL+"/r/x", "")
+			switch {
+			case err != nil:
+				other.Add(1)
+			case resp.Status == 200:
+				admitted.Add(1)
+			case resp.Status == 429:
+				refused.Add(1)
+			default:
+				other.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	// 1 per minute refills nothing while the test runs: exactly the burst.
+	if admitted.Load() != 5 || refused.Load() != 25 || other.Load() != 0 {
+		t.Errorf("admitted %d, refused %d, other %d; want 5, 25, 0", admitted.Load(), refused.Load(), other.Load())
+	}
+	if up.Count() != 5 {
+		t.Errorf("upstream got %d calls, want 5", up.Count())
+	}
+	if got, err := rd.Do("EXISTS", "t:rl:u:api:upstream"); got != ":1" {
+		t.Errorf("the limit's key is not in Redis: %q %v", got, err)
+	}
+	resp := proxytest.Do(t, "GET", gws[1].URL+"/r/x", "")
+	problem(t, resp, 429, "rate_limited")
+	if got := resp.Header.Get("RateLimit"); !strings.HasPrefix(got, `"upstream";r=0;t=`) {
+		t.Errorf("RateLimit %q", got)
+	}
+	for _, gw := range gws {
+		if v := metric(t, gw, "sluice_ratelimit_fallback_total"); v != 0 {
+			t.Errorf("fallback decisions %v with Redis up", v)
+		}
+	}
+}
+
+// A provider's Retry-After seen by one gateway stops the others' callers too.
+func TestProviderPauseIsShared(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	var calls atomic.Int32
+	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		if calls.Add(1) == 1 {
+			ctx.Response.Header.Set("Retry-After", "30")
+			ctx.SetStatusCode(429)
+			return
+		}
+		ctx.SetBodyString("ok")
+	})
+	gws := cluster(t, 2, rd, up, `{normalize_errors: {}, rate_limit: {respect_upstream: true}}`)
+	problem(t, proxytest.Do(t, "GET", gws[0].URL+"/r/x", ""), 429, "upstream_rate_limited")
+	proxytest.Eventually(t, 5*time.Second, func() bool {
+		resp := proxytest.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
+		return strings.Contains(string(resp.Body), `"paused": true`)
+	}, "the second gateway never learnt of the pause")
+	resp := proxytest.Do(t, "GET", gws[1].URL+"/r/x", "")
+	problem(t, resp, 429, "upstream_rate_limited")
+	if ra := resp.Header.Get("Retry-After"); ra == "" || ra == "1" {
+		t.Errorf("Retry-After %q, want the provider's remaining pause", ra)
+	}
+	if up.Count() != 1 {
+		t.Errorf("upstream got %d calls, want 1", up.Count())
+	}
+}
+
+// Redis killed mid-test: no 5xx, each gateway keeps its share of the limit
+// locally, logs once, counts it; when Redis is back, decisions go back to it.
+func TestRedisDownFallsBackAndRecovers(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	up := proxytest.NewUpstream(t, nil)
+	gws := cluster(t, 2, rd, up, `{rate_limit: {rate: 1, per: 1m, burst: 10, key: upstream, nodes: 2}}`)
+	for _, gw := range gws {
+		if s := proxytest.Do(t, "GET", gw.URL+"/r/x", "").Status; s != 200 {
+			t.Fatalf("with Redis up: %d", s)
+		}
+	}
+	rd.Stop()
+	for g, gw := range gws {
+		statuses := map[int]int{}
+		for range 20 {
+			statuses[proxytest.Do(t, "GET", gw.URL+"/r/x", "").Status]++
+		}
+		// nodes: 2 → each gateway's share is burst 5.
+		if statuses[200] != 5 || statuses[429] != 15 {
+			t.Errorf("gateway %d without Redis: %v, want 5x200 and 15x429", g, statuses)
+		}
+		if v := metric(t, gw, "sluice_ratelimit_fallback_total", "route", "r", "scope", "upstream"); v < 20 {
+			t.Errorf("gateway %d: sluice_ratelimit_fallback_total = %v, want >= 20", g, v)
+		}
+		if n := strings.Count(gw.Logs.String(), "Redis is unreachable"); n != 1 {
+			t.Errorf("gateway %d logged the outage %d times, want once:\n%s", g, n, gw.Logs.String())
+		}
+	}
+	rd.Start()
+	proxytest.Eventually(t, 10*time.Second, func() bool {
+		proxytest.Do(t, "GET", gws[0].URL+"/r/x", "")
+		got, _ := rd.Do("EXISTS", "t:rl:u:api:upstream")
+		return got == ":1"
+	}, "decisions did not go back to Redis after it returned")
+	proxytest.Eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(gws[0].Logs.String(), "Redis answers again")
+	}, "the recovery was not logged")
+}
+
+// Queue mode through Redis: the script reserves the slot, the gateway waits.
+func TestQueueModeThroughRedis(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	up := proxytest.NewUpstream(t, nil)
+	gws := cluster(t, 2, rd, up, `{rate_limit: {rate: 10, per: 1s, burst: 1, key: upstream, mode: queue, max_wait: 2s}}`)
+	start := time.Now()
+	for i := range 4 {
+		if resp := proxytest.Do(t, "GET", gws[i%2].URL+"/r/x", ""); resp.Status != 200 {
+			t.Fatalf("call %d: %d %s", i, resp.Status, resp.Body)
+		}
+	}
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Errorf("4 calls at 10/s with burst 1 across two gateways took %v: they did not wait", took)
+	}
+	queued := metric(t, gws[0], "sluice_ratelimit_decisions_total", "decision", "queued") +
+		metric(t, gws[1], "sluice_ratelimit_decisions_total", "decision", "queued")
+	if queued != 3 {
+		t.Errorf("queued decisions %v, want 3", queued)
+	}
+}
+
+// distributed: false keeps a limit per gateway in cluster mode; keyed
+// distributed limits use the caller's address in text in their Redis key.
+func TestDistributedFalseStaysLocal(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	up := proxytest.NewUpstream(t, nil)
+	gws := cluster(t, 2, rd, up, `{rate_limit: {limits: [{rate: 1, per: 1m, burst: 2, key: route, distributed: false}, {rate: 1, per: 1m, burst: 100, key: ip}]}}`)
+	admitted := 0
+	for i := range 8 {
+		if proxytest.Do(t, "GET", gws[i%2].URL+"/r/x", "").Status == 200 {
+			admitted++
+		}
+	}
+	if admitted != 4 {
+		t.Errorf("admitted %d, want 4 (2 per gateway)", admitted)
+	}
+	if got, _ := rd.Do("EXISTS", "t:rl:r:r:route"); got != ":0" {
+		t.Errorf("a local limit wrote to Redis: %q", got)
+	}
+	if got, _ := rd.Do("EXISTS", "t:rl:r:r:ip:127.0.0.1"); got != ":1" {
+		t.Errorf("the ip limit's key is not t:rl:r:r:ip:127.0.0.1: %q", got)
+	}
+}
+
+// By default the gateways count themselves in Redis, and each one's share
+// while Redis is away follows the count.
+func TestFallbackShareFollowsTheGatewaysCounted(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	up := proxytest.NewUpstream(t, nil)
+	gws := cluster(t, 3, rd, up, `{rate_limit: {rate: 1, per: 1m, burst: 9, key: upstream}}`)
+	if got, _ := rd.Do("ZCARD", "t:rl:nodes"); got != ":3" {
+		t.Errorf("ZCARD t:rl:nodes = %q right after start, want :3 (each gateway beats once before serving)", got)
+	}
+	for g, gw := range gws { // each learns the count at its next beat
+		proxytest.Eventually(t, 5*time.Second, func() bool {
+			resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+			return strings.Contains(string(resp.Body), `"gateways": 3`)
+		}, fmt.Sprintf("gateway %d never counted 3 gateways", g))
+	}
+	rd.Stop()
+	for g, gw := range gws {
+		admitted := 0
+		for range 10 {
+			switch s := proxytest.Do(t, "GET", gw.URL+"/r/x", "").Status; s {
+			case 200:
+				admitted++
+			case 429:
+			default:
+				t.Fatalf("gateway %d: status %d without Redis", g, s)
+			}
+		}
+		if admitted != 3 {
+			t.Errorf("gateway %d admitted %d without Redis, want 3 (burst 9 / 3 gateways)", g, admitted)
+		}
+	}
+}
+
+// Gateways started while Redis is down share pauses once it is up.
+func TestPauseSharingStartsWhenRedisComesUp(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	rd.Stop()
+	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/slow" {
+			ctx.Response.Header.Set("Retry-After", "30")
+			ctx.SetStatusCode(429)
+			return
+		}
+		ctx.SetBodyString("ok")
+	})
+	gws := cluster(t, 2, rd, up, `{rate_limit: {respect_upstream: true}}`)
+	rd.Start()
+	// Once the second gateway's subscription is back, a pause reaches it.
+	proxytest.Eventually(t, 15*time.Second, func() bool {
+		proxytest.Do(t, "GET", gws[0].URL+"/r/slow", "")
+		resp := proxytest.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
+		return strings.Contains(string(resp.Body), `"paused": true`)
+	}, "the second gateway never learnt of the pause after Redis came up")
+}

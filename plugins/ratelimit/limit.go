@@ -1,0 +1,254 @@
+package ratelimit
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/valyala/fasthttp"
+	"golang.org/x/time/rate"
+)
+
+// limit is one compiled limit of one route.
+type limit struct {
+	name   string
+	kind   keyKind
+	header string // keyHeader: the header's name
+	rate   float64
+	per    time.Duration
+	burst  int
+	limit  rate.Limit // tokens per second
+
+	local    buckets      // this gateway's buckets
+	dist     *distributed // nil unless distributed through Redis
+	fallback buckets      // dist != nil, nodes > 0: this gateway's share while Redis is away
+	fbAuto   *autoShare   // dist != nil, nodes: 0: the share for the gateways counted
+
+	policy  []byte // `"name";q=Q;w=W`
+	detail  string
+	rejects [maxPrebuilt + 1]*proxy.Error // by Retry-After in whole seconds
+
+	allowed, rejected, queued, fellBack prometheus.Counter
+	wait                                prometheus.Observer
+}
+
+// maxPrebuilt is the longest Retry-After (seconds) whose 429 is prebuilt:
+// rejecting a call allocates nothing in the common case.
+const maxPrebuilt = 60
+
+// buckets is a single bucket (upstream, route) or a table of keyed ones.
+type buckets struct {
+	single *rate.Limiter
+	table  *table
+}
+
+func (bs *buckets) get(key []byte, now time.Time) *rate.Limiter {
+	if bs.single != nil {
+		return bs.single
+	}
+	return bs.table.get(key, now).lim
+}
+
+// decision is the outcome of one limit for one call.
+type decision struct {
+	ok         bool
+	remaining  int           // tokens left after this call
+	reset      time.Duration // until the bucket is full again
+	retryAfter time.Duration // !ok: until a token is there
+	wait       time.Duration // ok in queue mode: how long the call must wait
+}
+
+// takeLocal decides on a local bucket: Allow on the fast path; with maxWait
+// > 0 (queue mode) an empty bucket is asked for a reservation instead.
+func takeLocal(lim *rate.Limiter, now time.Time, maxWait time.Duration) decision {
+	if lim.AllowN(now, 1) {
+		tokens := lim.TokensAt(now)
+		return decision{ok: true, remaining: int(tokens), reset: refill(lim, tokens)}
+	}
+	if maxWait > 0 {
+		r := lim.ReserveN(now, 1)
+		if r.OK() {
+			if d := r.DelayFrom(now); d <= maxWait {
+				return decision{ok: true, wait: d, reset: refill(lim, lim.TokensAt(now))}
+			}
+			r.CancelAt(now)
+		}
+	}
+	tokens := lim.TokensAt(now)
+	d := decision{reset: refill(lim, tokens), retryAfter: time.Second}
+	if l := lim.Limit(); l > 0 && tokens < 1 {
+		d.retryAfter = time.Duration((1 - tokens) / float64(l) * float64(time.Second))
+	}
+	return d
+}
+
+// refill is how long the bucket takes to fill up from tokens.
+func refill(lim *rate.Limiter, tokens float64) time.Duration {
+	l := float64(lim.Limit())
+	missing := float64(lim.Burst()) - tokens
+	if l <= 0 || missing <= 0 {
+		return 0
+	}
+	return time.Duration(missing / l * float64(time.Second))
+}
+
+// key returns the value the limit counts apart for this call; empty for
+// upstream and route limits, and for calls with no consumer or header (they
+// share one bucket). It does not allocate.
+func (l *limit) key(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) []byte {
+	switch l.kind {
+	case keyConsumer:
+		return unsafe.Slice(unsafe.StringData(ex.Consumer), len(ex.Consumer))
+	case keyIP:
+		if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+			return a.IP
+		}
+		return ctx.RemoteIP()
+	case keyHeader:
+		return ctx.Request.Header.Peek(l.header)
+	}
+	return nil
+}
+
+// take decides for one call: through Redis when the limit is distributed
+// and Redis answers, else locally.
+func (l *limit) take(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, now time.Time, maxWait time.Duration) decision {
+	key := l.key(ctx, ex)
+	if l.dist != nil {
+		if d, ok := l.dist.take(l, key, maxWait); ok {
+			return d
+		}
+		l.fellBack.Inc()
+		if l.fbAuto != nil {
+			return takeLocal(l.fbAuto.get(key, now), now, maxWait)
+		}
+		return takeLocal(l.fallback.get(key, now), now, maxWait)
+	}
+	return takeLocal(l.local.get(key, now), now, maxWait)
+}
+
+// reject returns the 429 for a call refused by this limit.
+func (l *limit) reject(retryAfter time.Duration) *proxy.Error {
+	s := int((retryAfter + time.Second - 1) / time.Second)
+	s = max(s, 1)
+	if s <= maxPrebuilt {
+		return l.rejects[s]
+	}
+	e := proxy.NewError(proxy.CodeRateLimited, l.detail)
+	e.RetryAfter = time.Duration(s) * time.Second
+	return e
+}
+
+func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
+	kind, header, _ := parseKey(lc.Key)
+	l := &limit{name: lc.Name, kind: kind, header: header, rate: lc.Rate, per: lc.Per.D(), burst: lc.Burst}
+	l.limit = rate.Limit(lc.Rate / lc.Per.D().Seconds())
+	settings := fmt.Sprintf("%s|%g|%d|%d", lc.Name, lc.Rate, lc.Per, lc.Burst)
+	switch kind {
+	case keyUpstream:
+		l.local.single = b.Shared("ratelimit.bucket|upstream|"+b.Upstream+"|"+settings, func() any {
+			return rate.NewLimiter(l.limit, l.burst)
+		}).(*rate.Limiter)
+	case keyRoute:
+		l.local.single = b.Shared("ratelimit.bucket|route|"+b.Route+"|"+settings, func() any {
+			return rate.NewLimiter(l.limit, l.burst)
+		}).(*rate.Limiter)
+	default:
+		l.local.table = b.Shared(fmt.Sprintf("ratelimit.table|%s|%s|%s|%d|%d", b.Route, lc.Key, settings, c.MaxKeys, c.IdleTimeout), func() any {
+			return newTable(l.limit, l.burst, c.MaxKeys, c.IdleTimeout.D())
+		}).(*table)
+	}
+	if b.Cluster != nil && (lc.Distributed == nil || *lc.Distributed) {
+		l.dist = newDistributed(l, lc, b)
+		// While Redis is away, this gateway enforces its share: rate and
+		// burst divided by the number of gateways (nodes, or counted).
+		share := func(n int) buckets {
+			lim, burst := rate.Limit(float64(l.limit)/float64(n)), max(1, l.burst/n)
+			if kind == keyUpstream || kind == keyRoute {
+				return buckets{single: rate.NewLimiter(lim, burst)}
+			}
+			return buckets{table: newTable(lim, burst, c.MaxKeys, c.IdleTimeout.D())}
+		}
+		scope := b.Route
+		if kind == keyUpstream {
+			scope = b.Upstream
+		}
+		fbKey := fmt.Sprintf("ratelimit.fallback|%d|%s|%s|%s|%d|%d|%d", kind, scope, lc.Key, settings, c.MaxKeys, c.IdleTimeout, c.Nodes)
+		if c.Nodes > 0 {
+			l.fallback = *b.Shared(fbKey, func() any { bs := share(c.Nodes); return &bs }).(*buckets)
+		} else {
+			pr := sharedPresence(b) // not inside Shared's create: Shared is not reentrant
+			l.fbAuto = b.Shared(fbKey, func() any { return &autoShare{presence: pr, make: share} }).(*autoShare)
+		}
+	}
+
+	// RateLimit-Policy: the bucket as "burst calls per the time it takes to
+	// refill": q = burst, w = that time in whole seconds (at least 1).
+	w := max(1, int64(math.Ceil(float64(l.burst)/float64(l.limit))))
+	l.policy = fmt.Appendf(nil, "%q;q=%d;w=%d", l.name, l.burst, w)
+
+	what := ""
+	switch kind {
+	case keyUpstream:
+		what = "for upstream " + b.Upstream
+	case keyRoute:
+		what = "for route " + b.Route
+	case keyConsumer:
+		what = "per consumer"
+	case keyIP:
+		what = "per caller address"
+	case keyHeader:
+		what = "per " + header
+	}
+	l.detail = fmt.Sprintf("rate limit of %s per %s %s exceeded", strconv.FormatFloat(lc.Rate, 'f', -1, 64), lc.Per, what)
+	for s := 1; s <= maxPrebuilt; s++ {
+		e := proxy.NewError(proxy.CodeRateLimited, l.detail)
+		e.RetryAfter = time.Duration(s) * time.Second
+		l.rejects[s] = e
+	}
+
+	l.allowed = m.decisions.WithLabelValues(b.Route, l.name, "allowed")
+	l.rejected = m.decisions.WithLabelValues(b.Route, l.name, "rejected")
+	l.queued = m.decisions.WithLabelValues(b.Route, l.name, "queued")
+	l.wait = m.wait.WithLabelValues(b.Route, l.name)
+	if l.dist != nil {
+		l.fellBack = m.fallback.WithLabelValues(b.Route, l.name)
+	}
+	return l
+}
+
+// appendItem appends this limit's RateLimit item: `"name";r=R;t=T`.
+func (l *limit) appendItem(dst []byte, d *decision) []byte {
+	if len(dst) > 0 {
+		dst = append(dst, ", "...)
+	}
+	dst = append(dst, '"')
+	dst = append(dst, l.name...)
+	dst = append(dst, `";r=`...)
+	dst = strconv.AppendInt(dst, int64(max(d.remaining, 0)), 10)
+	dst = append(dst, ";t="...)
+	return strconv.AppendInt(dst, int64((d.reset+time.Second-1)/time.Second), 10)
+}
+
+// status describes the limit for /admin/upstreams.
+func (l *limit) status(now time.Time) map[string]any {
+	s := map[string]any{"name": l.name, "rate": l.rate, "per": l.per.String(), "burst": l.burst,
+		"distributed": l.dist != nil}
+	if l.local.single != nil {
+		s["tokens"] = math.Floor(l.local.single.TokensAt(now)*100) / 100
+	} else {
+		s["keys"] = l.local.table.size.Load()
+	}
+	if l.dist != nil {
+		s["redis"] = l.dist.health.state()
+		if l.fbAuto != nil {
+			s["gateways"] = l.fbAuto.presence.live.Load()
+		}
+	}
+	return s
+}

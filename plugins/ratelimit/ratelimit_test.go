@@ -1,0 +1,474 @@
+package ratelimit_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
+)
+
+// gateway starts an upstream answering with h (nil: 200 "ok") and a gateway
+// with routes r (/r/...) and s (/s/...) on it; upstreamPlugins and
+// routePlugins are YAML flow maps for the upstream and for route r.
+func gateway(t *testing.T, h fasthttp.RequestHandler, upstreamPlugins, routePlugins string, opt ...proxytest.Options) (*proxytest.Upstream, *proxytest.Gateway) {
+	t.Helper()
+	up := proxytest.NewUpstream(t, h)
+	gw := proxytest.StartGateway(t, gatewayYAML(up.URL, "", upstreamPlugins, routePlugins), opt...)
+	return up, gw
+}
+
+func gatewayYAML(url, top, upstreamPlugins, routePlugins string) string {
+	if upstreamPlugins == "" {
+		upstreamPlugins = "{}"
+	}
+	if routePlugins == "" {
+		routePlugins = "{}"
+	}
+	return fmt.Sprintf(`
+log: {level: info, access_log: false}
+%s
+upstreams:
+  api: {url: %q, plugins: %s}
+routes:
+  r: {path: "/r/{p:*}", upstream: api, strip_prefix: "/r", plugins: %s}
+  s: {path: "/s/{p:*}", upstream: api, strip_prefix: "/s"}
+`, top, url, upstreamPlugins, routePlugins)
+}
+
+// burst sends n requests at once and returns the statuses.
+func burst(t *testing.T, n int, url string, header ...string) map[int]int {
+	t.Helper()
+	var mu sync.Mutex
+	got := map[int]int{}
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			resp, err := proxytest.TryDo("GET", url, "", header...)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				got[-1]++
+				return
+			}
+			got[resp.Status]++
+		})
+	}
+	wg.Wait()
+	return got
+}
+
+func problem(t *testing.T, resp *proxytest.Response, status int, code string) map[string]any {
+	t.Helper()
+	if resp.Status != status {
+		t.Fatalf("status %d, want %d: %s", resp.Status, status, resp.Body)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(resp.Body, &m); err != nil || m["code"] != code {
+		t.Fatalf("want problem %s, got %s", code, resp.Body)
+	}
+	return m
+}
+
+func metric(t *testing.T, gw *proxytest.Gateway, name string, labels ...string) float64 {
+	t.Helper()
+	v, _ := gw.Metrics(t).Value(name, labels...)
+	return v
+}
+
+// N calls at once against a full bucket: exactly burst get through, the
+// rest get 429 rate_limited with Retry-After and the RateLimit fields.
+func TestBurstAdmitsExactlyBurst(t *testing.T) {
+	t.Parallel()
+	// 1 per 10s: nothing refills while the burst is in flight.
+	up, gw := gateway(t, nil, `{rate_limit: {rate: 1, per: 10s, burst: 10, key: upstream}}`, "")
+	got := burst(t, 40, gw.URL+"/r/x")
+	if got[200] != 10 || got[429] != 30 {
+		t.Fatalf("statuses %v, want 10x200 and 30x429", got)
+	}
+	if up.Count() != 10 {
+		t.Errorf("upstream got %d calls, want 10", up.Count())
+	}
+	// The bucket is the upstream's: route s shares it.
+	resp := proxytest.Do(t, "GET", gw.URL+"/s/x", "")
+	p := problem(t, resp, 429, "rate_limited")
+	if resp.Header.Get("Retry-After") == "" || p["retry_after"] == nil || p["retryable"] != true {
+		t.Errorf("429 without Retry-After/retryable: %v %s", resp.Header, resp.Body)
+	}
+	if !strings.Contains(p["detail"].(string), "rate limit of 1 per 10s for upstream api exceeded") {
+		t.Errorf("detail %q", p["detail"])
+	}
+	if got, want := resp.Header.Get("RateLimit-Policy"), `"upstream";q=10;w=100`; got != want {
+		t.Errorf("RateLimit-Policy %q, want %q", got, want)
+	}
+	if got := resp.Header.Get("RateLimit"); !regexp.MustCompile(`^"upstream";r=0;t=\d+$`).MatchString(got) {
+		t.Errorf("RateLimit on a 429: %q", got)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 1 || ra > 10 {
+		t.Errorf("Retry-After %q, want 1..10 s", resp.Header.Get("Retry-After"))
+	}
+	fams := gw.Metrics(t)
+	if v, _ := fams.Value("sluice_ratelimit_decisions_total", "route", "r", "scope", "upstream", "decision", "allowed"); v != 10 {
+		t.Errorf("allowed decisions on r = %v, want 10", v)
+	}
+	if v, _ := fams.Value("sluice_ratelimit_decisions_total", "scope", "upstream", "decision", "rejected"); v != 31 {
+		t.Errorf("rejected decisions = %v, want 31", v)
+	}
+	if v, _ := fams.Value("sluice_errors_total", "code", "rate_limited"); v != 31 {
+		t.Errorf("sluice_errors_total{code=rate_limited} = %v, want 31", v)
+	}
+}
+
+// An admitted call carries the RateLimit fields with what is left.
+func TestHeadersOnAdmittedCalls(t *testing.T) {
+	t.Parallel()
+	_, gw := gateway(t, nil, `{rate_limit: {rate: 5, per: 1s, burst: 5, key: upstream}}`, "")
+	resp := proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+	if resp.Status != 200 {
+		t.Fatalf("status %d", resp.Status)
+	}
+	if got := resp.Header.Get("RateLimit-Policy"); got != `"upstream";q=5;w=1` {
+		t.Errorf("RateLimit-Policy %q", got)
+	}
+	if got := resp.Header.Get("RateLimit"); got != `"upstream";r=4;t=1` {
+		t.Errorf("RateLimit %q, want \"upstream\";r=4;t=1", got)
+	}
+}
+
+// After the burst, calls come back at the rate.
+func TestRefillsAtTheRate(t *testing.T) {
+	t.Parallel()
+	_, gw := gateway(t, nil, `{rate_limit: {rate: 10, per: 1s, burst: 10}}`, "")
+	start := time.Now()
+	got := burst(t, 20, gw.URL+"/r/x")
+	emptied := time.Now()
+	// The burst itself lasts a moment, during which tokens come back.
+	if most := 10 + int(emptied.Sub(start).Seconds()*10) + 1; got[200] < 10 || got[200] > most {
+		t.Fatalf("first burst: %v, want 10..%d admitted", got, most)
+	}
+	time.Sleep(500 * time.Millisecond)
+	first := time.Now()
+	admitted := 0
+	for range 20 {
+		if proxytest.Do(t, "GET", gw.URL+"/r/x", "").Status == 200 {
+			admitted++
+		}
+	}
+	last := time.Now()
+	// At least what 10/s refills between the end of the burst and the
+	// first call (the bucket holds at most 10); at most what it refills
+	// from the start of the burst to the last call.
+	lo := min(10, int(first.Sub(emptied).Seconds()*10)) - 1
+	hi := int(last.Sub(start).Seconds()*10) + 1
+	if admitted < lo || admitted > hi || admitted == 0 {
+		t.Errorf("after %v, %d calls admitted; want %d..%d", first.Sub(emptied), admitted, lo, hi)
+	}
+}
+
+func authRegistry() *proxy.Registry {
+	return proxytest.WithStandIns(&proxy.Factory{
+		Name: "authenticate", Stage: proxy.StageAuthenticate,
+		NewConfig: func() any { return &struct{}{} },
+		New: func(any, *proxy.Build) (proxy.Plugin, error) {
+			return consumerFromHeader{}, nil
+		},
+	})
+}
+
+type consumerFromHeader struct{}
+
+func (consumerFromHeader) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	ex.Consumer = string(ctx.Request.Header.Peek("X-Consumer"))
+	return next.Handle(ctx, ex)
+}
+
+// Keyed limits keep callers apart; several limits apply together; calls
+// without the key share one bucket.
+func TestPerKeyIsolationAndSeveralLimits(t *testing.T) {
+	t.Parallel()
+	up, gw := gateway(t, nil, "", `{authenticate: {}, rate_limit: {limits: [
+		{rate: 1, per: 1m, burst: 2, key: consumer},
+		{rate: 1, per: 1m, burst: 3, key: "header:X-Tenant", name: tenant},
+		{rate: 1, per: 1m, burst: 100, key: upstream}]}}`, proxytest.Options{Registry: authRegistry()})
+	call := func(consumer, tenant string) *proxytest.Response {
+		h := []string{}
+		if consumer != "" {
+			h = append(h, "X-Consumer", consumer)
+		}
+		if tenant != "" {
+			h = append(h, "X-Tenant", tenant)
+		}
+		return proxytest.Do(t, "GET", gw.URL+"/r/x", "", h...)
+	}
+	for i, c := range []struct {
+		consumer, tenant string
+		status           int
+	}{
+		{"billing", "t1", 200}, {"billing", "t1", 200}, {"billing", "t2", 429}, // billing's 2 used
+		{"search", "t1", 200},                        // tenant t1's 3 used
+		{"search", "t2", 200}, {"search", "t2", 429}, // search's 2 used
+		// refused by the tenant limit after the consumer limit let it
+		// through: limits are checked in order, and the earlier ones count it
+		{"batch", "t1", 429}, {"batch", "t2", 200},
+		{"", "", 200}, {"", "", 200}, {"", "", 429}, // anonymous callers share one bucket
+	} {
+		resp := call(c.consumer, c.tenant)
+		if resp.Status != c.status {
+			t.Fatalf("call %d (%s, %s): status %d, want %d: %s", i, c.consumer, c.tenant, resp.Status, c.status, resp.Body)
+		}
+		if i == 0 {
+			if got := resp.Header.Values("RateLimit-Policy"); strings.Join(got, ", ") != `"consumer";q=2;w=120, "tenant";q=3;w=180, "upstream";q=100;w=6000` {
+				t.Errorf("RateLimit-Policy %q", got)
+			}
+			if got := resp.Header.Values("RateLimit"); len(got) != 2 || got[0] != `"consumer";r=1;t=60, "tenant";r=2;t=60` || !strings.HasPrefix(got[1], `"upstream";r=99;`) {
+				t.Errorf("RateLimit %q", got)
+			}
+		}
+	}
+	if up.Count() != 7 {
+		t.Errorf("upstream got %d calls, want 7", up.Count())
+	}
+	if v := metric(t, gw, "sluice_ratelimit_decisions_total", "scope", "tenant", "decision", "rejected"); v != 1 {
+		t.Errorf("tenant rejections %v, want 1", v)
+	}
+}
+
+// A flood of distinct keys cannot grow the table past max_keys: new keys
+// share one overflow bucket, known keys keep theirs.
+func TestKeyTableIsBounded(t *testing.T) {
+	t.Parallel()
+	_, gw := gateway(t, nil, "", `{rate_limit: {rate: 1, per: 1m, burst: 1, key: "header:X-Key", max_keys: 1}}`)
+	if s := proxytest.Do(t, "GET", gw.URL+"/r/x", "", "X-Key", "first").Status; s != 200 {
+		t.Fatalf("first key: %d", s)
+	}
+	admitted := 0
+	for i := range 200 {
+		if proxytest.Do(t, "GET", gw.URL+"/r/x", "", "X-Key", fmt.Sprint("k", i)).Status == 200 {
+			admitted++
+		}
+	}
+	if admitted != 1 {
+		t.Errorf("200 new keys beyond max_keys admitted %d calls, want 1 (one shared overflow bucket)", admitted)
+	}
+	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	var view struct {
+		Upstreams []struct {
+			Status map[string]struct {
+				Limits []map[string]any `json:"limits"`
+			} `json:"status"`
+		} `json:"upstreams"`
+	}
+	if err := json.Unmarshal(resp.Body, &view); err != nil || len(view.Upstreams) != 1 {
+		t.Fatalf("%v %s", err, resp.Body)
+	}
+	keys := view.Upstreams[0].Status["rate_limit/route:r"].Limits[0]["keys"].(float64)
+	if keys != 1 {
+		t.Errorf("%v keys held, want 1 (max_keys)", keys)
+	}
+}
+
+// Queue mode: a call that finds the bucket empty waits for its token; one
+// that would wait longer than max_wait gets the 429 at once.
+func TestQueueMode(t *testing.T) {
+	t.Parallel()
+	up, gw := gateway(t, nil, "", `{rate_limit: {limits: [{rate: 10, per: 1s, burst: 1, key: route}], mode: queue, max_wait: 2s}}`)
+	start := time.Now()
+	for i := range 3 {
+		if resp := proxytest.Do(t, "GET", gw.URL+"/r/x", ""); resp.Status != 200 {
+			t.Fatalf("call %d: %d %s", i, resp.Status, resp.Body)
+		}
+	}
+	if took := time.Since(start); took < 150*time.Millisecond {
+		t.Errorf("3 calls at 10/s with burst 1 took %v: they did not wait for tokens", took)
+	}
+	if up.Count() != 3 {
+		t.Errorf("upstream got %d", up.Count())
+	}
+	fams := gw.Metrics(t)
+	if v, _ := fams.Value("sluice_ratelimit_decisions_total", "route", "r", "decision", "queued"); v != 2 {
+		t.Errorf("queued decisions %v, want 2", v)
+	}
+	if v, _ := fams.Value("sluice_ratelimit_queue_wait_seconds", "route", "r"); v != 2 {
+		t.Errorf("queue wait observations %v, want 2", v)
+	}
+
+	_, slow := gateway(t, nil, "", `{rate_limit: {rate: 1, per: 1m, burst: 1, key: route, mode: queue, max_wait: 3s}}`)
+	if s := proxytest.Do(t, "GET", slow.URL+"/r/x", "").Status; s != 200 {
+		t.Fatalf("first call %d", s)
+	}
+	start = time.Now()
+	resp := proxytest.Do(t, "GET", slow.URL+"/r/x", "")
+	took := time.Since(start)
+	problem(t, resp, 429, "rate_limited")
+	if took > 2*time.Second {
+		t.Errorf("a call that would wait 60s took %v to be refused: it waited instead of failing at once", took)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 50 || ra > 60 {
+		t.Errorf("Retry-After %q, want about 60", resp.Header.Get("Retry-After"))
+	}
+}
+
+// The route's deadline bounds the queue too.
+func TestQueueModeRespectsTheRouteDeadline(t *testing.T) {
+	t.Parallel()
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {api: {url: %q}}
+routes:
+  r: {path: "/{p:*}", upstream: api, deadline: 1s, plugins: {rate_limit: {rate: 1, per: 5s, burst: 1, key: route, mode: queue, max_wait: 10s}}}
+`, up.URL))
+	proxytest.Do(t, "GET", gw.URL+"/x", "")
+	start := time.Now()
+	problem(t, proxytest.Do(t, "GET", gw.URL+"/x", ""), 429, "rate_limited")
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("took %v: waited past the 1s deadline", took)
+	}
+}
+
+// respect_upstream: a provider's 429 with Retry-After passes on as
+// upstream_rate_limited, and further calls are answered by Sluice without
+// reaching the provider until the reset.
+func TestProviderRetryAfterStopsCalls(t *testing.T) {
+	t.Parallel()
+	var calls atomic.Int32
+	up, gw := gateway(t, func(ctx *fasthttp.RequestCtx) {
+		if calls.Add(1) == 1 {
+			ctx.Response.Header.Set("Retry-After", "30")
+			ctx.SetStatusCode(429)
+			ctx.SetBodyString(`{"message":"slow down"}`)
+			return
+		}
+		ctx.SetBodyString("ok")
+	}, `{normalize_errors: {message: /message}, rate_limit: {respect_upstream: true}}`, "")
+	resp := proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+	p := problem(t, resp, 429, "upstream_rate_limited")
+	if resp.Header.Get("Retry-After") != "30" || p["detail"] != "slow down" {
+		t.Errorf("provider's 429: %v %s", resp.Header, resp.Body)
+	}
+	for _, path := range []string{"/r/y", "/s/z"} {
+		resp = proxytest.Do(t, "GET", gw.URL+path, "")
+		problem(t, resp, 429, "upstream_rate_limited")
+		if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 25 || ra > 30 {
+			t.Errorf("%s: Retry-After %q, want about 30", path, resp.Header.Get("Retry-After"))
+		}
+	}
+	if up.Count() != 1 {
+		t.Errorf("upstream got %d calls, want 1: the pause did not hold calls back", up.Count())
+	}
+	resp = proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	if !strings.Contains(string(resp.Body), `"paused": true`) {
+		t.Errorf("/admin/upstreams does not show the pause: %s", resp.Body)
+	}
+}
+
+// X-RateLimit-Remaining: 0 with a reset (delta seconds or Unix time) pauses
+// until the reset; the remaining quota is exported; RateLimit (draft form)
+// is read too.
+func TestProviderQuotaHeaders(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		headers func() []string
+		pause   bool
+		quota   float64
+	}{
+		{"x-ratelimit left", func() []string { return []string{"X-RateLimit-Remaining", "42", "X-RateLimit-Reset", "20"} }, false, 42},
+		{"x-ratelimit delta", func() []string { return []string{"X-RateLimit-Remaining", "0", "X-RateLimit-Reset", "20"} }, true, 0},
+		{"x-ratelimit epoch", func() []string {
+			return []string{"X-RateLimit-Remaining", "0", "X-RateLimit-Reset", strconv.FormatInt(time.Now().Add(20*time.Second).Unix(), 10)}
+		}, true, 0},
+		{"ratelimit draft", func() []string { return []string{"RateLimit", `"default";r=0;t=20`} }, true, 0},
+		{"ratelimit draft left", func() []string { return []string{"RateLimit", `"default";r=7;t=20`} }, false, 7},
+		{"503 retry-after", func() []string { return []string{"Retry-After", "20", ":status", "503"} }, true, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			up, gw := gateway(t, func(ctx *fasthttp.RequestCtx) {
+				h := tc.headers()
+				ctx.SetBodyString("ok")
+				for i := 0; i < len(h); i += 2 {
+					if h[i] == ":status" {
+						ctx.SetStatusCode(503)
+						continue
+					}
+					ctx.Response.Header.Set(h[i], h[i+1])
+				}
+			}, `{rate_limit: {respect_upstream: true}}`, "")
+			proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+			if v := metric(t, gw, "sluice_upstream_quota_remaining", "upstream", "api"); v != tc.quota {
+				t.Errorf("sluice_upstream_quota_remaining = %v, want %v", v, tc.quota)
+			}
+			resp := proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+			if !tc.pause {
+				if resp.Status != 200 || up.Count() != 2 {
+					t.Errorf("paused without cause: %d, %d upstream calls", resp.Status, up.Count())
+				}
+				return
+			}
+			problem(t, resp, 429, "upstream_rate_limited")
+			if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 15 || ra > 21 {
+				t.Errorf("Retry-After %q, want about 20", resp.Header.Get("Retry-After"))
+			}
+			if up.Count() != 1 {
+				t.Errorf("upstream got %d calls, want 1", up.Count())
+			}
+		})
+	}
+}
+
+// A 503 without Retry-After is the circuit breaker's business: no pause.
+func TestProvider503WithoutRetryAfterDoesNotPause(t *testing.T) {
+	t.Parallel()
+	up, gw := gateway(t, func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(503) }, `{rate_limit: {respect_upstream: true}}`, "")
+	for range 3 {
+		proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+	}
+	if up.Count() != 3 {
+		t.Errorf("upstream got %d calls, want 3", up.Count())
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ block, path, msg string }{
+		{`{rate: -1}`, "rate", "must be a positive number"},
+		{`{}`, "rate", "required"},
+		{`{rate: 1, key: user}`, "key", `unknown key "user"`},
+		{`{rate: 1, key: "header:"}`, "key", "invalid header name"},
+		{`{rate: 1, burst: -1}`, "burst", "must not be negative"},
+		{`{rate: 1, per: 1}`, "per", "missing unit"},
+		{`{rate: 1, mode: wait}`, "mode", `unknown mode "wait"`},
+		{`{rate: 1, limits: [{rate: 2}]}`, "limits", "not both"},
+		{`{limits: [{rate: 2, key: consumer}, {rate: 3, key: consumer}]}`, "limits[1].name", "names two limits"},
+		{`{limits: [{rate: 2, name: "a\"b"}]}`, "limits[0].name", "invalid character"},
+		{`{limits: [{rate: 2, burts: 3}]}`, "limits[0].burts", "unknown key"},
+		{`{rate: 1, nodes: -1}`, "nodes", "must be 0"},
+		{`{rate: 1, max_keys: 0}`, "max_keys", "at least 1"},
+	} {
+		probs := proxytest.ConfigProblems(t, gatewayYAML("http://127.0.0.1:1", "", "{rate_limit: "+tc.block+"}", ""))
+		proxytest.WantOneProblem(t, probs, strings.TrimSuffix("upstreams.api.plugins.rate_limit."+tc.path, "."), tc.msg)
+	}
+}
+
+// Buckets live across reloads that keep their settings.
+func TestBucketsSurviveReload(t *testing.T) {
+	t.Parallel()
+	up := proxytest.NewUpstream(t, nil)
+	yaml := gatewayYAML(up.URL, "", `{rate_limit: {rate: 1, per: 1m, burst: 2}}`, "")
+	gw := proxytest.StartGateway(t, yaml)
+	burst(t, 2, gw.URL+"/r/x")
+	proxytest.WriteFile(t, gw.File, yaml+"\n# touched\n")
+	if err := gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	problem(t, proxytest.Do(t, "GET", gw.URL+"/r/x", ""), 429, "rate_limited")
+}

@@ -1,0 +1,69 @@
+package ratelimit
+
+import (
+	"testing"
+	"time"
+)
+
+// The table keeps at most maxKeys keys; beyond, new keys share the overflow
+// bucket until idle keys (idle and refilled) are swept.
+func TestTableBoundAndIdleExpiry(t *testing.T) {
+	tb := newTable(1000, 1, 2, 10*time.Millisecond)
+	t0 := clock()
+	a, b := tb.get([]byte("a"), t0), tb.get([]byte("b"), t0)
+	if a == b || a == &tb.overflow || b == &tb.overflow {
+		t.Fatal("the first two keys must get buckets of their own")
+	}
+	if c := tb.get([]byte("c"), t0); c != &tb.overflow {
+		t.Fatal("a third key beyond max_keys must share the overflow bucket")
+	}
+	if tb.get([]byte("a"), t0) != a {
+		t.Fatal("a known key must keep its bucket at the cap")
+	}
+	if n := tb.size.Load(); n != 2 {
+		t.Fatalf("size %d, want 2", n)
+	}
+	// Later than idle: "a" and "b" are dropped when a new key needs room.
+	later := t0.Add(2 * time.Second)
+	c := tb.get([]byte("c"), later)
+	if c == &tb.overflow {
+		t.Fatal("idle keys were not swept to make room")
+	}
+	if n := tb.size.Load(); n != 1 {
+		t.Errorf("size %d after the sweep, want 1", n)
+	}
+	if got := tb.get([]byte("a"), later); got == a {
+		t.Error("an expired key kept its old bucket")
+	}
+}
+
+// A bucket is never forgotten before it has refilled, whatever idle_timeout says.
+func TestTableKeepsKeysUntilRefilled(t *testing.T) {
+	tb := newTable(1, 10, 1, time.Millisecond) // refills in 10s
+	t0 := clock()
+	a := tb.get([]byte("a"), t0)
+	if tb.get([]byte("b"), t0.Add(5*time.Second)) != &tb.overflow {
+		t.Error("a half-refilled bucket was dropped")
+	}
+	if tb.get([]byte("a"), t0.Add(5*time.Second)) != a {
+		t.Error("key a lost its bucket")
+	}
+}
+
+func TestParseRateLimit(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		r, t int64
+		ok   bool
+	}{
+		{`"default";r=0;t=30`, 0, 30, true},
+		{`"a";r=5;t=2, "b";r=0;t=60`, 5, 2, true},
+		{`"x";t=3`, -1, 3, false},
+		{`garbage`, -1, 0, false},
+	} {
+		r, tt, ok := parseRateLimit([]byte(tc.in))
+		if r != tc.r || tt != tc.t || ok != tc.ok {
+			t.Errorf("%q: got %d %d %v, want %d %d %v", tc.in, r, tt, ok, tc.r, tc.t, tc.ok)
+		}
+	}
+}

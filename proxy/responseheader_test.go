@@ -1,0 +1,51 @@
+package proxy_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
+)
+
+// stamper adds response headers through the exchange, then refuses the call
+// when asked to: the headers must reach the caller either way.
+type stamper struct{}
+
+func (stamper) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	ex.AddResponseHeader("X-State", []byte("one"))
+	ex.AddResponseHeader("X-State", []byte("two"))
+	if len(ctx.Request.Header.Peek("X-Refuse")) > 0 {
+		return proxy.NewError(proxy.CodeForbidden, "refused")
+	}
+	return next.Handle(ctx, ex)
+}
+
+func TestAddResponseHeaderReachesAnswersAndErrors(t *testing.T) {
+	t.Parallel()
+	reg := proxytest.WithStandIns(&proxy.Factory{Name: "authenticate", Stage: proxy.StageAuthenticate,
+		NewConfig: func() any { return &tracerConfig{} },
+		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return stamper{}, nil }})
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "%s"}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {}}}}
+`, up.URL), proxytest.Options{Registry: reg})
+	for _, refuse := range []bool{false, true} {
+		h := []string{}
+		if refuse {
+			h = append(h, "X-Refuse", "1")
+		}
+		resp := proxytest.Do(t, "GET", gw.URL+"/x", "", h...)
+		if refuse {
+			problem(t, resp, 403, "forbidden")
+		} else if resp.Status != 200 {
+			t.Fatalf("status %d", resp.Status)
+		}
+		if got := resp.Header.Values("X-State"); len(got) != 2 || got[0] != "one" || got[1] != "two" {
+			t.Errorf("refuse=%v: X-State %q, want [one two]", refuse, got)
+		}
+	}
+}
