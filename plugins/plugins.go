@@ -3,6 +3,7 @@
 package plugins
 
 import (
+	"github.com/sluice-gw/sluice/plugins/cache"
 	"github.com/sluice-gw/sluice/plugins/headers"
 	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
 	"github.com/sluice-gw/sluice/proxy"
@@ -13,6 +14,7 @@ func All() []*proxy.Factory {
 	return []*proxy.Factory{
 		normalizeerrors.Factory,
 		headers.Factory,
+		cache.Factory,
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
@@ -34,7 +33,7 @@ func (c *probeConfig) VariesByConsumer() bool { return c.Split }
 
 func probeRegistry(mu *sync.Mutex, log *[]string, built *[]*probe) *proxy.Registry {
 	tr := func(name string) *tracer { return &tracer{name: name, mu: mu, log: log} }
-	return proxy.NewRegistry(append(plugins.All(),
+	return proxy.NewRegistry(append(builtinsExcept("cache", "authenticate", "retry", "rate_limit", "circuit_breaker"),
 		&proxy.Factory{Name: "rate_limit", Stage: proxy.StageRateLimit,
 			NewConfig: func() any { return &probeConfig{} },
 			New: func(cfg any, b *proxy.Build) (proxy.Plugin, error) {
