@@ -193,13 +193,13 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 
 	var stale []byte // a stale entry, for revalidation and stale serving
 	varied := false
-	if b := c.store.get(key); b != nil {
+	if b := c.store.get(key, &kb.digest); b != nil {
 		if b[0] == kindVary {
 			var v varyMarker
 			if decodeVary(b, &v) == nil {
 				variantKey(ctx, kb, &v)
 				key, varied = kb.vkey, true
-				b = c.store.get(key)
+				b = c.store.get(key, &kb.digest)
 			} else {
 				b = nil
 			}
@@ -282,14 +282,14 @@ func (c *Cache) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Ha
 
 // lookup finds the entry for the request (following a vary marker).
 func (c *Cache) lookup(ctx *fasthttp.RequestCtx, kb *keyBuf) []byte {
-	b := c.store.get(kb.key)
+	b := c.store.get(kb.key, &kb.digest)
 	if b != nil && b[0] == kindVary {
 		var v varyMarker
 		if decodeVary(b, &v) != nil {
 			return nil
 		}
 		variantKey(ctx, kb, &v)
-		b = c.store.get(kb.vkey)
+		b = c.store.get(kb.vkey, &kb.digest)
 	}
 	return b
 }

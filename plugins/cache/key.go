@@ -16,6 +16,7 @@ type keyBuf struct {
 	vkey   []byte   // secondary (variant) key
 	uri    []byte   // normalized caller URI
 	params [][]byte // query parameters while normalizing
+	digest [16]byte // store key digest (passed to bigcache's hasher: must not be on the stack)
 }
 
 var keyPool = sync.Pool{New: func() any { return &keyBuf{key: make([]byte, 0, 256), vkey: make([]byte, 0, 256)} }}

@@ -3,6 +3,8 @@ package cache
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -63,6 +65,7 @@ func (s *Store) onRemove(key string, e []byte, reason bigcache.RemoveReason) {
 	if reason == bigcache.NoSpace {
 		s.m.evictions.Inc()
 	}
+	e = unwrap(e)
 	if len(e) > 0 && e[0] == kindResponse {
 		var ent entry
 		if decodeEntry(e, &ent) == nil && len(ent.tags) > 2 {
@@ -80,17 +83,51 @@ func (s *Store) onRemove(key string, e []byte, reason bigcache.RemoveReason) {
 	}
 }
 
-// get returns a copy of the entry under key (bigcache copies: one alloc).
-func (s *Store) get(key []byte) []byte {
-	b, err := s.bc.Get(b2s(key))
+// Keys in bigcache are 16-byte digests of the full key (bigcache copies a
+// key longer than 32 bytes to compare it); the full key is stored at the
+// start of the value and compared on every get, so that a digest collision
+// is a miss, never a wrong answer.
+var seed1, seed2 = maphash.MakeSeed(), maphash.MakeSeed()
+
+func digest(key []byte, d *[16]byte) string {
+	binary.LittleEndian.PutUint64(d[:8], maphash.Bytes(seed1, key))
+	binary.LittleEndian.PutUint64(d[8:], maphash.Bytes(seed2, key))
+	return b2s(d[:])
+}
+
+// get returns a copy of the entry under key (bigcache copies it, and the
+// key it compares). d is scratch space that may escape (a pooled buffer).
+func (s *Store) get(key []byte, d *[16]byte) []byte {
+	b, err := s.bc.Get(digest(key, d))
 	if err != nil {
 		return nil
 	}
-	return b
+	full, val, ok := read16(b, 0)
+	if !ok || !bytes.Equal(full, key) {
+		return nil
+	}
+	return b[val:]
+}
+
+// unwrap returns the entry of a stored value (without its full key).
+func unwrap(b []byte) []byte {
+	if _, p, ok := read16(b, 0); ok {
+		return b[p:]
+	}
+	return nil
+}
+
+func (s *Store) del(key string) bool {
+	var d [16]byte
+	return s.bc.Delete(digest([]byte(key), &d)) == nil
 }
 
 func (s *Store) set(key string, val []byte, tags []string) {
-	if err := s.bc.Set(key, val); err != nil {
+	var d [16]byte
+	dk := string(digest([]byte(key), &d))
+	wrapped := make([]byte, 0, 2+len(key)+len(val))
+	wrapped = appendBytes16(wrapped, []byte(key))
+	if err := s.bc.Set(dk, append(wrapped, val...)); err != nil {
 		return
 	}
 	if len(tags) == 0 {
@@ -103,7 +140,7 @@ func (s *Store) set(key string, val []byte, tags []string) {
 			set = map[string]struct{}{}
 			s.tags[t] = set
 		}
-		set[key] = struct{}{}
+		set[dk] = struct{}{}
 	}
 	s.tagMu.Unlock()
 }
@@ -157,7 +194,7 @@ func (s *Store) apply(inv *Invalidation) int {
 	}
 	n := 0
 	for _, k := range inv.StoreKeys {
-		if s.bc.Delete(k) == nil {
+		if s.del(k) {
 			n++
 		}
 	}
@@ -201,7 +238,7 @@ func (s *Store) deleteMatching(match func(uri []byte) bool) int {
 		if err != nil {
 			continue
 		}
-		if uri := entryURI(ei.Value()); uri != nil && match(uri) {
+		if uri := entryURI(unwrap(ei.Value())); uri != nil && match(uri) {
 			keys = append(keys, ei.Key())
 		}
 	}
