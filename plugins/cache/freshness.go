@@ -98,7 +98,8 @@ func httpDate(v []byte) (time.Time, bool) {
 }
 
 // freshness computes the lifetime and initial age of an answer received at
-// now, as RFC 9111 sections 4.2.1 and 4.2.3 define them. explicit reports
+// now, as RFC 9111 sections 4.2.1 and 4.2.3 define them (without the
+// apparent age, see below). explicit reports
 // whether the answer itself carried freshness information.
 func freshness(h *fasthttp.ResponseHeader, d *directives, now time.Time) (lifetime, age time.Duration, explicit bool) {
 	date, hasDate := httpDate(h.Peek(fasthttp.HeaderDate))
@@ -125,8 +126,8 @@ func freshness(h *fasthttp.ResponseHeader, d *directives, now time.Time) (lifeti
 			age = time.Duration(n) * time.Second
 		}
 	}
-	if hasDate {
-		age = max(age, now.Sub(date))
-	}
+	// The apparent age (now - Date) is not used: Date has a resolution of
+	// a second and provider clocks drift, which would make short-lived
+	// answers stale on arrival. Age is the upstream's Age header.
 	return lifetime, max(age, 0), explicit
 }
