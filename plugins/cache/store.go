@@ -40,6 +40,9 @@ type Store struct {
 func newStore(cc *proxy.CacheConfig, m *metrics) *Store {
 	s := &Store{m: m, tags: map[string]map[string]struct{}{}, flights: map[string]*flight{}}
 	s.shards = cc.StoreShards()
+	if s.shards < 1 || s.shards > 1024 || s.shards&(s.shards-1) != 0 {
+		s.shards = 1 // an invalid setting is reported by the config check
+	}
 	mb := int(cc.MaxSize >> 20)
 	bc, err := bigcache.New(context.Background(), bigcache.Config{
 		Shards:             s.shards,
@@ -52,7 +55,7 @@ func newStore(cc *proxy.CacheConfig, m *metrics) *Store {
 		OnRemoveWithReason: s.onRemove,
 	})
 	if err != nil {
-		panic("cache: " + err.Error()) // settings are validated by proxy.Config
+		panic("cache: " + err.Error()) // unreachable: every input is sanitized above
 	}
 	s.bc = bc
 	live.add(s)
