@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ type subscriber struct {
 	cluster *proxy.Cluster
 	store   *Store
 	channel string
+	self    string // NodeID plus this store: gateways of one process tell each other apart
 
 	mu     sync.Mutex
 	refs   int
@@ -32,7 +34,8 @@ type message struct {
 }
 
 func newSubscriber(c *proxy.Cluster, s *Store) *subscriber {
-	return &subscriber{cluster: c, store: s, channel: c.Key("cache:invalidate")}
+	return &subscriber{cluster: c, store: s, channel: c.Key("cache:invalidate"),
+		self: fmt.Sprintf("%s/%p", c.NodeID, s)}
 }
 
 // acquire starts the subscription with the first user.
@@ -124,7 +127,7 @@ func (sb *subscriber) run(ctx context.Context, ps *redis.PubSub, done chan struc
 			}
 		case *redis.Message:
 			var in message
-			if json.Unmarshal([]byte(m.Payload), &in) != nil || in.Node == sb.cluster.NodeID {
+			if json.Unmarshal([]byte(m.Payload), &in) != nil || in.Node == sb.self {
 				continue
 			}
 			in.Inv.Remote = true
@@ -136,7 +139,7 @@ func (sb *subscriber) run(ctx context.Context, ps *redis.PubSub, done chan struc
 // publish sends a local invalidation to the other gateways. A failure is
 // logged: the peers' subscriptions are broken too and they resync.
 func (sb *subscriber) publish(inv *Invalidation) {
-	b, err := json.Marshal(message{Node: sb.cluster.NodeID, Inv: *inv})
+	b, err := json.Marshal(message{Node: sb.self, Inv: *inv})
 	if err != nil {
 		return
 	}
