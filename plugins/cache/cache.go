@@ -85,6 +85,7 @@ type Cache struct {
 
 	cluster *proxy.Cluster
 	sub     *subscriber
+	started atomic.Bool
 }
 
 var _ proxy.Plugin = (*Cache)(nil)
@@ -157,7 +158,7 @@ func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 
 // Start joins the cluster's invalidation channel (cluster mode only).
 func (c *Cache) Start() error {
-	if c.sub != nil {
+	if c.sub != nil && c.started.CompareAndSwap(false, true) {
 		c.sub.acquire()
 	}
 	return nil
@@ -165,7 +166,7 @@ func (c *Cache) Start() error {
 
 // Close leaves it.
 func (c *Cache) Close() error {
-	if c.sub != nil {
+	if c.sub != nil && c.started.CompareAndSwap(true, false) {
 		c.sub.release()
 	}
 	return nil
