@@ -503,3 +503,35 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
 		t.Errorf("without admin.token: %d, want 403", r.Status)
 	}
 }
+
+// The README's example: tags from several path parameters and a catch-all.
+func TestTagsFromSeveralParameters(t *testing.T) {
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(ctx, "%s=%d", ctx.Path(), n)
+	})
+	yaml := fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "%s"}}
+routes:
+  github-repos:
+    path: "/github/repos/{owner}/{repo}/{rest:*}"
+    upstream: up
+    strip_prefix: "/github"
+    plugins:
+      cache:
+        tags: ["repo:{owner}/{repo}"]
+        invalidate:
+          - {methods: [POST, PATCH, DELETE], path: "/github/repos/{owner}/{repo}/{rest:*}", tags: ["repo:{owner}/{repo}"]}
+`, o.URL)
+	gw := proxytest.StartGateway(t, yaml)
+	for _, p := range []string{"/github/repos/a/b/issues", "/github/repos/a/b/pulls", "/github/repos/a/c/issues"} {
+		get(t, gw.URL+p)
+	}
+	proxytest.Do(t, "PATCH", gw.URL+"/github/repos/a/b/issues/1", "{}")
+	for p, want := range map[string]string{"/github/repos/a/b/issues": "=2", "/github/repos/a/b/pulls": "=2", "/github/repos/a/c/issues": "=1"} {
+		if r := get(t, gw.URL+p); !strings.HasSuffix(string(r.Body), want) {
+			t.Errorf("%s: %q, want ...%s", p, r.Body, want)
+		}
+	}
+}
