@@ -225,7 +225,7 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 			stale = b
 		}
 	}
-	if isHead {
+	if isHead && stale == nil {
 		// HEAD is answered from a GET entry; a miss goes upstream unstored.
 		c.results[resMiss].Inc()
 		err := next.Handle(ctx, ex)
@@ -335,7 +335,7 @@ func (c *Cache) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 	}
 	c.results[resMiss].Inc()
 	cs := csStale
-	if c.storeResponse(ctx, ex, kb) {
+	if ctx.Request.Header.IsGet() && c.storeResponse(ctx, ex, kb) {
 		cs = csStaleStored
 	}
 	ctx.Response.Header.AddBytesKV(strCacheStatus, cs)

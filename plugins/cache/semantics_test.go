@@ -253,6 +253,9 @@ routes:
 		if age := r.Header.Get("Age"); age == "" || age == "0" {
 			t.Errorf("Age %q: a stale answer is at least a second old", age)
 		}
+		if r := proxytest.Do(t, "HEAD", gw.URL+"/api/e", ""); r.Status != 200 || r.Header.Get("Cache-Status") != "sluice; fwd=stale; detail=stale-if-error" {
+			t.Errorf("HEAD: %d %q, want the stale entry", r.Status, r.Header.Get("Cache-Status"))
+		}
 	})
 }
 
