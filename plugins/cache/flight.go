@@ -46,20 +46,20 @@ func (s *Store) leave(key []byte, f *flight) {
 }
 
 // startRefresh claims the background refresh of key; false when one is
-// already running (stale-while-revalidate refreshes once).
+// already running (stale-while-revalidate refreshes once). The running
+// case does not allocate.
 func (s *Store) startRefresh(key []byte) bool {
 	s.flightMu.Lock()
 	defer s.flightMu.Unlock()
-	k := "r\x00" + string(key)
-	if s.flights[k] != nil {
+	if _, running := s.refreshing[string(key)]; running {
 		return false
 	}
-	s.flights[k] = &flight{}
+	s.refreshing[string(key)] = struct{}{}
 	return true
 }
 
 func (s *Store) endRefresh(key string) {
 	s.flightMu.Lock()
-	delete(s.flights, "r\x00"+key)
+	delete(s.refreshing, key)
 	s.flightMu.Unlock()
 }

@@ -29,8 +29,9 @@ type Store struct {
 	tagMu sync.Mutex
 	tags  map[string]map[string]struct{} // tag -> store keys
 
-	flightMu sync.Mutex
-	flights  map[string]*flight
+	flightMu   sync.Mutex
+	flights    map[string]*flight
+	refreshing map[string]struct{} // keys with a background refresh running
 
 	pubMu sync.Mutex
 	pub   *subscriber // the cluster link in use, nil in single-node mode
@@ -38,7 +39,8 @@ type Store struct {
 
 // newStore makes the store for cc. It starts no goroutine.
 func newStore(cc *proxy.CacheConfig, m *metrics) *Store {
-	s := &Store{m: m, tags: map[string]map[string]struct{}{}, flights: map[string]*flight{}}
+	s := &Store{m: m, tags: map[string]map[string]struct{}{}, flights: map[string]*flight{},
+		refreshing: map[string]struct{}{}}
 	s.shards = cc.StoreShards()
 	if s.shards < 1 || s.shards > 1024 || s.shards&(s.shards-1) != 0 {
 		s.shards = 1 // an invalid setting is reported by the config check
