@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,10 +22,13 @@ type subscriber struct {
 	channel string
 	self    string // NodeID plus this store: gateways of one process tell each other apart
 
-	mu     sync.Mutex
-	refs   int
-	cancel context.CancelFunc
-	done   chan struct{}
+	mu      sync.Mutex
+	refs    int
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when run has returned
+	pubDone chan struct{} // closed when the publisher has returned
+	out     chan []byte   // messages waiting to be published
+	dropped atomic.Bool   // a full queue was logged
 }
 
 // message is what travels on the channel.
@@ -47,9 +51,11 @@ func (sb *subscriber) acquire() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	sb.cancel, sb.done = cancel, make(chan struct{})
+	sb.cancel, sb.done, sb.pubDone = cancel, make(chan struct{}), make(chan struct{})
+	sb.out = make(chan []byte, 1024)
 	ps := sb.cluster.Redis.Subscribe(ctx)
 	go sb.run(ctx, ps, sb.done)
+	go sb.publisher(ctx, sb.out, sb.pubDone)
 	sb.store.pubMu.Lock()
 	sb.store.pub = sb
 	sb.store.pubMu.Unlock()
@@ -63,7 +69,7 @@ func (sb *subscriber) release() {
 		sb.mu.Unlock()
 		return
 	}
-	cancel, done := sb.cancel, sb.done
+	cancel, done, pubDone := sb.cancel, sb.done, sb.pubDone
 	sb.mu.Unlock()
 	sb.store.pubMu.Lock()
 	if sb.store.pub == sb {
@@ -72,6 +78,7 @@ func (sb *subscriber) release() {
 	sb.store.pubMu.Unlock()
 	cancel()
 	<-done
+	<-pubDone
 }
 
 // run receives until ctx ends. A subscription that was lost (Redis down,
@@ -136,17 +143,47 @@ func (sb *subscriber) run(ctx context.Context, ps *redis.PubSub, done chan struc
 	}
 }
 
-// publish sends a local invalidation to the other gateways. A failure is
-// logged: the peers' subscriptions are broken too and they resync.
+// publish queues a local invalidation for the other gateways; requests
+// never wait for Redis. When the queue is full (Redis slow or down) the
+// message is dropped and logged: the peers' subscriptions are broken too
+// and they resync.
 func (sb *subscriber) publish(inv *Invalidation) {
 	b, err := json.Marshal(message{Node: sb.self, Inv: *inv})
 	if err != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	if err := sb.cluster.Redis.Publish(ctx, sb.channel, b).Err(); err != nil {
-		sb.store.logger().Warn("cache: cannot publish an invalidation to the cluster", "error", err.Error())
+	sb.mu.Lock()
+	out := sb.out
+	sb.mu.Unlock()
+	if out == nil {
+		return
+	}
+	select {
+	case out <- b:
+	default:
+		if sb.dropped.CompareAndSwap(false, true) {
+			sb.store.logger().Warn("cache: cluster invalidation queue full; dropping invalidations for the other gateways")
+		}
+	}
+}
+
+// publisher sends queued messages until ctx ends.
+func (sb *subscriber) publisher(ctx context.Context, out chan []byte, done chan struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-out:
+			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			err := sb.cluster.Redis.Publish(pctx, sb.channel, b).Err()
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				sb.store.logger().Warn("cache: cannot publish an invalidation to the cluster", "error", err.Error())
+			} else if err == nil {
+				sb.dropped.Store(false)
+			}
+		}
 	}
 }
 
