@@ -538,3 +538,29 @@ routes:
 		}
 	}
 }
+
+// no-cache answers are stored but revalidated before every use.
+func TestNoCacheRevalidatesEveryUse(t *testing.T) {
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "no-cache")
+		ctx.Response.Header.Set("ETag", `"e"`)
+		if string(ctx.Request.Header.Peek("If-None-Match")) == `"e"` {
+			ctx.SetStatusCode(304)
+			return
+		}
+		fmt.Fprintf(ctx, "n=%d", n)
+	})
+	gw := gateway(t, o.URL, "{}")
+	if r := get(t, gw.URL+"/api/nc"); r.Header.Get("Cache-Status") != "sluice; fwd=miss; stored" {
+		t.Fatalf("first: %q", r.Header.Get("Cache-Status"))
+	}
+	for range 2 {
+		r := get(t, gw.URL+"/api/nc")
+		if string(r.Body) != "n=1" || r.Header.Get("Cache-Status") != "sluice; fwd=stale; fwd-status=304" {
+			t.Errorf("got %q %q, want the entry after a 304", r.Body, r.Header.Get("Cache-Status"))
+		}
+	}
+	if o.Hits("/nc") != 3 {
+		t.Errorf("origin hits %d, want 3 (every use asks)", o.Hits("/nc"))
+	}
+}
