@@ -44,6 +44,9 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex interface{ Path() []b
 			return false
 		}
 		lifetime, age, explicit := freshness(h, &d, now)
+		if d.noCache {
+			explicit = true // stored, revalidated before every use (needs a validator, below)
+		}
 		switch {
 		case explicit && (heuristicallyCacheable(status) || status == 302 || status == 307):
 			e.lifetime, e.initialAge = int64(lifetime), int64(age)
