@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluice-gw/sluice/proxy"
 	"github.com/valyala/fasthttp"
 )
 
@@ -21,7 +22,10 @@ func skipStored(k []byte) bool {
 
 // storeResponse stores the upstream's answer in ctx.Response under the keys
 // in kb when RFC 9111 and the route's settings allow it.
-func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex interface{ Path() []byte }, kb *keyBuf) bool {
+func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *keyBuf) bool {
+	if !ex.FromUpstream {
+		return false // an inner stage's own answer, not the provider's
+	}
 	resp := &ctx.Response
 	h := &resp.Header
 	status := resp.StatusCode()
