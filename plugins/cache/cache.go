@@ -211,7 +211,7 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 			age := e.initialAge + now - e.storedAt
 			if age < e.lifetime && e.flags&flagNoCache == 0 {
 				c.results[resHit].Inc()
-				serveEntry(ctx, ex, &e, age, csHit)
+				serveHit(ctx, ex, &e, age, csHit)
 				return nil
 			}
 			if w := max(c.swr, e.swr); e.flags&(flagMustRevalidate|flagNoCache) == 0 && age-e.lifetime < w && isGet {
@@ -219,7 +219,7 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 					c.refresh(ctx, ex, next, key, b)
 				}
 				c.results[resStale].Inc()
-				serveEntry(ctx, ex, &e, age, csSWR)
+				serveHit(ctx, ex, &e, age, csSWR)
 				return nil
 			}
 			stale = b
@@ -254,7 +254,7 @@ func (c *Cache) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Ha
 				now := time.Now().UnixNano()
 				if age := e.initialAge + now - e.storedAt; age < e.lifetime && e.flags&flagNoCache == 0 {
 					c.results[resCollapsed].Inc()
-					serveEntry(ctx, ex, &e, age, csCollapsed)
+					serveHit(ctx, ex, &e, age, csCollapsed)
 					return nil
 				}
 			}
@@ -401,18 +401,60 @@ func (c *Cache) refreshed(ctx *fasthttp.RequestCtx, e *entry, key, old []byte) *
 
 // serveEntry writes a stored answer to the caller.
 func serveEntry(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, status []byte) {
+	serve(ctx, ex, e, age, status, false)
+}
+
+// serveHit writes a stored answer, or 304 Not Modified when the caller's
+// If-None-Match names the entry's ETag (RFC 9110 section 13.1.2).
+func serveHit(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, status []byte) {
+	serve(ctx, ex, e, age, status, true)
+}
+
+func serve(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, status []byte, conditional bool) {
 	resp := &ctx.Response
 	resp.Reset()
-	resp.SetStatusCode(e.status)
+	var etag []byte
 	it := newHeaderIter(e.headers)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
 		resp.Header.AddBytesKV(k, v)
+		if len(k) == 4 && bytes.EqualFold(k, strETag) {
+			etag = v
+		}
 	}
 	var buf [20]byte
 	resp.Header.SetBytesKV(strAge, fasthttp.AppendUint(buf[:0], int(max(age, 0)/int64(time.Second))))
 	resp.Header.AddBytesKV(strCacheStatus, status)
-	resp.SetBodyRaw(e.body)
 	ex.FromUpstream = true
+	if conditional && len(etag) > 0 && e.status == fasthttp.StatusOK {
+		if inm := ctx.Request.Header.PeekBytes(strIfNoneMatch); len(inm) > 0 && etagListMatches(inm, etag) {
+			resp.SetStatusCode(fasthttp.StatusNotModified)
+			return
+		}
+	}
+	resp.SetStatusCode(e.status)
+	resp.SetBodyRaw(e.body)
+}
+
+// etagListMatches reports whether an If-None-Match list ("*" or
+// comma-separated entity tags) matches etag by weak comparison.
+func etagListMatches(list, etag []byte) bool {
+	etag = bytes.TrimPrefix(etag, []byte("W/"))
+	for len(list) > 0 {
+		var item []byte
+		if i := bytes.IndexByte(list, ','); i >= 0 {
+			item, list = list[:i], list[i+1:]
+		} else {
+			item, list = list, nil
+		}
+		item = bytes.TrimSpace(item)
+		if len(item) == 1 && item[0] == '*' {
+			return true
+		}
+		if bytes.Equal(bytes.TrimPrefix(item, []byte("W/")), etag) {
+			return true
+		}
+	}
+	return false
 }
 
 // passUnsafe forwards a request the cache does not answer and, for unsafe

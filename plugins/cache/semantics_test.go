@@ -564,3 +564,34 @@ func TestNoCacheRevalidatesEveryUse(t *testing.T) {
 		t.Errorf("origin hits %d, want 3 (every use asks)", o.Hits("/nc"))
 	}
 }
+
+func TestConditionalHit(t *testing.T) {
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=60")
+		ctx.Response.Header.Set("ETag", `W/"abc"`)
+		fmt.Fprintf(ctx, "n=%d", n)
+	})
+	gw := gateway(t, o.URL, "{}")
+	get(t, gw.URL+"/api/c")
+	for _, tc := range []struct {
+		inm    string
+		status int
+	}{
+		{`"abc"`, 304}, {`W/"abc"`, 304}, {`"x", W/"abc"`, 304}, {`*`, 304}, {`"other"`, 200}, {"", 200},
+	} {
+		var hdr []string
+		if tc.inm != "" {
+			hdr = []string{"If-None-Match", tc.inm}
+		}
+		r := get(t, gw.URL+"/api/c", hdr...)
+		if r.Status != tc.status || r.Header.Get("ETag") != `W/"abc"` || r.Header.Get("Cache-Status") != "sluice; hit" {
+			t.Errorf("If-None-Match %q: %d, ETag %q, %q; want %d", tc.inm, r.Status, r.Header.Get("ETag"), r.Header.Get("Cache-Status"), tc.status)
+		}
+		if tc.status == 304 && len(r.Body) != 0 {
+			t.Errorf("304 with a body: %q", r.Body)
+		}
+	}
+	if o.Hits("/c") != 1 {
+		t.Errorf("origin hits %d", o.Hits("/c"))
+	}
+}
