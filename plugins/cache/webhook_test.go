@@ -91,6 +91,12 @@ func TestWebhookGeneric(t *testing.T) {
 	if r := get(t, gw.URL+"/hooks/generic"); r.Status != 405 {
 		t.Errorf("GET on a webhook: %d, want 405", r.Status)
 	}
+	if r := get(t, gw.AdminURL+"/admin/config"); r.Status != 200 || strings.Contains(string(r.Body), "s3cret") || !strings.Contains(string(r.Body), "webhook") {
+		t.Errorf("/admin/config must show the webhook with its secret redacted: %d", r.Status)
+	}
+	if strings.Contains(gw.Logs.String(), "s3cret") {
+		t.Error("the secret is in the logs")
+	}
 	if v, _ := gw.Metrics(t).Value("sluice_cache_invalidations_total", "source", "webhook"); v != 1 {
 		t.Errorf("webhook invalidations %v, want 1", v)
 	}
