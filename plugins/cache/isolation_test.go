@@ -3,7 +3,10 @@ package cache_test
 import (
 	"fmt"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
@@ -133,4 +136,49 @@ func TestCallerAuthorization(t *testing.T) {
 			t.Errorf("a public answer is shared: %q", r.Header.Get("Cache-Status"))
 		}
 	})
+}
+
+// breaker stands in for circuit_breaker: while open it fails every call
+// with circuit_open, as the real one does.
+type breaker struct{ open *atomic.Bool }
+
+type breakerConfig struct{}
+
+func (b breaker) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	if b.open.Load() {
+		return proxy.NewError(proxy.CodeCircuitOpen, "circuit open")
+	}
+	return next.Handle(ctx, ex)
+}
+
+func TestStaleIfErrorWhileTheCircuitIsOpen(t *testing.T) {
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=1, stale-if-error=60")
+		fmt.Fprintf(ctx, "n=%d", n)
+	})
+	open := new(atomic.Bool)
+	var fs []*proxy.Factory
+	for _, f := range plugins.All() {
+		if f.Name != "circuit_breaker" {
+			fs = append(fs, f)
+		}
+	}
+	reg := proxy.NewRegistry(append(fs, &proxy.Factory{Name: "circuit_breaker", Stage: proxy.StageCircuitBreaker,
+		NewConfig: func() any { return &breakerConfig{} },
+		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return breaker{open: open}, nil }})...)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "%s"}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}, circuit_breaker: {}}}}
+`, o.URL), proxytest.Options{Registry: reg})
+	get(t, gw.URL+"/x")
+	time.Sleep(1100 * time.Millisecond)
+	open.Store(true)
+	r := get(t, gw.URL+"/x")
+	if r.Status != 200 || string(r.Body) != "n=1" || r.Header.Get("Cache-Status") != "sluice; fwd=stale; detail=stale-if-error" {
+		t.Errorf("got %d %q %q, want the stale entry (the answer's own stale-if-error)", r.Status, r.Body, r.Header.Get("Cache-Status"))
+	}
+	if r := get(t, gw.URL+"/never-cached"); r.Status != 503 || !strings.Contains(string(r.Body), "circuit_open") {
+		t.Errorf("without an entry: %d %s, want 503 circuit_open", r.Status, r.Body)
+	}
 }
