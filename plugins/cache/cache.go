@@ -83,7 +83,6 @@ type Cache struct {
 	rules         []rule
 	webhook       *webhook
 
-	cluster *proxy.Cluster
 	sub     *subscriber
 	started atomic.Bool
 }
@@ -108,7 +107,7 @@ func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		queryAll: all, sorted: c.Sorted,
 		ttl: int64(c.TTL), swr: int64(c.StaleWhileRevalidate), sie: int64(c.StaleIfError),
 		override: c.Override, maxEntry: int(cc.MaxEntrySize),
-		tags: c.Tags, cluster: b.Cluster,
+		tags: c.Tags,
 	}
 	for _, k := range keep {
 		p.queryKeep = append(p.queryKeep, []byte(k))
