@@ -4,6 +4,7 @@ package plugins
 
 import (
 	"github.com/sluice-gw/sluice/plugins/authenticate"
+	"github.com/sluice-gw/sluice/plugins/cache"
 	"github.com/sluice-gw/sluice/plugins/circuitbreaker"
 	"github.com/sluice-gw/sluice/plugins/headers"
 	"github.com/sluice-gw/sluice/plugins/injectauth"
@@ -23,6 +24,7 @@ func All() []*proxy.Factory {
 		authenticate.Factory,
 		injectauth.Factory,
 		ratelimit.Factory,
+		cache.Factory,
 	}
 }
 

@@ -124,8 +124,30 @@ type RedisConfig struct {
 // CacheConfig configures the process-wide response cache that the cache
 // plugin of every route stores into.
 type CacheConfig struct {
-	// MaxSize is the hard limit of the cache's memory. Default 256MiB.
+	// MaxSize is the hard limit of the cache's memory. Default 256MiB. The
+	// store is made once per process: a reload that changes max_size or
+	// shards is logged and applies at the next start.
 	MaxSize Size `koanf:"max_size" json:"max_size"`
+	// MaxEntrySize is the largest entry (headers and body) stored; larger
+	// answers are passed through and not stored. Default 1MiB. It must fit
+	// in one shard (max_size / shards).
+	MaxEntrySize Size `koanf:"max_entry_size" json:"max_entry_size"`
+	// Shards splits the store (a power of two, 1 to 1024); more shards mean
+	// less lock contention, but each shard holds max_size/shards. Default 0:
+	// as many as fit four max-size entries each, at most 256.
+	Shards int `koanf:"shards" json:"shards"`
+}
+
+// StoreShards returns the number of shards the cache store uses.
+func (c *CacheConfig) StoreShards() int {
+	if c.Shards > 0 {
+		return c.Shards
+	}
+	n := 1
+	for n < 256 && int64(c.MaxSize)/int64(n*2) >= 4*int64(c.MaxEntrySize) {
+		n *= 2
+	}
+	return n
 }
 
 // ConsumerConfig is one caller of the gateway (a backend service), known by
@@ -274,7 +296,7 @@ func DefaultConfig() *Config {
 		},
 		Log:   LogConfig{Level: "info", Format: "json", AccessLog: true},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
-		Cache: CacheConfig{MaxSize: 256 << 20},
+		Cache: CacheConfig{MaxSize: 256 << 20, MaxEntrySize: 1 << 20},
 	}
 }
 
@@ -391,6 +413,13 @@ func (c *Config) validate(p *Problems) {
 	}
 	if c.Cache.MaxSize < 1<<20 {
 		p.Addf("cache.max_size", "must be at least 1MiB, got %s", c.Cache.MaxSize)
+	} else if cc := &c.Cache; cc.Shards < 0 || cc.Shards > 1024 || cc.Shards&(cc.Shards-1) != 0 {
+		p.Addf("cache.shards", "must be a power of two between 1 and 1024 (or 0 for automatic), got %d", cc.Shards)
+	} else if cc.MaxEntrySize < 1024 {
+		p.Addf("cache.max_entry_size", "must be at least 1KiB, got %s", cc.MaxEntrySize)
+	} else if per := cc.MaxSize / Size(cc.StoreShards()); cc.MaxEntrySize > per {
+		p.Addf("cache.max_entry_size", "%s does not fit in one shard of the store (max_size %s / %d shards = %s): lower it, raise max_size or use fewer shards",
+			cc.MaxEntrySize, cc.MaxSize, cc.StoreShards(), per)
 	}
 
 	c.validateConsumers(p)

@@ -246,3 +246,24 @@ func appendHex64(dst []byte, v uint64) []byte {
 func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 func isJSON(b []byte) bool { return json.Valid(b) }
+
+// Detach returns a new exchange for a request the gateway makes on its own
+// behalf after ex's caller has been answered (a background cache refresh):
+// it has ex's route, upstream, consumer, request URI and a fresh request id,
+// and the route's deadline counted from now. The caller of Detach owns it
+// and must call Release when the request is done.
+func (ex *Exchange) Detach() *Exchange {
+	d := acquireExchange()
+	d.Route, d.Upstream, d.Consumer = ex.Route, ex.Upstream, ex.Consumer
+	d.startNano = nanotime()
+	if ex.Route != nil && ex.Route.Deadline > 0 {
+		d.deadline = d.startNano + int64(ex.Route.Deadline)
+	}
+	d.rawURI = append(d.rawURI[:0], ex.rawURI...)
+	d.pathLen = ex.pathLen
+	d.requestID = newRequestID(d.idBuf[:0])
+	return d
+}
+
+// Release returns an exchange obtained from Detach to the pool.
+func (ex *Exchange) Release() { releaseExchange(ex) }

@@ -397,6 +397,8 @@ func restartNeeded(a, b *Config) []string {
 		{"server.max_header_size", x.MaxHeaderSize != y.MaxHeaderSize},
 		{"server.max_connections", x.MaxConnections != y.MaxConnections},
 		{"admin.listen", a.Admin.Listen != b.Admin.Listen},
+		{"cache.max_size", a.Cache.MaxSize != b.Cache.MaxSize},
+		{"cache.shards", a.Cache.Shards != b.Cache.Shards},
 	} {
 		if f.changed {
 			keys = append(keys, f.key)

@@ -1,0 +1,594 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/valyala/fasthttp"
+)
+
+// Factory registers the plugin.
+var Factory = &proxy.Factory{
+	Name:      "cache",
+	Stage:     proxy.StageCache,
+	NewConfig: NewConfig,
+	New:       New,
+}
+
+// Results of a request, the result label of sluice_cache_requests_total.
+const (
+	resHit = iota
+	resMiss
+	resStale
+	resBypass
+	resRevalidated
+	resCollapsed
+	numResults
+)
+
+var resultNames = [numResults]string{"hit", "miss", "stale", "bypass", "revalidated", "collapsed"}
+
+// Cache-Status values (RFC 9211).
+var (
+	csHit           = []byte("sluice; hit")
+	csMissStored    = []byte("sluice; fwd=miss; stored")
+	csMiss          = []byte("sluice; fwd=miss")
+	csVaryMiss      = []byte("sluice; fwd=vary-miss")
+	csVaryMissStore = []byte("sluice; fwd=vary-miss; stored")
+	csBypass        = []byte("sluice; fwd=bypass")
+	csSWR           = []byte("sluice; hit; detail=stale-while-revalidate")
+	csSIE           = []byte("sluice; fwd=stale; detail=stale-if-error")
+	csRevalidated   = []byte("sluice; fwd=stale; fwd-status=304")
+	csStaleStored   = []byte("sluice; fwd=stale; stored")
+	csStale         = []byte("sluice; fwd=stale")
+	csCollapsed     = []byte("sluice; hit; detail=collapsed")
+
+	strCacheStatus     = []byte("Cache-Status")
+	strAge             = []byte("Age")
+	strAuthorization   = []byte("Authorization")
+	strIfNoneMatch     = []byte("If-None-Match")
+	strIfModifiedSince = []byte("If-Modified-Since")
+	strETag            = []byte("ETag")
+	strLastModified    = []byte("Last-Modified")
+)
+
+// Cache is the plugin built for one route.
+type Cache struct {
+	store   *Store
+	route   string
+	results [numResults]prometheus.Counter
+
+	scope        []byte // "upstream\x00": keys are per upstream
+	stripPrefix  string
+	stripPrefixB []byte
+	queryAll     bool
+	queryKeep    [][]byte
+	sorted       bool
+	byConsumer   bool
+	byCredential bool
+
+	ttl, swr, sie int64
+	override      bool
+	maxEntry      int
+	tags          []string // templates from path parameters
+	pattern       pattern  // the route's path, to fill tags
+	rules         []rule
+	webhook       *webhook
+
+	sub     *subscriber
+	started atomic.Bool
+}
+
+var _ proxy.Plugin = (*Cache)(nil)
+
+// New builds the plugin for one route.
+func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
+	c := cfg.(*Config)
+	cc := &b.Config.Cache
+	var store *Store
+	m := b.Shared("cache.metrics", func() any {
+		return newMetrics(b.Registerer, func() *Store { return store })
+	}).(*metrics)
+	store = b.Shared("cache.store", func() any { return newStore(cc, m) }).(*Store)
+	store.log.Store(b.Logger)
+
+	keep, all, _ := c.queryMode()
+	p := &Cache{
+		store: store, route: b.Route,
+		scope:    append([]byte(b.Upstream), 0),
+		queryAll: all, sorted: c.Sorted,
+		ttl: int64(c.TTL), swr: int64(c.StaleWhileRevalidate), sie: int64(c.StaleIfError),
+		override: c.Override, maxEntry: int(cc.MaxEntrySize),
+		tags: c.Tags,
+	}
+	for _, k := range keep {
+		p.queryKeep = append(p.queryKeep, []byte(k))
+	}
+	if rc, ok := b.Config.Routes[b.Route]; ok {
+		p.stripPrefix = rc.StripPrefix
+		p.stripPrefixB = []byte(rc.StripPrefix)
+		p.pattern = compilePattern(rc.Path)
+	}
+	switch c.Partition {
+	case "consumer":
+		p.byConsumer, p.byCredential = true, true
+	case "auto":
+		p.byCredential = true
+		if cs, ok := b.Peer("inject_auth").(proxy.ConsumerScoped); ok && cs.VariesByConsumer() {
+			p.byConsumer = true
+		}
+	}
+	for i, r := range c.Invalidate {
+		cr, err := compileRule(r)
+		if err != nil {
+			return nil, fmt.Errorf("invalidate[%d]: %w", i, err)
+		}
+		p.rules = append(p.rules, cr)
+	}
+	if c.Webhook != nil {
+		w, err := newWebhook(c.Webhook)
+		if err != nil {
+			return nil, err
+		}
+		p.webhook = w
+	}
+	for i := range p.results {
+		p.results[i] = m.requests.WithLabelValues(b.Route, resultNames[i])
+	}
+	if b.Cluster != nil {
+		p.sub = b.Shared(fmt.Sprintf("cache.subscriber.%p", b.Cluster), func() any {
+			return newSubscriber(b.Cluster, store)
+		}).(*subscriber)
+	}
+	b.HandleAdmin("POST /admin/cache/purge", proxy.AdminEndpoint{Mutating: true, Handler: store.purgeHandler})
+	b.ReportStatus("cache", func() any {
+		return map[string]any{"entries": store.Len(), "bytes": store.Capacity(), "shards": store.shards}
+	})
+	return p, nil
+}
+
+// Start joins the cluster's invalidation channel (cluster mode only).
+func (c *Cache) Start() error {
+	if c.sub != nil && c.started.CompareAndSwap(false, true) {
+		c.sub.acquire()
+	}
+	return nil
+}
+
+// Close leaves it.
+func (c *Cache) Close() error {
+	if c.sub != nil && c.started.CompareAndSwap(true, false) {
+		c.sub.release()
+	}
+	return nil
+}
+
+// Handle answers from the cache or calls next and stores its answer.
+func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	if c.webhook != nil {
+		return c.webhook.handle(ctx, ex, c.store)
+	}
+	req := &ctx.Request.Header
+	isGet, isHead := req.IsGet(), req.IsHead()
+	if !isGet && !isHead {
+		return c.passUnsafe(ctx, ex, next)
+	}
+	kb := keyPool.Get().(*keyBuf)
+	defer keyPool.Put(kb)
+	raw := ex.RawURI()
+	path, query := raw, []byte(nil)
+	if i := bytes.IndexByte(raw, '?'); i >= 0 {
+		path, query = raw[:i], raw[i+1:]
+	}
+	c.buildKey(ctx, path, query, ex.Consumer, kb)
+	key := kb.key
+
+	var stale []byte // a stale entry, for revalidation and stale serving
+	varied := false
+	if b := c.store.get(key, &kb.digest); b != nil {
+		if b[0] == kindVary {
+			var v varyMarker
+			if decodeVary(b, &v) == nil {
+				variantKey(ctx, kb, &v)
+				key, varied = kb.vkey, true
+				b = c.store.get(key, &kb.digest)
+			} else {
+				b = nil
+			}
+		}
+		var e entry
+		if b != nil && decodeEntry(b, &e) == nil {
+			now := time.Now().UnixNano()
+			age := e.initialAge + now - e.storedAt
+			if age < e.lifetime && e.flags&flagNoCache == 0 {
+				c.results[resHit].Inc()
+				serveHit(ctx, ex, &e, age, csHit)
+				return nil
+			}
+			if w := max(c.swr, e.swr); e.flags&(flagMustRevalidate|flagNoCache) == 0 && age-e.lifetime < w && isGet {
+				if c.store.startRefresh(key) {
+					c.refresh(ctx, ex, next, key, b)
+				}
+				c.results[resStale].Inc()
+				serveHit(ctx, ex, &e, age, csSWR)
+				return nil
+			}
+			stale = b
+		}
+	}
+	if isHead && stale == nil {
+		// HEAD is answered from a GET entry; a miss goes upstream unstored.
+		c.results[resMiss].Inc()
+		err := next.Handle(ctx, ex)
+		if err == nil {
+			ctx.Response.Header.SetBytesKV(strCacheStatus, csMiss)
+		}
+		return err
+	}
+	if stale == nil {
+		return c.fill(ctx, ex, next, kb, key, varied)
+	}
+	return c.revalidate(ctx, ex, next, kb, key, stale)
+}
+
+// fill fetches a missing entry; concurrent misses for one key wait for the
+// first (request collapsing) and share its answer through the store.
+func (c *Cache) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key []byte, varied bool) error {
+	f, leader := c.store.join(key)
+	if !leader {
+		if !f.wait(ex.Remaining()) {
+			return proxy.NewError(proxy.CodeUpstreamTimeout, "the route's deadline passed while waiting for a concurrent fetch of the same resource")
+		}
+		if b := c.lookup(ctx, kb); b != nil {
+			var e entry
+			if decodeEntry(b, &e) == nil {
+				now := time.Now().UnixNano()
+				if age := e.initialAge + now - e.storedAt; age < e.lifetime && e.flags&flagNoCache == 0 {
+					c.results[resCollapsed].Inc()
+					serveHit(ctx, ex, &e, age, csCollapsed)
+					return nil
+				}
+			}
+		}
+		// The first fetch stored nothing we may use: fetch alone.
+	} else {
+		defer c.store.leave(key, f)
+	}
+	c.results[resMiss].Inc()
+	if err := next.Handle(ctx, ex); err != nil {
+		return err
+	}
+	stored := c.storeResponse(ctx, ex, kb)
+	cs := csMiss
+	switch {
+	case varied && stored:
+		cs = csVaryMissStore
+	case varied:
+		cs = csVaryMiss
+	case stored:
+		cs = csMissStored
+	}
+	ctx.Response.Header.AddBytesKV(strCacheStatus, cs)
+	return nil
+}
+
+// lookup finds the entry for the request (following a vary marker).
+func (c *Cache) lookup(ctx *fasthttp.RequestCtx, kb *keyBuf) []byte {
+	b := c.store.get(kb.key, &kb.digest)
+	if b != nil && b[0] == kindVary {
+		var v varyMarker
+		if decodeVary(b, &v) != nil {
+			return nil
+		}
+		variantKey(ctx, kb, &v)
+		b = c.store.get(kb.vkey, &kb.digest)
+	}
+	return b
+}
+
+// revalidate asks the upstream whether a stale entry is still good
+// (conditional request) and serves the entry stale when the upstream fails
+// within the stale-if-error window.
+func (c *Cache) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key, stale []byte) error {
+	var e entry
+	_ = decodeEntry(stale, &e)
+	req := &ctx.Request.Header
+	conditional := false
+	it := newHeaderIter(e.headers)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		switch {
+		case bytes.EqualFold(k, strETag):
+			req.DelBytes(strIfNoneMatch)
+			req.SetBytesKV(strIfNoneMatch, v)
+			conditional = true
+		case bytes.EqualFold(k, strLastModified):
+			req.DelBytes(strIfModifiedSince)
+			req.SetBytesKV(strIfModifiedSince, v)
+			conditional = true
+		}
+	}
+	err := next.Handle(ctx, ex)
+	now := time.Now().UnixNano()
+	age := e.initialAge + now - e.storedAt
+	if c.staleOnError(err, ex, ctx) && e.flags&flagMustRevalidate == 0 && age-e.lifetime < max(c.sie, e.sie) {
+		c.results[resStale].Inc()
+		serveEntry(ctx, ex, &e, age, csSIE)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if conditional && ex.FromUpstream && ctx.Response.StatusCode() == fasthttp.StatusNotModified {
+		c.results[resRevalidated].Inc()
+		fresh := c.refreshed(ctx, &e, key, stale)
+		serveEntry(ctx, ex, fresh, fresh.initialAge, csRevalidated)
+		return nil
+	}
+	c.results[resMiss].Inc()
+	cs := csStale
+	if ctx.Request.Header.IsGet() && c.storeResponse(ctx, ex, kb) {
+		cs = csStaleStored
+	}
+	ctx.Response.Header.AddBytesKV(strCacheStatus, cs)
+	return nil
+}
+
+// staleOnError reports whether the outcome of next is a failure that a
+// stale entry may bridge: the upstream unreachable, timing out, its circuit
+// open, or answering 500, 502, 503, 504 or 429.
+func (c *Cache) staleOnError(err error, ex *proxy.Exchange, ctx *fasthttp.RequestCtx) bool {
+	if err != nil {
+		pe := proxy.Classify(err)
+		switch pe.Code {
+		case proxy.CodeUpstreamTimeout, proxy.CodeUpstreamUnreachable, proxy.CodeCircuitOpen,
+			proxy.CodeUpstreamError, proxy.CodeUpstreamRateLimited, proxy.CodeOverloaded:
+			return true
+		}
+		return false
+	}
+	if !ex.FromUpstream {
+		return false
+	}
+	switch ctx.Response.StatusCode() {
+	case 500, 502, 503, 504, 429:
+		return true
+	}
+	return false
+}
+
+// refreshed stores e again after a 304: stored now, with the freshness the
+// 304 carries (or the entry's own lifetime when it carries none), and its
+// updated header values (RFC 9111 section 4.3.4).
+func (c *Cache) refreshed(ctx *fasthttp.RequestCtx, e *entry, key, old []byte) *entry {
+	h := &ctx.Response.Header
+	now := time.Now()
+	d := parseCacheControl(h)
+	lifetime, age, explicit := freshness(h, &d, now)
+	ne := *e
+	ne.storedAt = now.UnixNano()
+	ne.initialAge = int64(age)
+	if explicit && !c.override {
+		ne.lifetime = int64(lifetime)
+	}
+	// Headers: the stored ones, with values of the same names from the 304.
+	var hdrs [][2][]byte
+	it := newHeaderIter(e.headers)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		if nv := h.PeekBytes(k); len(nv) > 0 && !skipStored(k) {
+			v = append([]byte(nil), nv...)
+		}
+		hdrs = append(hdrs, [2][]byte{k, v})
+	}
+	var tags []string
+	forEachTag(e.tags, func(t []byte) { tags = append(tags, string(t)) })
+	buf := encodeEntry(nil, &ne, hdrs, tags)
+	c.store.set(string(key), buf, tags)
+	var out entry
+	if decodeEntry(buf, &out) != nil {
+		return e
+	}
+	return &out
+}
+
+// serveEntry writes a stored answer to the caller.
+func serveEntry(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, status []byte) {
+	serve(ctx, ex, e, age, status, false)
+}
+
+// serveHit writes a stored answer, or 304 Not Modified when the caller's
+// If-None-Match names the entry's ETag (RFC 9110 section 13.1.2).
+func serveHit(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, status []byte) {
+	serve(ctx, ex, e, age, status, true)
+}
+
+func serve(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, status []byte, conditional bool) {
+	resp := &ctx.Response
+	resp.Reset()
+	var etag []byte
+	it := newHeaderIter(e.headers)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		resp.Header.AddBytesKV(k, v)
+		if len(k) == 4 && bytes.EqualFold(k, strETag) {
+			etag = v
+		}
+	}
+	var buf [20]byte
+	resp.Header.SetBytesKV(strAge, fasthttp.AppendUint(buf[:0], int(max(age, 0)/int64(time.Second))))
+	resp.Header.AddBytesKV(strCacheStatus, status)
+	ex.FromUpstream = true
+	if conditional && len(etag) > 0 && e.status == fasthttp.StatusOK {
+		if inm := ctx.Request.Header.PeekBytes(strIfNoneMatch); len(inm) > 0 && etagListMatches(inm, etag) {
+			resp.SetStatusCode(fasthttp.StatusNotModified)
+			return
+		}
+	}
+	resp.SetStatusCode(e.status)
+	resp.SetBodyRaw(e.body)
+}
+
+// etagListMatches reports whether an If-None-Match list ("*" or
+// comma-separated entity tags) matches etag by weak comparison.
+func etagListMatches(list, etag []byte) bool {
+	etag = bytes.TrimPrefix(etag, []byte("W/"))
+	for len(list) > 0 {
+		var item []byte
+		if i := bytes.IndexByte(list, ','); i >= 0 {
+			item, list = list[:i], list[i+1:]
+		} else {
+			item, list = list, nil
+		}
+		item = bytes.TrimSpace(item)
+		if len(item) == 1 && item[0] == '*' {
+			return true
+		}
+		if bytes.Equal(bytes.TrimPrefix(item, []byte("W/")), etag) {
+			return true
+		}
+	}
+	return false
+}
+
+// passUnsafe forwards a request the cache does not answer and, for unsafe
+// methods the upstream accepted, invalidates what it changed.
+func (c *Cache) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	c.results[resBypass].Inc()
+	err := next.Handle(ctx, ex)
+	if err != nil || !ex.FromUpstream {
+		return err
+	}
+	ctx.Response.Header.AddBytesKV(strCacheStatus, csBypass)
+	status := ctx.Response.StatusCode()
+	if status >= 400 || !isUnsafe(ctx.Method()) {
+		return nil
+	}
+	c.invalidateFor(ctx, ex)
+	return nil
+}
+
+func isUnsafe(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return false
+	}
+	return true
+}
+
+// invalidateFor removes the request URI and the Location/Content-Location
+// of the answer (RFC 9111 section 4.4), in the caller's partition and the
+// shared one, and runs the route's invalidate rules.
+func (c *Cache) invalidateFor(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) {
+	kb := keyPool.Get().(*keyBuf)
+	defer keyPool.Put(kb)
+	var keys []string
+	add := func(uri []byte, stripped bool) {
+		path, query := uri, []byte(nil)
+		if i := bytes.IndexByte(uri, '?'); i >= 0 {
+			path, query = uri[:i], uri[i+1:]
+		}
+		rel := c.appendQuery(append([]byte(nil), path...), query, kb)
+		if !stripped && c.stripPrefix != "" && bytes.HasPrefix(rel, c.stripPrefixB) {
+			rel = rel[len(c.stripPrefixB):]
+		}
+		base := append(append([]byte(nil), c.scope...), rel...)
+		keys = append(keys, string(c.appendPartition(bytes.Clone(base), ctx, ex.Consumer)))
+		keys = append(keys, string(append(base, 0)))
+	}
+	add(ex.RawURI(), false)
+	for _, h := range [][]byte{[]byte(fasthttp.HeaderLocation), []byte(fasthttp.HeaderContentLocation)} {
+		if loc := ctx.Response.Header.PeekBytes(h); len(loc) > 0 {
+			if p := upstreamPath(loc, ex); p != nil {
+				add(p, true)
+			}
+		}
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	c.store.invalidate(Invalidation{Source: "method", StoreKeys: keys})
+	var tags []string
+	for i := range c.rules {
+		tags = c.rules[i].match(ctx.Method(), ex.Path(), tags)
+	}
+	if len(tags) > 0 {
+		c.store.invalidate(Invalidation{Source: "rule", Tags: tags})
+	}
+}
+
+// upstreamPath returns the path and query of a Location value relative to
+// the upstream (the form keys use), or nil when it points elsewhere.
+func upstreamPath(loc []byte, ex *proxy.Exchange) []byte {
+	if len(loc) > 0 && loc[0] == '/' && (len(loc) == 1 || loc[1] != '/') {
+		return stripBase(loc, ex)
+	}
+	var u fasthttp.URI
+	if err := u.Parse(nil, loc); err != nil {
+		return nil
+	}
+	if t := ex.Target; t != nil && !strings.Contains(t.URL, "://"+string(u.Host())) {
+		return nil
+	}
+	p := append([]byte(nil), u.PathOriginal()...)
+	if q := u.QueryString(); len(q) > 0 {
+		p = append(append(p, '?'), q...)
+	}
+	return stripBase(p, ex)
+}
+
+// stripBase removes the target's base path (keys are relative to it).
+func stripBase(p []byte, ex *proxy.Exchange) []byte {
+	if t := ex.Target; t != nil {
+		if _, rest, ok := strings.Cut(t.URL, "://"); ok {
+			if i := strings.IndexByte(rest, '/'); i >= 0 {
+				base := strings.TrimRight(rest[i:], "/")
+				if base != "" && bytes.HasPrefix(p, []byte(base)) {
+					return p[len(base):]
+				}
+			}
+		}
+	}
+	return p
+}
+
+// refresh re-fetches an entry in the background for stale-while-revalidate:
+// a detached copy of the request goes through the rest of the pipeline
+// after the caller has been answered.
+func (c *Cache) refresh(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, key, stale []byte) {
+	bctx := new(fasthttp.RequestCtx)
+	bctx.Init(&ctx.Request, ctx.RemoteAddr(), nil)
+	bex := ex.Detach()
+	k := string(key)
+	staleCopy := bytes.Clone(stale)
+	go func() {
+		defer c.store.endRefresh(k)
+		defer bex.Release()
+		defer func() { _ = recover() }() // a refresh never takes the process down
+		kb := keyPool.Get().(*keyBuf)
+		defer keyPool.Put(kb)
+		raw := bex.RawURI()
+		path, query := raw, []byte(nil)
+		if i := bytes.IndexByte(raw, '?'); i >= 0 {
+			path, query = raw[:i], raw[i+1:]
+		}
+		c.buildKey(bctx, path, query, bex.Consumer, kb)
+		if err := c.revalidate(bctx, bex, next, kb, []byte(k), staleCopy); err != nil {
+			c.store.logger().Debug("background cache refresh failed", "route", c.route, "error", err.Error())
+		}
+	}()
+}
+
+// nonces make vary markers unique, so that variants stored under a removed
+// marker are never found again.
+var nonceSeed = rand.Uint64()
+var nonceCounter atomic.Uint64
+
+func newNonce() uint64 { return nonceSeed ^ nonceCounter.Add(1)*0x9e3779b97f4a7c15 }
+
+// b2s converts without copying; b must not change while the string is used.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }

@@ -1,0 +1,272 @@
+package cache
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/jsonpointer"
+)
+
+// Config of the cache plugin for one route. The zero value caches only what
+// the upstream marks cacheable (Cache-Control max-age/s-maxage or Expires).
+type Config struct {
+	// TTL is the freshness lifetime of answers that carry none (no max-age,
+	// s-maxage or Expires). Default 0: such answers are not stored.
+	TTL proxy.Duration `koanf:"ttl" json:"ttl,omitempty"`
+	// Override ignores the upstream's Cache-Control and Expires and stores
+	// every cacheable answer for TTL (which it requires). Answers with
+	// Set-Cookie, and answers to requests carrying Authorization without a
+	// consumer or credential partition, are still never stored.
+	Override bool `koanf:"override" json:"override,omitempty"`
+	// StaleWhileRevalidate answers at once from an entry stale for up to this
+	// long and refreshes it in the background (once). Default 0; an answer's
+	// own stale-while-revalidate directive applies too (the larger wins).
+	StaleWhileRevalidate proxy.Duration `koanf:"stale_while_revalidate" json:"stale_while_revalidate,omitempty"`
+	// StaleIfError answers from an entry stale for up to this long when the
+	// upstream fails (5xx, 429, timeout, unreachable, circuit open). Default
+	// 0; an answer's own stale-if-error directive applies too.
+	StaleIfError proxy.Duration `koanf:"stale_if_error" json:"stale_if_error,omitempty"`
+	// Query selects what of the query string is part of the key: "all"
+	// (default), "none", or a list of parameter names to keep.
+	Query any `koanf:"query" json:"query,omitempty"`
+	// Sorted sorts query parameters in the key, so that ?a=1&b=2 and
+	// ?b=2&a=1 share an entry. Default true.
+	Sorted bool `koanf:"sorted" json:"sorted"`
+	// Partition keeps entries apart per caller: "auto" (default: per consumer
+	// when inject_auth's credentials depend on the consumer, and per
+	// credential when the request itself carries Authorization), "consumer"
+	// (always per consumer), "none" (shared by all callers; a request carrying
+	// Authorization is then stored only when the answer says public,
+	// s-maxage or must-revalidate, RFC 9111 section 3.5).
+	Partition string `koanf:"partition" json:"partition"`
+	// Tags are templates of tags given to entries stored by this route,
+	// filled from path parameters: ["customer:{id}"]. The upstream's
+	// Surrogate-Key and Cache-Tag headers add more.
+	Tags []string `koanf:"tags" json:"tags,omitempty"`
+	// Invalidate lists rules that purge tags when a request passes through
+	// this route: {methods: [POST], path: "/v1/customers/{id}", tags: ["customer:{id}"]}.
+	Invalidate []Rule `koanf:"invalidate" json:"invalidate,omitempty"`
+	// Webhook turns the route into a signed invalidation endpoint: it
+	// answers webhooks itself and never calls its upstream.
+	Webhook *WebhookConfig `koanf:"webhook" json:"webhook,omitempty"`
+}
+
+// Rule purges tags when a request with one of Methods whose path matches
+// Path passes through the route and the upstream answers 2xx or 3xx.
+type Rule struct {
+	// Methods the rule applies to. Default: POST, PUT, PATCH, DELETE.
+	Methods []string `koanf:"methods" json:"methods,omitempty"`
+	// Path is matched against the request path as the caller sent it;
+	// {name} matches one segment, {name:*} the rest. Required.
+	Path string `koanf:"path" json:"path"`
+	// Tags are templates filled from Path's parameters. Required.
+	Tags []string `koanf:"tags" json:"tags"`
+}
+
+// WebhookConfig configures a signed provider webhook that purges tags.
+type WebhookConfig struct {
+	// Secret is the HMAC-SHA256 key shared with the provider. Required.
+	Secret proxy.Secret `koanf:"secret" json:"secret"`
+	// Scheme is "generic" (default: Header holds hex(HMAC(secret, body)),
+	// optionally prefixed "sha256=") or "timestamped" (Header holds
+	// "t=UNIX,v1=HEX[,v1=HEX]" where HEX = hex(HMAC(secret, "UNIX." + body))).
+	Scheme string `koanf:"scheme" json:"scheme"`
+	// Header carries the signature. Default "X-Signature" (generic),
+	// "Webhook-Signature" (timestamped).
+	Header string `koanf:"header" json:"header"`
+	// Tolerance is the replay window of the timestamped scheme. Default 5m.
+	Tolerance proxy.Duration `koanf:"tolerance" json:"tolerance"`
+	// Tags are JSON pointers into the payload ("/data/object/customer") or
+	// templates holding pointers in braces ("customer:{/data/object/customer}").
+	// A pointer to an array yields one tag per element. Required.
+	Tags []string `koanf:"tags" json:"tags"`
+}
+
+// NewConfig returns the defaults.
+func NewConfig() any { return &Config{Sorted: true, Partition: "auto"} }
+
+var (
+	paramRE = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)(:\*)?\}`)
+)
+
+// Validate checks the block; paths are relative to it.
+func (c *Config) Validate() error {
+	var p proxy.Problems
+	if c.TTL < 0 {
+		p.Add("ttl", "must not be negative")
+	}
+	if c.Override && c.TTL <= 0 {
+		p.Add("override", "needs ttl: override replaces the upstream's freshness with ttl")
+	}
+	if c.StaleWhileRevalidate < 0 {
+		p.Add("stale_while_revalidate", "must not be negative")
+	}
+	if c.StaleIfError < 0 {
+		p.Add("stale_if_error", "must not be negative")
+	}
+	if _, _, err := c.queryMode(); err != nil {
+		p.Add("query", err.Error())
+	}
+	switch c.Partition {
+	case "auto", "consumer", "none":
+	default:
+		p.Addf("partition", "unknown value %q: want auto, consumer or none", c.Partition)
+	}
+	for i, t := range c.Tags {
+		if t == "" {
+			p.Addf(fmt.Sprintf("tags[%d]", i), "must not be empty")
+		}
+	}
+	for i, r := range c.Invalidate {
+		key := fmt.Sprintf("invalidate[%d]", i)
+		for j, m := range r.Methods {
+			if m != strings.ToUpper(m) || !proxy.ValidToken(m) {
+				p.Addf(fmt.Sprintf("%s.methods[%d]", key, j), "invalid method %q: use upper case, e.g. POST", m)
+			}
+		}
+		if r.Path == "" || r.Path[0] != '/' {
+			p.Addf(key+".path", "must start with '/', got %q", r.Path)
+		}
+		if len(r.Tags) == 0 {
+			p.Add(key+".tags", "needs at least one tag template")
+		}
+		params := paramNames(r.Path)
+		for j, t := range r.Tags {
+			for _, m := range paramRE.FindAllStringSubmatch(t, -1) {
+				if !slices.Contains(params, m[1]) {
+					p.Addf(fmt.Sprintf("%s.tags[%d]", key, j), "{%s} is not a parameter of path %q", m[1], r.Path)
+				}
+			}
+		}
+	}
+	if w := c.Webhook; w != nil {
+		w.validate(&p)
+	}
+	return p.Err()
+}
+
+func (w *WebhookConfig) validate(p *proxy.Problems) {
+	if !w.Secret.IsSet() {
+		p.Add("webhook.secret", "is required")
+	}
+	switch w.Scheme {
+	case "":
+		w.Scheme = "generic"
+	case "generic", "timestamped":
+	default:
+		p.Addf("webhook.scheme", "unknown scheme %q: want generic or timestamped", w.Scheme)
+	}
+	if w.Header == "" {
+		w.Header = "X-Signature"
+		if w.Scheme == "timestamped" {
+			w.Header = "Webhook-Signature"
+		}
+	} else if !proxy.ValidToken(w.Header) {
+		p.Addf("webhook.header", "invalid header name %q", w.Header)
+	}
+	if w.Tolerance == 0 {
+		w.Tolerance = proxy.Duration(5 * time.Minute)
+	} else if w.Tolerance < 0 {
+		p.Add("webhook.tolerance", "must not be negative")
+	}
+	if len(w.Tags) == 0 {
+		p.Add("webhook.tags", "needs at least one JSON pointer, e.g. \"/data/object/id\"")
+	}
+	for i, t := range w.Tags {
+		if _, err := parseTagTemplate(t); err != nil {
+			p.Addf(fmt.Sprintf("webhook.tags[%d]", i), "%v", err)
+		}
+	}
+}
+
+// queryMode returns how the query takes part in the key: all (keep nil,
+// all true), none (keep nil, all false) or a list of names to keep.
+func (c *Config) queryMode() (keep []string, all bool, err error) {
+	switch q := c.Query.(type) {
+	case nil:
+		return nil, true, nil
+	case string:
+		switch q {
+		case "all":
+			return nil, true, nil
+		case "none":
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("unknown value %q: want all, none or a list of parameter names", q)
+	case []any:
+		for _, v := range q {
+			s, ok := v.(string)
+			if !ok || s == "" {
+				return nil, false, fmt.Errorf("list entries must be parameter names, got %v", v)
+			}
+			keep = append(keep, s)
+		}
+		if len(keep) == 0 {
+			return nil, false, fmt.Errorf("an empty list keeps nothing: write none")
+		}
+		return keep, false, nil
+	}
+	return nil, false, fmt.Errorf("want all, none or a list of parameter names, got %v", c.Query)
+}
+
+func paramNames(path string) []string {
+	var out []string
+	for _, m := range paramRE.FindAllStringSubmatch(path, -1) {
+		out = append(out, m[1])
+	}
+	return out
+}
+
+// tagTemplate is a webhook tag: literal parts and JSON pointers.
+type tagTemplate struct {
+	parts []tagPart
+}
+
+type tagPart struct {
+	lit string
+	ptr *jsonpointer.Pointer
+}
+
+// parseTagTemplate parses "/a/b" (a bare pointer) or "x:{/a/b}".
+func parseTagTemplate(s string) (tagTemplate, error) {
+	if strings.HasPrefix(s, "/") {
+		ptr, err := jsonpointer.Parse(s)
+		if err != nil {
+			return tagTemplate{}, err
+		}
+		return tagTemplate{parts: []tagPart{{ptr: &ptr}}}, nil
+	}
+	var t tagTemplate
+	rest := s
+	for rest != "" {
+		i := strings.IndexByte(rest, '{')
+		if i < 0 {
+			t.parts = append(t.parts, tagPart{lit: rest})
+			break
+		}
+		j := strings.IndexByte(rest[i:], '}')
+		if j < 0 {
+			return tagTemplate{}, fmt.Errorf("unclosed '{' in %q", s)
+		}
+		if i > 0 {
+			t.parts = append(t.parts, tagPart{lit: rest[:i]})
+		}
+		ptr, err := jsonpointer.Parse(rest[i+1 : i+j])
+		if err != nil {
+			return tagTemplate{}, err
+		}
+		if ptr.IsZero() {
+			return tagTemplate{}, fmt.Errorf("empty pointer in %q", s)
+		}
+		t.parts = append(t.parts, tagPart{ptr: &ptr})
+		rest = rest[i+j+1:]
+	}
+	if len(t.parts) == 0 || !slices.ContainsFunc(t.parts, func(p tagPart) bool { return p.ptr != nil }) {
+		return tagTemplate{}, fmt.Errorf("%q holds no JSON pointer: write \"/path\" or \"prefix:{/path}\"", s)
+	}
+	return t, nil
+}

@@ -1,0 +1,103 @@
+package cache_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
+)
+
+func TestConfigErrorsNameTheirKey(t *testing.T) {
+	base := `
+upstreams: {up: {url: "http://127.0.0.1:1"}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: %s}}}
+%s`
+	for _, tc := range []struct{ block, global, path, msg string }{
+		{"{}", "", "", ""},
+		{"{ttl: -1s}", "", "routes.r.plugins.cache.ttl", "negative"},
+		{"{override: true}", "", "routes.r.plugins.cache.override", "needs ttl"},
+		{"{query: some}", "", "routes.r.plugins.cache.query", "unknown value"},
+		{"{query: []}", "", "routes.r.plugins.cache.query", "write none"},
+		{"{partition: everyone}", "", "routes.r.plugins.cache.partition", "auto, consumer or none"},
+		{"{stale_if_error: -1s}", "", "routes.r.plugins.cache.stale_if_error", "negative"},
+		{"{ttl: 10}", "", "routes.r.plugins.cache.ttl", ""},
+		{"{tll: 1m}", "", "routes.r.plugins.cache", "tll"},
+		{"{invalidate: [{path: x, tags: [a]}]}", "", "routes.r.plugins.cache.invalidate[0].path", "must start with '/'"},
+		{"{invalidate: [{path: \"/a/{id}\", tags: []}]}", "", "routes.r.plugins.cache.invalidate[0].tags", "at least one"},
+		{"{invalidate: [{path: \"/a/{id}\", tags: [\"c:{nope}\"]}]}", "", "routes.r.plugins.cache.invalidate[0].tags[0]", "{nope} is not a parameter"},
+		{"{invalidate: [{methods: [post], path: /a, tags: [x]}]}", "", "routes.r.plugins.cache.invalidate[0].methods[0]", "upper case"},
+		{"{webhook: {tags: [/a]}}", "", "routes.r.plugins.cache.webhook.secret", "required"},
+		{"{webhook: {secret: s, scheme: hmac, tags: [/a]}}", "", "routes.r.plugins.cache.webhook.scheme", "generic or timestamped"},
+		{"{webhook: {secret: s, tags: [nopointer]}}", "", "routes.r.plugins.cache.webhook.tags[0]", "no JSON pointer"},
+		{"{webhook: {secret: s, tags: [\"/a~2\"]}}", "", "routes.r.plugins.cache.webhook.tags[0]", "'~'"},
+		{"{webhook: {secret: s}}", "", "routes.r.plugins.cache.webhook.tags", "at least one"},
+		{"{}", "cache: {max_size: 64MiB, shards: 3}", "cache.shards", "power of two"},
+		{"{}", "cache: {max_size: 4MiB, max_entry_size: 2MiB, shards: 4}", "cache.max_entry_size", "does not fit"},
+		{"{}", "cache: {max_entry_size: 10}", "cache.max_entry_size", "at least 1KiB"},
+	} {
+		t.Run(tc.path+" "+tc.block, func(t *testing.T) {
+			probs := proxytest.ConfigProblems(t, fmt.Sprintf(base, tc.block, tc.global))
+			if tc.path == "routes.r.plugins.cache.ttl" && tc.msg == "" {
+				if len(probs) != 1 || !strings.HasPrefix(probs[0].Path, tc.path) {
+					t.Errorf("got %v", probs)
+				}
+				return
+			}
+			if tc.path == "routes.r.plugins.cache" {
+				if len(probs) != 1 || !strings.Contains(probs[0].Error(), tc.msg) {
+					t.Errorf("got %v", probs)
+				}
+				return
+			}
+			proxytest.WantOneProblem(t, probs, tc.path, tc.msg)
+		})
+	}
+}
+
+// TestMemoryBoundedUnderChurn stores many distinct answers, several times
+// cache.max_size in total: the store stays within its limit and evicts.
+func TestMemoryBoundedUnderChurn(t *testing.T) {
+	body := strings.Repeat("x", 16<<10)
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=600")
+		ctx.SetBodyString(body)
+	})
+	gw := gateway(t, o.URL, "{}", "cache: {max_size: 2MiB, max_entry_size: 64KiB}")
+	const N = 600 // 600 x 16KiB = 9.4MiB through a 2MiB cache
+	for i := range N {
+		if r := get(t, fmt.Sprintf("%s/api/item/%d", gw.URL, i)); r.Status != 200 || len(r.Body) != len(body) {
+			t.Fatalf("request %d: %d, %d bytes", i, r.Status, len(r.Body))
+		}
+	}
+	m := gw.Metrics(t)
+	bytes, _ := m.Value("sluice_cache_bytes")
+	entries, _ := m.Value("sluice_cache_entries")
+	evictions, _ := m.Value("sluice_cache_evictions_total")
+	t.Logf("bytes %v, entries %v, evictions %v", bytes, entries, evictions)
+	if bytes > 2<<20 || bytes == 0 {
+		t.Errorf("store holds %v bytes, limit 2MiB", bytes)
+	}
+	if entries == 0 || entries*16*1024 > 2*1024*1024 {
+		t.Errorf("%v entries of 16KiB in a 2MiB store", entries)
+	}
+	if evictions < N-entries-1 {
+		t.Errorf("evictions %v, want about %v", evictions, N-entries)
+	}
+	// The newest entries are still served from memory.
+	if r := get(t, fmt.Sprintf("%s/api/item/%d", gw.URL, N-1)); r.Header.Get("Cache-Status") != "sluice; hit" {
+		t.Errorf("newest entry: %q", r.Header.Get("Cache-Status"))
+	}
+	t.Run("answers larger than max_entry_size pass through unstored", func(t *testing.T) {
+		big := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+			ctx.Response.Header.Set("Cache-Control", "max-age=600")
+			ctx.SetBodyString(strings.Repeat("y", 100<<10))
+		})
+		gw := gateway(t, big.URL, "{}", "cache: {max_size: 2MiB, max_entry_size: 64KiB}")
+		get(t, gw.URL+"/api/big")
+		if r := get(t, gw.URL+"/api/big"); len(r.Body) != 100<<10 || r.Header.Get("Cache-Status") != "sluice; fwd=miss" || big.Hits("/big") != 2 {
+			t.Errorf("%d bytes, %q, origin hits %d", len(r.Body), r.Header.Get("Cache-Status"), big.Hits("/big"))
+		}
+	})
+}

@@ -1,0 +1,18 @@
+// Package cache is the cache plugin: a shared HTTP cache per RFC 9111 in
+// front of a route's upstream, stored in one process-wide bigcache
+// (cache.max_size) that survives reloads.
+//
+// It owns: deciding what may be stored and for how long (Cache-Control,
+// Expires, Age, Vary, the route's ttl/override), keys (upstream, path,
+// query, partition, Vary values), answering hits with Cache-Status and Age,
+// collapsing concurrent misses, revalidation with ETag/Last-Modified,
+// stale-while-revalidate and stale-if-error, and every way of invalidating
+// entries: unsafe methods, tag rules, POST /admin/cache/purge, signed
+// provider webhooks, the OnInvalidate/Invalidate Go hooks and Redis pub/sub
+// between the gateways of a cluster.
+//
+// It must not: write error bodies (gateway errors are returned as
+// *proxy.Error and rendered by the route), see or store credentials other
+// than through a partition hash, allocate on a hit beyond bigcache's own
+// Get, or block a request on Redis.
+package cache

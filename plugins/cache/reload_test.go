@@ -1,0 +1,51 @@
+package cache_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/valyala/fasthttp"
+)
+
+// The store lives across reloads; max_size and shards apply at the next start.
+func TestReloadKeepsTheStore(t *testing.T) {
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=600")
+		fmt.Fprintf(ctx, "n=%d", n)
+	})
+	conf := func(size, route string) string {
+		return fmt.Sprintf(`
+log: {access_log: false}
+cache: {max_size: %s}
+upstreams: {up: {url: "%s"}}
+routes:
+  r: {path: "/api/{path:*}", upstream: up, strip_prefix: /api, plugins: {cache: {}}}
+  %s
+`, size, o.URL, route)
+	}
+	gw := proxytest.StartGateway(t, conf("16MiB", ""))
+	get(t, gw.URL+"/api/x")
+	proxytest.WriteFile(t, gw.File, conf("16MiB", `r2: {path: "/other/{path:*}", upstream: up, strip_prefix: /other, plugins: {cache: {}}}`))
+	if err := gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if r := get(t, gw.URL+"/api/x"); r.Header.Get("Cache-Status") != "sluice; hit" {
+		t.Errorf("after reload: %q, want the entry kept", r.Header.Get("Cache-Status"))
+	}
+	// Same upstream, same path: the new route shares the entry.
+	if r := get(t, gw.URL+"/other/x"); r.Header.Get("Cache-Status") != "sluice; hit" {
+		t.Errorf("second route of the upstream: %q", r.Header.Get("Cache-Status"))
+	}
+	proxytest.WriteFile(t, gw.File, conf("32MiB", ""))
+	if err := gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(gw.Logs.String(), "cache.max_size") {
+		t.Error("a max_size change is not reported as needing a restart")
+	}
+	if r := get(t, gw.URL+"/api/x"); r.Header.Get("Cache-Status") != "sluice; hit" {
+		t.Errorf("after a max_size reload: %q", r.Header.Get("Cache-Status"))
+	}
+}

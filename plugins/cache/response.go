@@ -1,0 +1,168 @@
+package cache
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/valyala/fasthttp"
+)
+
+// skipStored lists response headers never stored: the gateway sets them per
+// answer (Age, X-Request-Id, Content-Length), or they must not be shared.
+func skipStored(k []byte) bool {
+	switch strings.ToLower(string(k)) {
+	case "age", "x-request-id", "content-length", "set-cookie", "transfer-encoding", "connection", "keep-alive":
+		return true
+	}
+	return false
+}
+
+// storeResponse stores the upstream's answer in ctx.Response under the keys
+// in kb when RFC 9111 and the route's settings allow it.
+func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *keyBuf) bool {
+	if !ex.FromUpstream {
+		return false // an inner stage's own answer, not the provider's
+	}
+	resp := &ctx.Response
+	h := &resp.Header
+	status := resp.StatusCode()
+	if status == fasthttp.StatusNotModified || status == fasthttp.StatusPartialContent || status < 200 {
+		return false
+	}
+	if len(h.PeekAll(fasthttp.HeaderSetCookie)) > 0 {
+		return false
+	}
+	d := parseCacheControl(h)
+	now := time.Now()
+	e := entry{status: status, storedAt: now.UnixNano(), uri: kb.uri}
+	if c.override {
+		if !heuristicallyCacheable(status) {
+			return false
+		}
+		e.lifetime = c.ttl
+	} else {
+		if d.noStore || d.private || d.qualifiedPrivate {
+			return false
+		}
+		lifetime, age, explicit := freshness(h, &d, now)
+		if d.noCache {
+			explicit = true // stored, revalidated before every use (needs a validator, below)
+		}
+		switch {
+		case explicit && (heuristicallyCacheable(status) || status == 302 || status == 307):
+			e.lifetime, e.initialAge = int64(lifetime), int64(age)
+		case !explicit && c.ttl > 0 && heuristicallyCacheable(status):
+			e.lifetime, e.initialAge = c.ttl, int64(age)
+		default:
+			return false
+		}
+		if d.noCache {
+			e.flags |= flagNoCache
+		}
+		if d.mustRevalidate || d.proxyRevalidate {
+			e.flags |= flagMustRevalidate
+		}
+		if d.swr > 0 {
+			e.swr = int64(d.swr)
+		}
+		if d.sie > 0 {
+			e.sie = int64(d.sie)
+		}
+		// RFC 9111 section 3.5: a request with credentials the cache does not
+		// keep apart may be shared only if the answer says so.
+		if !c.byCredential && len(ctx.Request.Header.PeekBytes(strAuthorization)) > 0 &&
+			!d.public && d.sMaxAge < 0 && !d.mustRevalidate {
+			return false
+		}
+	}
+	validators := len(h.PeekBytes(strETag)) > 0 || len(h.PeekBytes(strLastModified)) > 0
+	if e.flags&flagNoCache != 0 && !validators {
+		return false // every use needs a revalidation it could not make
+	}
+	if e.lifetime-e.initialAge <= 0 && !validators && (e.flags&flagMustRevalidate != 0 || max(e.swr, c.swr, e.sie, c.sie) == 0) {
+		return false // stale on arrival, and no way to use it stale
+	}
+	// Vary
+	var names []string
+	for _, line := range h.PeekAll(fasthttp.HeaderVary) {
+		for _, n := range strings.Split(string(line), ",") {
+			n = strings.ToLower(strings.TrimSpace(n))
+			if n == "*" {
+				return false
+			}
+			if n != "" && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	slices.Sort(names)
+
+	var hdrs [][2][]byte
+	for k, v := range h.All() {
+		if skipStored(k) {
+			continue
+		}
+		hdrs = append(hdrs, [2][]byte{bytes.Clone(k), bytes.Clone(v)})
+	}
+	tags := c.entryTags(ex.Path())
+	for _, v := range h.PeekAll("Surrogate-Key") {
+		tags = append(tags, strings.Fields(string(v))...)
+	}
+	for _, v := range h.PeekAll("Cache-Tag") {
+		for _, t := range strings.Split(string(v), ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				tags = append(tags, t)
+			}
+		}
+	}
+	e.body = resp.Body()
+	buf := encodeEntry(make([]byte, 0, len(e.body)+512), &e, hdrs, tags)
+	if len(buf)+len(kb.key)+len(kb.vkey)+64 > c.maxEntry {
+		return false
+	}
+	key := string(kb.key)
+	if len(names) > 0 {
+		var v varyMarker
+		nonce := uint64(0)
+		if old := c.store.get(kb.key, &kb.digest); old != nil && decodeVary(old, &v) == nil && sameNames(v.names, names) {
+			nonce = v.nonce
+		} else {
+			nonce = newNonce()
+			c.store.set(key, encodeVary(nil, nonce, kb.uri, names), nil)
+		}
+		var enc []byte
+		for _, n := range names {
+			enc = appendBytes16(enc, []byte(n))
+		}
+		enc = append([]byte{byte(len(names)), byte(len(names) >> 8)}, enc...)
+		variantKey(ctx, kb, &varyMarker{nonce: nonce, names: enc})
+		key = string(kb.vkey)
+	}
+	c.store.set(key, buf, tags)
+	return true
+}
+
+func sameNames(enc []byte, names []string) bool {
+	i := 0
+	same := true
+	forEachTag(enc, func(n []byte) {
+		if i >= len(names) || string(n) != names[i] {
+			same = false
+		}
+		i++
+	})
+	return same && i == len(names)
+}
+
+// entryTags fills the route's tag templates from the path parameters
+// (matched against the route's path pattern).
+func (c *Cache) entryTags(path []byte) []string {
+	if len(c.tags) == 0 {
+		return nil
+	}
+	params, _ := c.pattern.match(string(path))
+	return fill(c.tags, params, nil)
+}
