@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -50,6 +52,24 @@ func (c *Cluster) close() {
 	}
 }
 
+// redisLog receives go-redis's own log lines (a failed dial per pooled
+// connection attempt, for instance). During an outage those come many times
+// a second; the plugins already log each change of Redis state once, so these
+// go to debug level on the logger of the config last compiled.
+type redisLog struct{ l atomic.Pointer[slog.Logger] }
+
+func (r *redisLog) Printf(_ context.Context, format string, v ...any) {
+	if l := r.l.Load(); l != nil {
+		l.Debug("redis client", "message", fmt.Sprintf(format, v...))
+	}
+}
+
+var redisLogger = func() *redisLog {
+	r := &redisLog{}
+	redis.SetLogger(r)
+	return r
+}()
+
 var nodeID = func() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
@@ -90,11 +110,12 @@ func newCluster(rc *RedisConfig) *Cluster {
 // clusterFor returns the cluster for cfg: the current one when its settings
 // did not change (connections stay warm across reloads), a new one when they
 // did, nil in single-node mode.
-func clusterFor(cfg *Config, current *Cluster) *Cluster {
+func clusterFor(cfg *Config, current *Cluster, log *slog.Logger) *Cluster {
 	rc := cfg.Cluster.Redis
 	if rc == nil || rc.Addr == "" {
 		return nil
 	}
+	redisLogger.l.Store(log)
 	if current != nil && current.key == clusterKey(rc) {
 		return current
 	}

@@ -80,7 +80,7 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 	if cur := g.state.Load(); cur != nil {
 		current = cur.cluster
 	}
-	st.cluster = clusterFor(cfg, current)
+	st.cluster = clusterFor(cfg, current, st.log)
 
 	for _, name := range sortedKeys(cfg.Upstreams) {
 		uc := cfg.Upstreams[name]
