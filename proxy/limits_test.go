@@ -24,14 +24,14 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 `)
 	t.Run("body too large", func(t *testing.T) {
 		resp := proxytest.Do(t, "POST", gw.URL+"/x", strings.Repeat("a", 2048))
-		p := problem(t, resp, 413, "request_too_large")
+		p := proxytest.WantProblem(t, resp, 413, "request_too_large")
 		if !strings.Contains(p["detail"].(string), "1KiB") {
 			t.Errorf("detail does not name the limit: %v", p["detail"])
 		}
 	})
 	t.Run("head too large", func(t *testing.T) {
 		resp := proxytest.Do(t, "GET", gw.URL+"/x", "", "X-Big", strings.Repeat("b", 8<<10))
-		problem(t, resp, 431, "request_too_large")
+		proxytest.WantProblem(t, resp, 431, "request_too_large")
 	})
 	t.Run("malformed", func(t *testing.T) {
 		for _, raw := range []string{
@@ -82,7 +82,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	<-entered // both slots taken
 	<-entered
 	resp := proxytest.Do(t, "GET", gw.URL+"/third", "")
-	p := problem(t, resp, 503, "overloaded")
+	p := proxytest.WantProblem(t, resp, 503, "overloaded")
 	if resp.Header.Get("Retry-After") != "1" || p["retryable"] != true {
 		t.Errorf("Retry-After = %q, retryable = %v", resp.Header.Get("Retry-After"), p["retryable"])
 	}

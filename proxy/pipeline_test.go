@@ -86,7 +86,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
 `, up.URL), proxytest.Options{Registry: tracerRegistry(&mu, &order)})
 
 	resp := proxytest.Do(t, "GET", gw.URL+"/x", "", "X-Panic", "cache", "X-Request-Id", "req-panic-1")
-	p := problem(t, resp, 500, "internal_error")
+	p := proxytest.WantProblem(t, resp, 500, "internal_error")
 	if p["retryable"] != false || strings.Contains(string(resp.Body), "boom") {
 		t.Errorf("panic details leaked or retryable set: %s", resp.Body)
 	}

@@ -153,7 +153,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	// max_inflight applies at once: one request held, the next is refused.
 	go func() { _, _ = proxytest.TryDo("GET", gw.URL+"/held", "") }()
 	proxytest.Eventually(t, 2*time.Second, func() bool { return up.Count() == 1 }, "the first request never reached the upstream")
-	problem(t, proxytest.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
+	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
 }
 
 func TestReloadRemovesRouteSeries(t *testing.T) {
@@ -183,5 +183,5 @@ routes:
 	if v, _ := m.Value("sluice_requests_total", "route", "keep"); v != 1 {
 		t.Errorf("series of a kept route = %v, want 1", v)
 	}
-	problem(t, proxytest.Do(t, "GET", gw.URL+"/gone", ""), 404, "route_not_found")
+	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/gone", ""), 404, "route_not_found")
 }

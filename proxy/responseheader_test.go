@@ -40,7 +40,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {}}}}
 		}
 		resp := proxytest.Do(t, "GET", gw.URL+"/x", "", h...)
 		if refuse {
-			problem(t, resp, 403, "forbidden")
+			proxytest.WantProblem(t, resp, 403, "forbidden")
 		} else if resp.Status != 200 {
 			t.Fatalf("status %d", resp.Status)
 		}

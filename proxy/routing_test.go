@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,35 +11,6 @@ import (
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
-
-// problem decodes a problem+json answer and checks the members every gateway
-// error must carry.
-func problem(t *testing.T, resp *proxytest.Response, wantStatus int, wantCode string) map[string]any {
-	t.Helper()
-	if resp.Status != wantStatus {
-		t.Fatalf("status = %d, want %d; body %s", resp.Status, wantStatus, resp.Body)
-	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
-		t.Fatalf("Content-Type = %q, want application/problem+json", ct)
-	}
-	var p map[string]any
-	if err := json.Unmarshal(resp.Body, &p); err != nil {
-		t.Fatalf("body is not JSON: %v: %s", err, resp.Body)
-	}
-	if p["code"] != wantCode {
-		t.Fatalf("code = %v, want %s; body %s", p["code"], wantCode, resp.Body)
-	}
-	if p["type"] != "about:blank" || p["status"] != float64(wantStatus) || p["title"] == "" {
-		t.Errorf("type/status/title wrong: %s", resp.Body)
-	}
-	if rid := resp.Header.Get("X-Request-Id"); rid == "" || p["request_id"] != rid {
-		t.Errorf("request_id %v does not match X-Request-Id %q", p["request_id"], rid)
-	}
-	if _, ok := p["retryable"].(bool); !ok {
-		t.Errorf("retryable missing: %s", resp.Body)
-	}
-	return p
-}
 
 func TestRouting(t *testing.T) {
 	t.Parallel()
@@ -87,7 +57,7 @@ routes:
 			}
 			resp := proxytest.Do(t, tc.method, gw.URL+tc.path, "", hdr...)
 			if tc.wantCode != "" {
-				p := problem(t, resp, tc.wantStatus, tc.wantCode)
+				p := proxytest.WantProblem(t, resp, tc.wantStatus, tc.wantCode)
 				if p["instance"] != tc.path {
 					t.Errorf("instance = %v, want %s", p["instance"], tc.path)
 				}

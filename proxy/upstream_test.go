@@ -125,7 +125,7 @@ routes:
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			resp := proxytest.Do(t, c.method, gw.URL+c.path, "")
-			p := problem(t, resp, c.status, c.code)
+			p := proxytest.WantProblem(t, resp, c.status, c.code)
 			if p["retryable"] != c.retryable {
 				t.Errorf("retryable = %v, want %v", p["retryable"], c.retryable)
 			}
@@ -250,11 +250,11 @@ routes:
 	if resp := proxytest.Do(t, "GET", gw.URL+"/t/x", ""); resp.Status != 200 || string(resp.Body) != fmt.Sprintf("secure 127.0.0.1:%d", port) {
 		t.Errorf("trusted CA: %d %s", resp.Status, resp.Body)
 	}
-	p := problem(t, proxytest.Do(t, "GET", gw.URL+"/u/x", ""), 502, "upstream_unreachable")
+	p := proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/u/x", ""), 502, "upstream_unreachable")
 	if !strings.Contains(p["detail"].(string), "trusted CA") || p["retryable"] != false {
 		t.Errorf("untrusted certificate: detail %q retryable %v", p["detail"], p["retryable"])
 	}
-	p = problem(t, proxytest.Do(t, "GET", gw.URL+"/w/x", ""), 502, "upstream_unreachable")
+	p = proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/w/x", ""), 502, "upstream_unreachable")
 	if !strings.Contains(p["detail"].(string), "host name") {
 		t.Errorf("wrong host name: detail %q", p["detail"])
 	}
@@ -383,7 +383,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		done <- resp.Status
 	}()
 	<-entered
-	p := problem(t, proxytest.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
+	p := proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
 	if !strings.Contains(p["detail"].(string), "max_conns") || p["retryable"] != true {
 		t.Errorf("detail %q retryable %v", p["detail"], p["retryable"])
 	}

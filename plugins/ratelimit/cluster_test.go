@@ -60,7 +60,7 @@ func TestGatewaysShareALimitThroughRedis(t *testing.T) {
 		t.Errorf("the limit's key is not in Redis: %q %v", got, err)
 	}
 	resp := proxytest.Do(t, "GET", gws[1].URL+"/r/x", "")
-	problem(t, resp, 429, "rate_limited")
+	proxytest.WantProblem(t, resp, 429, "rate_limited")
 	if got := resp.Header.Get("RateLimit"); !strings.HasPrefix(got, `"upstream";r=0;t=`) {
 		t.Errorf("RateLimit %q", got)
 	}
@@ -85,13 +85,13 @@ func TestProviderPauseIsShared(t *testing.T) {
 		ctx.SetBodyString("ok")
 	})
 	gws := cluster(t, 2, rd, up, `{normalize_errors: {}, rate_limit: {respect_upstream: true}}`)
-	problem(t, proxytest.Do(t, "GET", gws[0].URL+"/r/x", ""), 429, "upstream_rate_limited")
+	proxytest.WantProblem(t, proxytest.Do(t, "GET", gws[0].URL+"/r/x", ""), 429, "upstream_rate_limited")
 	proxytest.Eventually(t, 5*time.Second, func() bool {
 		resp := proxytest.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
 		return strings.Contains(string(resp.Body), `"paused": true`)
 	}, "the second gateway never learnt of the pause")
 	resp := proxytest.Do(t, "GET", gws[1].URL+"/r/x", "")
-	problem(t, resp, 429, "upstream_rate_limited")
+	proxytest.WantProblem(t, resp, 429, "upstream_rate_limited")
 	if ra := resp.Header.Get("Retry-After"); ra == "" || ra == "1" {
 		t.Errorf("Retry-After %q, want the provider's remaining pause", ra)
 	}

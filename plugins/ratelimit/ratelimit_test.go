@@ -66,18 +66,6 @@ func burst(t *testing.T, n int, url string, header ...string) map[int]int {
 	return got
 }
 
-func problem(t *testing.T, resp *proxytest.Response, status int, code string) map[string]any {
-	t.Helper()
-	if resp.Status != status {
-		t.Fatalf("status %d, want %d: %s", resp.Status, status, resp.Body)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(resp.Body, &m); err != nil || m["code"] != code {
-		t.Fatalf("want problem %s, got %s", code, resp.Body)
-	}
-	return m
-}
-
 func metric(t *testing.T, gw *proxytest.Gateway, name string, labels ...string) float64 {
 	t.Helper()
 	v, _ := gw.Metrics(t).Value(name, labels...)
@@ -99,7 +87,7 @@ func TestBurstAdmitsExactlyBurst(t *testing.T) {
 	}
 	// The bucket is the upstream's: route s shares it.
 	resp := proxytest.Do(t, "GET", gw.URL+"/s/x", "")
-	p := problem(t, resp, 429, "rate_limited")
+	p := proxytest.WantProblem(t, resp, 429, "rate_limited")
 	if resp.Header.Get("Retry-After") == "" || p["retry_after"] == nil || p["retryable"] != true {
 		t.Errorf("429 without Retry-After/retryable: %v %s", resp.Header, resp.Body)
 	}
@@ -307,7 +295,7 @@ func TestQueueMode(t *testing.T) {
 	start = time.Now()
 	resp := proxytest.Do(t, "GET", slow.URL+"/r/x", "")
 	took := time.Since(start)
-	problem(t, resp, 429, "rate_limited")
+	proxytest.WantProblem(t, resp, 429, "rate_limited")
 	if took > 2*time.Second {
 		t.Errorf("a call that would wait 60s took %v to be refused: it waited instead of failing at once", took)
 	}
@@ -328,7 +316,7 @@ routes:
 `, up.URL))
 	proxytest.Do(t, "GET", gw.URL+"/x", "")
 	start := time.Now()
-	problem(t, proxytest.Do(t, "GET", gw.URL+"/x", ""), 429, "rate_limited")
+	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/x", ""), 429, "rate_limited")
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("took %v: waited past the 1s deadline", took)
 	}
@@ -350,13 +338,13 @@ func TestProviderRetryAfterStopsCalls(t *testing.T) {
 		ctx.SetBodyString("ok")
 	}, `{normalize_errors: {message: /message}, rate_limit: {respect_upstream: true}}`, "")
 	resp := proxytest.Do(t, "GET", gw.URL+"/r/x", "")
-	p := problem(t, resp, 429, "upstream_rate_limited")
+	p := proxytest.WantProblem(t, resp, 429, "upstream_rate_limited")
 	if resp.Header.Get("Retry-After") != "30" || p["detail"] != "slow down" {
 		t.Errorf("provider's 429: %v %s", resp.Header, resp.Body)
 	}
 	for _, path := range []string{"/r/y", "/s/z"} {
 		resp = proxytest.Do(t, "GET", gw.URL+path, "")
-		problem(t, resp, 429, "upstream_rate_limited")
+		proxytest.WantProblem(t, resp, 429, "upstream_rate_limited")
 		if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 25 || ra > 30 {
 			t.Errorf("%s: Retry-After %q, want about 30", path, resp.Header.Get("Retry-After"))
 		}
@@ -414,7 +402,7 @@ func TestProviderQuotaHeaders(t *testing.T) {
 				}
 				return
 			}
-			problem(t, resp, 429, "upstream_rate_limited")
+			proxytest.WantProblem(t, resp, 429, "upstream_rate_limited")
 			if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 15 || ra > 21 {
 				t.Errorf("Retry-After %q, want about 20", resp.Header.Get("Retry-After"))
 			}
@@ -470,5 +458,5 @@ func TestBucketsSurviveReload(t *testing.T) {
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	problem(t, proxytest.Do(t, "GET", gw.URL+"/r/x", ""), 429, "rate_limited")
+	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/r/x", ""), 429, "rate_limited")
 }

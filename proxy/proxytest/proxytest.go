@@ -7,6 +7,7 @@ package proxytest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -369,4 +370,33 @@ func WithStandIns(standIns ...*proxy.Factory) *proxy.Registry {
 		return slices.ContainsFunc(standIns, func(s *proxy.Factory) bool { return s.Name == f.Name })
 	})
 	return proxy.NewRegistry(append(all, standIns...)...)
+}
+
+// WantProblem decodes a problem+json answer and checks the members every gateway
+// error must carry.
+func WantProblem(t testing.TB, resp *Response, wantStatus int, wantCode string) map[string]any {
+	t.Helper()
+	if resp.Status != wantStatus {
+		t.Fatalf("status = %d, want %d; body %s", resp.Status, wantStatus, resp.Body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("Content-Type = %q, want application/problem+json", ct)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(resp.Body, &p); err != nil {
+		t.Fatalf("body is not JSON: %v: %s", err, resp.Body)
+	}
+	if p["code"] != wantCode {
+		t.Fatalf("code = %v, want %s; body %s", p["code"], wantCode, resp.Body)
+	}
+	if p["type"] != "about:blank" || p["status"] != float64(wantStatus) || p["title"] == "" {
+		t.Errorf("type/status/title wrong: %s", resp.Body)
+	}
+	if rid := resp.Header.Get("X-Request-Id"); rid == "" || p["request_id"] != rid {
+		t.Errorf("request_id %v does not match X-Request-Id %q", p["request_id"], rid)
+	}
+	if _, ok := p["retryable"].(bool); !ok {
+		t.Errorf("retryable missing: %s", resp.Body)
+	}
+	return p
 }
