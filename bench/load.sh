@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # load.sh - Sluice beside nginx proxy_pass (one worker) on one core, measured by
 # ../shared/peerbench: the proxies on CPU 0 (Sluice with GOMAXPROCS=1), the
-# origin and wrk on CPU 1, targets interleaved over several rounds.
+# origin and wrk on CPU 1, targets interleaved over several rounds. Three
+# Sluice configs: pass-through (sluice), the full plugin chain (sluice-chain)
+# and cache hits (sluice-cache, beside the peers' caches with --cache).
 #
-#   bench/load.sh [-r ROUNDS] [-d SECONDS] [--all-peers]
+#   bench/load.sh [-r ROUNDS] [-d SECONDS] [--all-peers] [--cache]
 #
 # Prints peerbench's table (req/s median/min/max, p50, p99, ratio to nginx,
 # us/req0 = CPU-0 time per request) and a short verdict. Needs wrk and nginx
@@ -11,12 +13,13 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PEERBENCH="${PEERBENCH:-$ROOT/../shared/peerbench}"
-ROUNDS=5 DUR=6 ONLY="nginx"
+ROUNDS=5 DUR=6 ONLY="nginx" SCEN=pass
 while [ $# -gt 0 ]; do
 	case "$1" in
 	-r) ROUNDS="$2"; shift 2 ;;
 	-d) DUR="$2"; shift 2 ;;
 	--all-peers) ONLY=""; shift ;;
+	--cache) SCEN=both; shift ;;
 	-h|--help) sed -n '2,11p' "$0"; exit 0 ;;
 	*) echo "load.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
@@ -29,13 +32,18 @@ trap 'rm -rf "$(dirname "$BIN")"' EXIT
 (cd "$ROOT" && go build -trimpath -o "$BIN" ./cmd/sluice)
 "$BIN" validate -config "$ROOT/bench/sluice-pass.yaml" >/dev/null
 "$BIN" validate -config "$ROOT/bench/sluice-chain.yaml" >/dev/null
+"$BIN" validate -config "$ROOT/bench/sluice-cache.yaml" >/dev/null
 
 OUT="${OUT:-$ROOT/bench/out/$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
-args=(-s pass -r "$ROUNDS" -d "$DUR" -o "$OUT"
+args=(-s "$SCEN" -r "$ROUNDS" -d "$DUR" -o "$OUT"
 	--exec "$BIN -config $ROOT/bench/sluice-pass.yaml"
 	--exec "$BIN -config $ROOT/bench/sluice-chain.yaml"
 	sluice=18086 sluice-chain=18087)
+if [ "$SCEN" = both ]; then
+	args+=(--exec "$BIN -config $ROOT/bench/sluice-cache.yaml" --cache sluice-cache=18096)
+	[ -n "$ONLY" ] && ONLY="$ONLY haproxy varnish"
+fi
 [ -n "$ONLY" ] && args+=(--only "$ONLY")
 "$PEERBENCH/run.sh" "${args[@]}"
 
