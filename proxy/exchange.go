@@ -47,6 +47,7 @@ type Exchange struct {
 	query     []byte // query parameters added for the upstream only (AddUpstreamQuery)
 	scratch   []byte // short-lived scratch space (header values, problem bodies)
 	addHeader []byte // AddResponseHeader: "name\x00value\x00" pairs
+	joinBuf   []byte // applyResponseHeaders: the values of one name, joined
 	idBuf     [32]byte
 }
 
@@ -147,7 +148,8 @@ func appendQuery(dst []byte, start int, q []byte) []byte {
 // turns out to be: an upstream answer, a cache hit or a problem+json error
 // (rendering an error resets the response, these headers are added after it).
 // Rate limiting uses it for the RateLimit fields. name and value are copied;
-// adding a name twice sends two field lines. It does not allocate once the
+// values added under one name are sent as one comma-separated line, so use
+// it for list-valued fields only (not Set-Cookie). It does not allocate once the
 // pooled exchange's buffer has grown.
 func (ex *Exchange) AddResponseHeader(name string, value []byte) {
 	ex.addHeader = append(ex.addHeader, name...)
@@ -156,14 +158,38 @@ func (ex *Exchange) AddResponseHeader(name string, value []byte) {
 	ex.addHeader = append(ex.addHeader, 0)
 }
 
-// applyResponseHeaders adds the headers of AddResponseHeader to resp.
+// applyResponseHeaders adds the headers of AddResponseHeader to resp. The
+// values of one name go out as one comma-separated field line (RFC 9110
+// §5.3): the fields added this way are lists, and one line per name costs
+// half the header work of one per value when several limits each add theirs.
 func (ex *Exchange) applyResponseHeaders(resp *fasthttp.Response) {
-	b := ex.addHeader
-	for len(b) > 0 {
+	var pairs [8]struct{ name, value []byte }
+	n := 0
+	for b := ex.addHeader; len(b) > 0; n++ {
 		i := bytes.IndexByte(b, 0)
 		j := i + 1 + bytes.IndexByte(b[i+1:], 0)
-		resp.Header.AddBytesKV(b[:i], b[i+1:j])
+		if n == len(pairs) { // more than a plugin adds: one line each
+			resp.Header.AddBytesKV(b[:i], b[i+1:j])
+			n--
+		} else {
+			pairs[n].name, pairs[n].value = b[:i], b[i+1:j]
+		}
 		b = b[j+1:]
+	}
+	for k := 0; k < n; k++ {
+		name := pairs[k].name
+		if name == nil { // sent with an earlier pair of the same name
+			continue
+		}
+		joined := append(ex.joinBuf[:0], pairs[k].value...)
+		for m := k + 1; m < n; m++ {
+			if pairs[m].name != nil && bytes.Equal(pairs[m].name, name) {
+				joined = append(append(joined, ", "...), pairs[m].value...)
+				pairs[m].name = nil
+			}
+		}
+		ex.joinBuf = joined
+		resp.Header.AddBytesKV(name, joined)
 	}
 }
 
