@@ -31,8 +31,10 @@ const (
 	expirySlack = time.Second
 	// defaultExpiresIn is assumed when the token endpoint omits expires_in.
 	defaultExpiresIn = time.Hour
-	minBackoff       = time.Second
-	maxBackoff       = time.Minute
+	// maxExpiresIn caps the lifetime a token endpoint may announce.
+	maxExpiresIn = 365 * 24 * time.Hour
+	minBackoff   = time.Second
+	maxBackoff   = time.Minute
 )
 
 func (c *Credential) checkOAuth2(at func(string) string, p *proxy.Problems) {
@@ -112,6 +114,7 @@ type tokenSource struct {
 	cancel   context.CancelFunc // cancels the refresher's fetch in flight
 
 	fetchOK, fetchFailed prometheus.Counter
+	expiry               *expiryCollector // reports the source while it is started
 }
 
 type oauthMetrics struct {
@@ -129,6 +132,16 @@ type expiryCollector struct {
 }
 
 func (e *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- e.desc }
+
+func (e *expiryCollector) set(s *tokenSource, started bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if started {
+		e.sources[s] = true
+	} else {
+		delete(e.sources, s)
+	}
+}
 
 func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	e.mu.Lock()
@@ -206,9 +219,7 @@ func newOAuth2(c *Credential, b *proxy.Build) (*oauth2, error) {
 			s.basicAuth = "Basic " + basic(url.QueryEscape(c.ClientID), url.QueryEscape(c.ClientSecret.Reveal()))
 		}
 		s.form = form.Encode()
-		m.expiry.mu.Lock()
-		m.expiry.sources[s] = true
-		m.expiry.mu.Unlock()
+		s.expiry = m.expiry
 		return s
 	}).(*tokenSource)
 	return &oauth2{src: src}, nil
@@ -232,9 +243,10 @@ func (o *oauth2) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	// once, and send the request once more. If no new token can be had, the
 	// provider's 401 stands.
 	fresh, err := o.src.get(t, ex.Remaining())
-	if err != nil || fresh == t {
+	if err != nil || fresh == t || ex.Remaining() <= 0 {
 		return nil
 	}
+	proxy.ResetResponse(ctx, ex)
 	h.SetBytesKV(strAuthorization, fresh.header)
 	return next.Handle(ctx, ex)
 }
@@ -398,7 +410,9 @@ func (s *tokenSource) call(ctx context.Context) (*token, error) {
 		if _, err := fmt.Sscanf(raw, "%g", &secs); err != nil || secs <= 0 {
 			return nil, errors.New("the token endpoint's expires_in is not a positive number")
 		}
-		life = time.Duration(secs * float64(time.Second))
+		// A year at most: a larger value would overflow time.Duration into
+		// a negative lifetime (and a fetch loop).
+		life = time.Duration(min(secs, maxExpiresIn.Seconds()) * float64(time.Second))
 	}
 	return newToken([]byte("Bearer "+tr.AccessToken), start, life), nil
 }
@@ -429,6 +443,7 @@ func (s *tokenSource) acquire() {
 	defer s.mu.Unlock()
 	s.refs++
 	if s.refs == 1 {
+		s.expiry.set(s, true)
 		var ctx context.Context
 		ctx, s.cancel = context.WithCancel(context.Background())
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
@@ -445,6 +460,7 @@ func (s *tokenSource) release() {
 	}
 	stop, done, cancel := s.stop, s.done, s.cancel
 	s.stop, s.done, s.cancel = nil, nil, nil
+	s.expiry.set(s, false) // a source no config uses (settings changed by a reload) reports nothing
 	s.mu.Unlock()
 	close(stop)
 	cancel() // a fetch in flight ends now rather than at its timeout

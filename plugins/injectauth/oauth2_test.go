@@ -310,3 +310,26 @@ func TestOAuth2TokenEndpointDown(t *testing.T) {
 		return err == nil && r.Status == 200
 	}, "calls did not recover with the token endpoint")
 }
+
+// The expiry gauge follows the token source in use: after a reload that
+// changes the app's settings, the old source's token (expired meanwhile)
+// no longer drags sluice_oauth_token_expiry_seconds below zero.
+func TestOAuth2ExpiryGaugeFollowsReload(t *testing.T) {
+	t.Parallel()
+	te := newTokenEndpoint(t, 0)
+	te.expiresIn.Store(1)
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, oauthYAML(up.URL, te.URL, ""))
+	proxytest.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
+
+	te.expiresIn.Store(3600)
+	proxytest.WriteFile(t, gw.File, strings.Replace(oauthYAML(up.URL, te.URL, ""), "oauth-client-secret-value", "rotated-client-secret", 1))
+	if err := gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	proxytest.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
+	time.Sleep(1500 * time.Millisecond) // the first token has expired, the old config is retired
+	if v, ok := gw.Metrics(t).Value("sluice_oauth_token_expiry_seconds", "upstream", "source"); !ok || v < 3000 {
+		t.Errorf("sluice_oauth_token_expiry_seconds = %v (found %v) after the reload, want the new token's ~3600", v, ok)
+	}
+}

@@ -76,11 +76,17 @@ func TestTokenSourceSingleFlight(t *testing.T) {
 
 // TestShortLivedTokenIsUsed: a token that lives 1s is used for most of its
 // second instead of being fetched again on every request.
-func TestShortLivedTokenIsUsed(t *testing.T) {
+func TestShortLivedTokenIsUsed(t *testing.T) { testTokenIsReused(t, "1") }
+
+// An absurd expires_in is capped rather than overflowing into a negative
+// lifetime (which would make every call fetch a new token).
+func TestHugeExpiresInIsCapped(t *testing.T) { testTokenIsReused(t, "1e12") }
+
+func testTokenIsReused(t *testing.T, expiresIn string) {
 	var calls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
-		_, _ = w.Write([]byte(`{"access_token":"short","expires_in":1}`))
+		_, _ = w.Write([]byte(`{"access_token":"short","expires_in":` + expiresIn + `}`))
 	}))
 	defer srv.Close()
 	c := &Credential{Type: TypeOAuth2, TokenURL: srv.URL, ClientID: "id", ClientSecret: "secret"}
@@ -104,6 +110,6 @@ func TestShortLivedTokenIsUsed(t *testing.T) {
 		}
 	}
 	if n := calls.Load(); n != 1 {
-		t.Errorf("%d fetches for 20 quick calls with a 1s token, want 1", n)
+		t.Errorf("%d fetches for 20 quick calls with expires_in %s, want 1", n, expiresIn)
 	}
 }
