@@ -625,6 +625,20 @@ func unwrapPathErr(err error) error {
 // checkUpstreamURL accepts http(s)://host[:port][/base/path] and nothing
 // else. Its messages show the URL with any credentials masked.
 func checkUpstreamURL(raw string) error {
+	if err := CheckHTTPURL(raw); err != nil {
+		return err
+	}
+	if u, _ := url.Parse(raw); u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("invalid URL %q: no query or fragment allowed", raw)
+	}
+	return nil
+}
+
+// CheckHTTPURL accepts an absolute http(s) URL with a host and without
+// credentials (URLs are logged and shown: credentials belong in secrets).
+// Plugins check the URLs they call (token endpoints, key sets) with it. Its
+// messages show the URL with any credentials masked.
+func CheckHTTPURL(raw string) error {
 	shown := maskUserinfo(raw)
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -638,9 +652,6 @@ func checkUpstreamURL(raw string) error {
 	}
 	if u.Host == "" || u.Hostname() == "" {
 		return fmt.Errorf("invalid URL %q: no host", shown)
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("invalid URL %q: no query or fragment allowed", shown)
 	}
 	if port := u.Port(); port != "" {
 		if _, err := net.LookupPort("tcp", port); err != nil {

@@ -70,8 +70,6 @@ const (
 	ReasonForbidden    = "forbidden"     // a known consumer not allowed on the route
 )
 
-var reasons = []string{ReasonMissing, ReasonInvalidKey, ReasonInvalidToken, ReasonForbidden}
-
 type metrics struct {
 	failures *prometheus.CounterVec
 }

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"sync"
@@ -62,8 +61,8 @@ func (c *JWTConfig) validate(prefix string, p *proxy.Problems) {
 		p.Add(prefix, "set exactly one of secret (HS256), jwks_file or jwks_url")
 	}
 	if c.JWKSURL != "" {
-		if u, err := url.Parse(c.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			p.Addf(prefix+".jwks_url", "invalid URL %q: want http(s)://host/path", c.JWKSURL)
+		if err := proxy.CheckHTTPURL(c.JWKSURL); err != nil {
+			p.AddErr(prefix+".jwks_url", err)
 		}
 	}
 	if c.JWKSRefresh == 0 {
@@ -162,6 +161,9 @@ func (v *jwtVerifier) verify(raw []byte) (string, error) {
 	name, _ := claims[v.cfg.ConsumerClaim].(string)
 	if name == "" || len(name) > 128 || !printable(name) {
 		return "", fmt.Errorf("claim %s is missing or not a printable string", v.cfg.ConsumerClaim)
+	}
+	if name == proxy.AnonymousConsumer { // reserved for calls without credentials
+		return "", fmt.Errorf("claim %s names the reserved consumer %q", v.cfg.ConsumerClaim, name)
 	}
 	return name, nil
 }

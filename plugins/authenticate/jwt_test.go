@@ -119,6 +119,7 @@ routes:
 		{"rs256 from file", "/rs/x", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, good), 200, "billing"},
 		{"rs256 without kid", "/rs/x", sign(t, jwt.SigningMethodRS256, "", rsaKey, good), 200, "billing"},
 		{"unknown subject accepted as-is", "/rs/x", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, with("sub", "svc-reports")), 200, "svc-reports"},
+		{"reserved anonymous subject", "/rs/x", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, with("sub", "anonymous")), 401, ""},
 		{"expired", "/rs/x", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, with("exp", now.Add(-time.Minute).Unix())), 401, ""},
 		{"no exp", "/rs/x", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, with("exp", nil)), 401, ""},
 		{"wrong issuer", "/rs/x", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, with("iss", "https://evil.test")), 401, ""},
@@ -161,8 +162,8 @@ routes:
 	if jwksCalls.Load() < 1 {
 		t.Error("the JWKS URL was never fetched")
 	}
-	if v, _ := gw.Metrics(t).Value("sluice_auth_failures_total", "route", "rs", "reason", "invalid_token"); v != 8 {
-		t.Errorf("invalid_token failures on rs = %v, want 8", v)
+	if v, _ := gw.Metrics(t).Value("sluice_auth_failures_total", "route", "rs", "reason", "invalid_token"); v != 9 {
+		t.Errorf("invalid_token failures on rs = %v, want 9", v)
 	}
 }
 
@@ -182,6 +183,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {jwt: ` + jwt
 		{"rs256 with secret", `{secret: s, algorithms: [RS256]}`, at + ".algorithms[0]", "needs a JWKS"},
 		{"missing jwks file", `{jwks_file: /nonexistent/jwks.json}`, at + ".jwks_file", "cannot read"},
 		{"bad url", `{jwks_url: "ftp://x"}`, at + ".jwks_url", "invalid URL"},
+		{"url credentials", `{jwks_url: "https://u:hunter2pass@idp.test/jwks"}`, at + ".jwks_url", "[redacted]@idp.test"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

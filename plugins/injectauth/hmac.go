@@ -85,10 +85,8 @@ type hmacSigner struct {
 	tsHeader []byte // empty: no timestamp header
 	prefix   []byte
 	base64   bool
-	size     int
 	macs     sync.Pool // of *signState
-	hasTS    bool
-	now      func() time.Time
+	hasTS    bool // the timestamp is one of the signed parts
 }
 
 // signState is one pooled signer: the keyed hash and buffers that live on
@@ -112,8 +110,6 @@ func newHMAC(c *Credential) (*hmacSigner, error) {
 		header: []byte(c.Header),
 		prefix: []byte(c.Prefix),
 		base64: c.Encoding == "base64",
-		size:   newHash().Size(),
-		now:    time.Now,
 	}
 	if c.TimestampHeader != "" {
 		s.tsHeader = []byte(c.TimestampHeader)
@@ -149,7 +145,7 @@ func (s *hmacSigner) sign(st *signState, out []byte, ctx *fasthttp.RequestCtx, e
 	}
 	var ts []byte
 	if s.hasTS || len(s.tsHeader) > 0 {
-		buf = strconv.AppendInt(buf, s.now().Unix(), 10)
+		buf = strconv.AppendInt(buf, time.Now().Unix(), 10)
 		ts = buf[uriLen:]
 		if len(s.tsHeader) > 0 {
 			req.Header.DelBytes(s.tsHeader)

@@ -40,10 +40,8 @@ const (
 func (c *Credential) checkOAuth2(at func(string) string, p *proxy.Problems) {
 	if c.TokenURL == "" {
 		p.Add(at("token_url"), "is required")
-	} else if u, err := url.Parse(c.TokenURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.Addf(at("token_url"), "invalid URL %q: want http(s)://host/path", c.TokenURL)
-	} else if u.User != nil {
-		p.Add(at("token_url"), "credentials in the URL are not allowed: use client_id and client_secret")
+	} else if err := proxy.CheckHTTPURL(c.TokenURL); err != nil {
+		p.AddErr(at("token_url"), err)
 	}
 	if c.ClientID == "" {
 		p.Add(at("client_id"), "is required")

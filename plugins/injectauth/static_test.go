@@ -150,6 +150,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {inject_auth: ` + block + `}
 		{"basic without password", `{type: basic, username: u}`, at + ".password", "is required"},
 		{"empty pool key", `{type: query, name: k, keys: [a, ""]}`, at + ".keys[1]", "is empty"},
 		{"oauth2 bad url", `{type: oauth2_client_credentials, token_url: "ftp://x", client_id: a, client_secret: b}`, at + ".token_url", "invalid URL"},
+		{"oauth2 url credentials", `{type: oauth2_client_credentials, token_url: "https://app:hunter2pass@auth.test/t", client_id: a, client_secret: b}`, at + ".token_url", "[redacted]@auth.test"},
 		{"oauth2 auth style", `{type: oauth2_client_credentials, token_url: "http://127.0.0.1:9/t", client_id: a, client_secret: b, auth_style: digest}`, at + ".auth_style", "unknown style"},
 		{"hmac algorithm", `{type: hmac, secret: s, algorithm: md5}`, at + ".algorithm", "unknown algorithm"},
 		{"hmac part", `{type: hmac, secret: s, sign: [method, headers]}`, at + ".sign[1]", "unknown part"},
