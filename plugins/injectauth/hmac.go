@@ -86,7 +86,7 @@ type hmacSigner struct {
 	prefix   []byte
 	base64   bool
 	macs     sync.Pool // of *signState
-	hasTS    bool // the timestamp is one of the signed parts
+	hasTS    bool      // the timestamp is one of the signed parts
 }
 
 // signState is one pooled signer: the keyed hash and buffers that live on
