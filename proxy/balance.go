@@ -107,12 +107,6 @@ func (t *Target) Available() bool {
 // the config), stable for the life of a compiled config.
 func (t *Target) Index() int { return t.index }
 
-// Inflight is the number of attempts in progress to this target.
-func (t *Target) Inflight() int64 { return t.health.inflight.Load() }
-
-// Pick returns the target for a first attempt (see PickExcept).
-func (u *Upstream) Pick() *Target { return u.PickExcept(nil) }
-
 // PickExcept returns a target for an attempt, avoiding prev (the target of
 // the attempt before, nil for none) when another one is available. Targets
 // that are ejected or down are skipped; when every target is, one is picked

@@ -54,9 +54,6 @@ type Target struct {
 	basePath []byte // path of the base URL without trailing slash, may be empty
 }
 
-// Client returns the target's connection pool.
-func (t *Target) Client() *fasthttp.HostClient { return t.client }
-
 // upstreamCall is the terminal handler of one route: it sends the request to
 // a target of the route's upstream and reads the answer into ctx.Response.
 type upstreamCall struct {

@@ -5,7 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	_ "unsafe" // for go:linkname
+
+	"github.com/sluice-gw/sluice/proxy"
 )
 
 // State is a breaker's state. The values are those of sluice_circuit_state.
@@ -80,7 +81,7 @@ func (b *breaker) allow() (token uint64, ok bool, wait time.Duration) {
 	case Closed:
 		return w, true, 0
 	case Open:
-		now := nanotime()
+		now := proxy.Nanotime()
 		until := b.openUntil.Load()
 		if now < until {
 			return w, false, time.Duration(until - now)
@@ -118,7 +119,7 @@ func (b *breaker) record(token uint64, o outcome) {
 			n = b.consec.Add(1)
 		}
 		if b.win != nil {
-			total, fails := b.win.add(nanotime(), o == failure)
+			total, fails := b.win.add(proxy.Nanotime(), o == failure)
 			if o == failure && total >= b.s.minRequests && float64(fails) >= b.s.ratio*float64(total) {
 				b.transition(token, Open, fmt.Sprintf("%d of the last %d attempts failed", fails, total))
 				return
@@ -158,7 +159,7 @@ func (b *breaker) transition(token uint64, to State, why string) {
 			openFor *= 2
 		}
 		openFor = min(openFor, b.s.maxOpenFor)
-		b.openUntil.Store(nanotime() + int64(openFor))
+		b.openUntil.Store(proxy.Nanotime() + int64(openFor))
 	case HalfOpen:
 		b.admitted.Store(0)
 		b.passed.Store(0)
@@ -179,7 +180,7 @@ func (b *breaker) halfOpenIn() time.Duration {
 	if b.State() != Open {
 		return 0
 	}
-	return max(0, time.Duration(b.openUntil.Load()-nanotime()))
+	return max(0, time.Duration(b.openUntil.Load()-proxy.Nanotime()))
 }
 
 // window counts attempts and failures over a rolling window, in ten
@@ -230,8 +231,3 @@ func (w *window) reset() {
 		w.buckets[i].fails.Store(0)
 	}
 }
-
-// nanotime is the runtime's monotonic clock (one read, no wall clock).
-//
-//go:linkname nanotime runtime.nanotime
-func nanotime() int64

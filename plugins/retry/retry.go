@@ -29,7 +29,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	_ "unsafe" // for go:linkname
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
@@ -214,7 +213,7 @@ func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		return newBudget(c.BudgetWindow.D())
 	}).(*budget)
 	b.ReportStatus("retry_budget", func() any {
-		req, ret := p.budget.totals(nanotime())
+		req, ret := p.budget.totals(proxy.Nanotime())
 		return map[string]any{"window": c.BudgetWindow.String(), "requests": req, "retries": ret,
 			"budget": c.Budget, "exhausted": p.budget.exhausted.Load()}
 	})
@@ -245,7 +244,7 @@ var strIdempotencyKey = []byte("Idempotency-Key")
 // Handle makes the first attempt and as many retries as are safe, useful,
 // within the deadline and within the budget.
 func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
-	now := nanotime()
+	now := proxy.Nanotime()
 	p.budget.request(now)
 	req := &ctx.Request
 	if !p.mayRetry(req) {
@@ -269,7 +268,7 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		if wait+ex.Upstream.Timeout/10 >= ex.Remaining() {
 			return err // no time left for another attempt: the last answer stands
 		}
-		if !p.budget.spend(nanotime(), p.ratio, p.minRetries) {
+		if !p.budget.spend(proxy.Nanotime(), p.ratio, p.minRetries) {
 			p.exhausted.Inc()
 			if p.budget.exhausted.CompareAndSwap(false, true) {
 				p.log.Warn("retry budget exhausted: failed attempts are no longer retried", "upstream", p.upstream, "budget", p.ratio)
@@ -416,6 +415,3 @@ func (b *budget) spend(now int64, ratio float64, minRetries int64) bool {
 	k.retries.Add(1)
 	return true
 }
-
-//go:linkname nanotime runtime.nanotime
-func nanotime() int64
