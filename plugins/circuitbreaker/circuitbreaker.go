@@ -224,18 +224,22 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		t := u.PickExcept(ex.Target)
 		tok, ok, wait := p.targets[t.Index()].allow()
 		if !ok {
-			// Another target whose circuit lets the attempt through, if any.
+			// Another target whose circuit lets the attempt through: a healthy
+			// one first, else an ejected one (when every target is out,
+			// requests are still sent rather than all refused).
 			n := len(u.Targets)
-			for i := 1; i < n && !ok; i++ {
-				c := u.Targets[(t.Index()+i)%n]
-				if !c.Available() {
-					continue
-				}
-				var w time.Duration
-				if tok, ok, w = p.targets[c.Index()].allow(); ok {
-					t = c
-				} else {
-					wait = min(wait, w)
+			for pass := 0; pass < 2 && !ok; pass++ {
+				for i := 1; i < n && !ok; i++ {
+					c := u.Targets[(t.Index()+i)%n]
+					if c.Available() != (pass == 0) {
+						continue
+					}
+					var w time.Duration
+					if tok, ok, w = p.targets[c.Index()].allow(); ok {
+						t = c
+					} else {
+						wait = min(wait, w)
+					}
 				}
 			}
 			if !ok {
@@ -252,9 +256,16 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 			br.record(token, ignored)
 		}
 	}()
+	sent := ex.Attempts
 	err := next.Handle(ctx, ex)
 	recorded = true
-	br.record(token, p.outcome(ctx, ex, err))
+	if ex.Attempts == sent {
+		// Nothing left for the provider (a stage further in refused the
+		// attempt, or the deadline passed first): nothing learnt about it.
+		br.record(token, ignored)
+	} else {
+		br.record(token, p.outcome(ctx, ex, err))
+	}
 	return err
 }
 

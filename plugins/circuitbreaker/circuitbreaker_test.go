@@ -367,3 +367,42 @@ routes:
 		t.Fatalf("after a panicking probe: %d %s, want the next probe let through", resp.Status, resp.Body)
 	}
 }
+
+// sleeper is a stand-in for a stage inside the breaker that waits (as the
+// upstream quota's queue mode does) until the route's deadline has passed.
+type sleeper struct{}
+
+func (sleeper) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	time.Sleep(ex.Remaining() + 20*time.Millisecond)
+	return next.Handle(ctx, ex)
+}
+
+// A call whose deadline passed before anything was sent teaches the breaker
+// nothing about the provider: the circuit stays closed.
+func TestDeadlineBeforeSendIsNotAProviderFailure(t *testing.T) {
+	t.Parallel()
+	up := proxytest.NewFaultUpstream(t)
+	up.SetDefault(proxytest.OK)
+	reg := proxytest.WithStandIns(&proxy.Factory{
+		Name: "test_sleep", Stage: proxy.StageUpstreamQuota,
+		NewConfig: func() any { return &struct{}{} },
+		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return sleeper{}, nil },
+	})
+	gw := proxytest.StartGateway(t, `
+log: {access_log: false}
+upstreams:
+  up:
+    url: "`+up.URL+`"
+    plugins:
+      circuit_breaker: {consecutive_failures: 1, open_for: 1m}
+      test_sleep: {}
+routes:
+  r: {path: "/{p:*}", upstream: up, deadline: 50ms}
+`, proxytest.Options{Registry: reg})
+	for range 2 {
+		proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/x", ""), 504, "upstream_timeout")
+	}
+	if v, _ := gw.Metrics(t).Value("sluice_circuit_state", "upstream", "up"); v != 0 {
+		t.Errorf("sluice_circuit_state = %v after deadlines that sent nothing, want 0", v)
+	}
+}
