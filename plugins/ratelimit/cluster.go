@@ -59,12 +59,12 @@ type distributed struct {
 	health   *redisHealth
 }
 
-func newDistributed(l *limit, lc Limit, b *proxy.Build) *distributed {
+func newDistributed(l *limit, b *proxy.Build) *distributed {
 	d := &distributed{rdb: b.Cluster.Redis, burst: l.burst, health: sharedHealth(b)}
 	d.interval = strconv.FormatFloat(1e6/float64(l.limit), 'f', -1, 64)
 	switch l.kind {
 	case keyUpstream:
-		d.key = b.Cluster.Key("rl:u:" + b.Upstream + ":" + l.name)
+		d.key = b.Cluster.Key(upstreamKey(b.Upstream, l.name, l.rate, l.per, l.burst))
 	case keyRoute:
 		d.key = b.Cluster.Key("rl:r:" + b.Route + ":" + l.name)
 	default:
@@ -72,6 +72,17 @@ func newDistributed(l *limit, lc Limit, b *proxy.Build) *distributed {
 		d.keyed = true
 	}
 	return d
+}
+
+// upstreamKey is the Redis key (without the cluster's prefix) of an upstream
+// limit: `rl:u:<upstream>:<name>:<settings>`, where settings is a short hash
+// of rate, per and burst. The limit is shared by all routes of the upstream,
+// and routes whose limits of the same name differ in settings must not
+// share one GCRA key with different intervals (the local buckets are kept
+// apart by settings too).
+func upstreamKey(upstream, name string, rate float64, per time.Duration, burst int) string {
+	h := fnv(fmt.Appendf(nil, "%g|%d|%d", rate, per, burst))
+	return fmt.Sprintf("rl:u:%s:%s:%08x", upstream, name, h)
 }
 
 // take asks Redis; ok is false when Redis is unusable (the caller falls
@@ -113,16 +124,21 @@ type redisHealth struct {
 	down      atomic.Bool
 	downUntil atomic.Int64 // unix nanoseconds
 	probing   atomic.Bool
-	log       atomic.Pointer[slog.Logger]
+	log       atomic.Pointer[slog.Logger] // set when a config starts (RateLimit.Start), not when it is built
 }
 
 // retryRedis is how long Redis is left alone after an error.
 const retryRedis = time.Second
 
 func sharedHealth(b *proxy.Build) *redisHealth {
-	h := b.Shared(fmt.Sprintf("ratelimit.redis|%p", b.Cluster), func() any { return &redisHealth{} }).(*redisHealth)
-	h.log.Store(b.Logger)
-	return h
+	return b.Shared(fmt.Sprintf("ratelimit.redis|%p", b.Cluster), func() any { return &redisHealth{} }).(*redisHealth)
+}
+
+func (h *redisHealth) logger() *slog.Logger {
+	if l := h.log.Load(); l != nil {
+		return l
+	}
+	return slog.Default()
 }
 
 func (h *redisHealth) usable() bool {
@@ -138,7 +154,7 @@ func (h *redisHealth) usable() bool {
 func (h *redisHealth) failed(err error) {
 	h.downUntil.Store(time.Now().Add(retryRedis).UnixNano())
 	if !h.down.Swap(true) {
-		h.log.Load().Warn("rate_limit: Redis is unreachable; distributed limits fall back to each gateway's share until it answers",
+		h.logger().Warn("rate_limit: Redis is unreachable; distributed limits fall back to each gateway's share until it answers",
 			"error", err.Error(), "retry_every", retryRedis.String())
 	}
 	h.probing.Store(false)
@@ -146,7 +162,7 @@ func (h *redisHealth) failed(err error) {
 
 func (h *redisHealth) ok() {
 	if h.down.Load() && h.down.Swap(false) {
-		h.log.Load().Info("rate_limit: Redis answers again; distributed limits are shared again")
+		h.logger().Info("rate_limit: Redis answers again; distributed limits are shared again")
 	}
 	h.probing.Store(false)
 }
@@ -168,11 +184,12 @@ type pauseHub struct {
 	channel string
 	id      string // this gateway's id in messages (Cluster.NodeID is per process; tests run several gateways in one)
 
-	mu     sync.Mutex
-	pauses map[string]*pause // by upstream
-	refs   int
-	ps     *redis.PubSub
-	done   chan struct{}
+	mu      sync.Mutex
+	pauses  map[string]*pause // by upstream
+	watched map[*pause]int    // started configs watching each pause
+	refs    int
+	ps      *redis.PubSub
+	done    chan struct{}
 }
 
 func sharedHub(b *proxy.Build) *pauseHub {
@@ -181,14 +198,29 @@ func sharedHub(b *proxy.Build) *pauseHub {
 		var id [8]byte
 		_, _ = rand.Read(id[:])
 		return &pauseHub{cluster: b.Cluster, health: health, channel: b.Cluster.Key("rl:pause"),
-			id: b.Cluster.NodeID + "." + hex.EncodeToString(id[:]), pauses: map[string]*pause{}}
+			id: b.Cluster.NodeID + "." + hex.EncodeToString(id[:]), pauses: map[string]*pause{}, watched: map[*pause]int{}}
 	}).(*pauseHub)
 }
 
+// watch makes pauses announced for p's upstream extend p (from Start).
 func (h *pauseHub) watch(p *pause) {
 	h.mu.Lock()
 	h.pauses[p.upstream] = p
+	h.watched[p]++
 	h.mu.Unlock()
+}
+
+// unwatch undoes watch (from Close).
+func (h *pauseHub) unwatch(p *pause) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.watched[p]--; h.watched[p] > 0 {
+		return
+	}
+	delete(h.watched, p)
+	if h.pauses[p.upstream] == p {
+		delete(h.pauses, p.upstream)
+	}
 }
 
 func (h *pauseHub) pauseKey(upstream string) string { return h.cluster.Key("rl:pause:" + upstream) }

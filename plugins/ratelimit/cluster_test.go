@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/plugins/ratelimit"
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
@@ -56,7 +57,7 @@ func TestGatewaysShareALimitThroughRedis(t *testing.T) {
 	if up.Count() != 5 {
 		t.Errorf("upstream got %d calls, want 5", up.Count())
 	}
-	if got, err := rd.Do("EXISTS", "t:rl:u:api:upstream"); got != ":1" {
+	if got, err := rd.Do("EXISTS", "t:"+ratelimit.UpstreamKey("api", "upstream", 1, time.Minute, 5)); got != ":1" {
 		t.Errorf("the limit's key is not in Redis: %q %v", got, err)
 	}
 	resp := proxytest.Do(t, "GET", gws[1].URL+"/r/x", "")
@@ -132,7 +133,7 @@ func TestRedisDownFallsBackAndRecovers(t *testing.T) {
 	rd.Start()
 	proxytest.Eventually(t, 10*time.Second, func() bool {
 		proxytest.Do(t, "GET", gws[0].URL+"/r/x", "")
-		got, _ := rd.Do("EXISTS", "t:rl:u:api:upstream")
+		got, _ := rd.Do("EXISTS", "t:"+ratelimit.UpstreamKey("api", "upstream", 1, time.Minute, 10))
 		return got == ":1"
 	}, "decisions did not go back to Redis after it returned")
 	proxytest.Eventually(t, 5*time.Second, func() bool {
@@ -241,4 +242,75 @@ func TestPauseSharingStartsWhenRedisComesUp(t *testing.T) {
 		resp := proxytest.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
 		return strings.Contains(string(resp.Body), `"paused": true`)
 	}, "the second gateway never learnt of the pause after Redis came up")
+}
+
+// Two routes' upstream limits of one name with different settings are two
+// buckets in Redis too, as they are locally: they do not share one GCRA key
+// with different intervals.
+func TestUpstreamLimitsWithDifferentSettingsDoNotShareAKey(t *testing.T) {
+	t.Parallel()
+	rd := proxytest.StartRedis(t)
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+cluster: {redis: {addr: %q, key_prefix: "t:"}}
+upstreams: {api: {url: %q}}
+routes:
+  r: {path: "/r/{p:*}", upstream: api, plugins: {rate_limit: {rate: 1, per: 1m, burst: 2}}}
+  s: {path: "/s/{p:*}", upstream: api, plugins: {rate_limit: {rate: 1, per: 1m, burst: 5}}}
+`, rd.Addr, up.URL))
+	count := func(path string) int {
+		n := 0
+		for range 10 {
+			if proxytest.Do(t, "GET", gw.URL+path, "").Status == 200 {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count("/r/x"); n != 2 {
+		t.Errorf("route r admitted %d, want 2 (its burst)", n)
+	}
+	if n := count("/s/x"); n != 5 {
+		t.Errorf("route s admitted %d after r emptied its bucket, want 5 (its own burst)", n)
+	}
+	for _, burst := range []int{2, 5} {
+		if got, _ := rd.Do("EXISTS", "t:"+ratelimit.UpstreamKey("api", "upstream", 1, time.Minute, burst)); got != ":1" {
+			t.Errorf("no Redis key for the burst-%d limit: %q", burst, got)
+		}
+	}
+	if v := metric(t, gw, "sluice_ratelimit_fallback_total"); v != 0 {
+		t.Errorf("fallback decisions %v with Redis up", v)
+	}
+}
+
+// Building a config has no side effects: a reload that is rejected (here
+// with a cluster on another Redis) does not repoint the serving config's
+// pause sharing, so a pause still reaches the other gateways.
+func TestRejectedReloadKeepsPauseSharing(t *testing.T) {
+	t.Parallel()
+	rd, other := proxytest.StartRedis(t), proxytest.StartRedis(t)
+	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == "/slow" {
+			ctx.Response.Header.Set("Retry-After", "30")
+			ctx.SetStatusCode(429)
+			return
+		}
+		ctx.SetBodyString("ok")
+	})
+	gws := cluster(t, 2, rd, up, `{rate_limit: {respect_upstream: true}}`)
+	// Same upstream and plugins, another Redis, and a broken route: built,
+	// then rejected.
+	bad := gatewayYAML(up.URL, fmt.Sprintf("cluster: {redis: {addr: %q, key_prefix: \"t:\"}}", other.Addr),
+		`{rate_limit: {respect_upstream: true}}`, "") + `  bad: {path: "/b/{p:*}", upstream: api, plugins: {rate_limit: {rate: -1}}}
+`
+	proxytest.WriteFile(t, gws[0].File, bad)
+	if err := gws[0].Reload(); err == nil {
+		t.Fatal("the broken config was accepted")
+	}
+	proxytest.Do(t, "GET", gws[0].URL+"/r/slow", "")
+	proxytest.Eventually(t, 5*time.Second, func() bool {
+		resp := proxytest.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
+		return strings.Contains(string(resp.Body), `"paused": true`)
+	}, "after a rejected reload, a pause no longer reaches the other gateway")
 }

@@ -189,9 +189,7 @@ func parseKey(k string) (keyKind, string, error) {
 		return keyIP, "", nil
 	}
 	if name, ok := strings.CutPrefix(k, "header:"); ok {
-		if name == "" || strings.ContainsFunc(name, func(r rune) bool {
-			return r <= ' ' || r >= 0x7f || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", r)
-		}) {
+		if !proxy.ValidToken(name) {
 			return 0, "", fmt.Errorf("invalid header name %q in %q", name, k)
 		}
 		return keyHeader, name, nil

@@ -164,7 +164,7 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 		}).(*table)
 	}
 	if b.Cluster != nil && (lc.Distributed == nil || *lc.Distributed) {
-		l.dist = newDistributed(l, lc, b)
+		l.dist = newDistributed(l, b)
 		// While Redis is away, this gateway enforces its share: rate and
 		// burst divided by the number of gateways (nodes, or counted).
 		share := func(n int) buckets {

@@ -18,6 +18,8 @@
 package ratelimit
 
 import (
+	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,8 +38,11 @@ var Factory = &proxy.Factory{
 // RateLimit is the compiled plugin of one route.
 type RateLimit struct {
 	caller, quota *part
-	hub           *pauseHub // cluster mode with respect_upstream: pauses shared through Redis
-	presence      *presence // cluster mode with nodes: 0: the heartbeat that counts gateways
+	hub           *pauseHub    // cluster mode with respect_upstream: pauses shared through Redis
+	presence      *presence    // cluster mode with nodes: 0: the heartbeat that counts gateways
+	health        *redisHealth // cluster mode: Redis's state, shared by the gateway's limits
+	logger        *slog.Logger // the config's logger, for health's messages
+	started       atomic.Bool  // Close undoes only what Start did
 }
 
 var (
@@ -66,9 +71,19 @@ func (r *RateLimit) Parts() []proxy.Part {
 }
 
 // Start subscribes to the cluster's provider pauses and starts the heartbeat
-// that counts the gateways.
+// that counts the gateways. Everything that changes state shared with other
+// configs happens here, not in New: a config that is only built (sluice
+// validate, a rejected reload) leaves the serving one alone.
 func (r *RateLimit) Start() error {
-	if r.hub != nil {
+	if !r.started.CompareAndSwap(false, true) {
+		return nil
+	}
+	if r.health != nil {
+		r.health.log.Store(r.logger)
+	}
+	if p := r.quota.pauseOf(); p != nil && r.hub != nil {
+		r.hub.watch(p)
+		p.attach(r.hub)
 		r.hub.acquire()
 	}
 	if r.presence != nil {
@@ -77,10 +92,17 @@ func (r *RateLimit) Start() error {
 	return nil
 }
 
-// Close ends the subscription and the heartbeat when no other config uses them.
+// Close ends the subscription and the heartbeat when no other config uses
+// them. A plugin that was never started (another plugin's Start failed)
+// has nothing to undo.
 func (r *RateLimit) Close() error {
-	if r.hub != nil {
+	if !r.started.CompareAndSwap(true, false) {
+		return nil
+	}
+	if p := r.quota.pauseOf(); p != nil && r.hub != nil {
 		r.hub.release()
+		p.detach(r.hub)
+		r.hub.unwatch(p)
 	}
 	if r.presence != nil {
 		r.presence.release()
@@ -112,9 +134,10 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		quota.pause = sharedPause(b, m)
 		if b.Cluster != nil {
 			r.hub = sharedHub(b)
-			r.hub.watch(quota.pause)
 		}
-		quota.pause.hub.Store(r.hub)
+	}
+	if b.Cluster != nil {
+		r.health, r.logger = sharedHealth(b), b.Logger
 	}
 	for _, p := range []*part{caller, quota} {
 		for i, l := range p.limits {
@@ -134,21 +157,26 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	upstreamLimits = quota.limits
 	routeLimits = caller.limits
 	pause := quota.pause
-	b.ReportStatus("rate_limit", func() any {
-		now := clock()
-		s := map[string]any{}
-		if len(upstreamLimits) > 0 {
-			ls := make([]any, len(upstreamLimits))
-			for i, l := range upstreamLimits {
-				ls[i] = l.status(now)
+	// Only with something to show: the first section per upstream wins, and
+	// an empty one from a route with caller limits alone would hide a
+	// sibling route's upstream limits.
+	if len(upstreamLimits) > 0 || pause != nil {
+		b.ReportStatus("rate_limit", func() any {
+			now := clock()
+			s := map[string]any{}
+			if len(upstreamLimits) > 0 {
+				ls := make([]any, len(upstreamLimits))
+				for i, l := range upstreamLimits {
+					ls[i] = l.status(now)
+				}
+				s["limits"] = ls
 			}
-			s["limits"] = ls
-		}
-		if pause != nil {
-			s["provider"] = pause.status(time.Now())
-		}
-		return s
-	})
+			if pause != nil {
+				s["provider"] = pause.status(time.Now())
+			}
+			return s
+		})
+	}
 	if len(routeLimits) > 0 {
 		b.ReportStatus("rate_limit/route:"+b.Route, func() any {
 			now := clock()
@@ -170,6 +198,13 @@ type part struct {
 	maxWait    time.Duration // queue mode; 0 rejects at once
 	perAttempt bool          // upstream stage: headers from the first attempt only
 	pause      *pause        // respect_upstream
+}
+
+func (p *part) pauseOf() *pause {
+	if p == nil {
+		return nil
+	}
+	return p.pause
 }
 
 const (

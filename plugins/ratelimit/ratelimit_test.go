@@ -377,6 +377,12 @@ func TestProviderQuotaHeaders(t *testing.T) {
 		}, true, 0},
 		{"ratelimit draft", func() []string { return []string{"RateLimit", `"default";r=0;t=20`} }, true, 0},
 		{"ratelimit draft left", func() []string { return []string{"RateLimit", `"default";r=7;t=20`} }, false, 7},
+		// every item of the list counts: the day's quota is out though the
+		// minute's is not; the longest t of the items with r=0 pauses
+		{"ratelimit list", func() []string {
+			return []string{"RateLimit", `"min";r=5;t=1, "day";r=0;t=20, "hour";r=0;t=3`}
+		}, true, 0},
+		{"ratelimit older drafts", func() []string { return []string{"RateLimit-Remaining", "0", "RateLimit-Reset", "20"} }, true, 0},
 		{"503 retry-after", func() []string { return []string{"Retry-After", "20", ":status", "503"} }, true, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -460,4 +466,37 @@ func TestBucketsSurviveReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/r/x", ""), 429, "rate_limited")
+}
+
+// A route with caller limits only reports no "rate_limit" section: the
+// first section per upstream wins, and an empty one would hide a sibling
+// route's upstream limits.
+func TestCallerOnlyRouteDoesNotHideUpstreamStatus(t *testing.T) {
+	t.Parallel()
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {api: {url: %q}}
+routes:
+  r: {path: "/r/{p:*}", upstream: api, plugins: {rate_limit: {rate: 5, key: ip}}}
+  s: {path: "/s/{p:*}", upstream: api, plugins: {rate_limit: {rate: 7, key: upstream}}}
+`, up.URL))
+	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	var view struct {
+		Upstreams []struct {
+			Status map[string]struct {
+				Limits []map[string]any `json:"limits"`
+			} `json:"status"`
+		} `json:"upstreams"`
+	}
+	if err := json.Unmarshal(resp.Body, &view); err != nil || len(view.Upstreams) != 1 {
+		t.Fatalf("%v %s", err, resp.Body)
+	}
+	st := view.Upstreams[0].Status
+	if ls := st["rate_limit"].Limits; len(ls) != 1 || ls[0]["rate"] != 7.0 {
+		t.Errorf("rate_limit section %v, want route s's upstream limit: %s", ls, resp.Body)
+	}
+	if ls := st["rate_limit/route:r"].Limits; len(ls) != 1 || ls[0]["rate"] != 5.0 {
+		t.Errorf("rate_limit/route:r section %v: %s", ls, resp.Body)
+	}
 }

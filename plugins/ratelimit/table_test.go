@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"regexp"
 	"testing"
 	"time"
 )
@@ -57,13 +58,41 @@ func TestParseRateLimit(t *testing.T) {
 		ok   bool
 	}{
 		{`"default";r=0;t=30`, 0, 30, true},
-		{`"a";r=5;t=2, "b";r=0;t=60`, 5, 2, true},
-		{`"x";t=3`, -1, 3, false},
+		// every item is read: the least r, the longest t among r=0 items
+		{`"a";r=5;t=2, "b";r=0;t=60`, 0, 60, true},
+		{`"min";r=5;t=30, "day";r=0;t=3600, "hour";r=0;t=600`, 0, 3600, true},
+		{`"min";r=5;t=30, "day";r=9;t=3600`, 5, 0, true}, // t only counts where r=0
+		{`"a;b,c";r=0;t=7, x;r=3`, 0, 7, true},           // separators inside a quoted name
+		{`"a";r=-1;t=5, "b";r=2;t=1`, 2, 0, true},
+		{`"a";r=1x;t=5`, -1, 0, false},
+		{`"x";t=3`, -1, 0, false},
 		{`garbage`, -1, 0, false},
 	} {
 		r, tt, ok := parseRateLimit([]byte(tc.in))
 		if r != tc.r || tt != tc.t || ok != tc.ok {
 			t.Errorf("%q: got %d %d %v, want %d %d %v", tc.in, r, tt, ok, tc.r, tc.t, tc.ok)
+		}
+	}
+}
+
+// An upstream limit's Redis key names the upstream and the limit and tells
+// settings apart: two routes' limits of one name with different rate, per or
+// burst must not share one GCRA key.
+func TestUpstreamKeyTellsSettingsApart(t *testing.T) {
+	base := upstreamKey("api", "upstream", 10, time.Second, 20)
+	if !regexp.MustCompile(`^rl:u:api:upstream:[0-9a-f]{8}$`).MatchString(base) {
+		t.Fatalf("key %q, want rl:u:api:upstream:<8 hex digits>", base)
+	}
+	if again := upstreamKey("api", "upstream", 10, time.Second, 20); again != base {
+		t.Errorf("same settings, different keys: %q %q", base, again)
+	}
+	for _, k := range []string{
+		upstreamKey("api", "upstream", 5, time.Second, 20),
+		upstreamKey("api", "upstream", 10, time.Minute, 20),
+		upstreamKey("api", "upstream", 10, time.Second, 21),
+	} {
+		if k == base {
+			t.Errorf("different settings share the key %q", k)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"bytes"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,8 @@ type pause struct {
 	remaining atomic.Int64 // the provider's last word on its quota; -1 unknown
 	gauge     prometheus.Gauge
 	hub       atomic.Pointer[pauseHub] // cluster mode: pauses are published to the other gateways
+	hubsMu    sync.Mutex
+	hubs      []*pauseHub // one entry per started config in cluster mode; the last one publishes
 	errs      [maxPrebuilt + 1]*proxy.Error
 	detail    string
 }
@@ -40,6 +43,34 @@ func sharedPause(b *proxy.Build, m *metrics) *pause {
 		}
 		return p
 	}).(*pause)
+}
+
+// attach makes the pause publish through hub (a config with
+// respect_upstream in cluster mode started); the latest started config's
+// hub is used.
+func (p *pause) attach(hub *pauseHub) {
+	p.hubsMu.Lock()
+	defer p.hubsMu.Unlock()
+	p.hubs = append(p.hubs, hub)
+	p.hub.Store(hub)
+}
+
+// detach undoes attach (that config closed): the pause publishes through
+// the hub of the latest config still started, or not at all.
+func (p *pause) detach(hub *pauseHub) {
+	p.hubsMu.Lock()
+	defer p.hubsMu.Unlock()
+	for i := len(p.hubs) - 1; i >= 0; i-- {
+		if p.hubs[i] == hub {
+			p.hubs = append(p.hubs[:i], p.hubs[i+1:]...)
+			break
+		}
+	}
+	var cur *pauseHub
+	if n := len(p.hubs); n > 0 {
+		cur = p.hubs[n-1]
+	}
+	p.hub.Store(cur)
 }
 
 // check answers 429 upstream_rate_limited while the upstream is paused.
@@ -87,8 +118,9 @@ var (
 )
 
 // observe reads the provider's answer: 429/503 with Retry-After (a 429
-// without one pauses 1s), the draft RateLimit field (r=0 pauses for t
-// seconds), or X-RateLimit-Remaining: 0 with X-RateLimit-Reset (delta seconds
+// without one pauses 1s), the draft RateLimit field (every item is read:
+// the longest t among the items with r=0 pauses), the older drafts'
+// RateLimit-Remaining: 0 with RateLimit-Reset, or X-RateLimit-Remaining: 0 with X-RateLimit-Reset (delta seconds
 // or a Unix time, in seconds or milliseconds: told apart by size).
 func (p *pause) observe(resp *fasthttp.Response) {
 	var pauseFor time.Duration
@@ -156,30 +188,84 @@ func remainingReset(rem, reset []byte, now time.Time, pauseFor time.Duration) (i
 	return 0, max(pauseFor, d)
 }
 
-// parseRateLimit reads the first item of a RateLimit field in the
-// structured form of the current draft: `"name";r=R;t=T`. It reports the
-// remaining quota r and the seconds t until it resets.
+// parseRateLimit reads a RateLimit field in the structured form of the
+// current draft: a list of items `"name";r=R;t=T`. It reports the least
+// remaining quota r among the items and, for the items with r=0, the longest
+// t (seconds until the reset): the provider is out of quota until then. It
+// does not allocate.
 func parseRateLimit(v []byte) (r, t int64, ok bool) {
-	item, _, _ := bytes.Cut(v, []byte(","))
-	r, t = -1, 0
-	params := bytes.Split(item, []byte(";"))
-	for _, prm := range params[1:] {
-		k, val, found := bytes.Cut(bytes.TrimSpace(prm), []byte("="))
-		if !found {
+	r = -1
+	for len(v) > 0 {
+		var item []byte
+		item, v = cutItem(v)
+		ir, it := int64(-1), int64(0)
+		// The item's name (a string or a token) may hold ';': skip it.
+		_, params := cutOutsideQuotes(item, ';')
+		for len(params) > 0 {
+			var prm []byte
+			prm, params = cutOutsideQuotes(params, ';')
+			k, val, found := bytes.Cut(bytes.TrimSpace(prm), []byte("="))
+			if !found {
+				continue
+			}
+			n, good := parseUint(val)
+			if !good {
+				continue
+			}
+			switch string(k) {
+			case "r":
+				ir = n
+			case "t":
+				it = n
+			}
+		}
+		if ir < 0 {
 			continue
 		}
-		n, err := strconv.ParseInt(string(val), 10, 64)
-		if err != nil || n < 0 {
-			continue
+		if r < 0 || ir < r {
+			r = ir
 		}
-		switch string(k) {
-		case "r":
-			r = n
-		case "t":
-			t = n
+		if ir == 0 {
+			t = max(t, it)
 		}
 	}
 	return r, t, r >= 0
+}
+
+// cutItem cuts the first item off a structured-field list.
+func cutItem(v []byte) (item, rest []byte) { return cutOutsideQuotes(v, ',') }
+
+// cutOutsideQuotes cuts v at the first sep that is not inside a quoted
+// string (with backslash escapes).
+func cutOutsideQuotes(v []byte, sep byte) (before, after []byte) {
+	quoted := false
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case !quoted && c == sep:
+			return v[:i], v[i+1:]
+		}
+	}
+	return v, nil
+}
+
+// parseUint reads a non-negative decimal integer (at most 15 digits, as in
+// structured fields) without allocating.
+func parseUint(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // status describes the upstream's pause for /admin/upstreams.
