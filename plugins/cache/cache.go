@@ -93,6 +93,11 @@ var _ proxy.Plugin = (*Cache)(nil)
 func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	c := cfg.(*Config)
 	cc := &b.Config.Cache
+	if rc, ok := b.Config.Routes[b.Route]; ok {
+		if err := checkTags(c.Tags, rc.Path); err != nil {
+			return nil, err
+		}
+	}
 	var store *Store
 	m := b.Shared("cache.metrics", func() any {
 		return newMetrics(b.Registerer, func() *Store { return store })
@@ -153,6 +158,21 @@ func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		return map[string]any{"entries": store.Len(), "bytes": store.Capacity(), "shards": store.shards}
 	})
 	return p, nil
+}
+
+// checkTags reports tag templates naming a parameter the route's path does
+// not have (it would be filled with nothing).
+func checkTags(tags []string, path string) error {
+	var p proxy.Problems
+	params := paramNames(path)
+	for i, t := range tags {
+		for _, m := range paramRE.FindAllStringSubmatch(t, -1) {
+			if !slices.Contains(params, m[1]) {
+				p.Addf(fmt.Sprintf("tags[%d]", i), "{%s} is not a parameter of the route's path %q", m[1], path)
+			}
+		}
+	}
+	return p.Err()
 }
 
 // Start joins the cluster's invalidation channel (cluster mode only).
@@ -229,7 +249,7 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 		c.results[resMiss].Inc()
 		err := next.Handle(ctx, ex)
 		if err == nil {
-			ctx.Response.Header.SetBytesKV(strCacheStatus, csMiss)
+			ctx.Response.Header.AddBytesKV(strCacheStatus, csMiss)
 		}
 		return err
 	}

@@ -19,8 +19,9 @@ type Config struct {
 	TTL proxy.Duration `koanf:"ttl" json:"ttl,omitempty"`
 	// Override ignores the upstream's Cache-Control and Expires and stores
 	// every cacheable answer for TTL (which it requires). Answers with
-	// Set-Cookie, and answers to requests carrying Authorization without a
-	// consumer or credential partition, are still never stored.
+	// Set-Cookie, and answers to requests carrying Authorization on a route
+	// with partition none, are still never stored (not even when the answer
+	// says public or s-maxage: override does not read them).
 	Override bool `koanf:"override" json:"override,omitempty"`
 	// StaleWhileRevalidate answers at once from an entry stale for up to this
 	// long and refreshes it in the background (once). Default 0; an answer's
@@ -44,7 +45,8 @@ type Config struct {
 	// s-maxage or must-revalidate, RFC 9111 section 3.5).
 	Partition string `koanf:"partition" json:"partition"`
 	// Tags are templates of tags given to entries stored by this route,
-	// filled from path parameters: ["customer:{id}"]. The upstream's
+	// filled from the route's path parameters: ["customer:{id}"] (each
+	// {name} must be a parameter of the route's path). The upstream's
 	// Surrogate-Key and Cache-Tag headers add more.
 	Tags []string `koanf:"tags" json:"tags,omitempty"`
 	// Invalidate lists rules that purge tags when a request passes through
@@ -124,8 +126,11 @@ func (c *Config) Validate() error {
 	for i, r := range c.Invalidate {
 		key := fmt.Sprintf("invalidate[%d]", i)
 		for j, m := range r.Methods {
-			if m != strings.ToUpper(m) || !proxy.ValidToken(m) {
+			switch {
+			case m != strings.ToUpper(m) || !proxy.ValidToken(m):
 				p.Addf(fmt.Sprintf("%s.methods[%d]", key, j), "invalid method %q: use upper case, e.g. POST", m)
+			case !isUnsafe([]byte(m)):
+				p.Addf(fmt.Sprintf("%s.methods[%d]", key, j), "%s is a safe method: rules run only for unsafe ones (POST, PUT, PATCH, DELETE...)", m)
 			}
 		}
 		if r.Path == "" || r.Path[0] != '/' {

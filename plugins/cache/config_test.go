@@ -28,6 +28,13 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: %s}}}
 		{"{invalidate: [{path: \"/a/{id}\", tags: []}]}", "", "routes.r.plugins.cache.invalidate[0].tags", "at least one"},
 		{"{invalidate: [{path: \"/a/{id}\", tags: [\"c:{nope}\"]}]}", "", "routes.r.plugins.cache.invalidate[0].tags[0]", "{nope} is not a parameter"},
 		{"{invalidate: [{methods: [post], path: /a, tags: [x]}]}", "", "routes.r.plugins.cache.invalidate[0].methods[0]", "upper case"},
+		{"{invalidate: [{methods: [POST, GET], path: /a, tags: [x]}]}", "", "routes.r.plugins.cache.invalidate[0].methods[1]", "safe method"},
+		{"{invalidate: [{methods: [HEAD], path: /a, tags: [x]}]}", "", "routes.r.plugins.cache.invalidate[0].methods[0]", "safe method"},
+		{"{invalidate: [{methods: [OPTIONS], path: /a, tags: [x]}]}", "", "routes.r.plugins.cache.invalidate[0].methods[0]", "safe method"},
+		{"{invalidate: [{methods: [TRACE], path: /a, tags: [x]}]}", "", "routes.r.plugins.cache.invalidate[0].methods[0]", "safe method"},
+		{"{tags: [\"c:{nope}\"]}", "", "routes.r.plugins.cache.tags[0]", "{nope} is not a parameter"},
+		{"{tags: [fixed, \"c:{p}\", \"c:{p}:{q}\"]}", "", "routes.r.plugins.cache.tags[2]", "{q} is not a parameter"},
+		{"{tags: [\"c:{p}\"]}", "", "", ""},
 		{"{webhook: {tags: [/a]}}", "", "routes.r.plugins.cache.webhook.secret", "required"},
 		{"{webhook: {secret: s, scheme: hmac, tags: [/a]}}", "", "routes.r.plugins.cache.webhook.scheme", "generic or timestamped"},
 		{"{webhook: {secret: s, tags: [nopointer]}}", "", "routes.r.plugins.cache.webhook.tags[0]", "no JSON pointer"},
@@ -100,4 +107,27 @@ func TestMemoryBoundedUnderChurn(t *testing.T) {
 			t.Errorf("%d bytes, %q, origin hits %d", len(r.Body), r.Header.Get("Cache-Status"), big.Hits("/big"))
 		}
 	})
+}
+
+// An answer within max_entry_size that bigcache still refuses (it does not
+// fit in the shard's queue) is not reported stored; one that fits is.
+func TestStoredOnlyWhenStored(t *testing.T) {
+	sizes := map[string]int{"/big": 1<<20 - 4096, "/small": 10 << 10}
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=600")
+		ctx.SetBodyString(strings.Repeat("z", sizes[string(ctx.Path())]))
+	})
+	gw := gateway(t, o.URL, "{}", "cache: {max_size: 1MiB, max_entry_size: 1MiB, shards: 1}")
+	for _, p := range []string{"/big", "/small"} {
+		first := get(t, gw.URL+"/api"+p)
+		second := get(t, gw.URL+"/api"+p)
+		if len(first.Body) != sizes[p] || len(second.Body) != sizes[p] {
+			t.Fatalf("%s: bodies of %d and %d bytes, want %d", p, len(first.Body), len(second.Body), sizes[p])
+		}
+		stored := strings.HasSuffix(first.Header.Get("Cache-Status"), "; stored")
+		hit := second.Header.Get("Cache-Status") == "sluice; hit"
+		if stored != hit || hit != (p == "/small") {
+			t.Errorf("%s: first %q, then %q: \"stored\" must mean the next request is a hit", p, first.Header.Get("Cache-Status"), second.Header.Get("Cache-Status"))
+		}
+	}
 }

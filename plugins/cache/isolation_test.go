@@ -168,3 +168,23 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}, circuit_breaker:
 		t.Errorf("without an entry: %d %s, want 503 circuit_open", r.Status, r.Body)
 	}
 }
+
+// Override ignores the answer's directives, but never makes an answer to a
+// request carrying Authorization shared between callers (partition none).
+func TestOverrideKeepsCallersApart(t *testing.T) {
+	o := accountOrigin(t)
+	gw := gateway(t, o.URL, "{ttl: 1m, override: true, partition: none}")
+	a := get(t, gw.URL+"/api/me", "Authorization", "Bearer alice")
+	if cs := a.Header.Get("Cache-Status"); cs != "sluice; fwd=miss" {
+		t.Errorf("alice: Cache-Status %q, want an unstored miss", cs)
+	}
+	b := get(t, gw.URL+"/api/me", "Authorization", "Bearer bob")
+	if b.Header.Get("Cache-Status") == "sluice; hit" || strings.Contains(string(b.Body), "alice") {
+		t.Errorf("bob got %q (%q): alice's answer", b.Body, b.Header.Get("Cache-Status"))
+	}
+	// Without Authorization, override still shares.
+	get(t, gw.URL+"/api/open")
+	if r := get(t, gw.URL+"/api/open"); r.Header.Get("Cache-Status") != "sluice; hit" {
+		t.Errorf("no Authorization: %q, want a hit", r.Header.Get("Cache-Status"))
+	}
+}

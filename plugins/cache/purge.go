@@ -17,8 +17,9 @@ type purgeRequest struct {
 }
 
 // purgeHandler serves POST /admin/cache/purge (the admin token is checked
-// by the gateway). keys are request URIs (path and query) as callers send
-// them to Sluice; the query may be in any order.
+// by the gateway). keys match the normalised request URI entries record
+// (the caller's path, then the query as the route keys it: see
+// buildKey), as written or with the query sorted.
 func (s *Store) purgeHandler(w http.ResponseWriter, r *http.Request) {
 	var req purgeRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))

@@ -38,8 +38,13 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 	d := parseCacheControl(h)
 	now := time.Now()
 	e := entry{status: status, storedAt: now.UnixNano(), uri: kb.uri}
+	// RFC 9111 section 3.5: a request with credentials the cache does not
+	// keep apart (partition none) may be shared only if the answer says so.
+	shared := !c.byCredential && len(ctx.Request.Header.PeekBytes(strAuthorization)) > 0
 	if c.override {
-		if !heuristicallyCacheable(status) {
+		// Override ignores the answer's directives, public and s-maxage
+		// included: it never makes an answer to such a request shared.
+		if shared || !heuristicallyCacheable(status) {
 			return false
 		}
 		e.lifetime = c.ttl
@@ -71,10 +76,7 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 		if d.sie > 0 {
 			e.sie = int64(d.sie)
 		}
-		// RFC 9111 section 3.5: a request with credentials the cache does not
-		// keep apart may be shared only if the answer says so.
-		if !c.byCredential && len(ctx.Request.Header.PeekBytes(strAuthorization)) > 0 &&
-			!d.public && d.sMaxAge < 0 && !d.mustRevalidate {
+		if shared && !d.public && d.sMaxAge < 0 && !d.mustRevalidate {
 			return false
 		}
 	}
@@ -120,10 +122,8 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 	}
 	e.body = resp.Body()
 	buf := encodeEntry(make([]byte, 0, len(e.body)+512), &e, hdrs, tags)
-	if len(buf)+len(kb.key)+len(kb.vkey)+64 > c.maxEntry {
-		return false
-	}
-	key := string(kb.key)
+	key := kb.key
+	var marker []byte // a new vary marker to store first
 	if len(names) > 0 {
 		var v varyMarker
 		nonce := uint64(0)
@@ -131,7 +131,7 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 			nonce = v.nonce
 		} else {
 			nonce = newNonce()
-			c.store.set(key, encodeVary(nil, nonce, kb.uri, names), nil)
+			marker = encodeVary(nil, nonce, kb.uri, names)
 		}
 		var enc []byte
 		for _, n := range names {
@@ -139,10 +139,15 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 		}
 		enc = append([]byte{byte(len(names)), byte(len(names) >> 8)}, enc...)
 		variantKey(ctx, kb, &varyMarker{nonce: nonce, names: enc})
-		key = string(kb.vkey)
+		key = kb.vkey
 	}
-	c.store.set(key, buf, tags)
-	return true
+	if len(buf)+len(key)+64 > c.maxEntry {
+		return false
+	}
+	if marker != nil && !c.store.set(string(kb.key), marker, nil) {
+		return false
+	}
+	return c.store.set(string(key), buf, tags)
 }
 
 func sameNames(enc []byte, names []string) bool {

@@ -595,3 +595,22 @@ func TestConditionalHit(t *testing.T) {
 		t.Errorf("origin hits %d", o.Hits("/c"))
 	}
 }
+
+// A HEAD miss keeps the upstream's own Cache-Status, as a GET miss does,
+// and adds Sluice's member last.
+func TestHeadMissKeepsUpstreamCacheStatus(t *testing.T) {
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=60")
+		ctx.Response.Header.Set("Cache-Status", "provider-cdn; hit")
+	})
+	gw := gateway(t, o.URL, "{}")
+	want := []string{"provider-cdn; hit", "sluice; fwd=miss"}
+	r := proxytest.Do(t, "HEAD", gw.URL+"/api/h", "")
+	if got := r.Header.Values("Cache-Status"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("HEAD miss: Cache-Status %q, want %q", got, want)
+	}
+	want[1] = "sluice; fwd=miss; stored"
+	if got := get(t, gw.URL+"/api/g").Header.Values("Cache-Status"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("GET miss: Cache-Status %q, want %q", got, want)
+	}
+}

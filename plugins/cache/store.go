@@ -127,16 +127,18 @@ func (s *Store) del(key string) bool {
 	return s.bc.Delete(digest([]byte(key), &d)) == nil
 }
 
-func (s *Store) set(key string, val []byte, tags []string) {
+// set stores val under key and reports whether bigcache took it (it
+// refuses an entry that does not fit in a shard).
+func (s *Store) set(key string, val []byte, tags []string) bool {
 	var d [16]byte
 	dk := string(digest([]byte(key), &d))
 	wrapped := make([]byte, 0, 2+len(key)+len(val))
 	wrapped = appendBytes16(wrapped, []byte(key))
 	if err := s.bc.Set(dk, append(wrapped, val...)); err != nil {
-		return
+		return false
 	}
 	if len(tags) == 0 {
-		return
+		return true
 	}
 	s.tagMu.Lock()
 	for _, t := range tags {
@@ -148,6 +150,7 @@ func (s *Store) set(key string, val []byte, tags []string) {
 		set[dk] = struct{}{}
 	}
 	s.tagMu.Unlock()
+	return true
 }
 
 // Len is the number of entries (answers, variants and vary markers).
@@ -168,9 +171,10 @@ type Invalidation struct {
 	// StoreKeys are exact store keys (see README: upstream, path and query,
 	// partition), as unsafe methods compute them.
 	StoreKeys []string `json:"store_keys,omitempty"`
-	// URIs are request URIs (path and query) as callers send them to Sluice;
-	// every entry stored for one of them is removed, whatever its partition
-	// or variant.
+	// URIs are request URIs as entries record them: the path as callers
+	// send it to Sluice and the query as the route keys it (query, sorted).
+	// Every entry recorded under one of them is removed, whatever its
+	// partition or variant.
 	URIs []string `json:"uris,omitempty"`
 	// Prefix removes every entry whose request URI starts with it.
 	Prefix string `json:"prefix,omitempty"`
