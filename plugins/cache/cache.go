@@ -256,7 +256,7 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 	if stale == nil {
 		return c.fill(ctx, ex, next, kb, key, varied)
 	}
-	return c.revalidate(ctx, ex, next, kb, key, stale)
+	return c.revalidate(ctx, ex, next, kb, key, stale, false)
 }
 
 // fill fetches a missing entry; concurrent misses for one key wait for the
@@ -317,7 +317,14 @@ func (c *Cache) lookup(ctx *fasthttp.RequestCtx, kb *keyBuf) []byte {
 // revalidate asks the upstream whether a stale entry is still good
 // (conditional request) and serves the entry stale when the upstream fails
 // within the stale-if-error window.
-func (c *Cache) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key, stale []byte) error {
+// background is true for a stale-while-revalidate refresh: its caller was
+// already answered (and counted as stale), so it is not counted again.
+func (c *Cache) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key, stale []byte, background bool) error {
+	count := func(r int) {
+		if !background {
+			c.results[r].Inc()
+		}
+	}
 	var e entry
 	_ = decodeEntry(stale, &e)
 	req := &ctx.Request.Header
@@ -339,7 +346,7 @@ func (c *Cache) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 	now := time.Now().UnixNano()
 	age := e.initialAge + now - e.storedAt
 	if c.staleOnError(err, ex, ctx) && e.flags&flagMustRevalidate == 0 && age-e.lifetime < max(c.sie, e.sie) {
-		c.results[resStale].Inc()
+		count(resStale)
 		serveEntry(ctx, ex, &e, age, csSIE)
 		return nil
 	}
@@ -347,12 +354,12 @@ func (c *Cache) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 		return err
 	}
 	if conditional && ex.FromUpstream && ctx.Response.StatusCode() == fasthttp.StatusNotModified {
-		c.results[resRevalidated].Inc()
+		count(resRevalidated)
 		fresh := c.refreshed(ctx, &e, key, stale)
 		serveEntry(ctx, ex, fresh, fresh.initialAge, csRevalidated)
 		return nil
 	}
-	c.results[resMiss].Inc()
+	count(resMiss)
 	cs := csStale
 	if ctx.Request.Header.IsGet() && c.storeResponse(ctx, ex, kb) {
 		cs = csStaleStored
@@ -588,7 +595,11 @@ func (c *Cache) refresh(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	go func() {
 		defer c.store.endRefresh(k)
 		defer bex.Release()
-		defer func() { _ = recover() }() // a refresh never takes the process down
+		defer func() { // a refresh never takes the process down
+			if r := recover(); r != nil {
+				c.store.logger().Error("panic in background cache refresh", "route", c.route, "panic", fmt.Sprint(r))
+			}
+		}()
 		kb := keyPool.Get().(*keyBuf)
 		defer keyPool.Put(kb)
 		raw := bex.RawURI()
@@ -597,7 +608,7 @@ func (c *Cache) refresh(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 			path, query = raw[:i], raw[i+1:]
 		}
 		c.buildKey(bctx, path, query, bex.Consumer, kb)
-		if err := c.revalidate(bctx, bex, next, kb, []byte(k), staleCopy); err != nil {
+		if err := c.revalidate(bctx, bex, next, kb, []byte(k), staleCopy, true); err != nil {
 			c.store.logger().Debug("background cache refresh failed", "route", c.route, "error", err.Error())
 		}
 	}()

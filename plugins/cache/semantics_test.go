@@ -189,12 +189,20 @@ func TestStaleWhileRevalidate(t *testing.T) {
 				})
 			}
 			wg.Wait()
+			if v, _ := gw.Metrics(t).Value("sluice_cache_requests_total", "route", "r", "result", "stale"); v != 5 {
+				t.Errorf("sluice_cache_requests_total{result=\"stale\"} = %v, want 5", v)
+			}
 			proxytest.Eventually(t, 5*time.Second, func() bool {
 				r := get(t, gw.URL+"/api"+tc.path)
 				return string(r.Body) == "n=2" && r.Header.Get("Cache-Status") == "sluice; hit"
 			}, "the background refresh stores the new answer")
 			if o.Hits(tc.path) != 2 {
 				t.Errorf("origin hits %d, want 2: one refresh for 5 stale answers", o.Hits(tc.path))
+			}
+			// Callers are counted, the background refresh is not: the fill is
+			// the only miss, whatever the refresh got from the origin.
+			if v, _ := gw.Metrics(t).Value("sluice_cache_requests_total", "route", "r", "result", "miss"); v != 1 {
+				t.Errorf("sluice_cache_requests_total{result=\"miss\"} = %v, want 1 (the background refresh counted as a caller)", v)
 			}
 		})
 	}
