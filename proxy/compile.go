@@ -160,9 +160,9 @@ func (st *state) bindMetrics(m *Metrics) {
 // are closed again.
 func (st *state) start() error {
 	st.claimHealth()
-	for _, s := range st.starters {
+	for i, s := range st.starters {
 		if err := s.Start(); err != nil {
-			st.close()
+			st.closeExcept(st.starters[i:])
 			return fmt.Errorf("starting plugin: %w", err)
 		}
 	}
@@ -170,8 +170,16 @@ func (st *state) start() error {
 }
 
 // close closes the state's plugins.
-func (st *state) close() {
+func (st *state) close() { st.closeExcept(nil) }
+
+// closeExcept closes the state's plugins but those in notStarted: a plugin
+// whose Start was never called (or failed) is not closed, so every Close
+// pairs with a successful Start. Closers without Start are always closed.
+func (st *state) closeExcept(notStarted []Starter) {
 	for _, c := range st.closers {
+		if s, ok := c.(Starter); ok && slices.Contains(notStarted, s) {
+			continue
+		}
 		if err := c.Close(); err != nil {
 			st.log.Warn("closing plugin", "error", err.Error())
 		}

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -213,5 +214,66 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {rate_limit: {}}}}
 	}
 	if err := again.Ping(time.Second); err != nil {
 		t.Errorf("client after reload: %v", err)
+	}
+}
+
+// lifecycle is a test plugin that records Start and Close and can fail to start.
+type lifecycle struct {
+	name string
+	fail bool
+	mu   *sync.Mutex
+	log  *[]string
+}
+
+func (l *lifecycle) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	return next.Handle(ctx, ex)
+}
+
+func (l *lifecycle) Start() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	*l.log = append(*l.log, "start "+l.name)
+	if l.fail {
+		return fmt.Errorf("%s cannot start", l.name)
+	}
+	return nil
+}
+
+func (l *lifecycle) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	*l.log = append(*l.log, "close "+l.name)
+	return nil
+}
+
+// When a plugin fails to start, those started before it are closed and the
+// others are not: every Close pairs with a successful Start.
+func TestFailedStartClosesOnlyStartedPlugins(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var log []string
+	mk := func(name string, stage proxy.Stage, fail bool) *proxy.Factory {
+		return &proxy.Factory{Name: name, Stage: stage, NewConfig: func() any { return &struct{}{} },
+			New: func(any, *proxy.Build) (proxy.Plugin, error) {
+				return &lifecycle{name: name, fail: fail, mu: &mu, log: &log}, nil
+			}}
+	}
+	reg := proxytest.WithStandIns(mk("authenticate", proxy.StageAuthenticate, false),
+		mk("cache", proxy.StageCache, true), mk("retry", proxy.StageRetry, false))
+	cfg, err := proxy.LoadBytes([]byte(`
+log: {access_log: false}
+upstreams: {up: {url: "http://127.0.0.1:9"}}
+routes: {r: {path: "/", upstream: up, plugins: {authenticate: {}, cache: {}, retry: {}}}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := proxy.New(cfg, proxy.Options{Plugins: reg, LogOutput: io.Discard}); err == nil || !strings.Contains(err.Error(), "cache cannot start") {
+		t.Fatalf("New: %v, want the start failure", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(log, ", "); got != "start authenticate, start cache, close authenticate" {
+		t.Errorf("lifecycle: %s", got)
 	}
 }
