@@ -264,7 +264,7 @@ func looksLikeJWT(b []byte) bool { return bytes.Count(b, []byte{'.'}) == 2 }
 // Start fetches the JWKS of jwt.jwks_url and keeps it fresh.
 func (a *Authenticate) Start() error {
 	if a.jwt != nil {
-		a.jwt.start()
+		a.jwt.keys.acquire()
 	}
 	return nil
 }
@@ -272,7 +272,7 @@ func (a *Authenticate) Start() error {
 // Close stops the JWKS refresher.
 func (a *Authenticate) Close() error {
 	if a.jwt != nil {
-		a.jwt.stopRefresh()
+		a.jwt.keys.release()
 	}
 	return nil
 }

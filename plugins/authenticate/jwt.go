@@ -104,19 +104,30 @@ type keySet struct {
 type jwtVerifier struct {
 	cfg    *JWTConfig
 	parser *jwt.Parser
-	keys   atomic.Pointer[keySet]
+	keys   *keySource // the secret's, the file's, or the URL's shared source
 	hmac   []byte
-	log    *slog.Logger
-	client *http.Client
 
-	mu          sync.Mutex
-	stop        chan struct{}
-	done        chan struct{}
-	kick        chan struct{} // asks the refresher for an early fetch (unknown kid)
-	lastFetch   atomic.Int64  // unix nanos of the latest JWKS fetch attempt
-	externalOK  bool          // route accepts any consumer: unknown subjects pass
-	externalCon sync.Map      // subject -> *consumer, bounded below
+	externalOK  bool     // route accepts any consumer: unknown subjects pass
+	externalCon sync.Map // subject -> *consumer, bounded below
 	externalN   atomic.Int64
+}
+
+// keySource holds a key set. For jwks_url it is shared by every route with
+// the same URL and refresh interval (across reloads too): one download and
+// one refresher per identity provider, not one per route.
+type keySource struct {
+	url     string // "" for a fixed set (jwks_file, secret)
+	refresh time.Duration
+	log     *slog.Logger
+	client  *http.Client
+	keys    atomic.Pointer[keySet]
+
+	mu        sync.Mutex
+	refs      int // started routes using it
+	stop      chan struct{}
+	done      chan struct{}
+	kick      chan struct{} // asks the refresher for an early fetch (unknown kid)
+	lastFetch atomic.Int64  // unix nanos of the latest fetch attempt
 }
 
 func newJWTVerifier(c *JWTConfig, b *proxy.Build, openRoute bool) (*jwtVerifier, error) {
@@ -127,9 +138,7 @@ func newJWTVerifier(c *JWTConfig, b *proxy.Build, openRoute bool) (*jwtVerifier,
 	if c.Audience != "" {
 		opts = append(opts, jwt.WithAudience(c.Audience))
 	}
-	v := &jwtVerifier{cfg: c, parser: jwt.NewParser(opts...), log: b.Logger, externalOK: openRoute,
-		kick: make(chan struct{}, 1)}
-	v.keys.Store(&keySet{byID: map[string]any{}})
+	v := &jwtVerifier{cfg: c, parser: jwt.NewParser(opts...), externalOK: openRoute}
 	switch {
 	case c.Secret.IsSet():
 		v.hmac = []byte(c.Secret.Reveal())
@@ -142,9 +151,16 @@ func newJWTVerifier(c *JWTConfig, b *proxy.Build, openRoute bool) (*jwtVerifier,
 		if err != nil {
 			return nil, &proxy.FieldError{Path: "jwt.jwks_file", Msg: fmt.Sprintf("%s: %v", c.JWKSFile, err)}
 		}
-		v.keys.Store(ks)
+		v.keys = &keySource{}
+		v.keys.keys.Store(ks)
 	case c.JWKSURL != "":
-		v.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}}
+		key := fmt.Sprintf("authenticate.jwks|%s|%s", c.JWKSURL, c.JWKSRefresh)
+		v.keys = b.Shared(key, func() any {
+			ks := &keySource{url: c.JWKSURL, refresh: c.JWKSRefresh.D(), log: b.Logger, kick: make(chan struct{}, 1),
+				client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}}}
+			ks.keys.Store(&keySet{byID: map[string]any{}})
+			return ks
+		}).(*keySource)
 	}
 	return v, nil
 }
@@ -172,13 +188,13 @@ func (v *jwtVerifier) keyFor(t *jwt.Token) (any, error) {
 	if v.hmac != nil {
 		return v.hmac, nil
 	}
-	ks := v.keys.Load()
+	ks := v.keys.keys.Load()
 	kid, _ := t.Header["kid"].(string)
 	if kid != "" {
 		if k, ok := ks.byID[kid]; ok {
 			return k, nil
 		}
-		v.requestRefresh()
+		v.keys.requestRefresh()
 		return nil, errNoKey
 	}
 	// No kid: the keys of the set that fit the algorithm (golang-jwt tries each).
@@ -297,78 +313,86 @@ func b64int(s string) (*big.Int, error) {
 	return new(big.Int).SetBytes(b), nil
 }
 
-// start fetches the URL JWKS once (tokens are refused until it has keys)
-// and keeps it fresh in the background.
-func (v *jwtVerifier) start() {
-	if v.cfg.JWKSURL == "" {
+// acquire is called by each route that starts using the source: the first
+// fetches the URL key set once (tokens are refused until it has keys) and
+// starts the background refresh.
+func (s *keySource) acquire() {
+	if s == nil || s.url == "" {
 		return
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.stop != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refs++; s.refs > 1 {
 		return
 	}
-	v.stop, v.done = make(chan struct{}), make(chan struct{})
-	v.fetch()
-	go v.refresher(v.stop, v.done)
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	s.fetch()
+	go s.refresher(s.stop, s.done)
 }
 
-func (v *jwtVerifier) stopRefresh() {
-	v.mu.Lock()
-	stop, done := v.stop, v.done
-	v.stop, v.done = nil, nil
-	v.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-done
+// release is called by each route that stops using the source; the last
+// stops the refresher.
+func (s *keySource) release() {
+	if s == nil || s.url == "" {
+		return
 	}
+	s.mu.Lock()
+	if s.refs--; s.refs > 0 {
+		s.mu.Unlock()
+		return
+	}
+	stop, done := s.stop, s.done
+	s.stop, s.done = nil, nil
+	s.mu.Unlock()
+	close(stop)
+	<-done
 }
 
-func (v *jwtVerifier) requestRefresh() {
-	if v.cfg.JWKSURL == "" || time.Since(time.Unix(0, v.lastFetch.Load())) < 30*time.Second {
+func (s *keySource) requestRefresh() {
+	if s.url == "" || time.Since(time.Unix(0, s.lastFetch.Load())) < 30*time.Second {
 		return
 	}
 	select {
-	case v.kick <- struct{}{}:
+	case s.kick <- struct{}{}:
 	default:
 	}
 }
 
-func (v *jwtVerifier) refresher(stop, done chan struct{}) {
+func (s *keySource) refresher(stop, done chan struct{}) {
 	defer close(done)
-	t := time.NewTicker(v.cfg.JWKSRefresh.D())
+	t := time.NewTicker(s.refresh)
 	defer t.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
-		case <-v.kick:
+		case <-s.kick:
 		}
-		v.fetch()
+		s.fetch()
 	}
 }
 
-func (v *jwtVerifier) fetch() {
-	v.lastFetch.Store(time.Now().UnixNano())
-	ks, err := v.download()
+func (s *keySource) fetch() {
+	s.lastFetch.Store(time.Now().UnixNano())
+	ks, err := s.download()
 	if err != nil {
-		if v.log != nil {
-			v.log.Warn("fetching JWKS failed; keeping the previous keys", "jwks_url", v.cfg.JWKSURL, "error", err.Error())
+		if s.log != nil {
+			s.log.Warn("fetching JWKS failed; keeping the previous keys", "jwks_url", s.url, "error", err.Error())
 		}
 		return
 	}
-	v.keys.Store(ks)
+	s.keys.Store(ks)
 }
 
-func (v *jwtVerifier) download() (*keySet, error) {
+func (s *keySource) download() (*keySet, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.cfg.JWKSURL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := v.client.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, errors.New("cannot reach the JWKS URL")
 	}

@@ -230,3 +230,34 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {jwt: {jwks_u
 		t.Errorf("old key after rotation: %d, want 401", r.Status)
 	}
 }
+
+// Routes that name the same JWKS URL share one key set: one download at
+// start and one refresher, not one per route.
+func TestJWKSURLSharedByRoutes(t *testing.T) {
+	t.Parallel()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var calls atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		_, _ = w.Write([]byte(jwks(t, ecJWK("k1", &key.PublicKey))))
+	}))
+	defer srv.Close()
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, `
+upstreams: {up: {url: "`+up.URL+`"}}
+plugins: {authenticate: {jwt: {jwks_url: "`+srv.URL+`"}}}
+routes:
+  a: {path: "/a/{p:*}", upstream: up}
+  b: {path: "/b/{p:*}", upstream: up}
+  c: {path: "/c/{p:*}", upstream: up}
+`)
+	tok := sign(t, jwt.SigningMethodES256, "k1", key, jwt.MapClaims{"sub": "svc", "exp": time.Now().Add(time.Hour).Unix()})
+	for _, p := range []string{"/a/x", "/b/x", "/c/x"} {
+		if r := proxytest.Do(t, "GET", gw.URL+p, "", "Authorization", "Bearer "+tok); r.Status != 200 {
+			t.Fatalf("%s: %d %s", p, r.Status, r.Body)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the JWKS URL was fetched %d times for 3 routes, want 1", n)
+	}
+}
