@@ -335,28 +335,39 @@ func (panicker) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 	return next.Handle(ctx, ex)
 }
 
+// withInnerStage starts a gateway whose upstream has the circuit breaker
+// (breaker is its YAML block) and, inside it at the upstream quota stage, the
+// test plugin inner; routeExtra is added to the route's flow mapping.
+func withInnerStage(t *testing.T, up *proxytest.FaultUpstream, inner proxy.Plugin, breaker, routeExtra string) *proxytest.Gateway {
+	t.Helper()
+	reg := proxytest.WithStandIns(&proxy.Factory{
+		Name: "test_inner", Stage: proxy.StageUpstreamQuota,
+		NewConfig: func() any { return &struct{}{} },
+		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return inner, nil },
+	})
+	if routeExtra != "" {
+		routeExtra = ", " + routeExtra
+	}
+	return proxytest.StartGateway(t, `
+log: {access_log: false}
+upstreams:
+  up:
+    url: "`+up.URL+`"
+    plugins:
+      circuit_breaker: `+breaker+`
+      test_inner: {}
+routes:
+  r: {path: "/{p:*}", upstream: up`+routeExtra+`}
+`, proxytest.Options{Registry: reg})
+}
+
 // A probe that panics further in gives its slot back: the circuit does not
 // stay half-open with no probe allowed.
 func TestBreakerProbePanicDoesNotWedge(t *testing.T) {
 	t.Parallel()
 	up := proxytest.NewFaultUpstream(t)
 	up.SetDefault(proxytest.Err500)
-	reg := proxytest.WithStandIns(&proxy.Factory{
-		Name: "test_panic", Stage: proxy.StageUpstreamQuota,
-		NewConfig: func() any { return &struct{}{} },
-		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return panicker{}, nil },
-	})
-	gw := proxytest.StartGateway(t, `
-log: {access_log: false}
-upstreams:
-  up:
-    url: "`+up.URL+`"
-    plugins:
-      circuit_breaker: {consecutive_failures: 1, open_for: 200ms}
-      test_panic: {}
-routes:
-  r: {path: "/{p:*}", upstream: up}
-`, proxytest.Options{Registry: reg})
+	gw := withInnerStage(t, up, panicker{}, "{consecutive_failures: 1, open_for: 200ms}", "")
 	proxytest.Do(t, "GET", gw.URL+"/x", "")
 	wantOpen(t, proxytest.Do(t, "GET", gw.URL+"/x", ""))
 	up.SetDefault(proxytest.OK)
@@ -383,22 +394,7 @@ func TestDeadlineBeforeSendIsNotAProviderFailure(t *testing.T) {
 	t.Parallel()
 	up := proxytest.NewFaultUpstream(t)
 	up.SetDefault(proxytest.OK)
-	reg := proxytest.WithStandIns(&proxy.Factory{
-		Name: "test_sleep", Stage: proxy.StageUpstreamQuota,
-		NewConfig: func() any { return &struct{}{} },
-		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return sleeper{}, nil },
-	})
-	gw := proxytest.StartGateway(t, `
-log: {access_log: false}
-upstreams:
-  up:
-    url: "`+up.URL+`"
-    plugins:
-      circuit_breaker: {consecutive_failures: 1, open_for: 1m}
-      test_sleep: {}
-routes:
-  r: {path: "/{p:*}", upstream: up, deadline: 50ms}
-`, proxytest.Options{Registry: reg})
+	gw := withInnerStage(t, up, sleeper{}, "{consecutive_failures: 1, open_for: 1m}", "deadline: 50ms")
 	for range 2 {
 		proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/x", ""), 504, "upstream_timeout")
 	}
