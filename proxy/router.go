@@ -166,34 +166,102 @@ func (t *routeTable) hostRouter(host []byte) *router.Router {
 	return t.byHost[string(buf[:n])]
 }
 
-// hasDotSegment reports whether a raw path has a "." or ".." segment, also
-// percent-encoded ("%2e"). Such paths are refused: forwarded as is they could
-// climb out of the upstream base path or the route's prefix.
+// hasDotSegment reports whether a raw path could climb out of the upstream's
+// base path or the route's prefix on some server behind the gateway. The one
+// rule, applied to every encoding: the path is percent-decoded (again, while
+// a round still decodes something: some servers decode twice, so "%252e" is a
+// dot), overlong UTF-8 forms of '.' and '/' ("%c0%ae", "%c0%af") count as
+// those bytes, segments are split at '/' and also at '\' (which Windows
+// servers and some frameworks treat as a separator), and a segment's ";"
+// parameters are cut off ("..;/" is ".." to Tomcat and Jetty). A path in which
+// any resulting segment is "." or ".." is refused with 400; nothing is
+// normalised. Paths without '.', '%' or non-ASCII bytes cannot match and cost
+// one scan.
 func hasDotSegment(path []byte) bool {
-	for i := 0; i < len(path); {
-		if path[i] != '/' {
-			i++
-			continue
+	plain := true // no '.', no escape, no byte of a (possibly overlong) UTF-8 sequence
+	for _, c := range path {
+		if c == '.' || c == '%' || c >= 0x80 {
+			plain = false
+			break
 		}
-		j := i + 1
-		dots := 0
-		for j < len(path) && path[j] != '/' {
-			switch {
-			case path[j] == '.':
-				dots++
-				j++
-			case path[j] == '%' && j+2 < len(path) && path[j+1] == '2' && (path[j+2] == 'e' || path[j+2] == 'E'):
-				dots++
-				j += 3
-			default:
-				dots = 3 // any other byte: an ordinary segment
-				j++
-			}
+	}
+	if plain {
+		return false
+	}
+	// Decode into stack space (paths longer than it are rare and may allocate).
+	var bufA, bufB [512]byte
+	cur, next := bufA[:0], bufB[:0]
+	cur = append(cur, path...)
+	for round := 0; ; round++ {
+		var changed bool
+		next, changed = percentDecode(next[:0], cur)
+		cur, next = next, cur
+		if !changed || bytes.IndexByte(cur, '%') < 0 {
+			return dotSegmentIn(cur)
 		}
-		if dots == 1 || dots == 2 {
+		if round == maxDecodeRounds-1 {
+			return true // still decoding: deeper than any server goes
+		}
+	}
+}
+
+// maxDecodeRounds bounds repeated decoding: "%25252e" needs three rounds; a
+// path that still decodes after that is treated as one that climbs.
+const maxDecodeRounds = 4
+
+// percentDecode appends the one-round percent-decoding of src to dst and
+// reports whether any escape was decoded. Overlong UTF-8 encodings of '.'
+// and '/' (C0 AE, C0 AF, E0 80 AE, E0 80 AF) are written as '.' and '/'.
+func percentDecode(dst, src []byte) ([]byte, bool) {
+	changed := false
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		if c == '%' && i+2 < len(src) && unhex(src[i+1]) >= 0 && unhex(src[i+2]) >= 0 {
+			c = byte(unhex(src[i+1])<<4 | unhex(src[i+2]))
+			i += 2
+			changed = true
+		}
+		dst = append(dst, c)
+		if n := len(dst); n >= 2 && dst[n-2] == 0xc0 && (c == 0xae || c == 0xaf) {
+			dst = append(dst[:n-2], c-0x80)
+		} else if n >= 3 && dst[n-3] == 0xe0 && dst[n-2] == 0x80 && (c == 0xae || c == 0xaf) {
+			dst = append(dst[:n-3], c-0x80)
+		}
+	}
+	return dst, changed
+}
+
+func unhex(c byte) int {
+	switch {
+	case '0' <= c && c <= '9':
+		return int(c - '0')
+	case 'a' <= c && c <= 'f':
+		return int(c-'a') + 10
+	case 'A' <= c && c <= 'F':
+		return int(c-'A') + 10
+	}
+	return -1
+}
+
+// dotSegmentIn reports whether a decoded path has a "." or ".." segment, with
+// '/' and '\' as separators and ";..." parameters cut off each segment.
+func dotSegmentIn(p []byte) bool {
+	for len(p) > 0 {
+		end := 0
+		for end < len(p) && p[end] != '/' && p[end] != '\\' {
+			end++
+		}
+		seg := p[:end]
+		if i := bytes.IndexByte(seg, ';'); i >= 0 {
+			seg = seg[:i]
+		}
+		if len(seg) == 1 && seg[0] == '.' || len(seg) == 2 && seg[0] == '.' && seg[1] == '.' {
 			return true
 		}
-		i = j
+		if end == len(p) {
+			break
+		}
+		p = p[end+1:]
 	}
 	return false
 }

@@ -138,3 +138,36 @@ func TestRouteConflictsAreConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// Every encoding of a dot segment is refused, whatever the decoding depth or
+// separator a server behind the gateway uses, and nothing is forwarded.
+func TestEncodedDotSegmentsRefused(t *testing.T) {
+	t.Parallel()
+	gw, up := gatewayFor(t, nil, `
+log: {access_log: false}
+upstreams: {up: {url: "%[1]s/v2"}}
+routes: {r: {path: "/prov/{p:*}", upstream: up, strip_prefix: "/prov"}}
+`)
+	refused := []string{
+		"/prov/..%2fadmin/x", "/prov/%2e%2e%2fadmin/x", "/prov/.%2e%2fadmin", "/prov/%2E%2E%2Fadmin",
+		"/prov/..%5cadmin", `/prov/..\admin`, "/prov/..;/admin", "/prov/.;x/admin", `/prov/.\`,
+		"/prov/%252e%252e%252fadmin", "/prov/%25252e%25252e/admin", "/prov/%c0%ae%c0%ae/admin",
+		"/prov/%c0%ae%c0%ae%c0%afadmin", "/prov/x/%2e", "/prov/x%2f..%2fy", "/prov/x%5c.%5cy",
+	}
+	for _, path := range refused {
+		out := rawRequest(t, gw.URL, "GET "+path+" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(out, "400\n") || !strings.Contains(out, `"code":"bad_request"`) {
+			t.Errorf("%s: want 400 bad_request, got %s", path, out)
+		}
+	}
+	allowed := []string{"/prov/a.b/c.json", "/prov/.well-known/x", "/prov/...", "/prov/group%2Fproject", "/prov/a%20b", "/prov/%2e%2e%2e"}
+	for _, path := range allowed {
+		out := rawRequest(t, gw.URL, "GET "+path+" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(out, "200\n") {
+			t.Errorf("%s: ordinary path refused: %s", path, out)
+		}
+	}
+	if n := up.Count(); n != len(allowed) {
+		t.Errorf("upstream got %d requests, want only the %d ordinary ones", n, len(allowed))
+	}
+}
