@@ -314,7 +314,11 @@ func (p *Plugin) mayRetry(req *fasthttp.Request) bool {
 // matching entry of on, else -1) and the wait the provider asked for.
 func (p *Plugin) retryable(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, err error) (int8, time.Duration) {
 	if err != nil {
-		switch proxy.Classify(err).Code {
+		ce := proxy.Classify(err)
+		if !ce.Retryable(&ctx.Request) {
+			return -1, 0 // e.g. an answer over max_response_body: the same again
+		}
+		switch ce.Code {
 		case proxy.CodeUpstreamTimeout:
 			return p.onTimeout, 0
 		case proxy.CodeUpstreamUnreachable, proxy.CodeUpstreamError:
