@@ -202,7 +202,8 @@ func (g *Gateway) buildUpstream(name string, uc *UpstreamConfig, pools *clientPo
 	}
 	u := &Upstream{Name: name, Timeout: uc.Timeout.D(), leastInflight: uc.Balance == BalanceLeastInflight,
 		outlier: outlierSettings{on: uc.Outlier.On(), consecutive: uc.Outlier.ConsecutiveFailures,
-			ejectFor: uc.Outlier.EjectFor.D(), maxEjectFor: uc.Outlier.MaxEjectFor.D()}}
+			ejectFor: uc.Outlier.EjectFor.D(), maxEjectFor: uc.Outlier.MaxEjectFor.D()},
+		bodies: &g.metrics.bodies}
 	var p Problems
 	for _, raw := range urls {
 		if checkUpstreamURL(raw) != nil {

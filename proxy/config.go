@@ -70,6 +70,11 @@ type ServerConfig struct {
 	// DrainTimeout bounds how long SIGTERM/SIGINT waits for in-flight requests
 	// before exiting. Default 15s.
 	DrainTimeout Duration `koanf:"drain_timeout" json:"drain_timeout"`
+	// MaxBodyMemory is the process-wide budget for request and response
+	// bodies held in memory at once. A call whose body would take the gateway
+	// over it gets 503 overloaded instead. Default 512MiB; it must be at
+	// least every upstream's max_response_body.
+	MaxBodyMemory Size `koanf:"max_body_memory" json:"max_body_memory"`
 }
 
 // LogConfig configures logging (log/slog).
@@ -293,6 +298,7 @@ func DefaultConfig() *Config {
 			MaxRequestBody: 10 << 20,
 			MaxHeaderSize:  16 << 10,
 			DrainTimeout:   Duration(15 * time.Second),
+			MaxBodyMemory:  512 << 20,
 		},
 		Log:   LogConfig{Level: "info", Format: "json", AccessLog: true},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
@@ -388,6 +394,9 @@ func (c *Config) validate(p *Problems) {
 	if s.MaxInflight < 0 {
 		p.Add("server.max_inflight", "must not be negative")
 	}
+	if s.MaxBodyMemory < s.MaxRequestBody {
+		p.Addf("server.max_body_memory", "must be at least server.max_request_body (%s), got %s", s.MaxRequestBody, s.MaxBodyMemory)
+	}
 
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -427,6 +436,10 @@ func (c *Config) validate(p *Problems) {
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]
 		u.validate("upstreams."+name, p)
+		if u.MaxResponseBody > s.MaxBodyMemory {
+			p.Addf("upstreams."+name+".max_response_body", "%s is more than server.max_body_memory (%s): such an answer could never be read",
+				u.MaxResponseBody, s.MaxBodyMemory)
+		}
 		if !nameRE.MatchString(name) {
 			p.Addf("upstreams."+name, "invalid name: use lower-case letters, digits, '-' and '_' (names become metric labels)")
 		}

@@ -49,6 +49,10 @@ type Exchange struct {
 	addHeader []byte // AddResponseHeader: "name\x00value\x00" pairs
 	joinBuf   []byte // applyResponseHeaders: the values of one name, joined
 	idBuf     [32]byte
+
+	budget   *bodyBudget // where respHeld and reqHeld are reserved; nil when nothing is
+	respHeld int64       // bytes reserved for the answer in ctx.Response
+	reqHeld  int64       // bytes reserved for the request body
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(Exchange) }}
@@ -56,6 +60,10 @@ var exchangePool = sync.Pool{New: func() any { return new(Exchange) }}
 func acquireExchange() *Exchange { return exchangePool.Get().(*Exchange) }
 
 func releaseExchange(ex *Exchange) {
+	if ex.budget != nil { // not settled (a detached exchange, a panic)
+		ex.budget.used.Add(-(ex.respHeld + ex.reqHeld))
+		ex.budget, ex.respHeld, ex.reqHeld = nil, 0, 0
+	}
 	ex.Route, ex.Upstream, ex.Target, ex.nextTarget, ex.Err = nil, nil, nil, nil, nil
 	ex.Consumer = ""
 	ex.Attempts = 0

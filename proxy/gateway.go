@@ -76,6 +76,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	st.bindMetrics(g.metrics)
+	g.metrics.bodies.setLimit(int64(cfg.Server.MaxBodyMemory))
 	g.state.Store(st)
 	g.server = g.newServer(&cfg.Server)
 	return g, nil
@@ -194,16 +195,35 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 	if rt.Deadline > 0 {
 		ex.deadline = ex.startNano + int64(rt.Deadline)
 	}
-	if head.badName {
+	switch {
+	case head.badName:
 		st.writeError(ctx, ex, errHeaderName)
-	} else {
+	case !rt.reserveRequestBody(ctx, ex):
+		st.writeError(ctx, ex, errRequestBodyBudget)
+	default:
 		prepareRequest(ctx, ex, &head)
 		if err := rt.run(ctx, ex); err != nil {
 			st.writeError(ctx, ex, err)
 		}
 	}
 	st.finish(ctx, ex, rt.metrics)
+	ex.settleBodies(&ctx.Response)
 	releaseExchange(ex)
+}
+
+// reserveRequestBody takes the request body's share of the body budget; a
+// request without a body costs nothing.
+func (rt *Route) reserveRequestBody(ctx *fasthttp.RequestCtx, ex *Exchange) bool {
+	n := int64(len(ctx.Request.Body()))
+	if n == 0 {
+		return true
+	}
+	b := rt.Upstream.bodies
+	if !b.take(n) {
+		return false
+	}
+	ex.reqHeld, ex.budget = n, b
+	return true
 }
 
 // run calls the pipeline; a panic in any stage becomes an internal_error.
@@ -327,6 +347,7 @@ func (g *Gateway) Apply(cfg *Config) error {
 		return g.rejectReload(err)
 	}
 	st.bindMetrics(g.metrics)
+	g.metrics.bodies.setLimit(int64(cfg.Server.MaxBodyMemory))
 	g.logLevel.Set(parseLevel(cfg.Log.Level))
 	g.state.Store(st)
 	g.metrics.reloads.WithLabelValues("success").Inc()

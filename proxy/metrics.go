@@ -22,9 +22,11 @@ type Metrics struct {
 	requests    *prometheus.CounterVec   // route, upstream, method, status
 	duration    *prometheus.HistogramVec // route, upstream
 	upstreamDur *prometheus.HistogramVec // upstream, outcome
+	discarded   *prometheus.CounterVec   // upstream, reason
 	errors      *prometheus.CounterVec   // route, code
 	reloads     *prometheus.CounterVec   // result
 	inflight    atomic.Int64
+	bodies      bodyBudget // server.max_body_memory, process-wide
 }
 
 // Upstream attempt outcomes (label values of sluice_upstream_duration_seconds).
@@ -57,6 +59,10 @@ func NewMetrics() *Metrics {
 		Help:    "Duration of each upstream attempt, by upstream and outcome (ok, error_status, timeout, conn_error).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"upstream", "outcome"})
+	m.discarded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_upstream_connections_discarded_total",
+		Help: "Pooled upstream connections closed instead of used, by upstream and reason (stale: closed by the provider or with stray bytes waiting before reuse; framing: more bytes followed an answer than its framing said).",
+	}, []string{"upstream", "reason"})
 	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sluice_errors_total",
 		Help: "Errors answered as problem+json, by route and code (gateway errors and normalized upstream errors).",
@@ -69,7 +75,15 @@ func NewMetrics() *Metrics {
 		Name: "sluice_inflight_requests",
 		Help: "Requests being served right now.",
 	}, func() float64 { return float64(m.inflight.Load()) })
-	reg.MustRegister(m.requests, m.duration, m.upstreamDur, m.errors, m.reloads, inflight,
+	bodyBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sluice_body_memory_bytes",
+		Help: "Bytes of request and response bodies held in memory right now (budget: server.max_body_memory).",
+	}, func() float64 { return float64(m.bodies.used.Load()) })
+	bodyRefusals := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sluice_body_memory_refusals_total",
+		Help: "Calls answered 503 overloaded because their body would have exceeded server.max_body_memory.",
+	}, func() float64 { return float64(m.bodies.refusals.Load()) })
+	reg.MustRegister(m.requests, m.duration, m.upstreamDur, m.discarded, m.errors, m.reloads, inflight, bodyBytes, bodyRefusals,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Show both reload results from the start, so that alerts on failures work
@@ -181,15 +195,29 @@ func methodIndex(m []byte) int {
 	return 9
 }
 
-// upstreamMetrics are one upstream's resolved attempt histograms.
+// upstreamMetrics are one upstream's resolved attempt histograms and
+// connection counters.
 type upstreamMetrics struct {
 	byOutcome [numOutcomes]prometheus.Observer
+	discarded [numDiscards]prometheus.Counter
 }
+
+// Why a pooled upstream connection was closed instead of used (again).
+const (
+	discardStale   = 0 // found closed, or with bytes waiting, before reuse
+	discardFraming = 1 // more bytes followed an answer than its framing said
+	numDiscards    = 2
+)
+
+var discardNames = [numDiscards]string{"stale", "framing"}
 
 func newUpstreamMetrics(m *Metrics, upstream string) upstreamMetrics {
 	var um upstreamMetrics
 	for i := range um.byOutcome {
 		um.byOutcome[i] = m.upstreamDur.WithLabelValues(upstream, outcomeNames[i])
+	}
+	for i := range um.discarded {
+		um.discarded[i] = m.discarded.WithLabelValues(upstream, discardNames[i])
 	}
 	return um
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -32,6 +31,7 @@ type Upstream struct {
 	logger        *slog.Logger
 	metrics       upstreamMetrics
 	checker       *healthChecker // nil without health_check
+	bodies        *bodyBudget    // the process-wide body budget
 }
 
 func (u *Upstream) log() *slog.Logger {
@@ -96,10 +96,14 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 
 	t.health.inflight.Add(1)
 	start := nanotime()
-	err := t.client.DoTimeout(req, &ctx.Response, timeout)
+	err := u.roundTrip(t, ctx, ex, timeout)
 	elapsed := since(start).Seconds()
 	t.health.inflight.Add(-1)
 	if err != nil {
+		if err == errCallerGone { // says nothing about the target
+			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
+			return err
+		}
 		ce := Classify(&transportError{err})
 		switch ce.Code {
 		case CodeUpstreamTimeout:
@@ -188,7 +192,9 @@ func newHostClient(pu *url.URL, uc *UpstreamConfig, dial fasthttp.DialFunc) (*fa
 	addr := net.JoinHostPort(pu.Hostname(), port)
 	connectTimeout := uc.ConnectTimeout.D()
 	if dial == nil {
-		dial = func(addr string) (net.Conn, error) { return tcpDialer.DialTimeout(addr, connectTimeout) }
+		dial = func(addr string) (net.Conn, error) {
+			return wrapUpstreamConn(tcpDialer.DialTimeout(addr, connectTimeout))
+		}
 	}
 	hc := &fasthttp.HostClient{
 		Addr:                     addr,
@@ -202,14 +208,8 @@ func newHostClient(pu *url.URL, uc *UpstreamConfig, dial fasthttp.DialFunc) (*fa
 		WriteBufferSize:          16 << 10,
 		DisablePathNormalizing:   true, // forward the raw path as sent
 		SecureErrorLogMessage:    true, // never put bodies or headers in error texts
-		// A pooled keep-alive connection the provider closed while idle fails
-		// on first use: resend once on a new connection, for idempotent
-		// requests only and never after a timeout. Retries on answers are the
-		// retry plugin's business.
-		MaxIdemponentCallAttempts: 2,
-		RetryIfErr: func(req *fasthttp.Request, _ int, err error) (bool, bool) {
-			return false, IsIdempotent(req) && !errors.Is(err, fasthttp.ErrTimeout)
-		},
+		// Requests go through Upstream.roundTrip (transport.go), which reads
+		// answers itself; Do is used by health checks only.
 	}
 	if hc.IsTLS {
 		tc, err := tlsConfig(pu.Hostname(), &uc.TLS)

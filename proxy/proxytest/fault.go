@@ -2,11 +2,13 @@ package proxytest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/textproto"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +30,19 @@ type Fault struct {
 	Garbage bool
 	// HalfBody announces a body and closes after writing part of it.
 	HalfBody bool
+	// Trailing is written on the connection TrailingAfter after the answer,
+	// as if the provider got its framing wrong (more bytes than its
+	// Content-Length): a gateway that pools the connection reads them as the
+	// next answer.
+	Trailing      string
+	TrailingAfter time.Duration
+	// Chunked answers 200 with a chunked body of this many bytes of 'x' in
+	// 32 KiB chunks; ChunkedForever never ends it (until the gateway closes).
+	Chunked        int
+	ChunkedForever bool
+	// Hang never answers: it waits until the gateway closes the connection,
+	// then counts it in Abandoned.
+	Hang bool
 }
 
 // Common faults.
@@ -52,10 +67,13 @@ type FaultUpstream struct {
 	URL  string // http://127.0.0.1:PORT
 	Addr string
 
-	mu     sync.Mutex
-	script []Fault
-	def    Fault
-	reqs   []FaultRequest
+	mu        sync.Mutex
+	idleClose time.Duration
+	script    []Fault
+	def       Fault
+	reqs      []FaultRequest
+	conns     int // connections accepted
+	abandoned int // Hang requests whose connection the gateway closed
 }
 
 // FaultRequest is one request as a FaultUpstream read it.
@@ -128,6 +146,29 @@ func (f *FaultUpstream) Hits() int {
 	return len(f.reqs)
 }
 
+// SetIdleClose makes the upstream close a connection that stays idle for d
+// between requests, as Node servers (5 s) and load balancers do, without a
+// Connection: close on the last answer. It applies to new connections.
+func (f *FaultUpstream) SetIdleClose(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.idleClose = d
+}
+
+// Conns is the number of connections accepted.
+func (f *FaultUpstream) Conns() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conns
+}
+
+// Abandoned is the number of Hang requests whose connection the gateway closed.
+func (f *FaultUpstream) Abandoned() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.abandoned
+}
+
 // Requests returns a copy of the requests read.
 func (f *FaultUpstream) Requests() []FaultRequest {
 	f.mu.Lock()
@@ -149,10 +190,17 @@ func (f *FaultUpstream) next(r FaultRequest) Fault {
 
 func (f *FaultUpstream) serveConn(c net.Conn) {
 	defer c.Close()
+	f.mu.Lock()
+	f.conns++
+	idle := 30 * time.Second
+	if f.idleClose > 0 {
+		idle = f.idleClose
+	}
+	f.mu.Unlock()
 	br := bufio.NewReader(c)
 	tp := textproto.NewReader(br)
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(idle))
 		line, err := tp.ReadLine()
 		if err != nil {
 			return
@@ -189,6 +237,17 @@ func (f *FaultUpstream) serveConn(c net.Conn) {
 		case x.HalfBody:
 			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it")
 			return
+		case x.Hang:
+			_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+			if _, err := br.ReadByte(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				f.mu.Lock()
+				f.abandoned++
+				f.mu.Unlock()
+			}
+			return
+		case x.Chunked > 0 || x.ChunkedForever:
+			writeChunked(c, x.Chunked, x.ChunkedForever)
+			return
 		}
 		status := x.Status
 		if status == 0 {
@@ -205,5 +264,34 @@ func (f *FaultUpstream) serveConn(c net.Conn) {
 		if _, err := io.WriteString(c, head+"\r\n"+body); err != nil {
 			return
 		}
+		if x.Trailing != "" {
+			time.Sleep(x.TrailingAfter)
+			if _, err := io.WriteString(c, x.Trailing); err != nil {
+				return
+			}
+		}
 	}
+}
+
+// writeChunked writes a 200 with a chunked body of n bytes (or an endless
+// one) and returns when done or when the gateway stops reading (bounded by a
+// write deadline). Frames are built once: the upstream allocates nothing per
+// chunk, so that tests can count the gateway's allocations.
+func writeChunked(c net.Conn, n int, forever bool) {
+	const size = 32 << 10
+	frame := []byte(fmt.Sprintf("%x\r\n%s\r\n", size, strings.Repeat("x", size)))
+	if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"); err != nil {
+		return
+	}
+	for sent := 0; forever || sent < n; sent += size {
+		part := frame
+		if !forever && n-sent < size {
+			part = []byte(fmt.Sprintf("%x\r\n%s\r\n", n-sent, strings.Repeat("x", n-sent)))
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(part); err != nil {
+			return
+		}
+	}
+	_, _ = io.WriteString(c, "0\r\n\r\n")
 }
