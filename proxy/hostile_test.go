@@ -127,15 +127,16 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 
 	answers := parseAnswers(t, out)
 	reqs := rec.Requests()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sent %q", c.raw)
-			t.Logf("gateway answered %q", out)
-			for _, r := range reqs {
-				t.Logf("upstream received (conn %d) %q", r.Conn, r.Raw)
-			}
+	// Shown on failure and with -v.
+	if len(c.raw) <= 4096 {
+		t.Logf("sent %q", c.raw)
+	}
+	t.Logf("gateway answered %q", out)
+	for _, r := range reqs {
+		if len(r.Raw) <= 4096 {
+			t.Logf("upstream received (conn %d) %q", r.Conn, r.Raw)
 		}
-	})
+	}
 	for _, e := range rec.Errors() {
 		t.Errorf("the upstream received a request it cannot frame: %s", e)
 	}
@@ -183,6 +184,9 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 			}
 			if hosts := r.Values("Host"); len(hosts) != 1 || hosts[0] != rec.Addr {
 				t.Errorf("request %d: upstream Host %q, want exactly %q", i, hosts, rec.Addr)
+			}
+			if r.Proto != "HTTP/1.1" { // RFC 9110 6.2: an intermediary sends its own version
+				t.Errorf("request %d: forwarded as %s, want the gateway's own HTTP/1.1", i, r.Proto)
 			}
 			if !strings.HasPrefix(r.Target, "/base/") {
 				t.Errorf("request %d: upstream target %q is not under /base/", i, r.Target)
@@ -340,6 +344,10 @@ func TestHostileFraming(t *testing.T) {
 			raw: "POST /a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.0\r\n\r\n"},
 		{name: "HTTP/1.0 keep-alive with TE and CL", want: refuseOr("abc"),
 			raw: fmt.Sprintf("POST /a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%s", len(teEarly), teEarly)},
+		{name: "HTTP/1.3 request line", want: refuseOr("abc"),
+			raw: "POST /a HTTP/1.3\r\nHost: gw\r\nContent-Length: 3\r\n\r\nabc"},
+		{name: "HTTP/2.0 in an HTTP/1 request line", want: outcome{refuse: true, status: []int{400, 505}},
+			raw: "GET /a HTTP/2.0\r\nHost: gw\r\n\r\n"},
 		{name: "HTTP/0.9 request line", want: outcome{refuse: true, closeOK: true, forward: []string{""}},
 			raw: "GET /a\r\n\r\n"},
 		{name: "request hidden in a body", want: outcome{forward: []string{smuggled}},
@@ -504,4 +512,97 @@ func TestRecorderFramesStrictly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzGatewayFraming writes arbitrary bytes at a running gateway in front of
+// a strict Recorder. Whatever arrives, the gateway never forwards a request
+// the Recorder cannot frame, every forwarded request goes to the upstream's
+// own Host under the upstream's base path, each forwarded request is
+// answered with the upstream's 200 (no forward without its answer, no
+// answer invented), and every other answer is a problem+json.
+func FuzzGatewayFraming(f *testing.F) {
+	const post = "POST /a HTTP/1.1\r\nHost: gw\r\n"
+	teEarly := "3\r\nabc\r\n0\r\n\r\n" + smuggled
+	for _, seed := range []string{
+		"GET /a HTTP/1.1\r\nHost: gw\r\n\r\n",
+		fmt.Sprintf(post+"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n%s", len(teEarly), teEarly),
+		post + "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n" + chunk(smuggled) + "0\r\n\r\n",
+		fmt.Sprintf(post+"Content-Length: 3\r\nContent-Length: %d\r\n\r\nabc%s", 3+len(smuggled), smuggled),
+		post + "Transfer-Encoding: chunked, identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		fmt.Sprintf(post+"Content-Length: %d\r\nX-Pad: a\r\n Transfer-Encoding: chunked\r\n\r\n%s", len(teEarly), teEarly),
+		post + "Transfer-Encoding: chunked\r\n\r\n10000000000000003\r\nabc\r\n0\r\n\r\n",
+		post + "Transfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+		"POST /a HTTP/1.1\nHost: gw\nContent-Length: 3\n\nabc",
+		post + "X-A: 1\rContent-Length: 40\r\nContent-Length: 3\r\n\r\nabc",
+		"GET /a\x00b HTTP/1.1\r\nHost: gw\r\nX-A: a\x01b\r\n\r\n",
+		"GET http://evil.example/a HTTP/1.1\r\nHost: gw\r\nHost: evil\r\n\r\n",
+		"POST /a HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.0\r\n\r\n",
+		"GET /a\r\n\r\n",
+		"GET /a/..%2fb HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"POST /a HTTP/1.3\r\nHost: gw\r\nContent-Length: 3\r\n\r\nabc",
+		"GET /a HTTP/1.1\r\nHost: user@evil.example\r\n\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	rec := proxytest.NewRecorder(f)
+	gw := proxytest.StartGateway(f, fmt.Sprintf(`
+log: {access_log: false}
+server: %s
+upstreams: {up: {url: "%s/base"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, hostileServer, rec.URL))
+	addr := strings.TrimPrefix(gw.URL, "http://")
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		before, errsBefore := rec.Count(), len(rec.Errors())
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // bounds the input
+		_, _ = conn.Write(raw)                                 // the gateway may close early
+		_ = conn.(*net.TCPConn).CloseWrite()
+		out, err := io.ReadAll(conn)
+		if err != nil {
+			t.Fatalf("the gateway did not close after EOF: %v", err)
+		}
+		// The gateway answers only after the upstream answered, and the
+		// recorder records before answering: nothing is still in flight.
+		tolerated := 0
+		for _, e := range rec.Errors()[errsBefore:] {
+			// Known finding, asserted by TestHostileFraming ("HTTP/1.3
+			// request line", "HTTP/2.0 in an HTTP/1 request line"): the
+			// caller's HTTP-version is forwarded as is. Tolerated here so
+			// that the fuzzer keeps looking for anything else.
+			if strings.Contains(e, `request line: version "HTTP/`) {
+				tolerated++
+				continue
+			}
+			t.Fatalf("the upstream received a request it cannot frame: %s\nsent %q", e, raw)
+		}
+		reqs := rec.Requests()[before:]
+		for _, r := range reqs {
+			if hosts := r.Values("Host"); len(hosts) != 1 || hosts[0] != rec.Addr || !strings.HasPrefix(r.Target, "/base/") {
+				t.Fatalf("forwarded %q for %q", r.Raw, raw)
+			}
+		}
+		answers := parseAnswers(t, out)
+		ok, upstream400 := 0, 0
+		for _, a := range answers {
+			switch {
+			case a.status == 200 && string(a.body) == "ok":
+				ok++
+			case a.status == 400 && len(a.body) == 0 && a.ctype == "":
+				upstream400++ // the Recorder's own refusal, passed through
+			case a.ctype != "application/problem+json":
+				t.Fatalf("answer %d %q is neither the upstream's nor a problem; sent %q", a.status, a.body, raw)
+			}
+		}
+		if upstream400 != tolerated {
+			t.Fatalf("%d refusals by the upstream returned for %d requests it refused; sent %q, got %q", upstream400, tolerated, raw, out)
+		}
+		if ok != len(reqs) {
+			t.Fatalf("%d requests forwarded, %d upstream answers returned; sent %q, got %q", len(reqs), ok, raw, out)
+		}
+	})
 }

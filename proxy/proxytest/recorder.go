@@ -246,7 +246,7 @@ func readStrict(t *tee) (*RawRequest, error) {
 		return nil, fmt.Errorf("request line %q is not METHOD SP TARGET SP VERSION", line)
 	}
 	if parts[2] != "HTTP/1.1" && parts[2] != "HTTP/1.0" {
-		return nil, fmt.Errorf("version %q", parts[2])
+		return nil, fmt.Errorf("request line: version %q", parts[2])
 	}
 	req := &RawRequest{Method: parts[0], Target: parts[1], Proto: parts[2]}
 	size := len(line)
