@@ -8,7 +8,12 @@ package proxy_test
 // problem+json, nothing forwarded, no second answer read from left-over
 // bytes) or forwards exactly the requests the case allows, each well framed
 // (the Recorder read it without a framing error) and with exactly the body
-// the case names. A request for /smuggled must never reach the upstream.
+// the case names, sent as HTTP/1.1 (the gateway's own version) with one Host,
+// the upstream's, under the upstream's base path. A request for /smuggled
+// must never reach the upstream.
+//
+// A failing case is a finding, not a flaky test: the log shows the bytes sent,
+// the gateway's answer and the bytes the upstream received.
 
 import (
 	"bufio"
@@ -409,9 +414,10 @@ func TestHostileLimits(t *testing.T) {
 }
 
 // TestHostilePaths holds the path-encoding cases of the dot-segment rule
-// (PENDING: the rule is being implemented; cases marked pending fail until
-// it lands). The rule: a path whose segments, after percent-decoding
-// (repeated while '%' sequences decode) and splitting at '/', '\' and ';',
+// (PENDING: the table is written against the rule being implemented now;
+// until it lands, the refused cases that use encoded separators, '\\' or
+// ';' fail, by design). The rule: a path whose segments, after
+// percent-decoding (repeated while '%' sequences decode) and splitting at '/', '\' and ';',
 // include "." or ".." is refused with 400 problem+json, nothing forwarded.
 // Paths without such a segment are forwarded unchanged.
 func TestHostilePaths(t *testing.T) {
