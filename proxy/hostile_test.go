@@ -415,7 +415,7 @@ func TestHostileLimits(t *testing.T) {
 
 // TestHostilePaths holds the path-encoding cases of the dot-segment rule
 // (PENDING: the table is written against the rule being implemented now;
-// until it lands, the refused cases that use encoded separators, '\\' or
+// until it lands, the refused cases that use encoded separators, '\' or
 // ';' fail, by design). The rule: a path whose segments, after
 // percent-decoding (repeated while '%' sequences decode) and splitting at '/', '\' and ';',
 // include "." or ".." is refused with 400 problem+json, nothing forwarded.
