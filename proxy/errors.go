@@ -189,10 +189,12 @@ func IsIdempotent(req *fasthttp.Request) bool {
 // Prebuilt errors for the cases whose detail never varies: returning them
 // costs no allocation.
 var (
-	errOverloaded = &Error{Code: CodeOverloaded, Detail: "the gateway is serving its maximum number of requests", RetryAfter: time.Second, retry: retryAlways}
-	errDeadline   = &Error{Code: CodeUpstreamTimeout, Detail: "the route's deadline passed before the upstream answered", retry: retryIdempotent}
-	errDotSegment = &Error{Code: CodeBadRequest, Detail: "the path contains a '.' or '..' segment"}
-	errHeaderName = &Error{Code: CodeBadRequest, Detail: "a header name contains a character that is not allowed"}
+	errOverloaded  = &Error{Code: CodeOverloaded, Detail: "the gateway is serving its maximum number of requests", RetryAfter: time.Second, retry: retryAlways}
+	errDeadline    = &Error{Code: CodeUpstreamTimeout, Detail: "the route's deadline passed before the upstream answered", retry: retryIdempotent}
+	errDotSegment  = &Error{Code: CodeBadRequest, Detail: "the path contains a '.' or '..' segment"}
+	errHeaderName  = &Error{Code: CodeBadRequest, Detail: "a header name contains a character that is not allowed"}
+	errHTTPVersion = &Error{Code: CodeBadRequest, Status: 505, Detail: "only HTTP/1.x requests are served here"}
+	errHost        = &Error{Code: CodeBadRequest, Detail: "the Host header is missing or not a valid host[:port]"}
 )
 
 // transportError marks an error returned by the upstream client, so that

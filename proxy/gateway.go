@@ -132,6 +132,10 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		st.reject(ctx, errOverloaded)
 	case hasDotSegment(ctx.Request.URI().PathOriginal()):
 		st.reject(ctx, errDotSegment)
+	case !isHTTP1(ctx.Request.Header.Protocol()):
+		st.reject(ctx, errHTTPVersion)
+	case !validHost(ctx.Request.Header.Host(), ctx.Request.Header.IsHTTP11()):
+		st.reject(ctx, errHost)
 	default:
 		if h := st.table.lookup(ctx); h != nil {
 			h(ctx)

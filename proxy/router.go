@@ -265,3 +265,41 @@ func dotSegmentIn(p []byte) bool {
 	}
 	return false
 }
+
+// isHTTP1 reports whether a request line's version is HTTP/1.x. Any minor
+// version is served as HTTP/1.1 (RFC 9110 §6.2: a proxy sends its own
+// version); other majors get 505.
+func isHTTP1(proto []byte) bool {
+	return len(proto) == 8 && string(proto[:7]) == "HTTP/1." && proto[7] >= '0' && proto[7] <= '9'
+}
+
+// hostByte marks the bytes of a valid Host value: RFC 3986 reg-name,
+// IP-literal and port characters. No userinfo ('@'), path, space or control.
+var hostByte = func() (t [256]bool) {
+	for _, c := range []byte("-._~!$&'()*+,;=%:[]") {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	return t
+}()
+
+// validHost checks the Host header (RFC 9112 §3.2): required in HTTP/1.1,
+// and a host[:port] when present. A provider that builds links from
+// X-Forwarded-Host must never see "user@evil.example".
+func validHost(host []byte, http11 bool) bool {
+	if len(host) == 0 {
+		return !http11
+	}
+	for _, c := range host {
+		if !hostByte[c] {
+			return false
+		}
+	}
+	return true
+}

@@ -84,6 +84,12 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 		resp.SkipBody = true
 	}
 	req.URI().DisablePathNormalizing = true
+	if !req.Header.IsHTTP11() { // an HTTP/1.0 (or 1.x) caller: the provider gets our version
+		var proto [8]byte
+		n := copy(proto[:], req.Header.Protocol())
+		req.Header.SetProtocolBytes(strHTTP11)
+		defer req.Header.SetProtocolBytes(proto[:n])
+	}
 
 	cc, err := hc.AcquireConn(timeout, req.ConnectionClose())
 	for skips := 0; err == nil && !cc.LastUseTime().IsZero(); skips++ {
