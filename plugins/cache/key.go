@@ -126,7 +126,9 @@ func (c *Cache) buildKey(ctx *fasthttp.RequestCtx, path, query []byte, consumer 
 func (c *Cache) appendPartition(k []byte, ctx *fasthttp.RequestCtx, consumer string, kb *keyBuf) []byte {
 	k = append(k, 0)
 	if c.byConsumer {
-		k = append(append(k, "c:"...), consumer...)
+		// Length-prefixed: no consumer name can run into what follows.
+		k = binary.LittleEndian.AppendUint16(append(k, "c:"...), uint16(len(consumer)))
+		k = append(k, consumer...)
 	}
 	if c.byCredential {
 		if kb.cred = c.appendCredentials(kb.cred[:0], &ctx.Request.Header); len(kb.cred) > 0 {

@@ -55,6 +55,12 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 			return false
 		}
 		lifetime, age, explicit := freshness(h, &d, now)
+		if d.qualifiedNoCache {
+			// no-cache="field": the named fields may not be reused without
+			// revalidation. Handled as plain no-cache (RFC 9111 5.2.2.4
+			// allows it), never as nothing: they are often per caller.
+			d.noCache = true
+		}
 		if d.noCache {
 			explicit = true // stored, revalidated before every use (needs a validator, below)
 		}

@@ -100,12 +100,11 @@ func TestRoutesNeverShareEntries(t *testing.T) {
 func TestCredentialHeadersPartition(t *testing.T) {
 	o := echoOrigin(t)
 	gw := gateway(t, o.URL, "{ttl: 60s}")
-	extra := gateway(t, o.URL, "{ttl: 60s, credential_headers: [Api-Key]}")
 	for _, h := range []string{"Cookie", "X-Api-Key", "Api-Key", "Authorization"} {
 		t.Run(h, func(t *testing.T) {
 			gw := gw
 			if h == "Api-Key" { // not a default: configured
-				gw = extra
+				gw = gateway(t, o.URL, "{ttl: 60s, credential_headers: [Api-Key]}")
 			}
 			url := gw.URL + "/api/" + h
 			a1 := get(t, url, h, "alice-secret")
@@ -265,4 +264,19 @@ func TestWebhookReplays(t *testing.T) {
 			t.Errorf("5 s ahead (clock skew): %d %s", r.Status, r.Body)
 		}
 	})
+}
+
+// An answer whose no-cache names fields (often per caller: a session) is
+// never reused without asking the provider.
+func TestQualifiedNoCacheIsNotReusedUnrevalidated(t *testing.T) {
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", `max-age=60, no-cache="X-Session"`)
+		ctx.Response.Header.Set("X-Session", fmt.Sprintf("session-%d", n))
+		fmt.Fprintf(ctx, "n=%d", n)
+	})
+	gw := gateway(t, o.URL, "{}")
+	get(t, gw.URL+"/api/s")
+	if r := get(t, gw.URL+"/api/s"); r.Header.Get("Cache-Status") == "sluice; hit" || r.Header.Get("X-Session") != "session-2" {
+		t.Errorf("second caller: %q, X-Session %q: the first caller's", r.Header.Get("Cache-Status"), r.Header.Get("X-Session"))
+	}
 }
