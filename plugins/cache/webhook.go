@@ -119,6 +119,9 @@ func (w *webhook) verify(sig, body []byte) (mac [sha256.Size]byte, expires time.
 		}
 		switch string(k) {
 		case "t":
+			if ts != nil {
+				return mac, expires, false // two timestamps: which one is signed is ambiguous
+			}
 			ts = v
 		case "v1":
 			sigs = append(sigs, v)
