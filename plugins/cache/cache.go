@@ -147,6 +147,10 @@ func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		if err != nil {
 			return nil, err
 		}
+		if b.Cluster != nil {
+			w.cluster, w.clusterKey = b.Cluster, b.Cluster.Key("cache:webhook:"+b.Route+":")
+		}
+		w.logger = store.logger
 		p.webhook = w
 	}
 	for i := range p.results {

@@ -136,3 +136,31 @@ routes:
 		t.Error("another resource was dropped too")
 	}
 }
+
+// A webhook delivery accepted by one gateway of a cluster is refused as a
+// replay by the others.
+func TestClusterWebhookReplay(t *testing.T) {
+	rd := proxytest.StartRedis(t)
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {})
+	yaml := fmt.Sprintf(`
+log: {access_log: false}
+cluster: {redis: {addr: "%s"}}
+upstreams: {up: {url: "%s"}}
+routes:
+  hook: {path: "/hook", upstream: up, plugins: {cache: {webhook: {secret: s3cret, tags: ["/id"]}}}}
+`, rd.Addr, o.URL)
+	g1 := proxytest.StartGateway(t, yaml)
+	g2 := proxytest.StartGateway(t, yaml)
+	payload := `{"id":"evt_42"}`
+	sig := sign("s3cret", payload)
+	if r := proxytest.Do(t, "POST", g1.URL+"/hook", payload, "X-Signature", sig); r.Status != 200 {
+		t.Fatalf("first delivery: %d %s", r.Status, r.Body)
+	}
+	if r := proxytest.Do(t, "POST", g2.URL+"/hook", payload, "X-Signature", sig); r.Status != 401 || !strings.Contains(string(r.Body), "replay") {
+		t.Errorf("replay to another gateway: %d %s", r.Status, r.Body)
+	}
+	other := `{"id":"evt_43"}`
+	if r := proxytest.Do(t, "POST", g2.URL+"/hook", other, "X-Signature", sign("s3cret", other)); r.Status != 200 {
+		t.Errorf("a new delivery to the other gateway: %d %s", r.Status, r.Body)
+	}
+}

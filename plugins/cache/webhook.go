@@ -2,11 +2,13 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -25,6 +27,9 @@ type webhook struct {
 	tags        []tagTemplate
 	now         func() time.Time
 	seen        *seenSet // accepted deliveries, to refuse replays
+	cluster     *proxy.Cluster
+	clusterKey  string // prefix of the Redis keys of accepted deliveries
+	logger      func() *slog.Logger
 }
 
 // maxFutureSkew is how far ahead of the gateway's clock a timestamped
@@ -40,7 +45,7 @@ func newWebhook(w *WebhookConfig, seen *seenSet) (*webhook, error) {
 		seen = newSeenSet(maxSeen)
 	}
 	h := &webhook{secret: []byte(w.Secret.Reveal()), timestamped: w.Scheme == "timestamped",
-		header: []byte(w.Header), tolerance: w.Tolerance.D(), now: time.Now, seen: seen}
+		header: []byte(w.Header), tolerance: w.Tolerance.D(), now: time.Now, seen: seen, logger: slog.Default}
 	for i, t := range w.Tags {
 		tt, err := parseTagTemplate(t)
 		if err != nil {
@@ -57,7 +62,7 @@ var (
 )
 
 // handle verifies and applies one webhook; the upstream is never called.
-func (w *webhook) handle(ctx *fasthttp.RequestCtx, _ *proxy.Exchange, s *Store) error {
+func (w *webhook) handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, s *Store) error {
 	if !ctx.IsPost() {
 		e := proxy.NewError(proxy.CodeMethodNotAllowed, "webhooks are delivered with POST")
 		e.Allow = "POST"
@@ -68,7 +73,8 @@ func (w *webhook) handle(ctx *fasthttp.RequestCtx, _ *proxy.Exchange, s *Store) 
 	if !ok {
 		return errSignature
 	}
-	if !w.seen.add(mac, expires, w.now()) {
+	now := w.now()
+	if !w.seen.add(mac, expires, now) || !w.firstInCluster(mac, expires.Sub(now), ex.Remaining()) {
 		return errReplay
 	}
 	var doc any
@@ -142,6 +148,24 @@ func (w *webhook) verify(sig, body []byte) (mac [sha256.Size]byte, expires time.
 		}
 	}
 	return mac, expires, false
+}
+
+// firstInCluster records the delivery in Redis (SET NX, expiring with the
+// replay window) and reports whether no other gateway of the cluster had
+// accepted it. Single-node, or when Redis does not answer within a second
+// (or the route's deadline), the local seen-set alone decides.
+func (w *webhook) firstInCluster(mac [sha256.Size]byte, ttl, left time.Duration) bool {
+	if w.cluster == nil || ttl <= 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(time.Second, max(left, 0)))
+	defer cancel()
+	ok, err := w.cluster.Redis.SetNX(ctx, w.clusterKey+hex.EncodeToString(mac[:]), 1, ttl).Result()
+	if err != nil {
+		w.logger().Warn("webhook replay check: redis unavailable, only this gateway's deliveries are checked", "error", err.Error())
+		return true
+	}
+	return ok
 }
 
 // sum is HMAC-SHA256(secret, prefix + body).
