@@ -40,9 +40,9 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 	e := entry{status: status, storedAt: now.UnixNano(), uri: kb.uri}
 	// RFC 9111 section 3.5: a request with credentials the cache does not
 	// keep apart (partition none) may be shared only if the answer says so.
-	// Any credential header counts (the caller's, or one an inner stage
-	// such as inject_auth added).
-	shared := !c.byCredential && (kb.callerCred || c.hasCredentials(&ctx.Request.Header))
+	// Any credential header of the caller's counts, and Authorization an
+	// inner stage (inject_auth) added.
+	shared := !c.byCredential && (kb.callerCred || len(ctx.Request.Header.PeekBytes(strAuthorization)) > 0)
 	if c.override {
 		// Override ignores the answer's directives, public and s-maxage
 		// included: it never makes an answer to such a request shared.
