@@ -133,9 +133,8 @@ func (ex *Exchange) SetUpstreamQuery(q []byte) {
 // AppendUpstreamURI appends the request URI (path and query) the next attempt
 // will send: the upstream's base path, the caller's path minus strip_prefix,
 // the caller's query (or SetUpstreamQuery's) and the parameters added by
-// AddUpstreamQuery. It
-// assumes the upstream's targets share one base path. Request signers
-// (inject_auth hmac) sign it.
+// AddUpstreamQuery. It assumes the upstream's targets share one base path.
+// Request signers (inject_auth hmac) sign it.
 func (ex *Exchange) AppendUpstreamURI(dst []byte) []byte {
 	if ex.Route == nil || ex.Upstream == nil || len(ex.Upstream.Targets) == 0 {
 		return append(dst, ex.rawURI...)
