@@ -45,6 +45,8 @@ type Exchange struct {
 	pathLen   int    // rawURI[:pathLen] is the path
 	uri       []byte // outbound request URI, built per attempt
 	query     []byte // query parameters added for the upstream only (AddUpstreamQuery)
+	upQuery   []byte // SetUpstreamQuery: the query sent instead of the caller's
+	queryRepl bool   // SetUpstreamQuery was called
 	scratch   []byte // short-lived scratch space (header values, problem bodies)
 	addHeader []byte // AddResponseHeader: "name\x00value\x00" pairs
 	joinBuf   []byte // applyResponseHeaders: the values of one name, joined
@@ -75,6 +77,7 @@ func releaseExchange(ex *Exchange) {
 	ex.pathLen = 0
 	ex.uri = ex.uri[:0]
 	ex.query = ex.query[:0]
+	ex.upQuery, ex.queryRepl = ex.upQuery[:0], false
 	if cap(ex.scratch) > 64<<10 { // don't pin a huge problem body in the pool
 		ex.scratch = nil
 	}
@@ -125,17 +128,37 @@ func (ex *Exchange) AddUpstreamQuery(name, value []byte) {
 	ex.query = append(append(append(ex.query, name...), '='), value...)
 }
 
+// SetUpstreamQuery replaces the caller's query (q is without '?', already
+// URL-encoded; empty sends none) in every attempt's request URI, without
+// changing what the caller sent (logs and problem bodies keep it).
+// Parameters added with AddUpstreamQuery still follow. q is copied. The
+// cache uses it so that parameters its key drops never reach the provider.
+func (ex *Exchange) SetUpstreamQuery(q []byte) {
+	ex.upQuery = append(ex.upQuery[:0], q...)
+	ex.queryRepl = true
+}
+
 // AppendUpstreamURI appends the request URI (path and query) the next attempt
 // will send: the upstream's base path, the caller's path minus strip_prefix,
-// the caller's query and the parameters added by AddUpstreamQuery. It
-// assumes the upstream's targets share one base path. Request signers
-// (inject_auth hmac) sign it.
+// the caller's query (or SetUpstreamQuery's) and the parameters added by
+// AddUpstreamQuery. It assumes the upstream's targets share one base path.
+// Request signers (inject_auth hmac) sign it.
 func (ex *Exchange) AppendUpstreamURI(dst []byte) []byte {
 	if ex.Route == nil || ex.Upstream == nil || len(ex.Upstream.Targets) == 0 {
 		return append(dst, ex.rawURI...)
 	}
+	return ex.appendOutboundURI(dst, ex.Upstream.Targets[0], ex.Route.stripPrefix)
+}
+
+// appendOutboundURI appends the request URI an attempt to t sends.
+func (ex *Exchange) appendOutboundURI(dst []byte, t *Target, stripPrefix string) []byte {
 	start := len(dst)
-	dst = ex.Upstream.Targets[0].appendRequestURI(dst, ex.rawURI, ex.Route.stripPrefix)
+	if !ex.queryRepl {
+		dst = t.appendRequestURI(dst, ex.rawURI, stripPrefix)
+	} else {
+		dst = t.appendRequestURI(dst, ex.rawURI[:ex.pathLen], stripPrefix)
+		dst = appendQuery(dst, start, ex.upQuery)
+	}
 	return appendQuery(dst, start, ex.query)
 }
 

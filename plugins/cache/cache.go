@@ -66,7 +66,9 @@ type Cache struct {
 	route   string
 	results [numResults]prometheus.Counter
 
-	scope        []byte // "upstream\x00": keys are per upstream
+	scope        []byte // "upstream\x00route\x00policy\x00": keys are per route, see New
+	upstream     string
+	credHeaders  []string // request headers that carry credentials (canonical names)
 	stripPrefix  string
 	stripPrefixB []byte
 	queryAll     bool
@@ -107,9 +109,10 @@ func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 
 	keep, all, _ := c.queryMode()
 	p := &Cache{
-		store: store, route: b.Route,
-		scope:    append([]byte(b.Upstream), 0),
-		queryAll: all, sorted: c.Sorted,
+		store: store, route: b.Route, upstream: b.Upstream,
+		scope:       routeScope(b),
+		credHeaders: credentialHeaders(c.CredentialHeaders),
+		queryAll:    all, sorted: c.Sorted,
 		ttl: int64(c.TTL), swr: int64(c.StaleWhileRevalidate), sie: int64(c.StaleIfError),
 		override: c.Override, maxEntry: int(cc.MaxEntrySize),
 		tags: c.Tags,
@@ -139,10 +142,15 @@ func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		p.rules = append(p.rules, cr)
 	}
 	if c.Webhook != nil {
-		w, err := newWebhook(c.Webhook)
+		seen := b.Shared("cache.webhook.seen."+b.Route, func() any { return newSeenSet(maxSeen) }).(*seenSet)
+		w, err := newWebhook(c.Webhook, seen)
 		if err != nil {
 			return nil, err
 		}
+		if b.Cluster != nil {
+			w.cluster, w.clusterKey = b.Cluster, b.Cluster.Key("cache:webhook:"+b.Route+":")
+		}
+		w.logger = store.logger
 		p.webhook = w
 	}
 	for i := range p.results {
@@ -199,7 +207,12 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 	req := &ctx.Request.Header
 	isGet, isHead := req.IsGet(), req.IsHead()
 	if !isGet && !isHead {
-		return c.passUnsafe(ctx, ex, next)
+		return c.passUnsafe(ctx, ex, next, ctx.Method())
+	}
+	if m := methodOverride(req); m != nil {
+		// The provider may treat it as another method: never stored or
+		// served, and invalidating as that method would.
+		return c.passUnsafe(ctx, ex, next, m)
 	}
 	kb := keyPool.Get().(*keyBuf)
 	defer keyPool.Put(kb)
@@ -247,6 +260,7 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 	if isHead && stale == nil {
 		// HEAD is answered from a GET entry; a miss goes upstream unstored.
 		c.results[resMiss].Inc()
+		c.forwardQuery(ex, kb)
 		err := next.Handle(ctx, ex)
 		if err == nil {
 			ctx.Response.Header.AddBytesKV(strCacheStatus, csMiss)
@@ -283,6 +297,7 @@ func (c *Cache) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Ha
 		defer c.store.leave(key, f)
 	}
 	c.results[resMiss].Inc()
+	c.forwardQuery(ex, kb)
 	if err := next.Handle(ctx, ex); err != nil {
 		return err
 	}
@@ -342,6 +357,7 @@ func (c *Cache) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 			conditional = true
 		}
 	}
+	c.forwardQuery(ex, kb)
 	err := next.Handle(ctx, ex)
 	now := time.Now().UnixNano()
 	age := e.initialAge + now - e.storedAt
@@ -484,8 +500,9 @@ func etagListMatches(list, etag []byte) bool {
 }
 
 // passUnsafe forwards a request the cache does not answer and, for unsafe
-// methods the upstream accepted, invalidates what it changed.
-func (c *Cache) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+// methods the upstream accepted, invalidates what it changed. method is
+// the request's, or the one a method-override header names.
+func (c *Cache) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, method []byte) error {
 	c.results[resBypass].Inc()
 	err := next.Handle(ctx, ex)
 	if err != nil || !ex.FromUpstream {
@@ -493,11 +510,42 @@ func (c *Cache) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 	}
 	ctx.Response.Header.AddBytesKV(strCacheStatus, csBypass)
 	status := ctx.Response.StatusCode()
-	if status >= 400 || !isUnsafe(ctx.Method()) {
+	if status >= 400 || !isUnsafe(method) {
 		return nil
 	}
-	c.invalidateFor(ctx, ex)
+	c.invalidateFor(ctx, ex, method)
 	return nil
+}
+
+// Method-override headers: some frameworks take the method from them, so a
+// GET carrying one may act as a POST or DELETE upstream.
+var (
+	methodOverrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+	unknownMethod         = []byte("?") // treated as unsafe
+)
+
+// methodOverride returns the value of the request's first method-override
+// header, or nil when it carries none.
+func methodOverride(h *fasthttp.RequestHeader) []byte {
+	for _, name := range methodOverrideHeaders {
+		if vs := h.PeekAll(name); len(vs) > 0 {
+			if m := bytes.TrimSpace(vs[0]); len(m) > 0 {
+				return m
+			}
+			return unknownMethod // present but empty: still not a plain GET
+
+		}
+	}
+	return nil
+}
+
+// forwardQuery makes the request forwarded upstream carry the query as the
+// key holds it when that differs from the caller's (parameters the key
+// drops, or sorted): an answer is stored only under what the provider saw.
+func (c *Cache) forwardQuery(ex *proxy.Exchange, kb *keyBuf) {
+	if kb.narrowed {
+		ex.SetUpstreamQuery(kb.query)
+	}
 }
 
 func isUnsafe(m []byte) bool {
@@ -511,10 +559,11 @@ func isUnsafe(m []byte) bool {
 // invalidateFor removes the request URI and the Location/Content-Location
 // of the answer (RFC 9111 section 4.4), in the caller's partition and the
 // shared one, and runs the route's invalidate rules.
-func (c *Cache) invalidateFor(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) {
+func (c *Cache) invalidateFor(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, method []byte) {
 	kb := keyPool.Get().(*keyBuf)
 	defer keyPool.Put(kb)
 	var keys []string
+	var resources []Resource
 	add := func(uri []byte, stripped bool) {
 		path, query := uri, []byte(nil)
 		if i := bytes.IndexByte(uri, '?'); i >= 0 {
@@ -525,8 +574,14 @@ func (c *Cache) invalidateFor(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) {
 			rel = rel[len(c.stripPrefixB):]
 		}
 		base := append(append([]byte(nil), c.scope...), rel...)
-		keys = append(keys, string(c.appendPartition(bytes.Clone(base), ctx, ex.Consumer)))
+		keys = append(keys, string(c.appendPartition(bytes.Clone(base), ctx, ex.Consumer, kb)))
 		keys = append(keys, string(append(base, 0)))
+		// Every route of the upstream, every partition and variant.
+		relPath := rel
+		if i := bytes.IndexByte(relPath, '?'); i >= 0 {
+			relPath = relPath[:i]
+		}
+		resources = append(resources, Resource{Upstream: c.upstream, Path: string(relPath)})
 	}
 	add(ex.RawURI(), false)
 	for _, h := range [][]byte{[]byte(fasthttp.HeaderLocation), []byte(fasthttp.HeaderContentLocation)} {
@@ -538,10 +593,10 @@ func (c *Cache) invalidateFor(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) {
 	}
 	slices.Sort(keys)
 	keys = slices.Compact(keys)
-	c.store.invalidate(Invalidation{Source: "method", StoreKeys: keys})
+	c.store.invalidate(Invalidation{Source: "method", StoreKeys: keys, Resources: resources})
 	var tags []string
 	for i := range c.rules {
-		tags = c.rules[i].match(ctx.Method(), ex.Path(), tags)
+		tags = c.rules[i].match(method, ex.Path(), tags)
 	}
 	if len(tags) > 0 {
 		c.store.invalidate(Invalidation{Source: "rule", Tags: tags})

@@ -92,3 +92,75 @@ routes:
 		return !hit(g2, "/d")
 	}, "g2 drops /d after g1's purge")
 }
+
+// An unsafe method on one route of a gateway invalidates the entries every
+// route to that upstream stored, on every gateway of the cluster (routes do
+// not share entries; Invalidation.Resources reaches them all).
+func TestClusterInvalidationReachesEveryRoute(t *testing.T) {
+	rd := proxytest.StartRedis(t)
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=600")
+		fmt.Fprintf(ctx, "%s=%d", ctx.Path(), n)
+	})
+	yaml := fmt.Sprintf(`
+log: {access_log: false}
+cluster: {redis: {addr: "%s"}}
+upstreams: {up: {url: "%s"}}
+routes:
+  a: {path: "/a/{path:*}", upstream: up, strip_prefix: /a, plugins: {cache: {}}}
+  b: {path: "/b/{path:*}", upstream: up, strip_prefix: /b, plugins: {cache: {query: none}}}
+`, rd.Addr, o.URL)
+	g1 := proxytest.StartGateway(t, yaml)
+	g2 := proxytest.StartGateway(t, yaml)
+	proxytest.Eventually(t, 5*time.Second, func() bool {
+		out, _ := rd.Do("PUBSUB", "NUMSUB", "sluice:cache:invalidate")
+		return strings.Contains(out, "2")
+	}, "both gateways subscribed")
+	hit := func(url string) bool { return get(t, url).Header.Get("Cache-Status") == "sluice; hit" }
+	urls := []string{g1.URL + "/a/items/1?x=1", g1.URL + "/b/items/1", g2.URL + "/a/items/1", g2.URL + "/b/items/1?y=2"}
+	for _, u := range urls {
+		get(t, u)
+		if !hit(u) {
+			t.Fatalf("%s not cached", u)
+		}
+	}
+	if r := proxytest.Do(t, "DELETE", g1.URL+"/a/items/1", ""); r.Status != 200 {
+		t.Fatalf("DELETE: %d", r.Status)
+	}
+	for _, u := range urls {
+		proxytest.Eventually(t, 5*time.Second, func() bool { return !hit(u) }, u+" dropped after a DELETE on route a of g1")
+	}
+	other := g2.URL + "/b/items/2"
+	get(t, other)
+	if !hit(other) {
+		t.Error("another resource was dropped too")
+	}
+}
+
+// A webhook delivery accepted by one gateway of a cluster is refused as a
+// replay by the others.
+func TestClusterWebhookReplay(t *testing.T) {
+	rd := proxytest.StartRedis(t)
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {})
+	yaml := fmt.Sprintf(`
+log: {access_log: false}
+cluster: {redis: {addr: "%s"}}
+upstreams: {up: {url: "%s"}}
+routes:
+  hook: {path: "/hook", upstream: up, plugins: {cache: {webhook: {secret: s3cret, tags: ["/id"]}}}}
+`, rd.Addr, o.URL)
+	g1 := proxytest.StartGateway(t, yaml)
+	g2 := proxytest.StartGateway(t, yaml)
+	payload := `{"id":"evt_42"}`
+	sig := sign("s3cret", payload)
+	if r := proxytest.Do(t, "POST", g1.URL+"/hook", payload, "X-Signature", sig); r.Status != 200 {
+		t.Fatalf("first delivery: %d %s", r.Status, r.Body)
+	}
+	if r := proxytest.Do(t, "POST", g2.URL+"/hook", payload, "X-Signature", sig); r.Status != 401 || !strings.Contains(string(r.Body), "replay") {
+		t.Errorf("replay to another gateway: %d %s", r.Status, r.Body)
+	}
+	other := `{"id":"evt_43"}`
+	if r := proxytest.Do(t, "POST", g2.URL+"/hook", other, "X-Signature", sign("s3cret", other)); r.Status != 200 {
+		t.Errorf("a new delivery to the other gateway: %d %s", r.Status, r.Body)
+	}
+}

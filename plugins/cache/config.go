@@ -44,6 +44,13 @@ type Config struct {
 	// Authorization is then stored only when the answer says public,
 	// s-maxage or must-revalidate, RFC 9111 section 3.5).
 	Partition string `koanf:"partition" json:"partition"`
+	// CredentialHeaders are request headers that carry a caller's own
+	// credentials, besides Authorization, Cookie and X-Api-Key (always
+	// counted): ["Api-Key", "X-Auth-Token"]. With partition auto or
+	// consumer, a request carrying any of them is kept apart by a hash of
+	// all their values; with partition none, it is stored only when the
+	// answer says public, s-maxage or must-revalidate.
+	CredentialHeaders []string `koanf:"credential_headers" json:"credential_headers,omitempty"`
 	// Tags are templates of tags given to entries stored by this route,
 	// filled from the route's path parameters: ["customer:{id}"] (each
 	// {name} must be a parameter of the route's path). The upstream's
@@ -80,7 +87,11 @@ type WebhookConfig struct {
 	// Header carries the signature. Default "X-Signature" (generic),
 	// "Webhook-Signature" (timestamped).
 	Header string `koanf:"header" json:"header"`
-	// Tolerance is the replay window of the timestamped scheme. Default 5m.
+	// Tolerance is the replay window. Timestamped scheme: a timestamp older
+	// than this is refused, and so is one more than min(tolerance, 30s)
+	// ahead of the gateway's clock. Both schemes: a delivery accepted once
+	// is refused (401) when it comes again within the window (its signature
+	// is remembered that long; at most 65536 per route). Default 5m.
 	Tolerance proxy.Duration `koanf:"tolerance" json:"tolerance"`
 	// Tags are JSON pointers into the payload ("/data/object/customer") or
 	// templates holding pointers in braces ("customer:{/data/object/customer}").
@@ -117,6 +128,11 @@ func (c *Config) Validate() error {
 	case "auto", "consumer", "none":
 	default:
 		p.Addf("partition", "unknown value %q: want auto, consumer or none", c.Partition)
+	}
+	for i, h := range c.CredentialHeaders {
+		if !proxy.ValidToken(h) {
+			p.Addf(fmt.Sprintf("credential_headers[%d]", i), "invalid header name %q", h)
+		}
 	}
 	for i, t := range c.Tags {
 		if t == "" {

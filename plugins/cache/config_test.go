@@ -21,6 +21,8 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: %s}}}
 		{"{query: some}", "", "routes.r.plugins.cache.query", "unknown value"},
 		{"{query: []}", "", "routes.r.plugins.cache.query", "write none"},
 		{"{partition: everyone}", "", "routes.r.plugins.cache.partition", "auto, consumer or none"},
+		{"{credential_headers: [Api-Key, \"bad header\"]}", "", "routes.r.plugins.cache.credential_headers[1]", "invalid header name"},
+		{"{credential_headers: [Api-Key, x-auth-token]}", "", "", ""},
 		{"{stale_if_error: -1s}", "", "routes.r.plugins.cache.stale_if_error", "negative"},
 		{"{ttl: 10}", "", "routes.r.plugins.cache.ttl", ""},
 		{"{tll: 1m}", "", "routes.r.plugins.cache", "tll"},

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"slices"
 	"sync"
@@ -16,7 +17,15 @@ type keyBuf struct {
 	vkey   []byte   // secondary (variant) key
 	uri    []byte   // normalized caller URI
 	params [][]byte // query parameters while normalizing
-	digest [16]byte // store key digest (passed to bigcache's hasher: must not be on the stack)
+	cred   []byte   // the request's credential header values while hashing
+	// query is the normalized query (without '?', a slice of uri) and
+	// narrowed reports whether it differs from the caller's: the request
+	// forwarded on a miss then carries query instead (what is not in the
+	// key never reaches the provider).
+	query      []byte
+	narrowed   bool
+	callerCred bool     // the caller's request carried a credential header
+	digest     [16]byte // store key digest (passed to bigcache's hasher: must not be on the stack)
 }
 
 var keyPool = sync.Pool{New: func() any { return &keyBuf{key: make([]byte, 0, 256), vkey: make([]byte, 0, 256)} }}
@@ -63,7 +72,9 @@ func (c *Cache) appendQuery(dst []byte, q []byte, kb *keyBuf) []byte {
 		return dst
 	}
 	if c.sorted {
-		slices.SortFunc(kb.params, bytes.Compare)
+		// By name only, stable: repeated parameters keep their order
+		// (?sort=a&sort=b and ?sort=b&sort=a may mean different things).
+		slices.SortStableFunc(kb.params, compareParamNames)
 	}
 	for i, p := range kb.params {
 		if i == 0 {
@@ -76,37 +87,82 @@ func (c *Cache) appendQuery(dst []byte, q []byte, kb *keyBuf) []byte {
 	return dst
 }
 
-// buildKey fills kb.key (upstream, path after strip_prefix, normalized
-// query, partition) and kb.uri (caller path and normalized query).
+// compareParamNames orders query parameters ("name=value") by name.
+func compareParamNames(a, b []byte) int {
+	if i := bytes.IndexByte(a, '='); i >= 0 {
+		a = a[:i]
+	}
+	if i := bytes.IndexByte(b, '='); i >= 0 {
+		b = b[:i]
+	}
+	return bytes.Compare(a, b)
+}
+
+// buildKey fills kb.key (scope: upstream, route and the route's
+// credential policy; path after strip_prefix, normalized query, partition),
+// kb.uri (caller path and normalized query) and kb.query/kb.narrowed.
 func (c *Cache) buildKey(ctx *fasthttp.RequestCtx, path, query []byte, consumer string, kb *keyBuf) {
 	kb.uri = c.appendQuery(append(kb.uri[:0], path...), query, kb)
+	kb.query = nil
+	if len(kb.uri) > len(path) {
+		kb.query = kb.uri[len(path)+1:]
+	}
+	kb.narrowed = !bytes.Equal(kb.query, query)
+	kb.callerCred = !c.byCredential && c.hasCredentials(&ctx.Request.Header) // only partition none asks
 	k := append(kb.key[:0], c.scope...)
 	rel := kb.uri
 	if c.stripPrefix != "" && bytes.HasPrefix(rel, c.stripPrefixB) {
 		rel = rel[len(c.stripPrefixB):]
 	}
 	k = append(k, rel...)
-	k = c.appendPartition(k, ctx, consumer)
+	k = c.appendPartition(k, ctx, consumer, kb)
 	kb.key = k
 }
 
 // appendPartition appends the partition part of a key: the consumer when
 // the route partitions by consumer, a hash of the request's own
-// Authorization when it carries one (partition auto or consumer).
-func (c *Cache) appendPartition(k []byte, ctx *fasthttp.RequestCtx, consumer string) []byte {
+// credential headers (Authorization, Cookie, X-Api-Key and
+// credential_headers) when it carries any (partition auto or consumer).
+func (c *Cache) appendPartition(k []byte, ctx *fasthttp.RequestCtx, consumer string, kb *keyBuf) []byte {
 	k = append(k, 0)
 	if c.byConsumer {
-		k = append(append(k, "c:"...), consumer...)
+		// Length-prefixed: no consumer name can run into what follows.
+		k = binary.LittleEndian.AppendUint16(append(k, "c:"...), uint16(len(consumer)))
+		k = append(k, consumer...)
 	}
 	if c.byCredential {
-		if auth := ctx.Request.Header.PeekBytes(strAuthorization); len(auth) > 0 {
-			sum := sha256.Sum256(auth)
+		if kb.cred = c.appendCredentials(kb.cred[:0], &ctx.Request.Header); len(kb.cred) > 0 {
+			sum := sha256.Sum256(kb.cred)
 			var hx [32]byte
 			hex.Encode(hx[:], sum[:16])
 			k = append(append(k, "|a:"...), hx[:]...)
 		}
 	}
 	return k
+}
+
+// appendCredentials appends every value of every credential header the
+// request carries, each with its header's index in the list (so that the
+// same value under two names differs); nothing when it carries none.
+func (c *Cache) appendCredentials(dst []byte, h *fasthttp.RequestHeader) []byte {
+	for i, name := range c.credHeaders {
+		for _, v := range h.PeekAll(name) {
+			dst = append(dst, byte(i), byte(i>>8))
+			dst = binary.LittleEndian.AppendUint32(dst, uint32(len(v)))
+			dst = append(dst, v...)
+		}
+	}
+	return dst
+}
+
+// hasCredentials reports whether the request carries a credential header.
+func (c *Cache) hasCredentials(h *fasthttp.RequestHeader) bool {
+	for _, name := range c.credHeaders {
+		if len(h.PeekAll(name)) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // variantKey fills kb.vkey: the primary key, the marker's nonce and the
@@ -118,8 +174,13 @@ func variantKey(ctx *fasthttp.RequestCtx, kb *keyBuf, v *varyMarker) {
 	forEachTag(v.names, func(name []byte) {
 		k = append(k, 0)
 		k = append(k, name...)
-		k = append(k, '=')
-		k = append(k, ctx.Request.Header.PeekBytes(name)...)
+		// Every line of the header, each with its length: the upstream
+		// saw them all, so a second line must not share the first's entry.
+		for _, line := range ctx.Request.Header.PeekAll(b2s(name)) {
+			k = append(k, '=')
+			k = binary.LittleEndian.AppendUint32(k, uint32(len(line)))
+			k = append(k, line...)
+		}
 	})
 	kb.vkey = k
 }

@@ -64,7 +64,9 @@ func sortedQuery(uri string) string {
 	}
 	params := strings.Split(q, "&")
 	params = slices.DeleteFunc(params, func(s string) bool { return s == "" })
-	slices.Sort(params)
+	slices.SortStableFunc(params, func(a, b string) int { // as keys sort: by name, stable
+		return compareParamNames([]byte(a), []byte(b))
+	})
 	if len(params) == 0 {
 		return path
 	}

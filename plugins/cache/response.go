@@ -40,7 +40,9 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 	e := entry{status: status, storedAt: now.UnixNano(), uri: kb.uri}
 	// RFC 9111 section 3.5: a request with credentials the cache does not
 	// keep apart (partition none) may be shared only if the answer says so.
-	shared := !c.byCredential && len(ctx.Request.Header.PeekBytes(strAuthorization)) > 0
+	// Any credential header of the caller's counts, and Authorization an
+	// inner stage (inject_auth) added.
+	shared := !c.byCredential && (kb.callerCred || len(ctx.Request.Header.PeekBytes(strAuthorization)) > 0)
 	if c.override {
 		// Override ignores the answer's directives, public and s-maxage
 		// included: it never makes an answer to such a request shared.
@@ -53,6 +55,12 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 			return false
 		}
 		lifetime, age, explicit := freshness(h, &d, now)
+		if d.qualifiedNoCache {
+			// no-cache="field": the named fields may not be reused without
+			// revalidation. Handled as plain no-cache (RFC 9111 5.2.2.4
+			// allows it), never as nothing: they are often per caller.
+			d.noCache = true
+		}
 		if d.noCache {
 			explicit = true // stored, revalidated before every use (needs a validator, below)
 		}
@@ -87,20 +95,10 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 	if e.lifetime-e.initialAge <= 0 && !validators && (e.flags&flagMustRevalidate != 0 || max(e.swr, c.swr, e.sie, c.sie) == 0) {
 		return false // stale on arrival, and no way to use it stale
 	}
-	// Vary
-	var names []string
-	for _, line := range h.PeekAll(fasthttp.HeaderVary) {
-		for _, n := range strings.Split(string(line), ",") {
-			n = strings.ToLower(strings.TrimSpace(n))
-			if n == "*" {
-				return false
-			}
-			if n != "" && !slices.Contains(names, n) {
-				names = append(names, n)
-			}
-		}
+	names, ok := parseVary(h.PeekAll(fasthttp.HeaderVary))
+	if !ok {
+		return false
 	}
-	slices.Sort(names)
 
 	var hdrs [][2][]byte
 	for k, v := range h.All() {
@@ -110,6 +108,7 @@ func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *
 		hdrs = append(hdrs, [2][]byte{bytes.Clone(k), bytes.Clone(v)})
 	}
 	tags := c.entryTags(ex.Path())
+	tags = append(tags, resourceTag(c.upstream, string(c.relPath(kb.uri))))
 	for _, v := range h.PeekAll("Surrogate-Key") {
 		tags = append(tags, strings.Fields(string(v))...)
 	}
@@ -170,4 +169,38 @@ func (c *Cache) entryTags(path []byte) []string {
 	}
 	params, _ := c.pattern.match(string(path))
 	return fill(c.tags, params, nil)
+}
+
+// parseVary returns the sorted, lower-case, distinct field names of the
+// Vary lines, or ok false when the answer varies by "*" or by a name that
+// is not a valid field name (such an answer is never stored).
+func parseVary(lines [][]byte) (names []string, ok bool) {
+	for _, line := range lines {
+		for _, n := range strings.Split(string(line), ",") {
+			n = strings.ToLower(strings.TrimSpace(n))
+			if n == "" {
+				continue
+			}
+			if n == "*" || !proxy.ValidToken(n) {
+				return nil, false
+			}
+			if !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, true
+}
+
+// relPath returns the path of a caller URI relative to the upstream (after
+// strip_prefix, without the query), as Resource names it.
+func (c *Cache) relPath(uri []byte) []byte {
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		uri = uri[:i]
+	}
+	if c.stripPrefix != "" && bytes.HasPrefix(uri, c.stripPrefixB) {
+		uri = uri[len(c.stripPrefixB):]
+	}
+	return uri
 }

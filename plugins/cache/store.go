@@ -176,6 +176,11 @@ type Invalidation struct {
 	// Every entry recorded under one of them is removed, whatever its
 	// partition or variant.
 	URIs []string `json:"uris,omitempty"`
+	// Resources removes every entry of an upstream resource, whichever
+	// route stored it, whatever its query, partition or variant (unsafe
+	// methods use it: routes never share entries, but one route's POST
+	// changes what every route to that upstream would answer).
+	Resources []Resource `json:"resources,omitempty"`
 	// Prefix removes every entry whose request URI starts with it.
 	Prefix string `json:"prefix,omitempty"`
 	// Tags removes every entry carrying one of them.
@@ -186,8 +191,21 @@ type Invalidation struct {
 	Remote bool `json:"-"`
 }
 
+// Resource names an upstream resource: the upstream and the path relative
+// to its base URL (after the route's strip_prefix), without the query.
+type Resource struct {
+	Upstream string `json:"upstream"`
+	Path     string `json:"path"`
+}
+
+// tag is the internal tag of the resource's entries in the tag index (the
+// NUL keeps it apart from every tag a config, a provider or an admin names).
+func (r Resource) tag() string { return resourceTag(r.Upstream, r.Path) }
+
+func resourceTag(upstream, path string) string { return "\x00res\x00" + upstream + "\x00" + path }
+
 func (inv *Invalidation) empty() bool {
-	return len(inv.StoreKeys) == 0 && len(inv.URIs) == 0 && inv.Prefix == "" && len(inv.Tags) == 0 && !inv.All
+	return len(inv.StoreKeys) == 0 && len(inv.Resources) == 0 && len(inv.URIs) == 0 && inv.Prefix == "" && len(inv.Tags) == 0 && !inv.All
 }
 
 // apply removes what inv names and returns how many entries went. It does
@@ -207,11 +225,16 @@ func (s *Store) apply(inv *Invalidation) int {
 			n++
 		}
 	}
-	if len(inv.Tags) > 0 {
+	if len(inv.Tags) > 0 || len(inv.Resources) > 0 {
 		var keys []string
 		s.tagMu.Lock()
 		for _, t := range inv.Tags {
 			for k := range s.tags[t] {
+				keys = append(keys, k)
+			}
+		}
+		for _, r := range inv.Resources {
+			for k := range s.tags[r.tag()] {
 				keys = append(keys, k)
 			}
 		}
