@@ -107,7 +107,10 @@ func (c *Cache) buildKey(ctx *fasthttp.RequestCtx, path, query []byte, consumer 
 	if len(kb.uri) > len(path) {
 		kb.query = kb.uri[len(path)+1:]
 	}
-	kb.narrowed = !bytes.Equal(kb.query, query)
+	// Only a key that drops parameters changes what is forwarded: with all of
+	// them in the key, the provider gets the query as the caller sent it (in
+	// its order, which a caller's own request signature may cover).
+	kb.narrowed = !c.queryAll && !bytes.Equal(kb.query, query)
 	kb.callerCred = !c.byCredential && c.hasCredentials(&ctx.Request.Header) // only partition none asks
 	k := append(kb.key[:0], c.scope...)
 	rel := kb.uri
