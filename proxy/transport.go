@@ -171,6 +171,9 @@ func readHead(ctx *fasthttp.RequestCtx, conn net.Conn, r *bufio.Reader, resp *fa
 			continue
 		}
 		if s := resp.StatusCode(); s >= 200 || s < 100 || s == fasthttp.StatusSwitchingProtocols {
+			if !until.Equal(deadline) { // the body may take the attempt's whole time
+				return conn.SetReadDeadline(deadline)
+			}
 			return nil
 		}
 		if interim++; interim > 8 {

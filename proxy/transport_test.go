@@ -231,3 +231,20 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {retry: {attempts: 3, backof
 		t.Logf("one over-limit answer allocated %.1f MiB (limit 8 MiB)", float64(alloc)/(1<<20))
 	}
 }
+
+// The caller check while waiting for the head shortens the read deadline;
+// the body then gets the attempt's whole timeout again.
+func TestSlowBodyGetsTheWholeTimeout(t *testing.T) {
+	t.Parallel()
+	up := proxytest.NewFaultUpstream(t)
+	up.SetDefault(proxytest.Fault{Chunked: 4 * 32 << 10, ChunkEvery: 300 * time.Millisecond})
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: %q, timeout: 10s}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, up.URL))
+	r := proxytest.Do(t, "GET", gw.URL+"/slow", "")
+	if r.Status != 200 || len(r.Body) != 4*32<<10 {
+		t.Fatalf("slow body: %d, %d bytes: %.200s", r.Status, len(r.Body), r.Body)
+	}
+}

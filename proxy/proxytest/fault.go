@@ -40,6 +40,8 @@ type Fault struct {
 	// 32 KiB chunks; ChunkedForever never ends it (until the gateway closes).
 	Chunked        int
 	ChunkedForever bool
+	// ChunkEvery waits this long before each chunk (a slow body).
+	ChunkEvery time.Duration
 	// Hang never answers: it waits until the gateway closes the connection,
 	// then counts it in Abandoned.
 	Hang bool
@@ -246,7 +248,7 @@ func (f *FaultUpstream) serveConn(c net.Conn) {
 			}
 			return
 		case x.Chunked > 0 || x.ChunkedForever:
-			writeChunked(c, x.Chunked, x.ChunkedForever)
+			writeChunked(c, x.Chunked, x.ChunkedForever, x.ChunkEvery)
 			return
 		}
 		status := x.Status
@@ -277,7 +279,7 @@ func (f *FaultUpstream) serveConn(c net.Conn) {
 // one) and returns when done or when the gateway stops reading (bounded by a
 // write deadline). Frames are built once: the upstream allocates nothing per
 // chunk, so that tests can count the gateway's allocations.
-func writeChunked(c net.Conn, n int, forever bool) {
+func writeChunked(c net.Conn, n int, forever bool, every time.Duration) {
 	const size = 32 << 10
 	frame := []byte(fmt.Sprintf("%x\r\n%s\r\n", size, strings.Repeat("x", size)))
 	if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"); err != nil {
@@ -288,6 +290,7 @@ func writeChunked(c net.Conn, n int, forever bool) {
 		if !forever && n-sent < size {
 			part = []byte(fmt.Sprintf("%x\r\n%s\r\n", n-sent, strings.Repeat("x", n-sent)))
 		}
+		time.Sleep(every)
 		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		if _, err := c.Write(part); err != nil {
 			return
