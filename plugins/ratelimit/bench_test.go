@@ -81,7 +81,7 @@ func BenchmarkRedisDecision(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		start := time.Now()
-		dec, ok := d.take(l, nil, 0)
+		dec, ok := d.take(l, nil, 0, false)
 		if len(lat) < cap(lat) {
 			lat = append(lat, time.Since(start))
 		}

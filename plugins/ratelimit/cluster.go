@@ -27,7 +27,10 @@ import (
 // clock agreement between gateways (Redis's TIME is the clock).
 //
 // KEYS[1] the limit key; ARGV[1] interval (µs per call), ARGV[2] burst,
-// ARGV[3] longest wait (µs; 0 rejects at once).
+// ARGV[3] longest wait (µs; 0 rejects at once), ARGV[4] "1" right after a
+// Redis outage: the bucket holds at most one token (TAT is at least
+// now + (burst-1) * interval), because calls admitted locally during the
+// outage have spent what the key shows.
 // Returns {allowed, remaining, retry_after_µs, reset_µs, wait_µs}.
 var gcra = redis.NewScript(`
 local interval = tonumber(ARGV[1])
@@ -37,6 +40,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
+if ARGV[4] == '1' then
+  local floor = now + (burst - 1) * interval
+  if tat < floor then tat = floor end
+end
 local newtat = tat + interval
 local wait = newtat - burst * interval - now
 if wait > maxwait then
@@ -87,7 +94,8 @@ func upstreamKey(upstream, name string, rate float64, per time.Duration, burst i
 
 // take asks Redis; ok is false when Redis is unusable (the caller falls
 // back to its local share).
-func (d *distributed) take(l *limit, key []byte, maxWait time.Duration) (decision, bool) {
+// With recovering, the shared bucket counts as spent (see gcra's ARGV[4]).
+func (d *distributed) take(l *limit, key []byte, maxWait time.Duration, recovering bool) (decision, bool) {
 	if !d.health.usable() {
 		return decision{}, false
 	}
@@ -98,7 +106,11 @@ func (d *distributed) take(l *limit, key []byte, maxWait time.Duration) (decisio
 	case d.keyed:
 		k += string(key)
 	}
-	res, err := gcra.Run(context.Background(), d.rdb, []string{k}, d.interval, d.burst, maxWait.Microseconds()).Int64Slice()
+	floor := 0
+	if recovering {
+		floor = 1
+	}
+	res, err := gcra.Run(context.Background(), d.rdb, []string{k}, d.interval, d.burst, maxWait.Microseconds(), floor).Int64Slice()
 	if err != nil || len(res) != 5 {
 		if err == nil {
 			err = fmt.Errorf("unexpected reply %v", res)
@@ -121,14 +133,22 @@ func (d *distributed) take(l *limit, key []byte, maxWait time.Duration) (decisio
 // meanwhile); then one call tries it again. Going down and coming back are
 // logged once each.
 type redisHealth struct {
-	down      atomic.Bool
-	downUntil atomic.Int64 // unix nanoseconds
-	probing   atomic.Bool
-	log       atomic.Pointer[slog.Logger] // set when a config starts (RateLimit.Start), not when it is built
+	down       atomic.Bool
+	downUntil  atomic.Int64 // unix nanoseconds
+	probing    atomic.Bool
+	outages    atomic.Int64                // outages begun: the fallback shares start empty at each
+	graceUntil atomic.Int64                // unix nanoseconds: until then Redis is just back (see limit.take)
+	log        atomic.Pointer[slog.Logger] // set when a config starts (RateLimit.Start), not when it is built
 }
 
 // retryRedis is how long Redis is left alone after an error.
 const retryRedis = time.Second
+
+// recoverGrace is how long after Redis answers again a gateway still keeps
+// to its share as well (and floors the shared buckets): the other gateways
+// find Redis back at their next probe, up to retryRedis later, and spend
+// their shares until then.
+const recoverGrace = 2 * retryRedis
 
 func sharedHealth(b *proxy.Build) *redisHealth {
 	return b.Shared(fmt.Sprintf("ratelimit.redis|%p", b.Cluster), func() any { return &redisHealth{} }).(*redisHealth)
@@ -154,6 +174,7 @@ func (h *redisHealth) usable() bool {
 func (h *redisHealth) failed(err error) {
 	h.downUntil.Store(time.Now().Add(retryRedis).UnixNano())
 	if !h.down.Swap(true) {
+		h.outages.Add(1)
 		h.logger().Warn("rate_limit: Redis is unreachable; distributed limits fall back to each gateway's share until it answers",
 			"error", err.Error(), "retry_every", retryRedis.String())
 	}
@@ -161,10 +182,21 @@ func (h *redisHealth) failed(err error) {
 }
 
 func (h *redisHealth) ok() {
+	if h.down.Load() {
+		// The grace starts before down clears: no call sees neither.
+		h.graceUntil.Store(time.Now().Add(recoverGrace).UnixNano())
+	}
 	if h.down.Load() && h.down.Swap(false) {
 		h.logger().Info("rate_limit: Redis answers again; distributed limits are shared again")
 	}
 	h.probing.Store(false)
+}
+
+// recovering says whether decisions keep to this gateway's share at now
+// (unix nanoseconds): Redis is away, or answers again since less than
+// recoverGrace.
+func (h *redisHealth) recovering(now int64) bool {
+	return h.down.Load() || now < h.graceUntil.Load()
 }
 
 func (h *redisHealth) state() string {

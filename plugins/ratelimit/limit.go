@@ -24,10 +24,9 @@ type limit struct {
 	burst  int
 	limit  rate.Limit // tokens per second
 
-	local    buckets      // this gateway's buckets
-	dist     *distributed // nil unless distributed through Redis
-	fallback buckets      // dist != nil, nodes > 0: this gateway's share while Redis is away
-	fbAuto   *autoShare   // dist != nil, nodes: 0: the share for the gateways counted
+	local  buckets      // this gateway's buckets
+	dist   *distributed // nil unless distributed through Redis
+	fbAuto *autoShare   // dist != nil: this gateway's share while Redis is away or just back
 
 	policy  []byte // `"name";q=Q;w=W`
 	detail  string
@@ -117,19 +116,42 @@ func (l *limit) key(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) []byte {
 
 // take decides for one call: through Redis when the limit is distributed
 // and Redis answers, else locally.
+//
+// A distributed limit must not hand out more than the limit when Redis goes
+// or comes back. While Redis is away each gateway keeps to its share, in
+// buckets that start empty at each outage (the shared bucket may have been
+// spent just before). When Redis answers again, for recoverGrace a call must
+// pass both this gateway's share and Redis (other gateways may still be on
+// their shares until their next probe), and every Redis decision treats the
+// shared bucket as spent (at most one token: the script's floor), since the
+// calls admitted during the outage never reached it.
 func (l *limit) take(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, now time.Time, maxWait time.Duration) decision {
 	key := l.key(ctx, ex)
-	if l.dist != nil {
-		if d, ok := l.dist.take(l, key, maxWait); ok {
+	if l.dist == nil {
+		return takeLocal(l.local.get(key, now), now, maxWait)
+	}
+	h := l.dist.health
+	if !h.recovering(now.UnixNano()) {
+		if d, ok := l.dist.take(l, key, maxWait, false); ok {
 			return d
 		}
-		l.fellBack.Inc()
-		if l.fbAuto != nil {
-			return takeLocal(l.fbAuto.get(key, now), now, maxWait)
-		}
-		return takeLocal(l.fallback.get(key, now), now, maxWait)
 	}
-	return takeLocal(l.local.get(key, now), now, maxWait)
+	local := takeLocal(l.fbAuto.get(key, now), now, maxWait)
+	// Redis is asked when the share admits the call, or to probe it while
+	// it is away (dist.take lets one call through per retryRedis).
+	if local.ok || h.down.Load() {
+		if d, ok := l.dist.take(l, key, maxWait, true); ok {
+			if !local.ok {
+				return local
+			}
+			if d.ok {
+				d.wait = max(d.wait, local.wait)
+			}
+			return d
+		}
+	}
+	l.fellBack.Inc()
+	return local
 }
 
 // reject returns the 429 for a call refused by this limit.
@@ -166,25 +188,32 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 	if b.Cluster != nil && (lc.Distributed == nil || *lc.Distributed) {
 		l.dist = newDistributed(l, b)
 		// While Redis is away, this gateway enforces its share: rate and
-		// burst divided by the number of gateways (nodes, or counted).
-		share := func(n int) buckets {
+		// burst divided by the number of gateways (nodes, or counted). The
+		// share's buckets start empty at each outage (see limit.take).
+		share := func(n int, now time.Time) buckets {
 			lim, burst := rate.Limit(float64(l.limit)/float64(n)), max(1, l.burst/n)
 			if kind == keyUpstream || kind == keyRoute {
-				return buckets{single: rate.NewLimiter(lim, burst)}
+				b := rate.NewLimiter(lim, burst)
+				b.AllowN(now, burst)
+				return buckets{single: b}
 			}
-			return buckets{table: newTable(lim, burst, c.MaxKeys, c.IdleTimeout.D())}
+			t := newTable(lim, burst, c.MaxKeys, c.IdleTimeout.D())
+			t.startEmpty(now)
+			return buckets{table: t}
 		}
 		scope := b.Route
 		if kind == keyUpstream {
 			scope = b.Upstream
 		}
 		fbKey := fmt.Sprintf("ratelimit.fallback|%d|%s|%s|%s|%d|%d|%d", kind, scope, lc.Key, settings, c.MaxKeys, c.IdleTimeout, c.Nodes)
-		if c.Nodes > 0 {
-			l.fallback = *b.Shared(fbKey, func() any { bs := share(c.Nodes); return &bs }).(*buckets)
-		} else {
-			pr := sharedPresence(b) // not inside Shared's create: Shared is not reentrant
-			l.fbAuto = b.Shared(fbKey, func() any { return &autoShare{presence: pr, make: share} }).(*autoShare)
+		var pr *presence
+		if c.Nodes == 0 {
+			pr = sharedPresence(b) // not inside Shared's create: Shared is not reentrant
 		}
+		health := l.dist.health
+		l.fbAuto = b.Shared(fbKey, func() any {
+			return &autoShare{presence: pr, nodes: c.Nodes, health: health, make: share}
+		}).(*autoShare)
 	}
 
 	// RateLimit-Policy: the bucket as "burst calls per the time it takes to
@@ -246,7 +275,7 @@ func (l *limit) status(now time.Time) map[string]any {
 	}
 	if l.dist != nil {
 		s["redis"] = l.dist.health.state()
-		if l.fbAuto != nil {
+		if l.fbAuto.presence != nil {
 			s["gateways"] = l.fbAuto.presence.live.Load()
 		}
 	}

@@ -109,24 +109,32 @@ func (p *presence) beat() {
 	}
 }
 
-// autoShare is the fallback of a distributed limit with nodes: 0: buckets
-// with rate/n and burst/n for the live count n, rebuilt when n changes.
+// autoShare is the fallback of a distributed limit: buckets with rate/n and
+// burst/n for n gateways (nodes, or the live count with nodes: 0), made
+// again, empty, when n changes or a new Redis outage begins.
 type autoShare struct {
-	presence *presence
-	make     func(n int) buckets
+	presence *presence // nil: n is nodes
+	nodes    int
+	health   *redisHealth
+	make     func(n int, now time.Time) buckets
 	cur      atomic.Pointer[shareBuckets]
 }
 
 type shareBuckets struct {
-	n int
+	n      int
+	outage int64 // redisHealth.outages when made
 	buckets
 }
 
 func (a *autoShare) get(key []byte, now time.Time) *rate.Limiter {
-	n := int(a.presence.live.Load())
+	n := a.nodes
+	if a.presence != nil {
+		n = int(a.presence.live.Load())
+	}
+	outage := a.health.outages.Load()
 	cur := a.cur.Load()
-	if cur == nil || cur.n != n {
-		next := &shareBuckets{n: n, buckets: a.make(n)}
+	if cur == nil || cur.n != n || cur.outage != outage {
+		next := &shareBuckets{n: n, outage: outage, buckets: a.make(n, now)}
 		if a.cur.CompareAndSwap(cur, next) {
 			cur = next
 		} else {

@@ -118,7 +118,7 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	quota := &part{perAttempt: true}
 	for _, lc := range c.limits() {
 		l := newLimit(lc, c, b, m)
-		if l.fbAuto != nil {
+		if l.fbAuto != nil && l.fbAuto.presence != nil {
 			r.presence = l.fbAuto.presence
 		}
 		if l.kind == keyUpstream {

@@ -26,6 +26,7 @@ type table struct {
 	idle     int64 // nanoseconds
 	maxKeys  int64
 	overflow bucket
+	empty    bool // new buckets start without tokens (a fallback share)
 	size     atomic.Int64
 	lastFull atomic.Int64 // when sweepAll last ran
 	shards   [numShards]shard
@@ -54,6 +55,13 @@ func newTable(limit rate.Limit, burst, maxKeys int, idle time.Duration) *table {
 		t.shards[i].m = map[string]*bucket{}
 	}
 	return t
+}
+
+// startEmpty makes the table's buckets, the overflow one and those made
+// later, start without tokens: they fill at the rate from when they are made.
+func (t *table) startEmpty(now time.Time) {
+	t.empty = true
+	t.overflow.lim.AllowN(now, t.burst)
 }
 
 // get returns the bucket of key, creating it when needed.
@@ -89,6 +97,9 @@ func (t *table) get(key []byte, now time.Time) *bucket {
 	}
 	if b == nil {
 		b = &bucket{lim: rate.NewLimiter(t.limit, t.burst)}
+		if t.empty {
+			b.lim.AllowN(now, t.burst)
+		}
 		s.m[string(key)] = b
 		t.size.Add(1)
 	}

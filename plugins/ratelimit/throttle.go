@@ -123,7 +123,6 @@ var (
 // RateLimit-Remaining: 0 with RateLimit-Reset, or X-RateLimit-Remaining: 0 with X-RateLimit-Reset (delta seconds
 // or a Unix time, in seconds or milliseconds: told apart by size).
 func (p *pause) observe(resp *fasthttp.Response) {
-	var pauseFor time.Duration
 	status := resp.StatusCode()
 	rl, xrem, drem := resp.Header.Peek(strRateLimit), resp.Header.Peek(strXRemaining), resp.Header.Peek(strDraftRemaining)
 	throttled := status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable
@@ -131,37 +130,48 @@ func (p *pause) observe(resp *fasthttp.Response) {
 		return // nothing said: no clock read
 	}
 	now := time.Now()
-	if throttled {
-		pauseFor = proxy.ParseRetryAfter(resp.Header.Peek(strRetryAfter), now)
-		if pauseFor == 0 && status == fasthttp.StatusTooManyRequests {
-			pauseFor = time.Second
-		}
-	}
-	remaining := int64(-1)
-	if len(rl) > 0 {
-		if r, t, ok := parseRateLimit(rl); ok {
-			remaining = r
-			if r == 0 {
-				pauseFor = max(pauseFor, time.Duration(t)*time.Second)
-			}
-		}
-	} else if len(xrem) > 0 {
-		remaining, pauseFor = remainingReset(xrem, resp.Header.Peek(strXReset), now, pauseFor)
-	} else if len(drem) > 0 {
-		remaining, pauseFor = remainingReset(drem, resp.Header.Peek(strDraftReset), now, pauseFor)
-	}
+	remaining, pauseFor := providerPause(status, resp.Header.Peek(strRetryAfter), rl, xrem, resp.Header.Peek(strXReset),
+		drem, resp.Header.Peek(strDraftReset), now)
 	if remaining >= 0 && p.remaining.Swap(remaining) != remaining {
 		p.gauge.Set(float64(remaining))
 	}
 	if pauseFor <= 0 {
 		return
 	}
-	until := now.Add(min(pauseFor, maxPause)).UnixNano()
+	until := now.Add(pauseFor).UnixNano()
 	if p.extend(until) {
 		if hub := p.hub.Load(); hub != nil {
 			hub.publish(p.upstream, until)
 		}
 	}
+}
+
+// providerPause reads a provider's answer (see observe): the quota it
+// reports (-1 when it says none) and how long to pause, from 0 to maxPause
+// whatever the headers say.
+func providerPause(status int, retryAfter, rl, xrem, xreset, drem, dreset []byte, now time.Time) (remaining int64, pauseFor time.Duration) {
+	if status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable {
+		pauseFor = proxy.ParseRetryAfter(retryAfter, now)
+		if pauseFor == 0 && status == fasthttp.StatusTooManyRequests {
+			pauseFor = time.Second
+		}
+	}
+	remaining = -1
+	if len(rl) > 0 {
+		if r, t, ok := parseRateLimit(rl); ok {
+			remaining = r
+			if r == 0 {
+				// t has up to 15 digits: capped before it is made a
+				// Duration, which it would overflow.
+				pauseFor = max(pauseFor, time.Duration(min(t, int64(maxPause/time.Second)))*time.Second)
+			}
+		}
+	} else if len(xrem) > 0 {
+		remaining, pauseFor = remainingReset(xrem, xreset, now, pauseFor)
+	} else if len(drem) > 0 {
+		remaining, pauseFor = remainingReset(drem, dreset, now, pauseFor)
+	}
+	return remaining, min(max(pauseFor, 0), maxPause)
 }
 
 func remainingReset(rem, reset []byte, now time.Time, pauseFor time.Duration) (int64, time.Duration) {
@@ -173,19 +183,33 @@ func remainingReset(rem, reset []byte, now time.Time, pauseFor time.Duration) (i
 		return r, pauseFor
 	}
 	f, err := strconv.ParseFloat(string(bytes.TrimSpace(reset)), 64)
-	if err != nil || f <= 0 {
+	if err != nil || !(f > 0) { // NaN is unreadable too
 		return 0, max(pauseFor, time.Second)
 	}
+	nowSec := float64(now.UnixNano()) / 1e9
 	var d time.Duration
 	switch {
 	case f > 1e12: // Unix time in milliseconds
-		d = time.UnixMilli(int64(f)).Sub(now)
+		d = seconds(f/1e3 - nowSec)
 	case f > 1e9: // Unix time in seconds
-		d = time.Unix(int64(f), 0).Sub(now)
+		d = seconds(f - nowSec)
 	default: // seconds from now
-		d = time.Duration(f * float64(time.Second))
+		d = seconds(f)
 	}
 	return 0, max(pauseFor, d)
+}
+
+// seconds converts a count of seconds from a provider into a Duration in
+// [0, maxPause]: a float far beyond int64 (1e300, +Inf) must not wrap around
+// into a negative or small pause.
+func seconds(f float64) time.Duration {
+	switch {
+	case !(f > 0):
+		return 0
+	case f >= maxPause.Seconds():
+		return maxPause
+	}
+	return time.Duration(f * float64(time.Second))
 }
 
 // parseRateLimit reads a RateLimit field in the structured form of the
