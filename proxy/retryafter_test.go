@@ -18,7 +18,10 @@ func TestParseRetryAfter(t *testing.T) {
 		"":                              0,
 		"soon":                          0,
 		"Thu, 26 Nov 2026 12:00:30 GMT": 30 * time.Second,
-		"Thu, 26 Nov 2026 11:59:00 GMT": 0, // in the past
+		"Thu, 26 Nov 2026 11:59:00 GMT": 0,                       // in the past
+		"+5":                            0,                       // delay-seconds is digits only
+		"99999999999999999999":          (1 << 31) * time.Second, // huge: the cap, not 0
+		"Fri, 31 Dec 9999 23:59:59 GMT": (1 << 31) * time.Second,
 	} {
 		if got := proxy.ParseRetryAfter([]byte(in), now); got != want {
 			t.Errorf("ParseRetryAfter(%q) = %v, want %v", in, got, want)
