@@ -29,7 +29,7 @@ func refRetryAfter(v string, now time.Time) (d time.Duration, strict bool) {
 		}
 	}
 	if digits {
-		if len(s) > 18 {
+		if len(strings.TrimLeft(s, "0")) > 18 {
 			return maxDelaySeconds * time.Second, true
 		}
 		var n int64
@@ -49,7 +49,7 @@ func refRetryAfter(v string, now time.Time) (d time.Duration, strict bool) {
 func FuzzParseRetryAfter(f *testing.F) {
 	for _, s := range []string{
 		"", "0", "120", " 120 ", "\t7\r\n", "-5", "+5", "1e3", "0x10", "99999999999999999999", "2147483648",
-		"999999999999999999", "Wed, 21 Oct 2015 07:28:00 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
+		"999999999999999999", "00000000000000000000000000000000", "0000000000000000000000000000007", "Wed, 21 Oct 2015 07:28:00 GMT", "Sunday, 06-Nov-94 08:49:37 GMT",
 		"Sun Nov  6 08:49:37 1994", "Fri, 31 Dec 9999 23:59:59 GMT", "Tue, 14 Nov 2023 22:13:50 GMT",
 		"Tue, 14 Nov 2023 22:13:20 GMT", "\u00a05", "5\u0085",
 	} {
