@@ -140,7 +140,7 @@ func ValidToken(s string) bool {
 // requestHead is what one pass over the raw request head finds.
 type requestHead struct {
 	hops         hopSet // hop-by-hop and method-override headers present
-	requestID    []byte // first X-Request-Id value as received, nil if absent
+	requestID    []byte // first X-Request-Id value as received (trimmed), nil if absent or empty
 	forwardedFor []byte // first X-Forwarded-For value as received, nil if absent
 	own          ownSet // the gateway's own headers the caller sent
 	dupOwn       bool   // one of them more than once
@@ -193,14 +193,14 @@ func scanRequestHead(raw []byte, h *requestHead) {
 		case len(strXRequestIDLower):
 			if asciiEqualFold(name, strXRequestIDLower) {
 				own = ownXRequestID
-				if h.requestID == nil {
+				if h.own&ownXRequestID == 0 { // the first, even if empty
 					h.requestID = bytes.TrimSpace(line[colon+1:])
 				}
 			}
 		case len(strXForwardedForLower):
 			if asciiEqualFold(name, strXForwardedForLower) {
 				own = ownXForwardedFor
-				if h.forwardedFor == nil {
+				if h.own&ownXForwardedFor == 0 {
 					h.forwardedFor = bytes.TrimSpace(line[colon+1:])
 				}
 			}
