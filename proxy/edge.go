@@ -28,7 +28,6 @@ type edgeListener struct {
 	net.Listener
 	max       int64
 	open      atomic.Int64
-	refused   atomic.Int64 // connections refused so far (tests)
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -51,7 +50,6 @@ func (l *edgeListener) Accept() (net.Conn, error) {
 		}
 		if l.open.Add(1) > l.max {
 			l.open.Add(-1)
-			l.refused.Add(1)
 			go refuseConn(c)
 			continue
 		}
