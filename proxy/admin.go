@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -22,7 +23,12 @@ import (
 //	GET  /readyz           200 when serving, 503 before start and while draining
 //	GET  /admin/config     effective config, secrets redacted
 //	GET  /admin/upstreams  targets and their connection pools
-//	POST /admin/reload     re-read the config file (bearer admin token)
+//	POST /admin/reload     re-read the config file
+//
+// Only /metrics, /healthz and /readyz are open (Prometheus and the probes).
+// Everything else (/admin/*, plugin endpoints, /debug/pprof/) needs the admin
+// bearer token when admin.token is set; without one, reading endpoints are
+// served only on a loopback connection and mutating ones are refused.
 //
 // Admin traffic is not hot-path: it uses net/http. Errors are problem+json.
 func (g *Gateway) AdminHandler() http.Handler {
@@ -33,17 +39,19 @@ func (g *Gateway) AdminHandler() http.Handler {
 	}))
 	mux.HandleFunc("GET /healthz", g.adminHealthz)
 	mux.HandleFunc("GET /readyz", g.adminReadyz)
-	mux.HandleFunc("GET /admin/config", g.adminConfig)
-	mux.HandleFunc("GET /admin/upstreams", g.adminUpstreams)
+	mux.HandleFunc("GET /admin/config", g.requireRead(g.adminConfig))
+	mux.HandleFunc("GET /admin/upstreams", g.requireRead(g.adminUpstreams))
 	mux.HandleFunc("POST /admin/reload", g.requireToken(g.adminReload))
 	if g.state.Load().cfg.Admin.Pprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/", g.requireRead(pprof.Index))
+		mux.HandleFunc("GET /debug/pprof/cmdline", g.requireRead(pprof.Cmdline))
+		mux.HandleFunc("GET /debug/pprof/profile", g.requireRead(pprof.Profile))
+		mux.HandleFunc("GET /debug/pprof/symbol", g.requireRead(pprof.Symbol))
+		mux.HandleFunc("GET /debug/pprof/trace", g.requireRead(pprof.Trace))
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	// Everything else (plugin endpoints, and the 404/405 answers that would
+	// tell which endpoints exist) is guarded like /admin/config.
+	mux.HandleFunc("/", g.requireRead(func(w http.ResponseWriter, r *http.Request) {
 		// Endpoints added by the plugins of the config now serving.
 		st := g.state.Load()
 		if e, ok := st.admin[r.Method+" "+r.URL.Path]; ok {
@@ -66,7 +74,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 			}
 		}
 		writeAdminProblem(w, r, code.Status(), code, "no admin endpoint "+r.Method+" "+r.URL.Path)
-	})
+	}))
 	return mux
 }
 
@@ -228,14 +236,80 @@ func (g *Gateway) requireToken(next http.HandlerFunc) http.HandlerFunc {
 			writeAdminProblem(w, r, http.StatusForbidden, CodeForbidden, "admin.token is not configured: mutating admin calls are disabled")
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token.Reveal())) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice-admin"`)
-			writeAdminProblem(w, r, http.StatusUnauthorized, CodeUnauthorized, "a valid admin bearer token is required")
+		if !g.checkToken(w, r, token) {
 			return
 		}
 		next(w, r)
 	}
+}
+
+// requireRead guards the reading admin endpoints (config, upstreams, plugin
+// status, pprof): with admin.token set they need it like mutating calls;
+// without one they are served only on a loopback connection, never silently
+// to the network.
+func (g *Gateway) requireRead(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token := g.state.Load().cfg.Admin.Token
+		if !token.IsSet() {
+			if !loopbackConn(r) {
+				writeAdminProblem(w, r, http.StatusForbidden, CodeForbidden,
+					"admin.token is not configured: this admin endpoint is served only on a loopback admin listener")
+				return
+			}
+		} else if !g.checkToken(w, r, token) {
+			return
+		}
+		next(w, r)
+	}
+}
+
+// checkToken compares the bearer token in constant time; on a mismatch it
+// writes 401 and returns false. It is the one admin token check.
+func (g *Gateway) checkToken(w http.ResponseWriter, r *http.Request, token Secret) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token.Reveal())) != 1 {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice-admin"`)
+		writeAdminProblem(w, r, http.StatusUnauthorized, CodeUnauthorized, "a valid admin bearer token is required")
+		return false
+	}
+	return true
+}
+
+// loopbackConn reports whether r arrived on a loopback address of this host
+// (the admin listener is 127.0.0.1/::1, or the caller connected to it
+// through the loopback interface).
+func loopbackConn(r *http.Request) bool {
+	addr, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return isLoopbackAddr(addr)
+}
+
+func isLoopbackAddr(addr net.Addr) bool {
+	if addr == nil {
+		return false
+	}
+	host := addr.String()
+	if tcp, ok := addr.(*net.TCPAddr); ok {
+		return tcp.IP.IsLoopback()
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// LoopbackListen reports whether a listen address (host:port) binds only
+// loopback interfaces: an IP literal that is loopback, or "localhost".
+func LoopbackListen(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 func writeAdminProblem(w http.ResponseWriter, r *http.Request, status int, code Code, detail string) {

@@ -91,7 +91,10 @@ type LogConfig struct {
 type AdminConfig struct {
 	// Listen is the admin address. Default "127.0.0.1:9090". Empty disables the admin listener.
 	Listen string `koanf:"listen" json:"listen"`
-	// Token is the bearer token mutating admin calls need. Empty refuses them all.
+	// Token is the bearer token every admin call but /metrics, /healthz and
+	// /readyz needs; at least MinAdminTokenLen characters. Empty: mutating
+	// calls are refused and the reading ones (/admin/config, /admin/upstreams,
+	// plugin status, pprof) are served on loopback connections only.
 	Token Secret `koanf:"token" json:"token"`
 	// Pprof serves Go's profiler under /debug/pprof/ (CPU, heap, goroutines).
 	// Default false. Profiles show no request data, but keep the admin
@@ -167,6 +170,10 @@ type ConsumerConfig struct {
 // MinConsumerKeyLen is the shortest consumer key accepted: a shorter key is
 // guessable, so it is a config error rather than a warning nobody reads.
 const MinConsumerKeyLen = 16
+
+// MinAdminTokenLen is the shortest admin token accepted, as for consumer keys:
+// "change-me" is a config error, not a guessable password.
+const MinAdminTokenLen = 16
 
 // AnonymousConsumer is the consumer name given to unauthenticated callers on
 // routes with authenticate {anonymous: true}; no consumer may be named so.
@@ -415,6 +422,9 @@ func (c *Config) validate(p *Problems) {
 		} else if c.Admin.Listen == s.Listen {
 			p.Add("admin.listen", "must differ from server.listen")
 		}
+	}
+	if t := c.Admin.Token; t.IsSet() && len(t.Reveal()) < MinAdminTokenLen {
+		p.Addf("admin.token", "must be at least %d characters, got %d", MinAdminTokenLen, len(t.Reveal()))
 	}
 
 	if r := c.Cluster.Redis; r != nil {

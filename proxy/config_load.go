@@ -459,8 +459,39 @@ func (x *expander) tree(node any, path string, p *Problems) any {
 	switch v := node.(type) {
 	case map[string]any:
 		for k, child := range v {
+			if k == "" { // no key path could name it: report it as `""`
+				p.Add(joinPath(path, `""`), "empty key")
+				delete(v, k)
+				continue
+			}
 			v[k] = x.tree(child, joinPath(path, k), p)
 		}
+	case map[any]any:
+		// YAML allows keys that are not strings ("1: x", "? [a]: x", "~: x");
+		// the decoder would panic on them. Scalars become their text, like
+		// every other key; anything else is a problem at its path.
+		m := make(map[string]any, len(v))
+		for k, child := range v {
+			var name string
+			switch k := k.(type) {
+			case string:
+				if name = k; k == "" {
+					p.Add(joinPath(path, `""`), "empty key")
+					continue
+				}
+			case bool, int, int64, uint64, float64:
+				name = fmt.Sprint(k)
+			default:
+				p.Addf(path, "a key must be a string, got %s", describeKey(k))
+				continue
+			}
+			if _, dup := m[name]; dup {
+				p.Addf(joinPath(path, name), "duplicate key")
+				continue
+			}
+			m[name] = x.tree(child, joinPath(path, name), p)
+		}
+		return m
 	case []any:
 		for i, child := range v {
 			v[i] = x.tree(child, fmt.Sprintf("%s[%d]", path, i), p)
@@ -477,6 +508,13 @@ func (x *expander) tree(node any, path string, p *Problems) any {
 		return out
 	}
 	return node
+}
+
+func describeKey(k any) string {
+	if k == nil {
+		return "null"
+	}
+	return fmt.Sprintf("a %T", k)
 }
 
 // ExpandEnv expands ${VAR}, ${VAR:-default} and $$ in s from the process

@@ -116,6 +116,7 @@ routes: {r: {path: "/", upstream: up, plugins: {headers: true}}}`, `routes.r.plu
 		{"ca file", `
 upstreams: {up: {url: "https://a:1", tls: {ca_file: /nonexistent/ca.pem}}}
 routes: {r: {path: "/", upstream: up}}`, `upstreams.up.tls.ca_file: cannot read "/nonexistent/ca.pem"`},
+		{"short admin token", "admin: {token: change-me}\n" + minimal, `admin.token: must be at least 16 characters, got 9`},
 		{"unset variable", "admin: {token: \"${SLUICE_TEST_UNSET_VAR}\"}\n" + minimal, `admin.token: environment variable SLUICE_TEST_UNSET_VAR is not set`},
 	}
 	for _, c := range cases {
@@ -170,7 +171,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("ADM_TOK", "tok-value")
+	t.Setenv("ADM_TOK", "tok-value-0123456789")
 	t.Setenv("SLUICE_SERVER__LISTEN", "127.0.0.1:9999")
 	t.Setenv("SLUICE_UPSTREAMS__UP__MAX_CONNS", "7")
 	t.Setenv("SLUICE_UPSTREAMS__UP__TIMEOUT", "3s")
@@ -183,7 +184,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if cfg.Server.Listen != "127.0.0.1:9999" || u.MaxConns != 7 || u.Timeout.D() != 3*time.Second {
 		t.Errorf("overrides not applied: listen %s max_conns %d timeout %s", cfg.Server.Listen, u.MaxConns, u.Timeout)
 	}
-	if cfg.Admin.Token.Reveal() != "tok-value" || u.URL != "http://127.0.0.1:9" {
+	if cfg.Admin.Token.Reveal() != "tok-value-0123456789" || u.URL != "http://127.0.0.1:9" {
 		t.Errorf("expansion: token %q url %q", cfg.Admin.Token.Reveal(), u.URL)
 	}
 	set := u.Plugins["headers"]["request"].(map[string]any)["set"].(map[string]any)

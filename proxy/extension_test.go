@@ -96,7 +96,7 @@ routes:
 		t.Errorf("single-node config got a cluster")
 	}
 
-	if resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/probe", ""); resp.Status != 200 || string(resp.Body) != "looked" {
+	if resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 200 || string(resp.Body) != "looked" {
 		t.Errorf("GET plugin endpoint: %d %s", resp.Status, resp.Body)
 	}
 	if resp := proxytest.Do(t, "POST", gw.AdminURL+"/admin/probe", ""); resp.Status != 401 {
@@ -105,11 +105,11 @@ routes:
 	if resp := proxytest.Do(t, "POST", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 200 || string(resp.Body) != "probed" {
 		t.Errorf("mutating plugin endpoint with token: %d %s", resp.Status, resp.Body)
 	}
-	if resp := proxytest.Do(t, "DELETE", gw.AdminURL+"/admin/probe", ""); resp.Status != 405 {
+	if resp := proxytest.Do(t, "DELETE", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 405 {
 		t.Errorf("wrong method on plugin endpoint: %d, want 405", resp.Status)
 	}
 
-	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "", "Authorization", "Bearer admin-secret-123")
 	var view struct {
 		Upstreams []struct {
 			Name   string                       `json:"name"`

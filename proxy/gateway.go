@@ -102,18 +102,26 @@ func (g *Gateway) Config() *Config { return g.state.Load().cfg }
 func (g *Gateway) Logger() *slog.Logger { return g.state.Load().log }
 
 func (g *Gateway) newServer(sc *ServerConfig) *fasthttp.Server {
+	maxConns := sc.MaxConnections
+	if maxConns <= 0 {
+		maxConns = defaultMaxConnections
+	}
 	return &fasthttp.Server{
-		Handler:                      g.serve,
-		ErrorHandler:                 g.serveError,
-		NoDefaultServerHeader:        true, // the upstream's Server header, if any, passes; none is invented
-		NoDefaultContentType:         true, // never invent a Content-Type
-		LazyRequestTime:              true, // durations use the monotonic clock (see clock.go)
-		ReadTimeout:                  sc.ReadTimeout.D(),
-		WriteTimeout:                 sc.WriteTimeout.D(),
-		IdleTimeout:                  sc.IdleTimeout.D(),
-		MaxRequestBodySize:           int(sc.MaxRequestBody),
-		ReadBufferSize:               int(sc.MaxHeaderSize),
-		Concurrency:                  sc.MaxConnections,
+		Handler:               g.serveEdge, // Expect, then serve (edge.go)
+		ErrorHandler:          g.serveError,
+		ExpectHandler:         g.expectContinue, // 413 before 100 Continue (edge.go)
+		NoDefaultServerHeader: true,             // the upstream's Server header, if any, passes; none is invented
+		NoDefaultContentType:  true,             // never invent a Content-Type
+		LazyRequestTime:       true,             // durations use the monotonic clock (see clock.go)
+		ReadTimeout:           sc.ReadTimeout.D(),
+		WriteTimeout:          sc.WriteTimeout.D(),
+		IdleTimeout:           sc.IdleTimeout.D(),
+		MaxRequestBodySize:    int(sc.MaxRequestBody),
+		ReadBufferSize:        int(sc.MaxHeaderSize),
+		// server.max_connections is enforced by Serve's listener (problem+json
+		// 503); fasthttp's own limit stays above it: a closed connection is
+		// counted out a moment before its worker is.
+		Concurrency:                  2 * maxConns,
 		DisablePreParseMultipartForm: true, // bodies are forwarded as bytes
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true,
@@ -307,17 +315,27 @@ func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetr
 	st.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
 }
 
-// Serve serves proxy traffic on ln until Shutdown.
+// Serve serves proxy traffic on ln until Shutdown. Called after (or while)
+// Shutdown runs, it closes ln and returns nil at once, leaving the gateway
+// not ready. Connections beyond server.max_connections get 503 overloaded.
 func (g *Gateway) Serve(ln net.Listener) error {
-	g.ready.Store(true)
-	return g.server.Serve(ln)
+	el := newEdgeListener(ln, g.state.Load().cfg.Server.MaxConnections)
+	if !g.trackListener(el) { // marks ready unless draining
+		_ = el.Close()
+		return nil
+	}
+	defer g.untrackListener(el)
+	err := g.server.Serve(el)
+	if isClosedErr(err) {
+		return nil
+	}
+	return err
 }
 
 // Shutdown stops accepting connections and waits, at most until ctx is done,
 // for in-flight requests to complete. Then it closes plugins and pools.
 func (g *Gateway) Shutdown(ctx context.Context) error {
-	g.draining.Store(true)
-	g.ready.Store(false)
+	g.stopServing() // draining, not ready, listeners closed (edge.go)
 	err := g.server.ShutdownWithContext(ctx)
 	g.adminMu.Lock()
 	for _, srv := range g.adminSrv {

@@ -22,6 +22,14 @@ const (
 	hopTrailer
 	hopTransferEncoding
 	hopUpgrade
+	// Not hop-by-hop, but never forwarded either (request only): a method
+	// override would make the provider run another method than the one the
+	// gateway routed, cached, retried and rate-limited.
+	hopXHTTPMethodOverride
+	hopXHTTPMethod
+	hopXMethodOverride
+
+	requestOnly = hopProxyAuthorization | hopXHTTPMethodOverride | hopXHTTPMethod | hopXMethodOverride
 )
 
 // hopSet is a set of hop-by-hop header names present in a head.
@@ -30,6 +38,7 @@ type hopSet uint16
 var hopNames = [...][]byte{
 	[]byte("Connection"), []byte("Keep-Alive"), []byte("Proxy-Connection"), []byte("Proxy-Authorization"),
 	[]byte("Proxy-Authenticate"), []byte("TE"), []byte("Trailer"), []byte("Transfer-Encoding"), []byte("Upgrade"),
+	[]byte("X-HTTP-Method-Override"), []byte("X-HTTP-Method"), []byte("X-Method-Override"),
 }
 
 // hopOf returns the hop-by-hop bit of a header name (any case), or 0.
@@ -68,6 +77,7 @@ var (
 	strCommaSpace      = []byte(", ")
 	strClose           = []byte("close")
 	strKeepAliveToken  = []byte("keep-alive")
+	strHost            = []byte("Host")
 )
 
 type header interface {
@@ -76,14 +86,17 @@ type header interface {
 }
 
 // stripHops deletes the hop-by-hop headers in present and every header named
-// in Connection. The Connection value is copied first: deleting headers may
-// reuse its memory.
-func stripHops(h header, present hopSet, ex *Exchange) {
+// in Connection, except Host (which no connection option can remove). The
+// Connection value is copied to *buf first: deleting headers may reuse its
+// memory. The gateway's own request headers (X-Forwarded-*, X-Request-Id) are
+// set after this, so Connection cannot name them away.
+func stripHops(h header, present hopSet, buf *[]byte) {
 	if present&hopConnection != 0 {
-		ex.scratch = append(ex.scratch[:0], h.PeekBytes(hopNames[0])...)
-		for tok := range bytes.SplitSeq(ex.scratch, []byte{','}) {
+		*buf = append((*buf)[:0], h.PeekBytes(hopNames[0])...)
+		for tok := range bytes.SplitSeq(*buf, []byte{','}) {
 			tok = bytes.TrimSpace(tok)
-			if len(tok) > 0 && !bytes.EqualFold(tok, strClose) && !bytes.EqualFold(tok, strKeepAliveToken) {
+			if len(tok) > 0 && !bytes.EqualFold(tok, strClose) && !bytes.EqualFold(tok, strKeepAliveToken) &&
+				!bytes.EqualFold(tok, strHost) {
 				h.DelBytes(tok)
 			}
 		}
@@ -126,15 +139,29 @@ func ValidToken(s string) bool {
 
 // requestHead is what one pass over the raw request head finds.
 type requestHead struct {
-	hops         hopSet
-	requestID    []byte // X-Request-Id value as received, nil if absent
-	forwardedFor []byte // X-Forwarded-For value as received, nil if absent
+	hops         hopSet // hop-by-hop and method-override headers present
+	requestID    []byte // first X-Request-Id value as received (trimmed), nil if absent or empty
+	forwardedFor []byte // first X-Forwarded-For value as received, nil if absent
+	own          ownSet // the gateway's own headers the caller sent
+	dupOwn       bool   // one of them more than once
 	badName      bool   // a header name with a byte RFC 9110 forbids
 }
 
+// ownSet is a set of the headers the gateway sets on every forwarded request.
+type ownSet uint8
+
+const (
+	ownXRequestID ownSet = 1 << iota
+	ownXForwardedFor
+	ownXForwardedProto
+	ownXForwardedHost
+)
+
 var (
-	strXRequestIDLower    = []byte("x-request-id")
-	strXForwardedForLower = []byte("x-forwarded-for")
+	strXRequestIDLower      = []byte("x-request-id")
+	strXForwardedForLower   = []byte("x-forwarded-for")
+	strXForwardedProtoLower = []byte("x-forwarded-proto")
+	strXForwardedHostLower  = []byte("x-forwarded-host")
 )
 
 // scanRequestHead walks the raw request head as received, once: it checks
@@ -161,41 +188,68 @@ func scanRequestHead(raw []byte, h *requestHead) {
 				return
 			}
 		}
+		var own ownSet
 		switch len(name) {
 		case len(strXRequestIDLower):
-			if h.requestID == nil && asciiEqualFold(name, strXRequestIDLower) {
-				h.requestID = bytes.TrimSpace(line[colon+1:])
-				continue
+			if asciiEqualFold(name, strXRequestIDLower) {
+				own = ownXRequestID
+				if h.own&ownXRequestID == 0 { // the first, even if empty
+					h.requestID = bytes.TrimSpace(line[colon+1:])
+				}
 			}
 		case len(strXForwardedForLower):
-			if h.forwardedFor == nil && asciiEqualFold(name, strXForwardedForLower) {
-				h.forwardedFor = bytes.TrimSpace(line[colon+1:])
-				continue
+			if asciiEqualFold(name, strXForwardedForLower) {
+				own = ownXForwardedFor
+				if h.own&ownXForwardedFor == 0 {
+					h.forwardedFor = bytes.TrimSpace(line[colon+1:])
+				}
 			}
+		case len(strXForwardedHostLower):
+			if asciiEqualFold(name, strXForwardedHostLower) {
+				own = ownXForwardedHost
+			}
+		case len(strXForwardedProtoLower):
+			if asciiEqualFold(name, strXForwardedProtoLower) {
+				own = ownXForwardedProto
+			}
+		}
+		if own != 0 {
+			h.dupOwn = h.dupOwn || h.own&own != 0
+			h.own |= own
+			continue
 		}
 		h.hops |= hopOf(name)
 	}
 	h.hops &^= hopProxyAuthenticate
 }
 
-// prepareRequest readies the caller's request for forwarding: hop-by-hop
-// headers go, X-Forwarded-For/-Proto/-Host are added. Host is replaced per
-// attempt by the upstream call.
+// prepareRequest readies the caller's request for forwarding: hop-by-hop and
+// method-override headers go, then the gateway's own headers are set:
+// X-Forwarded-For/-Proto/-Host and exactly one X-Request-Id, the one logged.
+// Being set after the stripping, a caller's "Connection: X-Forwarded-For"
+// cannot remove them; duplicates the caller sent are dropped. Host is
+// replaced per attempt by the upstream call.
 func prepareRequest(ctx *fasthttp.RequestCtx, ex *Exchange, head *requestHead) {
 	h := &ctx.Request.Header
 	h.SetNoDefaultContentType(true) // forward no Content-Type the caller did not send
 
-	// X-Forwarded-For: the caller's chain, then the caller's address.
-	// (Read before deleting anything: head's slices point into the request.)
+	// X-Forwarded-For: the caller's chain, then the caller's address. Built
+	// before deleting anything (head's slices point into the request).
 	ex.scratch = append(ex.scratch[:0], head.forwardedFor...)
 	if len(ex.scratch) > 0 {
 		ex.scratch = append(ex.scratch, strCommaSpace...)
 	}
 	ex.scratch = appendRemoteIP(ex.scratch, ctx.RemoteAddr())
-	h.SetCanonical(strXForwardedFor, ex.scratch)
 	if head.hops != 0 {
-		stripHops(h, head.hops, ex)
+		stripHops(h, head.hops, &ex.joinBuf) // joinBuf is free until the response
 	}
+	if head.dupOwn {
+		h.DelBytes(strXForwardedFor)
+		h.DelBytes(strXForwardedProto)
+		h.DelBytes(strXForwardedHost)
+		h.DelBytes(strXRequestID)
+	}
+	h.SetCanonical(strXForwardedFor, ex.scratch)
 	if ctx.IsTLS() {
 		h.SetCanonical(strXForwardedProto, strHTTPS)
 	} else {
@@ -204,6 +258,12 @@ func prepareRequest(ctx *fasthttp.RequestCtx, ex *Exchange, head *requestHead) {
 	if host := h.Host(); len(host) > 0 {
 		ex.scratch = append(ex.scratch[:0], host...)
 		h.SetCanonical(strXForwardedHost, ex.scratch)
+	} else if head.own&ownXForwardedHost != 0 {
+		h.DelBytes(strXForwardedHost) // not the caller's claim when there is no Host
+	}
+	if head.dupOwn || head.hops&hopConnection != 0 {
+		// Connection may have named it, or begin kept the first of several.
+		h.SetCanonical(strXRequestID, ex.requestID)
 	}
 }
 
@@ -215,8 +275,8 @@ func stripHopByHopResponse(h *fasthttp.ResponseHeader, ex *Exchange) {
 	for k := range h.All() {
 		hops |= hopOf(k)
 	}
-	if hops &^= hopProxyAuthorization; hops != 0 {
-		stripHops(h, hops, ex)
+	if hops &^= requestOnly; hops != 0 {
+		stripHops(h, hops, &ex.scratch)
 	}
 	h.ResetConnectionClose()
 	// The protocol version is hop-by-hop too: an HTTP/1.0 provider's answer

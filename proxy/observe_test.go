@@ -150,6 +150,7 @@ admin: {token: "${TEST_ADMIN_TOKEN}"}
 upstreams: {up: {targets: ["%s", "%s"]}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL, up.URL))
+	auth := []string{"Authorization", "Bearer adm-tok-9f8e7d6c5b4a"}
 
 	t.Run("health and readiness", func(t *testing.T) {
 		for _, p := range []string{"/healthz", "/readyz"} {
@@ -159,7 +160,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		}
 	})
 	t.Run("config is redacted", func(t *testing.T) {
-		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "")
+		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "", auth...)
 		if resp.Status != 200 || strings.Contains(string(resp.Body), "adm-tok-9f8e7d6c5b4a") {
 			t.Fatalf("status %d; token visible: %v", resp.Status, strings.Contains(string(resp.Body), "adm-tok"))
 		}
@@ -173,7 +174,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	})
 	t.Run("upstreams", func(t *testing.T) {
 		proxytest.Do(t, "GET", gw.URL+"/x", "")
-		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "", auth...)
 		var out struct {
 			Upstreams []struct {
 				Name    string   `json:"name"`
@@ -207,11 +208,11 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		}
 	})
 	t.Run("unknown path and method are problems", func(t *testing.T) {
-		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/nope", "")
+		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/nope", "", auth...)
 		if resp.Status != 404 || resp.Header.Get("Content-Type") != "application/problem+json" {
 			t.Errorf("unknown path: %d %s", resp.Status, resp.Header.Get("Content-Type"))
 		}
-		if resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/reload", ""); resp.Status != 405 {
+		if resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/reload", "", auth...); resp.Status != 405 {
 			t.Errorf("GET /admin/reload: %d", resp.Status)
 		}
 	})

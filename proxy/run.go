@@ -48,6 +48,10 @@ func Run(ctx context.Context, cfg *Config, opts Options) error {
 	}
 	log.Info("sluice started", "version", opts.Version, "listen", ln.Addr().String(), "admin", cfg.Admin.Listen,
 		"routes", len(g.state.Load().routes), "upstreams", len(g.state.Load().upstreams))
+	if adminLn != nil && !cfg.Admin.Token.IsSet() && !LoopbackListen(cfg.Admin.Listen) {
+		log.Warn("admin.token is not set: on this non-loopback admin listener only /metrics, /healthz and /readyz answer; "+
+			"/admin/* is served to loopback connections only", "admin", cfg.Admin.Listen)
+	}
 
 	for {
 		select {

@@ -229,7 +229,14 @@ func (g *gateway) ready() bool {
 	if resp.StatusCode != http.StatusOK {
 		return false
 	}
-	resp, err = client.Get("http://" + g.admin + "/admin/config")
+	req, err := http.NewRequest(http.MethodGet, "http://"+g.admin+"/admin/config", nil)
+	if err != nil {
+		return false
+	}
+	if tok := g.adminToken(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok) // /admin/config needs it when one is set
+	}
+	resp, err = client.Do(req)
 	if err != nil {
 		return false
 	}
@@ -240,6 +247,33 @@ func (g *gateway) ready() bool {
 		} `json:"server"`
 	}
 	return json.NewDecoder(resp.Body).Decode(&view) == nil && view.Server.Listen == g.listen
+}
+
+// adminToken is the admin.token of the gateway's config file: a literal, or
+// "${VAR}" looked up in the process environment; "" when none.
+func (g *gateway) adminToken() string {
+	b, err := os.ReadFile(g.cfgPath)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "token: ")
+		if !ok {
+			continue
+		}
+		v = strings.Trim(v, `"`)
+		if name, ok := strings.CutPrefix(v, "${"); ok {
+			name = strings.TrimSuffix(name, "}")
+			for _, kv := range g.env {
+				if val, ok := strings.CutPrefix(kv, name+"="); ok {
+					return val
+				}
+			}
+			return ""
+		}
+		return v
+	}
+	return ""
 }
 
 func (g *gateway) signal(sig os.Signal) {
@@ -269,9 +303,16 @@ var client = &http.Client{
 }
 
 // get returns the status and body of a GET.
-func get(t *testing.T, url string) (int, string) {
+func get(t *testing.T, url string, header ...string) (int, string) {
 	t.Helper()
-	resp, err := client.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -1083,7 +1124,7 @@ func TestSecretsAreRedacted(t *testing.T) {
 	})
 	listen, admin := g.listen, g.admin
 
-	status, body := get(t, "http://"+admin+"/admin/config")
+	status, body := get(t, "http://"+admin+"/admin/config", "Authorization", "Bearer "+secret)
 	if status != http.StatusOK {
 		t.Fatalf("/admin/config: %d %q", status, body)
 	}

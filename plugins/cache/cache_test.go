@@ -44,7 +44,7 @@ func gateway(t *testing.T, upstream, cacheBlock string, extra ...string) *proxyt
 	t.Helper()
 	yaml := fmt.Sprintf(`
 log: {access_log: false, level: debug}
-admin: {token: admintoken}
+admin: {token: admintoken-0123456789}
 %s
 upstreams: {up: {url: "%s"}}
 routes:

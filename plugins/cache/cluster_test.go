@@ -25,7 +25,7 @@ func TestClusterInvalidation(t *testing.T) {
 	})
 	yaml := fmt.Sprintf(`
 log: {access_log: false}
-admin: {token: admintoken}
+admin: {token: admintoken-0123456789}
 cluster: {redis: {addr: "%s"}}
 upstreams: {up: {url: "%s"}}
 routes:
@@ -56,7 +56,7 @@ routes:
 	proxytest.Do(t, "PUT", g1.URL+"/api/a", "{}") // method invalidation on g1
 	proxytest.Eventually(t, 5*time.Second, func() bool { return !hit(g2, "/a") }, "g2 drops /a after g1's PUT")
 
-	r := proxytest.Do(t, "POST", g2.AdminURL+"/admin/cache/purge", `{"tags":["kb"]}`, "Authorization", "Bearer admintoken")
+	r := proxytest.Do(t, "POST", g2.AdminURL+"/admin/cache/purge", `{"tags":["kb"]}`, "Authorization", "Bearer admintoken-0123456789")
 	if r.Status != 200 {
 		t.Fatalf("purge: %d %s", r.Status, r.Body)
 	}
@@ -88,7 +88,7 @@ routes:
 	// Invalidations flow again after the reconnect.
 	warm("/d")
 	proxytest.Eventually(t, 5*time.Second, func() bool {
-		proxytest.Do(t, "POST", g1.AdminURL+"/admin/cache/purge", `{"keys":["/api/d"]}`, "Authorization", "Bearer admintoken")
+		proxytest.Do(t, "POST", g1.AdminURL+"/admin/cache/purge", `{"keys":["/api/d"]}`, "Authorization", "Bearer admintoken-0123456789")
 		return !hit(g2, "/d")
 	}, "g2 drops /d after g1's purge")
 }

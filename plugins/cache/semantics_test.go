@@ -387,7 +387,7 @@ func TestTagsAndRules(t *testing.T) {
 	})
 	yaml := fmt.Sprintf(`
 log: {access_log: false}
-admin: {token: admintoken}
+admin: {token: admintoken-0123456789}
 upstreams: {up: {url: "%s"}}
 routes:
   customers:
@@ -429,7 +429,7 @@ routes:
 	if r := get(t, gw.URL+"/v1/customers/7"); string(r.Body) != "/v1/customers/7=2" {
 		t.Errorf("rule with a path parameter: %q", r.Body)
 	}
-	r := proxytest.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", `{"tags":["orders"]}`, "Authorization", "Bearer admintoken")
+	r := proxytest.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", `{"tags":["orders"]}`, "Authorization", "Bearer admintoken-0123456789")
 	if r.Status != 200 || !strings.Contains(string(r.Body), `"purged":1`) {
 		t.Errorf("purge by Surrogate-Key tag: %d %s", r.Status, r.Body)
 	}
@@ -445,7 +445,7 @@ func TestAdminPurge(t *testing.T) {
 	})
 	gw := gateway(t, o.URL, "{}")
 	purge := func(body string, hdr ...string) *proxytest.Response {
-		return proxytest.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", body, append([]string{"Authorization", "Bearer admintoken"}, hdr...)...)
+		return proxytest.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", body, append([]string{"Authorization", "Bearer admintoken-0123456789"}, hdr...)...)
 	}
 	t.Run("works before any request", func(t *testing.T) {
 		if r := purge(`{"all":true}`); r.Status != 200 || string(r.Body) != "{\"purged\":0}\n" {
@@ -491,7 +491,7 @@ func TestAdminPurge(t *testing.T) {
 	} {
 		hdr := tc.hdr
 		if hdr == nil {
-			hdr = []string{"Authorization", "Bearer admintoken"}
+			hdr = []string{"Authorization", "Bearer admintoken-0123456789"}
 		}
 		r := proxytest.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", tc.body, hdr...)
 		if r.Status != tc.status || r.Header.Get("Content-Type") != "application/problem+json" {

@@ -154,13 +154,13 @@ routes:
 		t.Errorf("reload with a wrong token: %d", r.Status)
 	}
 	for _, path := range []string{"/admin/config", "/admin/upstreams", "/metrics"} {
-		r := proxytest.Do(t, "GET", gw.AdminURL+path, "")
+		r := proxytest.Do(t, "GET", gw.AdminURL+path, "", "Authorization", "Bearer "+secrets["admin token"])
 		if r.Status != 200 {
 			t.Fatalf("%s: %d", path, r.Status)
 		}
 		seen.WriteString(string(r.Body))
 	}
-	cfg := string(proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "").Body)
+	cfg := string(proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "", "Authorization", "Bearer "+secrets["admin token"]).Body)
 	if !strings.Contains(cfg, `"consumers"`) || !strings.Contains(cfg, "[redacted]") {
 		t.Errorf("/admin/config does not show the redacted secrets:\n%s", cfg)
 	}

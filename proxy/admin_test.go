@@ -1,0 +1,147 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-gw/sluice/plugins"
+	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/proxytest"
+)
+
+// With admin.token set, every admin endpoint but /metrics, /healthz and
+// /readyz needs it, with the same check as /admin/reload.
+func TestAdminReadEndpointsNeedTheToken(t *testing.T) {
+	const token = "adm-read-tok-0123456789"
+	up := proxytest.NewUpstream(t, nil)
+	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+admin: {token: %q, pprof: true}
+upstreams: {up: {url: %q}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, token, up.URL))
+	for _, p := range []string{"/metrics", "/healthz", "/readyz"} {
+		if r := proxytest.Do(t, "GET", gw.AdminURL+p, ""); r.Status != 200 {
+			t.Errorf("GET %s without token: %d, want 200", p, r.Status)
+		}
+	}
+	for _, p := range []string{"/admin/config", "/admin/upstreams", "/admin/nope", "/debug/pprof/cmdline"} {
+		for _, auth := range [][]string{nil, {"Authorization", "Bearer wrong-token-0123456789"}, {"Authorization", token}} {
+			r := proxytest.Do(t, "GET", gw.AdminURL+p, "", auth...)
+			if r.Status != 401 || r.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("GET %s with %q: %d, want 401 with WWW-Authenticate", p, auth, r.Status)
+			}
+			wantAdminProblem(t, r, 401, "unauthorized")
+		}
+		r := proxytest.Do(t, "GET", gw.AdminURL+p, "", "Authorization", "Bearer "+token)
+		if want := map[bool]int{true: 404, false: 200}[p == "/admin/nope"]; r.Status != want {
+			t.Errorf("GET %s with the token: %d, want %d", p, r.Status, want)
+		}
+	}
+}
+
+// fakeLocalListener accepts real loopback connections but reports another
+// local address, as a listener on a pod IP would.
+type fakeLocalListener struct {
+	net.Listener
+	local net.Addr
+}
+
+func (l fakeLocalListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return fakeLocalConn{c, l.local}, nil
+}
+
+type fakeLocalConn struct {
+	net.Conn
+	local net.Addr
+}
+
+func (c fakeLocalConn) LocalAddr() net.Addr { return c.local }
+
+// Without admin.token, the reading admin endpoints are served on loopback
+// only: on a listener bound to another interface they are refused (403), the
+// probes and /metrics still answer.
+func TestAdminWithoutTokenServesOnlyLoopback(t *testing.T) {
+	up := proxytest.NewUpstream(t, nil)
+	dir := t.TempDir()
+	file := dir + "/sluice.yaml"
+	proxytest.WriteFile(t, file, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: %q}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, up.URL))
+	cfg, err := proxy.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := proxy.New(cfg, proxy.Options{Plugins: plugins.Registry(), LogOutput: &proxytest.SyncBuffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(local net.Addr) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l net.Listener = ln
+		if local != nil {
+			l = fakeLocalListener{ln, local}
+		}
+		go func() { _ = g.ServeAdmin(l) }()
+		t.Cleanup(func() { _ = ln.Close() })
+		return "http://" + ln.Addr().String()
+	}
+	loop := serve(nil)
+	public := serve(&net.TCPAddr{IP: net.IPv4(192, 0, 2, 10), Port: 9090})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = g.Shutdown(ctx)
+	})
+
+	for _, p := range []string{"/admin/config", "/admin/upstreams"} {
+		if r := proxytest.Do(t, "GET", loop+p, ""); r.Status != 200 {
+			t.Errorf("loopback GET %s: %d, want 200", p, r.Status)
+		}
+		r := proxytest.Do(t, "GET", public+p, "")
+		wantAdminProblem(t, r, 403, "forbidden")
+		if !strings.Contains(string(r.Body), "loopback") {
+			t.Errorf("non-loopback GET %s: %s", p, r.Body)
+		}
+	}
+	for _, p := range []string{"/metrics", "/healthz"} {
+		if r := proxytest.Do(t, "GET", public+p, ""); r.Status != 200 {
+			t.Errorf("non-loopback GET %s: %d, want 200", p, r.Status)
+		}
+	}
+	// Mutating calls stay refused everywhere without a token.
+	wantAdminProblem(t, proxytest.Do(t, "POST", loop+"/admin/reload", ""), 403, "forbidden")
+}
+
+func TestLoopbackListen(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9090": true, "[::1]:9090": true, "localhost:9090": true, "127.1.2.3:1": true,
+		"0.0.0.0:9090": false, ":9090": false, "[::]:9090": false, "10.0.0.1:9090": false, "example.com:9090": false, "nope": false,
+	} {
+		if got := proxy.LoopbackListen(addr); got != want {
+			t.Errorf("LoopbackListen(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func wantAdminProblem(t *testing.T, r *proxytest.Response, status int, code string) {
+	t.Helper()
+	var p map[string]any
+	if r.Status != status || r.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(r.Body, &p) != nil || p["code"] != code {
+		t.Errorf("got %d %s %s, want %d problem+json code %s", r.Status, r.Header.Get("Content-Type"), r.Body, status, code)
+	}
+}

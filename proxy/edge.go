@@ -1,0 +1,196 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The connection edge: what happens to a caller's connection before fasthttp
+// reads a request from it (the connection limit), and to requests fasthttp
+// would answer on its own (Expect).
+
+// defaultMaxConnections is server.max_connections when 0.
+const defaultMaxConnections = 262144
+
+// edgeListener enforces server.max_connections. A connection over the limit
+// gets a small problem+json 503 overloaded with Retry-After and is closed,
+// instead of fasthttp's plain-text answer. Connections within the limit pass
+// unchanged but for a wrapper that counts their Close: per connection, not per
+// request.
+type edgeListener struct {
+	net.Listener
+	max       int64
+	open      atomic.Int64
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newEdgeListener(ln net.Listener, maxConns int) *edgeListener {
+	if maxConns <= 0 {
+		maxConns = defaultMaxConnections
+	}
+	return &edgeListener{Listener: ln, max: int64(maxConns)}
+}
+
+func (l *edgeListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetKeepAlive(true) // fasthttp's TCPKeepalive sees the wrapper, not the *net.TCPConn
+		}
+		if l.open.Add(1) > l.max {
+			l.open.Add(-1)
+			go refuseConn(c)
+			continue
+		}
+		return &edgeConn{Conn: c, l: l}, nil
+	}
+}
+
+// Close closes the listener once; later calls (Shutdown, then fasthttp's own
+// shutdown) return nil.
+func (l *edgeListener) Close() error {
+	l.closeOnce.Do(func() { l.closeErr = l.Listener.Close() })
+	return l.closeErr
+}
+
+type edgeConn struct {
+	net.Conn
+	l      *edgeListener
+	closed atomic.Bool
+}
+
+func (c *edgeConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.l.open.Add(-1)
+	}
+	return c.Conn.Close()
+}
+
+// The refusal: a complete HTTP/1.1 response, built once but for its id.
+var (
+	refuseHead = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n" +
+		"Cache-Control: no-store\r\nRetry-After: 1\r\nConnection: close\r\nX-Request-Id: ")
+	refuseBody1 = []byte(`{"type":"about:blank","title":"Service Unavailable","status":503,"code":"overloaded",` +
+		`"detail":"the gateway is serving its maximum number of connections (server.max_connections)","request_id":"`)
+	refuseBody2 = []byte(`","retryable":true,"retry_after":1}`)
+)
+
+// refuseConn answers a connection over the limit and closes it. The caller's
+// request is not read; after the answer the connection is half-closed and
+// what the caller sent is drained for a moment, so that closing does not
+// reset the connection before the caller has read the answer.
+func refuseConn(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	var idBuf [32]byte
+	id := newRequestID(idBuf[:0])
+	msg := make([]byte, 0, 512)
+	msg = append(msg, refuseHead...)
+	msg = append(msg, id...)
+	msg = append(msg, "\r\nContent-Length: "...)
+	msg = strconv.AppendInt(msg, int64(len(refuseBody1)+len(id)+len(refuseBody2)), 10)
+	msg = append(msg, "\r\n\r\n"...)
+	msg = append(append(append(msg, refuseBody1...), id...), refuseBody2...)
+	if _, err := c.Write(msg); err != nil {
+		return
+	}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+}
+
+// Serving listeners per gateway, so that Shutdown can close a listener whose
+// serve loop has not started yet (Serve and Shutdown race in tests and in Run).
+var serving struct {
+	mu  sync.Mutex
+	lns map[*Gateway][]*edgeListener
+}
+
+// trackListener registers l for g and marks g ready, unless g is draining.
+func (g *Gateway) trackListener(l *edgeListener) bool {
+	serving.mu.Lock()
+	defer serving.mu.Unlock()
+	if g.draining.Load() {
+		return false
+	}
+	if serving.lns == nil {
+		serving.lns = map[*Gateway][]*edgeListener{}
+	}
+	serving.lns[g] = append(serving.lns[g], l)
+	g.ready.Store(true)
+	return true
+}
+
+func (g *Gateway) untrackListener(l *edgeListener) {
+	serving.mu.Lock()
+	defer serving.mu.Unlock()
+	lns := serving.lns[g]
+	for i, x := range lns {
+		if x == l {
+			lns = append(lns[:i], lns[i+1:]...)
+			break
+		}
+	}
+	if len(lns) == 0 {
+		delete(serving.lns, g)
+	} else {
+		serving.lns[g] = lns
+	}
+}
+
+// stopServing marks g draining and not ready and closes its listeners: a
+// Serve that has not reached its accept loop yet returns at once.
+func (g *Gateway) stopServing() {
+	serving.mu.Lock()
+	defer serving.mu.Unlock()
+	g.draining.Store(true)
+	g.ready.Store(false)
+	for _, l := range serving.lns[g] {
+		_ = l.Close()
+	}
+}
+
+func isClosedErr(err error) bool { return errors.Is(err, net.ErrClosed) }
+
+var strExpect = []byte("Expect")
+
+// expectContinue decides an "Expect: 100-continue" request before fasthttp
+// sends 100 Continue: a body announced larger than server.max_request_body
+// is refused with 413 problem+json at once (the connection closes, the body
+// is never read).
+func (g *Gateway) expectContinue(ctx *fasthttp.RequestCtx) int {
+	st := g.state.Load()
+	if max := int(st.cfg.Server.MaxRequestBody); max > 0 && ctx.Request.Header.ContentLength() > max {
+		st.reject(ctx, Errorf(CodeRequestTooLarge, "the request body is larger than %s (server.max_request_body)", st.cfg.Server.MaxRequestBody))
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	return fasthttp.StatusContinue
+}
+
+var str100Continue = []byte("100-continue")
+
+// serveEdge is the fasthttp handler: an Expect other than 100-continue is
+// refused with 417 (RFC 9110 §10.1.1: the gateway cannot meet it, and would
+// otherwise forward it to the provider); everything else goes to serve.
+func (g *Gateway) serveEdge(ctx *fasthttp.RequestCtx) {
+	if exp := ctx.Request.Header.PeekBytes(strExpect); len(exp) > 0 &&
+		(len(exp) != len(str100Continue) || !asciiEqualFold(exp, str100Continue)) {
+		e := NewError(CodeBadRequest, "the Expect header supports only 100-continue")
+		e.Status = fasthttp.StatusExpectationFailed
+		g.state.Load().reject(ctx, e)
+		return
+	}
+	g.serve(ctx)
+}
