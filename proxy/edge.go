@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -14,7 +15,8 @@ import (
 
 // The connection edge: what happens to a caller's connection before fasthttp
 // reads a request from it (the connection limit), and to requests fasthttp
-// would answer on its own (Expect).
+// would answer on its own (Expect: 100-continue; other Expect values are
+// refused in Route.serve, found by the head scan).
 
 // defaultMaxConnections is server.max_connections when 0.
 const defaultMaxConnections = 262144
@@ -70,6 +72,15 @@ type edgeConn struct {
 	closed atomic.Bool
 }
 
+// SyscallConn exposes the socket under the wrapper (the gateway peeks at it
+// to notice a caller that hung up, see callerGone).
+func (c *edgeConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
+}
+
 func (c *edgeConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.l.open.Add(-1)
@@ -111,60 +122,42 @@ func refuseConn(c net.Conn) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 }
 
-// Serving listeners per gateway, so that Shutdown can close a listener whose
-// serve loop has not started yet (Serve and Shutdown race in tests and in Run).
-var serving struct {
-	mu  sync.Mutex
-	lns map[*Gateway][]*edgeListener
-}
-
 // trackListener registers l for g and marks g ready, unless g is draining.
 func (g *Gateway) trackListener(l *edgeListener) bool {
-	serving.mu.Lock()
-	defer serving.mu.Unlock()
+	g.serveMu.Lock()
+	defer g.serveMu.Unlock()
 	if g.draining.Load() {
 		return false
 	}
-	if serving.lns == nil {
-		serving.lns = map[*Gateway][]*edgeListener{}
-	}
-	serving.lns[g] = append(serving.lns[g], l)
+	g.listeners = append(g.listeners, l)
 	g.ready.Store(true)
 	return true
 }
 
 func (g *Gateway) untrackListener(l *edgeListener) {
-	serving.mu.Lock()
-	defer serving.mu.Unlock()
-	lns := serving.lns[g]
-	for i, x := range lns {
+	g.serveMu.Lock()
+	defer g.serveMu.Unlock()
+	for i, x := range g.listeners {
 		if x == l {
-			lns = append(lns[:i], lns[i+1:]...)
+			g.listeners = append(g.listeners[:i], g.listeners[i+1:]...)
 			break
 		}
-	}
-	if len(lns) == 0 {
-		delete(serving.lns, g)
-	} else {
-		serving.lns[g] = lns
 	}
 }
 
 // stopServing marks g draining and not ready and closes its listeners: a
 // Serve that has not reached its accept loop yet returns at once.
 func (g *Gateway) stopServing() {
-	serving.mu.Lock()
-	defer serving.mu.Unlock()
+	g.serveMu.Lock()
+	defer g.serveMu.Unlock()
 	g.draining.Store(true)
 	g.ready.Store(false)
-	for _, l := range serving.lns[g] {
+	for _, l := range g.listeners {
 		_ = l.Close()
 	}
 }
 
 func isClosedErr(err error) bool { return errors.Is(err, net.ErrClosed) }
-
-var strExpect = []byte("Expect")
 
 // expectContinue decides an "Expect: 100-continue" request before fasthttp
 // sends 100 Continue: a body announced larger than server.max_request_body
@@ -177,20 +170,4 @@ func (g *Gateway) expectContinue(ctx *fasthttp.RequestCtx) int {
 		return fasthttp.StatusRequestEntityTooLarge
 	}
 	return fasthttp.StatusContinue
-}
-
-var str100Continue = []byte("100-continue")
-
-// serveEdge is the fasthttp handler: an Expect other than 100-continue is
-// refused with 417 (RFC 9110 §10.1.1: the gateway cannot meet it, and would
-// otherwise forward it to the provider); everything else goes to serve.
-func (g *Gateway) serveEdge(ctx *fasthttp.RequestCtx) {
-	if exp := ctx.Request.Header.PeekBytes(strExpect); len(exp) > 0 &&
-		(len(exp) != len(str100Continue) || !asciiEqualFold(exp, str100Continue)) {
-		e := NewError(CodeBadRequest, "the Expect header supports only 100-continue")
-		e.Status = fasthttp.StatusExpectationFailed
-		g.state.Load().reject(ctx, e)
-		return
-	}
-	g.serve(ctx)
 }

@@ -194,6 +194,9 @@ var (
 	errHeaderName  = &Error{Code: CodeBadRequest, Detail: "a header name contains a character that is not allowed"}
 	errHTTPVersion = &Error{Code: CodeBadRequest, Status: 505, Detail: "only HTTP/1.x requests are served here"}
 	errHost        = &Error{Code: CodeBadRequest, Detail: "the Host header is missing or not a valid host[:port]"}
+	// RFC 9110 §10.1.1: an expectation the gateway cannot meet is refused,
+	// not forwarded for the provider to meet.
+	errExpect = &Error{Code: CodeBadRequest, Status: 417, Detail: "the Expect header supports only 100-continue"}
 )
 
 // transportError marks an error returned by the upstream client, so that

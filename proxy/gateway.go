@@ -54,6 +54,9 @@ type Gateway struct {
 
 	adminMu  sync.Mutex
 	adminSrv []*http.Server
+
+	serveMu   sync.Mutex      // orders Serve and Shutdown (edge.go)
+	listeners []*edgeListener // proxy listeners being served
 }
 
 // New compiles cfg and returns a gateway ready to serve it. Every problem in
@@ -107,7 +110,7 @@ func (g *Gateway) newServer(sc *ServerConfig) *fasthttp.Server {
 		maxConns = defaultMaxConnections
 	}
 	return &fasthttp.Server{
-		Handler:               g.serveEdge, // Expect, then serve (edge.go)
+		Handler:               g.serve,
 		ErrorHandler:          g.serveError,
 		ExpectHandler:         g.expectContinue, // 413 before 100 Continue (edge.go)
 		NoDefaultServerHeader: true,             // the upstream's Server header, if any, passes; none is invented
@@ -210,6 +213,8 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 	switch {
 	case head.badName:
 		st.writeError(ctx, ex, errHeaderName)
+	case head.expect != nil && !asciiEqualFold100Continue(head.expect):
+		st.writeError(ctx, ex, errExpect)
 	case !rt.reserveRequestBody(ctx, ex):
 		st.writeError(ctx, ex, errRequestBodyBudget)
 	default:

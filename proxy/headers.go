@@ -145,6 +145,7 @@ type requestHead struct {
 	own          ownSet // the gateway's own headers the caller sent
 	dupOwn       bool   // one of them more than once
 	badName      bool   // a header name with a byte RFC 9110 forbids
+	expect       []byte // Expect value, nil if absent
 }
 
 // ownSet is a set of the headers the gateway sets on every forwarded request.
@@ -212,6 +213,11 @@ func scanRequestHead(raw []byte, h *requestHead) {
 			if asciiEqualFold(name, strXForwardedProtoLower) {
 				own = ownXForwardedProto
 			}
+		case len(strExpectLower):
+			if asciiEqualFold(name, strExpectLower) {
+				h.expect = bytes.TrimSpace(line[colon+1:])
+				continue
+			}
 		}
 		if own != 0 {
 			h.dupOwn = h.dupOwn || h.own&own != 0
@@ -221,6 +227,18 @@ func scanRequestHead(raw []byte, h *requestHead) {
 		h.hops |= hopOf(name)
 	}
 	h.hops &^= hopProxyAuthenticate
+}
+
+var (
+	strExpectLower = []byte("expect")
+	str100Continue = []byte("100-continue")
+)
+
+// asciiEqualFold100Continue reports whether an Expect value is 100-continue,
+// the one expectation the gateway meets (fasthttp answers it, after
+// Gateway.expectContinue checked the announced length).
+func asciiEqualFold100Continue(v []byte) bool {
+	return len(v) == len(str100Continue) && asciiEqualFold(v, str100Continue)
 }
 
 // prepareRequest readies the caller's request for forwarding: hop-by-hop and
