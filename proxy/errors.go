@@ -197,6 +197,10 @@ var (
 	// RFC 9110 §10.1.1: an expectation the gateway cannot meet is refused,
 	// not forwarded for the provider to meet.
 	errExpect = &Error{Code: CodeBadRequest, Status: 417, Detail: "the Expect header supports only 100-continue"}
+	// A method override would make the provider run another method than the
+	// one routed, authorized, cached, retried and rate-limited here.
+	errMethodOverride = &Error{Code: CodeBadRequest,
+		Detail: "X-HTTP-Method-Override, X-HTTP-Method and X-Method-Override are not accepted: send the method itself"}
 )
 
 // transportError marks an error returned by the upstream client, so that

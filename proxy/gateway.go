@@ -215,6 +215,8 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 		st.writeError(ctx, ex, errHeaderName)
 	case head.expect != nil && !asciiEqualFold100Continue(head.expect):
 		st.writeError(ctx, ex, errExpect)
+	case head.hops&methodOverrides != 0:
+		st.writeError(ctx, ex, errMethodOverride)
 	case !rt.reserveRequestBody(ctx, ex):
 		st.writeError(ctx, ex, errRequestBodyBudget)
 	default:

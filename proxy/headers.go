@@ -24,12 +24,14 @@ const (
 	hopUpgrade
 	// Not hop-by-hop, but never forwarded either (request only): a method
 	// override would make the provider run another method than the one the
-	// gateway routed, cached, retried and rate-limited.
+	// gateway routed, cached, retried and rate-limited. A request carrying
+	// one is refused (Route.serve); the bits find them in the same scan.
 	hopXHTTPMethodOverride
 	hopXHTTPMethod
 	hopXMethodOverride
 
-	requestOnly = hopProxyAuthorization | hopXHTTPMethodOverride | hopXHTTPMethod | hopXMethodOverride
+	methodOverrides = hopXHTTPMethodOverride | hopXHTTPMethod | hopXMethodOverride
+	requestOnly     = hopProxyAuthorization | methodOverrides
 )
 
 // hopSet is a set of hop-by-hop header names present in a head.

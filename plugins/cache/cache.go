@@ -209,11 +209,6 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 	if !isGet && !isHead {
 		return c.passUnsafe(ctx, ex, next, ctx.Method())
 	}
-	if m := methodOverride(req); m != nil {
-		// The provider may treat it as another method: never stored or
-		// served, and invalidating as that method would.
-		return c.passUnsafe(ctx, ex, next, m)
-	}
 	kb := keyPool.Get().(*keyBuf)
 	defer keyPool.Put(kb)
 	raw := ex.RawURI()
@@ -500,8 +495,8 @@ func etagListMatches(list, etag []byte) bool {
 }
 
 // passUnsafe forwards a request the cache does not answer and, for unsafe
-// methods the upstream accepted, invalidates what it changed. method is
-// the request's, or the one a method-override header names.
+// methods the upstream accepted, invalidates what it changed. (Requests
+// with a method-override header never get here: the gateway refuses them.)
 func (c *Cache) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, method []byte) error {
 	c.results[resBypass].Inc()
 	err := next.Handle(ctx, ex)
@@ -514,28 +509,6 @@ func (c *Cache) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 		return nil
 	}
 	c.invalidateFor(ctx, ex, method)
-	return nil
-}
-
-// Method-override headers: some frameworks take the method from them, so a
-// GET carrying one may act as a POST or DELETE upstream.
-var (
-	methodOverrideHeaders = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
-	unknownMethod         = []byte("?") // treated as unsafe
-)
-
-// methodOverride returns the value of the request's first method-override
-// header, or nil when it carries none.
-func methodOverride(h *fasthttp.RequestHeader) []byte {
-	for _, name := range methodOverrideHeaders {
-		if vs := h.PeekAll(name); len(vs) > 0 {
-			if m := bytes.TrimSpace(vs[0]); len(m) > 0 {
-				return m
-			}
-			return unknownMethod // present but empty: still not a plain GET
-
-		}
-	}
 	return nil
 }
 
