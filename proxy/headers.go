@@ -111,9 +111,12 @@ func stripHops(h header, present hopSet, buf *[]byte) {
 }
 
 // tchar marks the bytes allowed in a header name (RFC 9110 token).
-var tchar = func() (t [256]bool) {
-	for _, c := range []byte("!#$%&'*+-.^_`|~") {
-		t[c] = true
+var tchar = alnumAnd("!#$%&'*+-.^_`|~")
+
+// alnumAnd returns a byte table marking ASCII letters, digits and extra.
+func alnumAnd(extra string) (t [256]bool) {
+	for i := 0; i < len(extra); i++ {
+		t[extra[i]] = true
 	}
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
@@ -123,7 +126,7 @@ var tchar = func() (t [256]bool) {
 		t[c-'a'+'A'] = true
 	}
 	return t
-}()
+}
 
 // ValidToken reports whether s is an RFC 9110 token: a valid header name or
 // method.

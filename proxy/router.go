@@ -275,19 +275,7 @@ func isHTTP1(proto []byte) bool {
 
 // hostByte marks the bytes of a valid Host value: RFC 3986 reg-name,
 // IP-literal and port characters. No userinfo ('@'), path, space or control.
-var hostByte = func() (t [256]bool) {
-	for _, c := range []byte("-._~!$&'()*+,;=%:[]") {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	return t
-}()
+var hostByte = alnumAnd("-._~!$&'()*+,;=%:[]")
 
 // validHost checks the Host header (RFC 9112 §3.2): required in HTTP/1.1,
 // and a host[:port] when present. A provider that builds links from

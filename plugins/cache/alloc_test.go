@@ -13,8 +13,8 @@ import (
 )
 
 // TestCredentialHitAllocs: a hit on a request carrying credentials (each
-// hashed into the partition, every line), a Vary'd header with two lines
-// and the method-override check allocates no more than bigcache's Get,
+// hashed into the partition, every line) and a Vary'd header with two
+// lines allocates no more than bigcache's Get,
 // counted over the whole process, as bench/TestCacheHitAllocs does for a
 // plain hit.
 func TestCredentialHitAllocs(t *testing.T) {

@@ -89,41 +89,53 @@ type FaultRequest struct {
 // until told otherwise. It stops at the end of the test.
 func NewFaultUpstream(t testing.TB) *FaultUpstream {
 	t.Helper()
+	f := &FaultUpstream{}
+	f.Addr = serveRaw(t, func(c net.Conn, _ int) { f.serveConn(c) })
+	f.URL = "http://" + f.Addr
+	return f
+}
+
+// serveRaw accepts TCP connections on a loopback port and serves each with
+// serve (given the connection's number, from 0) in its own goroutine. At the
+// end of the test it stops accepting, closes every open connection and
+// waits for the goroutines. It returns host:port.
+func serveRaw(t testing.TB, serve func(c net.Conn, id int)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &FaultUpstream{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String()}
 	var wg sync.WaitGroup
-	var connsMu sync.Mutex
-	conns := map[net.Conn]bool{}
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
 	t.Cleanup(func() {
 		_ = ln.Close()
-		connsMu.Lock()
-		for c := range conns {
+		mu.Lock()
+		for c := range open {
 			_ = c.Close()
 		}
-		connsMu.Unlock()
+		mu.Unlock()
 		wg.Wait()
 	})
 	wg.Go(func() {
-		for {
+		for id := 0; ; id++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			connsMu.Lock()
-			conns[c] = true
-			connsMu.Unlock()
+			mu.Lock()
+			open[c] = true
+			mu.Unlock()
 			wg.Go(func() {
-				f.serveConn(c)
-				connsMu.Lock()
-				delete(conns, c)
-				connsMu.Unlock()
+				serve(c, id)
+				mu.Lock()
+				delete(open, c)
+				mu.Unlock()
+				_ = c.Close()
 			})
 		}
 	})
-	return f
+	return ln.Addr().String()
 }
 
 // Script sets the faults for the next requests, in order, replacing what is

@@ -70,45 +70,14 @@ const recorderIdle = 10 * time.Second
 // end of the test.
 func NewRecorder(t testing.TB) *Recorder {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &Recorder{Addr: ln.Addr().String(), URL: "http://" + ln.Addr().String()}
-	var wg sync.WaitGroup
-	var connsMu sync.Mutex
-	open := map[net.Conn]bool{}
-	t.Cleanup(func() {
-		_ = ln.Close()
-		connsMu.Lock()
-		for c := range open {
-			_ = c.Close()
-		}
-		connsMu.Unlock()
-		wg.Wait()
+	r := &Recorder{}
+	r.Addr = serveRaw(t, func(c net.Conn, id int) {
+		r.mu.Lock()
+		r.conns++
+		r.mu.Unlock()
+		r.serveConn(c, id)
 	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			connsMu.Lock()
-			open[c] = true
-			connsMu.Unlock()
-			r.mu.Lock()
-			id := r.conns
-			r.conns++
-			r.mu.Unlock()
-			wg.Go(func() {
-				r.serveConn(c, id)
-				connsMu.Lock()
-				delete(open, c)
-				connsMu.Unlock()
-				_ = c.Close()
-			})
-		}
-	})
+	r.URL = "http://" + r.Addr
 	return r
 }
 
