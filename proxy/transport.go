@@ -171,15 +171,26 @@ func readHead(ctx *fasthttp.RequestCtx, conn net.Conn, r *bufio.Reader, resp *fa
 			continue
 		}
 		if s := resp.StatusCode(); s >= 200 || s < 100 || s == fasthttp.StatusSwitchingProtocols {
-			if !until.Equal(deadline) { // the body may take the attempt's whole time
-				return conn.SetReadDeadline(deadline)
+			// The body may take the attempt's whole time, unless it is
+			// already buffered whole (the common small answer): then no
+			// read is left for a deadline to bound. (A pooled connection's
+			// stale deadline is reset before its next use.)
+			if until.Equal(deadline) || bodyBuffered(r, resp) {
+				return nil
 			}
-			return nil
+			return conn.SetReadDeadline(deadline)
 		}
 		if interim++; interim > 8 {
 			return errTooManyInterim
 		}
 	}
+}
+
+// bodyBuffered reports whether the answer's whole body (by Content-Length)
+// is already in r's buffer.
+func bodyBuffered(r *bufio.Reader, resp *fasthttp.Response) bool {
+	cl := resp.Header.ContentLength()
+	return cl >= 0 && r.Buffered() >= cl
 }
 
 // readBody reads the body of an answer whose head is in resp, at most limit
