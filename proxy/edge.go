@@ -52,7 +52,15 @@ func (l *edgeListener) Accept() (net.Conn, error) {
 		}
 		if l.open.Add(1) > l.max {
 			l.open.Add(-1)
-			go refuseConn(c)
+			if refusing.Add(1) > maxRefusing { // a flood: no answer, just close
+				refusing.Add(-1)
+				_ = c.Close()
+				continue
+			}
+			go func() {
+				refuseConn(c)
+				refusing.Add(-1)
+			}()
 			continue
 		}
 		return &edgeConn{Conn: c, l: l}, nil
@@ -87,6 +95,13 @@ func (c *edgeConn) Close() error {
 	}
 	return c.Conn.Close()
 }
+
+// refusing counts connections being answered 503 at once (each for at most
+// a second); past maxRefusing, a connection over the limit is just closed,
+// so that a flood of connections cannot pile up goroutines.
+var refusing atomic.Int64
+
+const maxRefusing = 256
 
 // The refusal: a complete HTTP/1.1 response, built once but for its id.
 var (

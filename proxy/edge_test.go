@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -288,5 +289,31 @@ func TestServeAfterShutdownReturns(t *testing.T) {
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		c.Close()
 		t.Errorf("the listener still accepts after Serve returned")
+	}
+}
+
+// A flood of connections over max_connections cannot pile up goroutines:
+// at most a bounded number are being answered 503 at once, the rest are
+// closed unanswered. (Not parallel: it counts the process's goroutines.)
+func TestConnectionFloodIsBounded(t *testing.T) {
+	gw, _ := gatewayFor(t, nil, `
+log: {access_log: false}
+server: {max_connections: 1}
+upstreams: {up: {url: "%[1]s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`)
+	hold := dial(t, gw.URL, 10*time.Second)
+	fmt.Fprintf(hold, "GET /x HTTP/1.1\r\nHost: gw\r\n\r\n")
+	if _, err := http.ReadResponse(bufio.NewReader(hold), nil); err != nil {
+		t.Fatal(err)
+	}
+	base := runtime.NumGoroutine()
+	const flood = 600
+	for range flood { // never read from, never closed until the test ends
+		dial(t, gw.URL, 10*time.Second)
+	}
+	time.Sleep(200 * time.Millisecond) // let the gateway accept them all
+	if grown := runtime.NumGoroutine() - base; grown > 300 {
+		t.Fatalf("%d connections over the limit grew the process by %d goroutines", flood, grown)
 	}
 }
