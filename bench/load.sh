@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # load.sh - Sluice beside nginx proxy_pass (one worker) on one core, measured by
-# ../shared/peerbench: the proxies on CPU 0 (Sluice with GOMAXPROCS=1), the
+# the peerbench harness named by $PEERBENCH (not part of this repository): the proxies on CPU 0 (Sluice with GOMAXPROCS=1), the
 # origin and wrk on CPU 1, targets interleaved over several rounds. Three
 # Sluice configs: pass-through (sluice), the full plugin chain (sluice-chain)
 # and cache hits (sluice-cache, beside the peers' caches with --cache).
@@ -12,7 +12,8 @@
 # (peerbench/install.sh installs them). Everything stops by itself.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PEERBENCH="${PEERBENCH:-$ROOT/../shared/peerbench}"
+PEERBENCH="${PEERBENCH:-}"
+[ -n "$PEERBENCH" ] || { echo "load.sh: set PEERBENCH to a peerbench checkout (run.sh, install.sh)" >&2; exit 2; }
 ROUNDS=5 DUR=6 ONLY="nginx" SCEN=pass
 while [ $# -gt 0 ]; do
 	case "$1" in
