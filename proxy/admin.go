@@ -284,30 +284,27 @@ func loopbackConn(r *http.Request) bool {
 }
 
 func isLoopbackAddr(addr net.Addr) bool {
-	if addr == nil {
+	switch a := addr.(type) {
+	case nil:
 		return false
+	case *net.TCPAddr:
+		return a.IP.IsLoopback()
 	}
 	host := addr.String()
-	if tcp, ok := addr.(*net.TCPAddr); ok {
-		return tcp.IP.IsLoopback()
-	}
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.Unmap().IsLoopback()
+	return loopbackIP(host)
 }
 
 // LoopbackListen reports whether a listen address (host:port) binds only
 // loopback interfaces: an IP literal that is loopback, or "localhost".
 func LoopbackListen(listen string) bool {
 	host, _, err := net.SplitHostPort(listen)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
+	return err == nil && (host == "localhost" || loopbackIP(host))
+}
+
+func loopbackIP(host string) bool {
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Unmap().IsLoopback()
 }

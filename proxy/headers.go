@@ -246,8 +246,8 @@ func asciiEqualFold100Continue(v []byte) bool {
 	return len(v) == len(str100Continue) && asciiEqualFold(v, str100Continue)
 }
 
-// prepareRequest readies the caller's request for forwarding: hop-by-hop and
-// method-override headers go, then the gateway's own headers are set:
+// prepareRequest readies the caller's request for forwarding: hop-by-hop
+// headers go, then the gateway's own headers are set:
 // X-Forwarded-For/-Proto/-Host and exactly one X-Request-Id, the one logged.
 // Being set after the stripping, a caller's "Connection: X-Forwarded-For"
 // cannot remove them; duplicates the caller sent are dropped. Host is

@@ -86,12 +86,7 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	ex.Attempts++
 
 	req := &ctx.Request
-	if !ex.queryRepl { // the usual path, as cheap as before SetUpstreamQuery existed
-		ex.uri = t.appendRequestURI(ex.uri[:0], ex.rawURI, c.stripPrefix)
-		ex.uri = appendQuery(ex.uri, 0, ex.query)
-	} else {
-		ex.uri = ex.appendOutboundURI(ex.uri[:0], t, c.stripPrefix)
-	}
+	ex.uri = ex.appendOutboundURI(ex.uri[:0], t, c.stripPrefix)
 	req.SetRequestURIBytes(ex.uri)
 	req.Header.SetHostBytes(t.host)
 	if t.scheme[len(t.scheme)-1] == 's' {
