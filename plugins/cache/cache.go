@@ -512,9 +512,9 @@ func (c *Cache) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 	return nil
 }
 
-// forwardQuery makes the request forwarded upstream carry the query as the
-// key holds it when that differs from the caller's (parameters the key
-// drops, or sorted): an answer is stored only under what the provider saw.
+// forwardQuery makes the request forwarded upstream carry only the query
+// parameters the key keeps, when it drops some: an answer is stored only
+// under what the provider saw.
 func (c *Cache) forwardQuery(ex *proxy.Exchange, kb *keyBuf) {
 	if kb.narrowed {
 		ex.SetUpstreamQuery(kb.query)

@@ -19,9 +19,9 @@ type keyBuf struct {
 	params [][]byte // query parameters while normalizing
 	cred   []byte   // the request's credential header values while hashing
 	// query is the normalized query (without '?', a slice of uri) and
-	// narrowed reports whether it differs from the caller's: the request
-	// forwarded on a miss then carries query instead (what is not in the
-	// key never reaches the provider).
+	// narrowed reports whether the key dropped parameters the caller sent:
+	// the request forwarded on a miss then carries query instead (what is
+	// not in the key never reaches the provider).
 	query      []byte
 	narrowed   bool
 	callerCred bool     // the caller's request carried a credential header
