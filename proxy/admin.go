@@ -4,11 +4,14 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -122,7 +125,7 @@ func (g *Gateway) adminConfig(w http.ResponseWriter, _ *http.Request) {
 		Config any    `json:"config"`
 	}
 	type routeView struct {
-		RouteConfig
+		config.RouteConfig
 		Plugins map[string]pluginView `json:"plugins"`
 	}
 	routes := map[string]routeView{}
@@ -173,7 +176,7 @@ func (g *Gateway) adminUpstreams(w http.ResponseWriter, _ *http.Request) {
 		Status  map[string]any `json:"status,omitempty"` // plugin sections (breaker, limiter...)
 	}
 	var out []upstreamView
-	for _, name := range sortedKeys(st.upstreams) {
+	for _, name := range slices.Sorted(maps.Keys(st.upstreams)) {
 		u := st.upstreams[name]
 		uv := upstreamView{Name: name, Timeout: u.Timeout.String(), Balance: st.cfg.Upstreams[name].Balance, Routes: []string{}}
 		for rn, rt := range st.routes {
@@ -212,7 +215,7 @@ func (g *Gateway) adminReload(w http.ResponseWriter, r *http.Request) {
 		"code": CodeBadRequest.String(), "detail": "the new config was rejected; the previous config keeps serving",
 		"instance": r.URL.Path, "retryable": false,
 	}
-	var ce *ConfigError
+	var ce *config.ConfigError
 	if errors.As(err, &ce) {
 		problems := make([]string, len(ce.Problems))
 		for i, p := range ce.Problems {
@@ -265,7 +268,7 @@ func (g *Gateway) requireRead(next http.HandlerFunc) http.HandlerFunc {
 
 // checkToken compares the bearer token in constant time; on a mismatch it
 // writes 401 and returns false. It is the one admin token check.
-func (g *Gateway) checkToken(w http.ResponseWriter, r *http.Request, token Secret) bool {
+func (g *Gateway) checkToken(w http.ResponseWriter, r *http.Request, token config.Secret) bool {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token.Reveal())) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sluice-admin"`)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"net"
 	"strings"
 	"testing"
@@ -79,7 +80,7 @@ log: {access_log: false}
 upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
-	cfg, err := proxy.Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}

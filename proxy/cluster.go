@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -76,7 +77,7 @@ var nodeID = func() string {
 	return hex.EncodeToString(b[:])
 }()
 
-func clusterKey(rc *RedisConfig) string {
+func clusterKey(rc *config.RedisConfig) string {
 	return fmt.Sprintf("%s|%s|%d|%s|%v|%v|%v|%d", rc.Addr, rc.Password.Reveal(), rc.DB, rc.KeyPrefix,
 		rc.DialTimeout, rc.ReadTimeout, rc.WriteTimeout, rc.PoolSize)
 }
@@ -87,7 +88,7 @@ func clusterKey(rc *RedisConfig) string {
 // against a refusing Redis and 1.4s against one that drops packets, for the
 // request that happens to dial), no command retries, short reads and writes.
 // A failed dial or command falls back at once; the plugins decide what to do.
-func redisOptions(rc *RedisConfig) *redis.Options {
+func redisOptions(rc *config.RedisConfig) *redis.Options {
 	pool := rc.PoolSize
 	if pool == 0 {
 		pool = 10 * runtime.GOMAXPROCS(0)
@@ -109,7 +110,7 @@ func redisOptions(rc *RedisConfig) *redis.Options {
 // newCluster makes the Redis client for rc. It does not connect: go-redis
 // dials on first use, and a Redis that is down at start is the plugins'
 // fallback case, not a config error.
-func newCluster(rc *RedisConfig) *Cluster {
+func newCluster(rc *config.RedisConfig) *Cluster {
 	return &Cluster{
 		Redis:  redis.NewClient(redisOptions(rc)),
 		Prefix: rc.KeyPrefix,
@@ -121,7 +122,7 @@ func newCluster(rc *RedisConfig) *Cluster {
 // clusterFor returns the cluster for cfg: the current one when its settings
 // did not change (connections stay warm across reloads), a new one when they
 // did, nil in single-node mode.
-func clusterFor(cfg *Config, current *Cluster, log *slog.Logger) *Cluster {
+func clusterFor(cfg *config.Config, current *Cluster, log *slog.Logger) *Cluster {
 	rc := cfg.Cluster.Redis
 	if rc == nil || rc.Addr == "" {
 		return nil

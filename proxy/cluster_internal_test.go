@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -15,9 +16,11 @@ import (
 // options, defaults applied), with its dialer wrapped to count attempts.
 func countingClient(t *testing.T, addr string) (*redis.Client, *atomic.Int32) {
 	t.Helper()
-	rc := &RedisConfig{Addr: addr}
-	rc.applyDefaults()
-	opt := redisOptions(rc)
+	cfg, err := config.LoadBytes([]byte("cluster:\n  redis:\n    addr: " + addr + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := redisOptions(cfg.Cluster.Redis)
 	var dials atomic.Int32
 	var d net.Dialer
 	opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {

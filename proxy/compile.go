@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,7 +17,7 @@ import (
 // once when the config loads and swapped in atomically on reload. Requests
 // read it through one atomic load and never see a half-applied config.
 type state struct {
-	cfg         *Config
+	cfg         *config.Config
 	table       *routeTable
 	routes      map[string]*Route
 	upstreams   map[string]*Upstream
@@ -63,8 +65,8 @@ type decodedBlock struct {
 // files) in one *ConfigError. pools supplies and records connection pools.
 // Metric children are not touched: a state gets them from bindMetrics once
 // it is going to serve, so that a rejected config leaves no series behind.
-func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
-	var p Problems
+func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error) {
+	var p config.Problems
 	st := &state{
 		cfg:         cfg,
 		table:       newRouteTable(),
@@ -82,7 +84,7 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 	}
 	st.cluster = clusterFor(cfg, current, st.log)
 
-	for _, name := range sortedKeys(cfg.Upstreams) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
 		uc := cfg.Upstreams[name]
 		u, err := g.buildUpstream(name, &uc, pools, st.clientKeys)
 		if err != nil {
@@ -102,14 +104,14 @@ func (g *Gateway) compile(cfg *Config, pools *clientPools) (*state, error) {
 
 	blocks := map[string]*decodedBlock{}
 	g.decodeBlocks("plugins", cfg.Plugins, blocks, &p)
-	for _, name := range sortedKeys(cfg.Upstreams) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
 		g.decodeBlocks("upstreams."+name+".plugins", cfg.Upstreams[name].Plugins, blocks, &p)
 	}
-	for _, name := range sortedKeys(cfg.Routes) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
 		g.decodeBlocks("routes."+name+".plugins", cfg.Routes[name].Plugins, blocks, &p)
 	}
 
-	for _, name := range sortedKeys(cfg.Routes) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
 		rc := cfg.Routes[name]
 		if rc.Path == "" || rc.Path[0] != '/' {
 			continue // reported by Config.validate
@@ -195,18 +197,18 @@ func (st *state) dropCluster(other *state) {
 	st.cluster.close()
 }
 
-func (g *Gateway) buildUpstream(name string, uc *UpstreamConfig, pools *clientPools, keys map[string]bool) (*Upstream, error) {
+func (g *Gateway) buildUpstream(name string, uc *config.UpstreamConfig, pools *clientPools, keys map[string]bool) (*Upstream, error) {
 	urls := uc.Targets
 	if uc.URL != "" {
 		urls = []string{uc.URL}
 	}
-	u := &Upstream{Name: name, Timeout: uc.Timeout.D(), leastInflight: uc.Balance == BalanceLeastInflight,
+	u := &Upstream{Name: name, Timeout: uc.Timeout.D(), leastInflight: uc.Balance == config.BalanceLeastInflight,
 		outlier: outlierSettings{on: uc.Outlier.On(), consecutive: uc.Outlier.ConsecutiveFailures,
 			ejectFor: uc.Outlier.EjectFor.D(), maxEjectFor: uc.Outlier.MaxEjectFor.D()},
 		bodies: &g.metrics.bodies}
-	var p Problems
+	var p config.Problems
 	for _, raw := range urls {
-		if checkUpstreamURL(raw) != nil {
+		if config.CheckUpstreamURL(raw) != nil {
 			return nil, nil // reported by Config.validate
 		}
 		key := clientKey(raw, uc)
@@ -228,8 +230,8 @@ func (g *Gateway) buildUpstream(name string, uc *UpstreamConfig, pools *clientPo
 
 // decodeBlocks decodes and validates every plugin block at one level of the
 // file, once, recording the results by key path.
-func (g *Gateway) decodeBlocks(prefix string, in PluginBlocks, out map[string]*decodedBlock, p *Problems) {
-	for _, name := range sortedKeys(in) {
+func (g *Gateway) decodeBlocks(prefix string, in config.PluginBlocks, out map[string]*decodedBlock, p *config.Problems) {
+	for _, name := range slices.Sorted(maps.Keys(in)) {
 		path := prefix + "." + name
 		f, ok := g.opts.Plugins.Lookup(name)
 		if !ok {
@@ -256,7 +258,7 @@ func (g *Gateway) decodeBlocks(prefix string, in PluginBlocks, out map[string]*d
 			}
 		}
 		cfg := f.NewConfig()
-		if err := DecodeBlock(raw, cfg); err != nil {
+		if err := config.DecodeBlock(raw, cfg); err != nil {
 			p.AddErr(path, err)
 			continue
 		}
@@ -273,10 +275,10 @@ func (g *Gateway) decodeBlocks(prefix string, in PluginBlocks, out map[string]*d
 
 // buildPlugins builds one route's plugins: for each plugin name, the route's
 // block wins over the upstream's, which wins over the top level's.
-func (g *Gateway) buildPlugins(st *state, route string, rc *RouteConfig, blocks map[string]*decodedBlock, p *Problems) []stagedPlugin {
+func (g *Gateway) buildPlugins(st *state, route string, rc *config.RouteConfig, blocks map[string]*decodedBlock, p *config.Problems) []stagedPlugin {
 	cfg := st.cfg
 	var names []string
-	for _, level := range []PluginBlocks{cfg.Plugins, cfg.Upstreams[rc.Upstream].Plugins, rc.Plugins} {
+	for _, level := range []config.PluginBlocks{cfg.Plugins, cfg.Upstreams[rc.Upstream].Plugins, rc.Plugins} {
 		for n := range level {
 			if !slices.Contains(names, n) {
 				names = append(names, n)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"net"
 	"net/http"
@@ -251,7 +252,7 @@ func TestServeAfterShutdownReturns(t *testing.T) {
 	up := proxytest.NewUpstream(t, nil)
 	dir := t.TempDir()
 	proxytest.WriteFile(t, dir+"/sluice.yaml", fmt.Sprintf("log: {access_log: false}\nupstreams: {up: {url: %q}}\nroutes: {r: {path: \"/\", upstream: up}}\n", up.URL))
-	cfg, err := proxy.Load(dir + "/sluice.yaml")
+	cfg, err := config.Load(dir + "/sluice.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

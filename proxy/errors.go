@@ -1,14 +1,12 @@
 package proxy
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"syscall"
 	"time"
@@ -297,39 +295,3 @@ func isNetError(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne)
 }
-
-// ParseRetryAfter reads a Retry-After value, delay-seconds or an HTTP-date
-// (RFC 9110 §10.2.3), as the delay from now; 0 when absent, unreadable or in
-// the past. Delay-seconds is digits only (no sign); any delay is capped at
-// maxRetryAfter, so a huge one means "much later", never 0 or an overflow.
-// Rate limiting, retries and error normalization all read it here.
-func ParseRetryAfter(v []byte, now time.Time) time.Duration {
-	v = bytes.TrimSpace(v)
-	if len(v) == 0 {
-		return 0
-	}
-	if v[0] >= '0' && v[0] <= '9' {
-		var n int64
-		for _, c := range v {
-			if c < '0' || c > '9' {
-				n = -1
-				break
-			}
-			if n < maxRetryAfterSeconds {
-				n = n*10 + int64(c-'0')
-			}
-		}
-		if n >= 0 {
-			return time.Duration(min(n, maxRetryAfterSeconds)) * time.Second
-		}
-	}
-	if t, err := http.ParseTime(string(v)); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return min(d, maxRetryAfterSeconds*time.Second)
-		}
-	}
-	return 0
-}
-
-// maxRetryAfterSeconds caps a Retry-After delay (about 68 years).
-const maxRetryAfterSeconds = 1 << 31

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"net/http"
 	"strings"
@@ -260,7 +261,7 @@ func TestFailedStartClosesOnlyStartedPlugins(t *testing.T) {
 	}
 	reg := proxytest.WithStandIns(mk("authenticate", proxy.StageAuthenticate, false),
 		mk("cache", proxy.StageCache, true), mk("retry", proxy.StageRetry, false))
-	cfg, err := proxy.LoadBytes([]byte(`
+	cfg, err := config.LoadBytes([]byte(`
 log: {access_log: false}
 upstreams: {up: {url: "http://127.0.0.1:9"}}
 routes: {r: {path: "/", upstream: up, plugins: {authenticate: {}, cache: {}, retry: {}}}}

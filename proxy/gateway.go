@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"log/slog"
 	"net"
@@ -61,7 +62,7 @@ type Gateway struct {
 
 // New compiles cfg and returns a gateway ready to serve it. Every problem in
 // cfg (plugins included) is reported in one *ConfigError.
-func New(cfg *Config, opts Options) (*Gateway, error) {
+func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if opts.Plugins == nil {
 		return nil, errors.New("proxy: Options.Plugins is required")
 	}
@@ -88,7 +89,7 @@ func New(cfg *Config, opts Options) (*Gateway, error) {
 // Check compiles cfg without serving it: plugin blocks are decoded and
 // validated, plugins built (not started), routes registered. It returns every
 // problem in one *ConfigError. This is `sluice validate`.
-func Check(cfg *Config, plugins *Registry) error {
+func Check(cfg *config.Config, plugins *Registry) error {
 	g := &Gateway{opts: Options{Plugins: plugins, LogOutput: io.Discard}, metrics: NewMetrics()}
 	st, err := g.compile(cfg, newClientPools())
 	st.dropCluster(nil)
@@ -99,12 +100,12 @@ func Check(cfg *Config, plugins *Registry) error {
 func (g *Gateway) Metrics() *Metrics { return g.metrics }
 
 // Config returns the configuration being served.
-func (g *Gateway) Config() *Config { return g.state.Load().cfg }
+func (g *Gateway) Config() *config.Config { return g.state.Load().cfg }
 
 // Logger returns the gateway's logger.
 func (g *Gateway) Logger() *slog.Logger { return g.state.Load().log }
 
-func (g *Gateway) newServer(sc *ServerConfig) *fasthttp.Server {
+func (g *Gateway) newServer(sc *config.ServerConfig) *fasthttp.Server {
 	maxConns := sc.MaxConnections
 	if maxConns <= 0 {
 		maxConns = defaultMaxConnections
@@ -362,7 +363,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 // flight finish with the config they started with; the old config's plugins
 // are closed once they are done. Settings of the listeners themselves
 // (server.*, admin.listen) need a restart: a change to them is logged.
-func (g *Gateway) Apply(cfg *Config) error {
+func (g *Gateway) Apply(cfg *config.Config) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	old := g.state.Load()
@@ -401,7 +402,7 @@ func (g *Gateway) Reload() error {
 	if g.opts.ConfigPath == "" {
 		return errors.New("no config file to reload from")
 	}
-	cfg, err := Load(g.opts.ConfigPath)
+	cfg, err := config.Load(g.opts.ConfigPath)
 	if err != nil {
 		return g.rejectReload(err)
 	}
@@ -432,7 +433,7 @@ func (g *Gateway) retire(old, successor *state, pools []*fasthttp.HostClient) {
 // restartNeeded lists the changed keys that configure the listeners
 // themselves; they apply at the next start. (max_inflight and drain_timeout
 // are read per request and at shutdown: they apply at once.)
-func restartNeeded(a, b *Config) []string {
+func restartNeeded(a, b *config.Config) []string {
 	var keys []string
 	x, y := a.Server, b.Server
 	for _, f := range []struct {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"net"
 
 	"github.com/valyala/fasthttp"
@@ -110,38 +111,6 @@ func stripHops(h header, present hopSet, buf *[]byte) {
 	}
 }
 
-// tchar marks the bytes allowed in a header name (RFC 9110 token).
-var tchar = alnumAnd("!#$%&'*+-.^_`|~")
-
-// alnumAnd returns a byte table marking ASCII letters, digits and extra.
-func alnumAnd(extra string) (t [256]bool) {
-	for i := 0; i < len(extra); i++ {
-		t[extra[i]] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	return t
-}
-
-// ValidToken reports whether s is an RFC 9110 token: a valid header name or
-// method.
-func ValidToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !tchar[s[i]] {
-			return false
-		}
-	}
-	return true
-}
-
 // requestHead is what one pass over the raw request head finds.
 type requestHead struct {
 	hops         hopSet // hop-by-hop and method-override headers present
@@ -189,7 +158,7 @@ func scanRequestHead(raw []byte, h *requestHead) {
 		}
 		name := line[:colon]
 		for _, c := range name {
-			if !tchar[c] {
+			if !httpx.TokenByte[c] {
 				h.badName = true
 				return
 			}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"strconv"
 	"sync"
 	"time"
@@ -28,12 +30,12 @@ type healthChecker struct {
 	started bool
 }
 
-func newHealthChecker(u *Upstream, hc *HealthCheckConfig) *healthChecker {
+func newHealthChecker(u *Upstream, hc *config.HealthCheckConfig) *healthChecker {
 	c := &healthChecker{u: u, path: hc.Path, interval: hc.Interval.D(), timeout: hc.Timeout.D(),
 		downN: int64(hc.UnhealthyAfter), upN: int64(hc.HealthyAfter),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	for _, s := range hc.HealthyStatuses {
-		lo, hi, _ := ParseStatusSpec(s) // validated
+		lo, hi, _ := httpx.ParseStatusSpec(s) // validated
 		for i := lo; i <= hi && i < len(c.healthy); i++ {
 			c.healthy[i] = true
 		}

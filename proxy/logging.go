@@ -2,12 +2,13 @@ package proxy
 
 import (
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"log/slog"
 )
 
 // logger builds the gateway's logger for a log config. The level is shared
 // (g.logLevel), so a reload changes it for every logger at once.
-func (g *Gateway) logger(lc LogConfig) *slog.Logger {
+func (g *Gateway) logger(lc config.LogConfig) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: &g.logLevel}
 	var h slog.Handler
 	if lc.Format == "text" {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -104,7 +105,7 @@ type Build struct {
 	Shared func(key string, create func() any) any
 	// Config is the whole configuration being compiled (read-only): global
 	// sections such as consumers and cache live here.
-	Config *Config
+	Config *config.Config
 	// Cluster is the Redis-backed state shared with other gateways; nil in
 	// single-node mode.
 	Cluster *Cluster
@@ -194,7 +195,7 @@ func (r *Registry) Names() []string {
 }
 
 func (r *Registry) unknown(name string) string {
-	return fmt.Sprintf("unknown plugin %q%s", name, suggest(name, r.Names()))
+	return fmt.Sprintf("unknown plugin %q%s", name, config.Suggest(name, r.Names()))
 }
 
 // link joins a plugin to the rest of the chain. A compiled pipeline is a

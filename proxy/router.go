@@ -3,6 +3,8 @@ package proxy
 import (
 	"bytes"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"slices"
 	"strings"
 
@@ -40,7 +42,7 @@ func newRouter() *router.Router {
 
 // add registers a route. fasthttp/router panics on conflicting patterns;
 // the panic becomes an error naming the other route where it can be told.
-func (t *routeTable) add(name string, rc *RouteConfig, h fasthttp.RequestHandler) (err error) {
+func (t *routeTable) add(name string, rc *config.RouteConfig, h fasthttp.RequestHandler) (err error) {
 	host := strings.ToLower(rc.Host)
 	r := t.anyHost
 	if host != "" {
@@ -275,7 +277,7 @@ func isHTTP1(proto []byte) bool {
 
 // hostByte marks the bytes of a valid Host value: RFC 3986 reg-name,
 // IP-literal and port characters. No userinfo ('@'), path, space or control.
-var hostByte = alnumAnd("-._~!$&'()*+,;=%:[]")
+var hostByte = httpx.AlnumAnd("-._~!$&'()*+,;=%:[]")
 
 // validHost checks the Host header (RFC 9112 §3.2): required in HTTP/1.1,
 // and a host[:port] when present. A provider that builds links from

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"errors"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"strings"
 	"testing"
 
@@ -121,11 +122,11 @@ func TestRouteConflictsAreConfigErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			cfg, err := proxy.LoadBytes([]byte("upstreams: {up: {url: \"http://127.0.0.1:1\"}}\nroutes:" + c.routes))
+			cfg, err := config.LoadBytes([]byte("upstreams: {up: {url: \"http://127.0.0.1:1\"}}\nroutes:" + c.routes))
 			if err == nil {
 				err = proxy.Check(cfg, plugins.Registry())
 			}
-			var ce *proxy.ConfigError
+			var ce *config.ConfigError
 			if !errors.As(err, &ce) {
 				t.Fatalf("Check = %v, want a *ConfigError", err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"net"
 	"os"
 	"os/signal"
@@ -15,7 +16,7 @@ import (
 // server.listen, the admin API on admin.listen. SIGHUP reloads the config file.
 // On SIGTERM/SIGINT it stops accepting, drains in-flight requests for at most
 // server.drain_timeout, and returns nil.
-func Run(ctx context.Context, cfg *Config, opts Options) error {
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	g, err := New(cfg, opts)
 	if err != nil {
 		return err

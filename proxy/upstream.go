@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"log/slog"
 	"net"
 	"net/url"
@@ -145,14 +146,14 @@ func (t *Target) appendRequestURI(dst, rawURI []byte, stripPrefix string) []byte
 
 // clientKey identifies the settings of one target's pool. Targets with equal
 // keys share a pool across reloads, so a reload does not drop warm connections.
-func clientKey(target string, uc *UpstreamConfig) string {
+func clientKey(target string, uc *config.UpstreamConfig) string {
 	return fmt.Sprintf("%s|%v|%v|%d|%v|%d|%+v", target, uc.Timeout, uc.ConnectTimeout, uc.MaxConns,
 		uc.IdleConnTimeout, uc.MaxResponseBody, uc.TLS)
 }
 
 // newTarget parses a validated base URL and prepares its pool (the pool is
 // taken from pools when an identical one exists).
-func newTarget(raw, key string, uc *UpstreamConfig, pools *clientPools, dial fasthttp.DialFunc) (*Target, error) {
+func newTarget(raw, key string, uc *config.UpstreamConfig, pools *clientPools, dial fasthttp.DialFunc) (*Target, error) {
 	pu, err := url.Parse(raw)
 	if err != nil {
 		return nil, err
@@ -180,7 +181,7 @@ func newTarget(raw, key string, uc *UpstreamConfig, pools *clientPools, dial fas
 // than one per pool per reload.
 var tcpDialer = &fasthttp.TCPDialer{DNSCacheDuration: time.Minute}
 
-func newHostClient(pu *url.URL, uc *UpstreamConfig, dial fasthttp.DialFunc) (*fasthttp.HostClient, error) {
+func newHostClient(pu *url.URL, uc *config.UpstreamConfig, dial fasthttp.DialFunc) (*fasthttp.HostClient, error) {
 	port := pu.Port()
 	if port == "" {
 		port = "80"
@@ -220,7 +221,7 @@ func newHostClient(pu *url.URL, uc *UpstreamConfig, dial fasthttp.DialFunc) (*fa
 	return hc, nil
 }
 
-func tlsConfig(host string, c *TLSConfig) (*tls.Config, error) {
+func tlsConfig(host string, c *config.TLSConfig) (*tls.Config, error) {
 	tc := &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		ServerName:         host,
@@ -233,18 +234,18 @@ func tlsConfig(host string, c *TLSConfig) (*tls.Config, error) {
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {
-			return nil, &FieldError{Path: "tls.ca_file", Msg: fmt.Sprintf("cannot read %q: %v", c.CAFile, unwrapPathErr(err))}
+			return nil, &config.FieldError{Path: "tls.ca_file", Msg: fmt.Sprintf("cannot read %q: %v", c.CAFile, config.UnwrapPathErr(err))}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &FieldError{Path: "tls.ca_file", Msg: fmt.Sprintf("%q holds no PEM certificate", c.CAFile)}
+			return nil, &config.FieldError{Path: "tls.ca_file", Msg: fmt.Sprintf("%q holds no PEM certificate", c.CAFile)}
 		}
 		tc.RootCAs = pool
 	}
 	if c.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
-			return nil, &FieldError{Path: "tls.cert_file", Msg: fmt.Sprintf("cannot load client certificate: %v", err)}
+			return nil, &config.FieldError{Path: "tls.cert_file", Msg: fmt.Sprintf("cannot load client certificate: %v", err)}
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"os"
 	"runtime/debug"
@@ -62,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		path = defaultConfigPath()
 	}
 
-	cfg, err := proxy.Load(path)
+	cfg, err := config.Load(path)
 	if cmd == "validate" {
 		return validate(path, cfg, err, stdout, stderr)
 	}
@@ -83,9 +84,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // validate prints every problem of the file (schema and plugins) with its key path.
-func validate(path string, cfg *proxy.Config, loadErr error, stdout, stderr io.Writer) int {
-	var problems []*proxy.FieldError
-	var ce *proxy.ConfigError
+func validate(path string, cfg *config.Config, loadErr error, stdout, stderr io.Writer) int {
+	var problems []*config.FieldError
+	var ce *config.ConfigError
 	switch {
 	case errors.As(loadErr, &ce):
 		problems = append(problems, ce.Problems...)
@@ -113,7 +114,7 @@ func validate(path string, cfg *proxy.Config, loadErr error, stdout, stderr io.W
 	return 1
 }
 
-func containsProblem(list []*proxy.FieldError, p *proxy.FieldError) bool {
+func containsProblem(list []*config.FieldError, p *config.FieldError) bool {
 	for _, q := range list {
 		if *q == *p {
 			return true

@@ -449,7 +449,7 @@ func (u *upstream) seen() []string {
 // config writes a gateway config. Each route NAME serves /NAME/{path:*},
 // strips /NAME and goes to upstream "up" at upURL. adminToken is written
 // as is (it may be "${VAR}"); "" leaves admin.token out.
-func config(listen, admin, adminToken, upURL string, routes ...string) string {
+func configYAML(listen, admin, adminToken, upURL string, routes ...string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `server:
   listen: %q
@@ -483,12 +483,12 @@ routes:
 	return b.String()
 }
 
-// newGateway writes config(...) for fresh ports and starts the binary.
+// newGateway writes configYAML(...) for fresh ports and starts the binary.
 func newGateway(t *testing.T, up *upstream, adminToken string, env []string, routes ...string) *gateway {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
 	return startGateway(t, func(listen, admin string) (string, []string) {
-		writeFile(t, path, config(listen, admin, adminToken, up.URL, routes...))
+		writeFile(t, path, configYAML(listen, admin, adminToken, up.URL, routes...))
 		return path, env
 	})
 }
@@ -537,7 +537,7 @@ func TestHelpExitsZero(t *testing.T) {
 func TestValidateOK(t *testing.T) {
 	t.Parallel()
 	good := filepath.Join(t.TempDir(), "good.yaml")
-	writeFile(t, good, config("127.0.0.1:18081", "127.0.0.1:19091", "", "http://127.0.0.1:18080", "a", "b"))
+	writeFile(t, good, configYAML("127.0.0.1:18081", "127.0.0.1:19091", "", "http://127.0.0.1:18080", "a", "b"))
 	example, err := filepath.Abs("../../config.example.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -703,7 +703,7 @@ func TestEnvOverridesAndExpansion(t *testing.T) {
 	defer fileLn.Close()
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
 	g := startGateway(t, func(listen, admin string) (string, []string) {
-		writeFile(t, path, config(fileLn.Addr().String(), admin, "", "${UP_URL}", "svc"))
+		writeFile(t, path, configYAML(fileLn.Addr().String(), admin, "", "${UP_URL}", "svc"))
 		return path, baseEnv("SLUICE_SERVER__LISTEN="+listen, "UP_URL="+up.URL)
 	})
 	status, body := get(t, "http://"+g.listen+"/svc/hello")
@@ -720,7 +720,7 @@ func TestEnvOverridesAndExpansion(t *testing.T) {
 func TestEnvUnsetVariable(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
-	writeFile(t, path, config("127.0.0.1:18081", "127.0.0.1:19091", "", "${SLUICE_TEST_UNSET_UP_URL}", "svc"))
+	writeFile(t, path, configYAML("127.0.0.1:18081", "127.0.0.1:19091", "", "${SLUICE_TEST_UNSET_UP_URL}", "svc"))
 	env := baseEnv() // without SLUICE_ variables: SLUICE_TEST_UNSET_UP_URL is unset
 	for _, args := range [][]string{{"validate", "-config", path}, {"-config", path}} {
 		t.Run(args[0], func(t *testing.T) {
@@ -795,7 +795,7 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 
 	// A valid change: a second route.
-	writeFile(t, g.cfgPath, config(g.listen, g.admin, "", up.URL, "first", "second"))
+	writeFile(t, g.cfgPath, configYAML(g.listen, g.admin, "", up.URL, "first", "second"))
 	g.signal(syscall.SIGHUP)
 	if !eventually(5*time.Second, func() bool {
 		status, _ := get(t, "http://"+g.listen+"/second/x")
@@ -806,7 +806,7 @@ func TestSIGHUPReload(t *testing.T) {
 	waitMetric(t, g.admin, "sluice_config_reloads_total", reloads("success"), 1)
 
 	// An invalid change: rejected, the routes in service keep serving.
-	invalid := strings.Replace(config(g.listen, g.admin, "", up.URL, "first", "second", "third"),
+	invalid := strings.Replace(configYAML(g.listen, g.admin, "", up.URL, "first", "second", "third"),
 		"upstream: up\n    strip_prefix: \"/third\"", "upstream: nope\n    strip_prefix: \"/third\"", 1)
 	writeFile(t, g.cfgPath, invalid)
 	g.signal(syscall.SIGHUP)
@@ -846,7 +846,7 @@ func TestAdminReload(t *testing.T) {
 	const token = "admin-test-token-42"
 	up := newUpstream(t, "one")
 	g := newGateway(t, up, "${ADMIN_TOKEN}", baseEnv("ADMIN_TOKEN="+token), "first")
-	writeFile(t, g.cfgPath, config(g.listen, g.admin, "${ADMIN_TOKEN}", up.URL, "first", "second"))
+	writeFile(t, g.cfgPath, configYAML(g.listen, g.admin, "${ADMIN_TOKEN}", up.URL, "first", "second"))
 
 	unauthorized := []struct{ name, authorization string }{
 		{"no authorization", ""},
@@ -882,7 +882,7 @@ func TestAdminReload(t *testing.T) {
 	waitMetric(t, g.admin, "sluice_config_reloads_total", map[string]string{"result": "success"}, 1)
 
 	// A bad file: 422 problem+json listing the problems; nothing changes.
-	bad := strings.Replace(config(g.listen, g.admin, "${ADMIN_TOKEN}", up.URL, "first", "second"),
+	bad := strings.Replace(configYAML(g.listen, g.admin, "${ADMIN_TOKEN}", up.URL, "first", "second"),
 		"\n    timeout: 5s", "\n    timeout: 5", 1)
 	bad = strings.Replace(bad, "methods: [GET, POST]\n    upstream: up\n    strip_prefix: \"/second\"",
 		"methods: [GET, POST]\n    upstream: gthub\n    strip_prefix: \"/second\"", 1)
@@ -1118,7 +1118,7 @@ func TestSecretsAreRedacted(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sluice.yaml")
 	var cfg string
 	g := startGateway(t, func(listen, admin string) (string, []string) {
-		cfg = strings.Replace(config(listen, admin, secret, up.URL, "svc"), "level: info", "level: debug", 1)
+		cfg = strings.Replace(configYAML(listen, admin, secret, up.URL, "svc"), "level: info", "level: debug", 1)
 		writeFile(t, path, cfg)
 		return path, baseEnv()
 	})

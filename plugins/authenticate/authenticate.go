@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,7 +38,7 @@ type Config struct {
 // Validate checks the consumer names (whether they exist is checked when the
 // route is built, against the top-level consumers).
 func (c *Config) Validate() error {
-	var p proxy.Problems
+	var p config.Problems
 	seen := map[string]bool{}
 	for i, n := range c.Consumers {
 		key := fmt.Sprintf("consumers[%d]", i)
@@ -121,7 +122,7 @@ const challenge = `Bearer realm="sluice"`
 func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	c := cfg.(*Config)
 	known := b.Config.Consumers
-	var p proxy.Problems
+	var p config.Problems
 	for i, n := range c.Consumers {
 		if _, ok := known[n]; !ok {
 			names := make([]string, 0, len(known))
@@ -188,7 +189,7 @@ var (
 	strXAPIKey        = []byte("X-Api-Key")
 	strAuthorization  = []byte("Authorization")
 	strBearer         = []byte("bearer ")
-	anonymousConsumer = &consumer{name: proxy.AnonymousConsumer, allowed: true}
+	anonymousConsumer = &consumer{name: config.AnonymousConsumer, allowed: true}
 )
 
 // Handle identifies the caller, removes its credentials and calls next.

@@ -1,6 +1,7 @@
 package authenticate_test
 
 import (
+	"github.com/sluice-gw/sluice/proxy/config"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,12 +17,12 @@ func (nopHandler) Handle(*fasthttp.RequestCtx, *proxy.Exchange) error { return n
 // newDirect builds the plugin for a route as the gateway would, from
 // allocYAML's 502 consumers.
 func newDirect(tb testing.TB, block map[string]any) proxy.Plugin {
-	cfg, err := proxy.LoadBytes([]byte(allocYAML))
+	cfg, err := config.LoadBytes([]byte(allocYAML))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	c := authenticate.Factory.NewConfig()
-	if err := proxy.DecodeBlock(block, c); err != nil {
+	if err := config.DecodeBlock(block, c); err != nil {
 		tb.Fatal(err)
 	}
 	shared := map[string]any{}

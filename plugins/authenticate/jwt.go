@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"log/slog"
 	"math/big"
@@ -27,7 +28,7 @@ import (
 // issuer. Exactly one key source: secret (HS256), jwks_file or jwks_url.
 type JWTConfig struct {
 	// Secret is the shared key of HS256 tokens.
-	Secret proxy.Secret `koanf:"secret" json:"secret,omitempty"`
+	Secret config.Secret `koanf:"secret" json:"secret,omitempty"`
 	// JWKSFile is a JSON Web Key Set (RFC 7517) on disk, read when the config
 	// loads: RSA keys (RS256) and P-256 EC keys (ES256).
 	JWKSFile string `koanf:"jwks_file" json:"jwks_file,omitempty"`
@@ -35,7 +36,7 @@ type JWTConfig struct {
 	// (and at most every 30s when a token names a key id not in the set).
 	JWKSURL string `koanf:"jwks_url" json:"jwks_url,omitempty"`
 	// JWKSRefresh is how often JWKSURL is fetched again. Default 5m.
-	JWKSRefresh proxy.Duration `koanf:"jwks_refresh" json:"jwks_refresh,omitempty"`
+	JWKSRefresh config.Duration `koanf:"jwks_refresh" json:"jwks_refresh,omitempty"`
 	// Algorithms accepted. Default [HS256] with secret, [RS256, ES256] with a JWKS.
 	Algorithms []string `koanf:"algorithms" json:"algorithms,omitempty"`
 	// Issuer, when set, must equal the iss claim.
@@ -45,12 +46,12 @@ type JWTConfig struct {
 	// ConsumerClaim names the claim that holds the consumer. Default "sub".
 	ConsumerClaim string `koanf:"consumer_claim" json:"consumer_claim,omitempty"`
 	// Leeway tolerates clock skew on exp, nbf and iat. Default 0s.
-	Leeway proxy.Duration `koanf:"leeway" json:"leeway,omitempty"`
+	Leeway config.Duration `koanf:"leeway" json:"leeway,omitempty"`
 }
 
 var jwtAlgorithms = []string{"HS256", "RS256", "ES256"}
 
-func (c *JWTConfig) validate(prefix string, p *proxy.Problems) {
+func (c *JWTConfig) validate(prefix string, p *config.Problems) {
 	sources := 0
 	for _, set := range []bool{c.Secret.IsSet(), c.JWKSFile != "", c.JWKSURL != ""} {
 		if set {
@@ -61,12 +62,12 @@ func (c *JWTConfig) validate(prefix string, p *proxy.Problems) {
 		p.Add(prefix, "set exactly one of secret (HS256), jwks_file or jwks_url")
 	}
 	if c.JWKSURL != "" {
-		if err := proxy.CheckHTTPURL(c.JWKSURL); err != nil {
+		if err := config.CheckHTTPURL(c.JWKSURL); err != nil {
 			p.AddErr(prefix+".jwks_url", err)
 		}
 	}
 	if c.JWKSRefresh == 0 {
-		c.JWKSRefresh = proxy.Duration(5 * time.Minute)
+		c.JWKSRefresh = config.Duration(5 * time.Minute)
 	}
 	if c.JWKSRefresh.D() < time.Second {
 		p.Add(prefix+".jwks_refresh", "must be at least 1s")
@@ -145,11 +146,11 @@ func newJWTVerifier(c *JWTConfig, b *proxy.Build, openRoute bool) (*jwtVerifier,
 	case c.JWKSFile != "":
 		raw, err := os.ReadFile(c.JWKSFile)
 		if err != nil {
-			return nil, &proxy.FieldError{Path: "jwt.jwks_file", Msg: fmt.Sprintf("cannot read %q: %v", c.JWKSFile, err)}
+			return nil, &config.FieldError{Path: "jwt.jwks_file", Msg: fmt.Sprintf("cannot read %q: %v", c.JWKSFile, err)}
 		}
 		ks, err := parseJWKS(raw)
 		if err != nil {
-			return nil, &proxy.FieldError{Path: "jwt.jwks_file", Msg: fmt.Sprintf("%s: %v", c.JWKSFile, err)}
+			return nil, &config.FieldError{Path: "jwt.jwks_file", Msg: fmt.Sprintf("%s: %v", c.JWKSFile, err)}
 		}
 		v.keys = &keySource{}
 		v.keys.keys.Store(ks)
@@ -178,7 +179,7 @@ func (v *jwtVerifier) verify(raw []byte) (string, error) {
 	if name == "" || len(name) > 128 || !printable(name) {
 		return "", fmt.Errorf("claim %s is missing or not a printable string", v.cfg.ConsumerClaim)
 	}
-	if name == proxy.AnonymousConsumer { // reserved for calls without credentials
+	if name == config.AnonymousConsumer { // reserved for calls without credentials
 		return "", fmt.Errorf("claim %s names the reserved consumer %q", v.cfg.ConsumerClaim, name)
 	}
 	return name, nil

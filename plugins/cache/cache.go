@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -171,7 +172,7 @@ func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 // checkTags reports tag templates naming a parameter the route's path does
 // not have (it would be filled with nothing).
 func checkTags(tags []string, path string) error {
-	var p proxy.Problems
+	var p config.Problems
 	params := paramNames(path)
 	for i, t := range tags {
 		for _, m := range paramRE.FindAllStringSubmatch(t, -1) {

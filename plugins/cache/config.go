@@ -2,12 +2,13 @@ package cache
 
 import (
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/jsonpointer"
 )
 
@@ -16,7 +17,7 @@ import (
 type Config struct {
 	// TTL is the freshness lifetime of answers that carry none (no max-age,
 	// s-maxage or Expires). Default 0: such answers are not stored.
-	TTL proxy.Duration `koanf:"ttl" json:"ttl,omitempty"`
+	TTL config.Duration `koanf:"ttl" json:"ttl,omitempty"`
 	// Override ignores the upstream's Cache-Control and Expires and stores
 	// every cacheable answer for TTL (which it requires). Answers with
 	// Set-Cookie, and answers to requests carrying Authorization on a route
@@ -26,11 +27,11 @@ type Config struct {
 	// StaleWhileRevalidate answers at once from an entry stale for up to this
 	// long and refreshes it in the background (once). Default 0; an answer's
 	// own stale-while-revalidate directive applies too (the larger wins).
-	StaleWhileRevalidate proxy.Duration `koanf:"stale_while_revalidate" json:"stale_while_revalidate,omitempty"`
+	StaleWhileRevalidate config.Duration `koanf:"stale_while_revalidate" json:"stale_while_revalidate,omitempty"`
 	// StaleIfError answers from an entry stale for up to this long when the
 	// upstream fails (5xx, 429, timeout, unreachable, circuit open). Default
 	// 0; an answer's own stale-if-error directive applies too.
-	StaleIfError proxy.Duration `koanf:"stale_if_error" json:"stale_if_error,omitempty"`
+	StaleIfError config.Duration `koanf:"stale_if_error" json:"stale_if_error,omitempty"`
 	// Query selects what of the query string is part of the key: "all"
 	// (default), "none", or a list of parameter names to keep.
 	Query any `koanf:"query" json:"query,omitempty"`
@@ -79,7 +80,7 @@ type Rule struct {
 // WebhookConfig configures a signed provider webhook that purges tags.
 type WebhookConfig struct {
 	// Secret is the HMAC-SHA256 key shared with the provider. Required.
-	Secret proxy.Secret `koanf:"secret" json:"secret"`
+	Secret config.Secret `koanf:"secret" json:"secret"`
 	// Scheme is "generic" (default: Header holds hex(HMAC(secret, body)),
 	// optionally prefixed "sha256=") or "timestamped" (Header holds
 	// "t=UNIX,v1=HEX[,v1=HEX]" where HEX = hex(HMAC(secret, "UNIX." + body))).
@@ -92,7 +93,7 @@ type WebhookConfig struct {
 	// ahead of the gateway's clock. Both schemes: a delivery accepted once
 	// is refused (401) when it comes again within the window (its signature
 	// is remembered that long; at most 65536 per route). Default 5m.
-	Tolerance proxy.Duration `koanf:"tolerance" json:"tolerance"`
+	Tolerance config.Duration `koanf:"tolerance" json:"tolerance"`
 	// Tags are JSON pointers into the payload ("/data/object/customer") or
 	// templates holding pointers in braces ("customer:{/data/object/customer}").
 	// A pointer to an array yields one tag per element. Required.
@@ -108,7 +109,7 @@ var (
 
 // Validate checks the block; paths are relative to it.
 func (c *Config) Validate() error {
-	var p proxy.Problems
+	var p config.Problems
 	if c.TTL < 0 {
 		p.Add("ttl", "must not be negative")
 	}
@@ -130,7 +131,7 @@ func (c *Config) Validate() error {
 		p.Addf("partition", "unknown value %q: want auto, consumer or none", c.Partition)
 	}
 	for i, h := range c.CredentialHeaders {
-		if !proxy.ValidToken(h) {
+		if !httpx.ValidToken(h) {
 			p.Addf(fmt.Sprintf("credential_headers[%d]", i), "invalid header name %q", h)
 		}
 	}
@@ -143,7 +144,7 @@ func (c *Config) Validate() error {
 		key := fmt.Sprintf("invalidate[%d]", i)
 		for j, m := range r.Methods {
 			switch {
-			case m != strings.ToUpper(m) || !proxy.ValidToken(m):
+			case m != strings.ToUpper(m) || !httpx.ValidToken(m):
 				p.Addf(fmt.Sprintf("%s.methods[%d]", key, j), "invalid method %q: use upper case, e.g. POST", m)
 			case !isUnsafe([]byte(m)):
 				p.Addf(fmt.Sprintf("%s.methods[%d]", key, j), "%s is a safe method: rules run only for unsafe ones (POST, PUT, PATCH, DELETE...)", m)
@@ -170,7 +171,7 @@ func (c *Config) Validate() error {
 	return p.Err()
 }
 
-func (w *WebhookConfig) validate(p *proxy.Problems) {
+func (w *WebhookConfig) validate(p *config.Problems) {
 	if !w.Secret.IsSet() {
 		p.Add("webhook.secret", "is required")
 	}
@@ -186,11 +187,11 @@ func (w *WebhookConfig) validate(p *proxy.Problems) {
 		if w.Scheme == "timestamped" {
 			w.Header = "Webhook-Signature"
 		}
-	} else if !proxy.ValidToken(w.Header) {
+	} else if !httpx.ValidToken(w.Header) {
 		p.Addf("webhook.header", "invalid header name %q", w.Header)
 	}
 	if w.Tolerance == 0 {
-		w.Tolerance = proxy.Duration(5 * time.Minute)
+		w.Tolerance = config.Duration(5 * time.Minute)
 	} else if w.Tolerance < 0 {
 		p.Add("webhook.tolerance", "must not be negative")
 	}

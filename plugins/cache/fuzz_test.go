@@ -6,13 +6,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy"
 	"github.com/valyala/fasthttp"
 )
 
@@ -128,7 +128,7 @@ func FuzzVaryAndKey(f *testing.F) {
 			t.Fatalf("Vary %q with * accepted: %q", vary, names)
 		}
 		for i, n := range names {
-			if !proxy.ValidToken(n) || n != strings.ToLower(n) || (i > 0 && names[i-1] >= n) {
+			if !httpx.ValidToken(n) || n != strings.ToLower(n) || (i > 0 && names[i-1] >= n) {
 				t.Fatalf("Vary %q: names %q not sorted distinct lower-case tokens", vary, names)
 			}
 		}

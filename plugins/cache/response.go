@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"slices"
 	"strings"
 	"time"
@@ -181,7 +182,7 @@ func parseVary(lines [][]byte) (names []string, ok bool) {
 			if n == "" {
 				continue
 			}
-			if n == "*" || !proxy.ValidToken(n) {
+			if n == "*" || !httpx.ValidToken(n) {
 				return nil, false
 			}
 			if !slices.Contains(names, n) {

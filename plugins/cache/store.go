@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"hash/maphash"
 	"log/slog"
 	"sync"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/allegro/bigcache/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sluice-gw/sluice/proxy"
 )
 
 // Store is the process-wide cache: one bigcache sized by cache.max_size,
@@ -38,7 +38,7 @@ type Store struct {
 }
 
 // newStore makes the store for cc. It starts no goroutine.
-func newStore(cc *proxy.CacheConfig, m *metrics) *Store {
+func newStore(cc *config.CacheConfig, m *metrics) *Store {
 	s := &Store{m: m, tags: map[string]map[string]struct{}{}, flights: map[string]*flight{},
 		refreshing: map[string]struct{}{}}
 	s.shards = cc.StoreShards()

@@ -26,6 +26,8 @@ package circuitbreaker
 
 import (
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"log/slog"
 	"strings"
 	"sync"
@@ -52,13 +54,13 @@ type Config struct {
 	// failure_ratio does not trip. Default 20.
 	MinRequests int `koanf:"min_requests" json:"min_requests"`
 	// Window is the rolling window of failure_ratio. Default 10s.
-	Window proxy.Duration `koanf:"window" json:"window"`
+	Window config.Duration `koanf:"window" json:"window"`
 	// OpenFor is how long the circuit stays open the first time. Each time it
 	// opens again right after half-open, it stays open twice as long, up to
 	// MaxOpenFor. Default 30s.
-	OpenFor proxy.Duration `koanf:"open_for" json:"open_for"`
+	OpenFor config.Duration `koanf:"open_for" json:"open_for"`
 	// MaxOpenFor caps the growth of OpenFor. Default 5m (at least OpenFor).
-	MaxOpenFor proxy.Duration `koanf:"max_open_for" json:"max_open_for"`
+	MaxOpenFor config.Duration `koanf:"max_open_for" json:"max_open_for"`
 	// HalfOpenRequests is the number of probes let through after OpenFor;
 	// the circuit closes when all of them succeed and opens again on the
 	// first failure. Default 1.
@@ -72,8 +74,8 @@ type Config struct {
 func newConfig() any {
 	return &Config{
 		MinRequests:      20,
-		Window:           proxy.Duration(10 * time.Second),
-		OpenFor:          proxy.Duration(30 * time.Second),
+		Window:           config.Duration(10 * time.Second),
+		OpenFor:          config.Duration(30 * time.Second),
 		HalfOpenRequests: 1,
 		FailureStatuses:  []string{"5xx"},
 	}
@@ -81,7 +83,7 @@ func newConfig() any {
 
 // Validate checks the settings and fills the defaults that depend on others.
 func (c *Config) Validate() error {
-	var p proxy.Problems
+	var p config.Problems
 	if c.ConsecutiveFailures == 0 && c.FailureRatio == 0 {
 		c.ConsecutiveFailures = 5
 	}
@@ -94,14 +96,14 @@ func (c *Config) Validate() error {
 	if c.MinRequests < 1 {
 		p.Add("min_requests", "must be at least 1")
 	}
-	if c.Window < proxy.Duration(100*time.Millisecond) {
+	if c.Window < config.Duration(100*time.Millisecond) {
 		p.Addf("window", "must be at least 100ms, got %s", c.Window)
 	}
 	if c.OpenFor <= 0 {
 		p.Add("open_for", "must be a positive duration")
 	}
 	if c.MaxOpenFor == 0 {
-		c.MaxOpenFor = max(proxy.Duration(5*time.Minute), c.OpenFor)
+		c.MaxOpenFor = max(config.Duration(5*time.Minute), c.OpenFor)
 	}
 	if c.MaxOpenFor < c.OpenFor {
 		p.Addf("max_open_for", "%s is shorter than open_for %s", c.MaxOpenFor, c.OpenFor)
@@ -114,7 +116,7 @@ func (c *Config) Validate() error {
 	}
 	for i, s := range c.FailureStatuses {
 		key := fmt.Sprintf("failure_statuses[%d]", i)
-		lo, hi, err := proxy.ParseStatusSpec(s)
+		lo, hi, err := httpx.ParseStatusSpec(s)
 		switch {
 		case err != nil:
 			p.Add(key, err.Error())
@@ -189,7 +191,7 @@ func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	g.current.Store(&p.targets)
 	g.changed(nil, Closed, "", 0) // publish the state of a group that a reload kept
 	for _, s := range c.FailureStatuses {
-		lo, hi, _ := proxy.ParseStatusSpec(s)
+		lo, hi, _ := httpx.ParseStatusSpec(s)
 		for i := lo; i <= hi; i++ {
 			p.failing[i] = true
 		}

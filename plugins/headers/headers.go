@@ -11,6 +11,8 @@ package headers
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"slices"
 	"strings"
 
@@ -46,7 +48,7 @@ func (o Ops) MarshalJSON() ([]byte, error) {
 		out := make(map[string]string, len(m))
 		for k, v := range m {
 			if sensitive(k) {
-				v = proxy.Secret(v).String()
+				v = config.Secret(v).String()
 			}
 			out[k] = v
 		}
@@ -91,15 +93,15 @@ var forbidden = map[string]string{
 
 // Validate checks header names and values.
 func (c *Config) Validate() error {
-	var p proxy.Problems
+	var p config.Problems
 	c.Request.validate("request", true, &p)
 	c.Response.validate("response", false, &p)
 	return p.Err()
 }
 
-func (o *Ops) validate(dir string, request bool, p *proxy.Problems) {
+func (o *Ops) validate(dir string, request bool, p *config.Problems) {
 	check := func(key, name string, set bool) {
-		if !proxy.ValidToken(name) {
+		if !httpx.ValidToken(name) {
 			p.Addf(key, "invalid header name %q", name)
 			return
 		}

@@ -7,6 +7,8 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"hash"
 	"slices"
 	"strconv"
@@ -29,7 +31,7 @@ const (
 
 var allParts = []string{PartMethod, PartPath, PartQuery, PartTimestamp, PartBody}
 
-func (c *Credential) checkHMAC(at func(string) string, p *proxy.Problems) {
+func (c *Credential) checkHMAC(at func(string) string, p *config.Problems) {
 	if !c.Secret.IsSet() {
 		p.Add(at("secret"), "is required (is its ${VAR} or file: source empty?)")
 	}
@@ -48,7 +50,7 @@ func (c *Credential) checkHMAC(at func(string) string, p *proxy.Problems) {
 	if c.Header == "" {
 		c.Header = defaultHMACHeader
 	}
-	if !proxy.ValidToken(c.Header) || reservedHeader(c.Header) {
+	if !httpx.ValidToken(c.Header) || reservedHeader(c.Header) {
 		p.Addf(at("header"), "invalid header name %q", c.Header)
 	}
 	if len(c.Sign) == 0 {
@@ -68,7 +70,7 @@ func (c *Credential) checkHMAC(at func(string) string, p *proxy.Problems) {
 	if seen[PartTimestamp] && c.TimestampHeader == "" {
 		c.TimestampHeader = defaultTimestampHdr
 	}
-	if c.TimestampHeader != "" && (!proxy.ValidToken(c.TimestampHeader) || reservedHeader(c.TimestampHeader)) {
+	if c.TimestampHeader != "" && (!httpx.ValidToken(c.TimestampHeader) || reservedHeader(c.TimestampHeader)) {
 		p.Addf(at("timestamp_header"), "invalid header name %q", c.TimestampHeader)
 	}
 	if strings.ContainsAny(c.Prefix, "\r\n\x00") {

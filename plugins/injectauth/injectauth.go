@@ -14,6 +14,8 @@ package injectauth
 import (
 	"errors"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"slices"
 	"strings"
 	"time"
@@ -47,25 +49,25 @@ type Credential struct {
 	Type string `koanf:"type" json:"type"`
 
 	// Token is the bearer token (type bearer): sent as "Authorization: Bearer TOKEN".
-	Token proxy.Secret `koanf:"token" json:"token,omitempty"`
+	Token config.Secret `koanf:"token" json:"token,omitempty"`
 	// Name is the header (type header) or query parameter (type query) that carries Value.
 	Name string `koanf:"name" json:"name,omitempty"`
 	// Value is the header or query parameter value (types header, query).
-	Value proxy.Secret `koanf:"value" json:"value,omitempty"`
+	Value config.Secret `koanf:"value" json:"value,omitempty"`
 	// Keys is a pool of tokens or values (types bearer, header, query) used
 	// instead of Token/Value, one per request in turn (round-robin), so that
 	// a per-key quota is multiplied.
-	Keys []proxy.Secret `koanf:"keys" json:"keys,omitempty"`
+	Keys []config.Secret `koanf:"keys" json:"keys,omitempty"`
 	// Username and Password are sent as HTTP Basic credentials (type basic).
-	Username string       `koanf:"username" json:"username,omitempty"`
-	Password proxy.Secret `koanf:"password" json:"password,omitempty"`
+	Username string        `koanf:"username" json:"username,omitempty"`
+	Password config.Secret `koanf:"password" json:"password,omitempty"`
 
 	// OAuth2 client credentials (RFC 6749 §4.4).
 	// TokenURL is the provider's token endpoint (http or https).
 	TokenURL string `koanf:"token_url" json:"token_url,omitempty"`
 	// ClientID and ClientSecret identify the gateway's OAuth2 app.
-	ClientID     string       `koanf:"client_id" json:"client_id,omitempty"`
-	ClientSecret proxy.Secret `koanf:"client_secret" json:"client_secret,omitempty"`
+	ClientID     string        `koanf:"client_id" json:"client_id,omitempty"`
+	ClientSecret config.Secret `koanf:"client_secret" json:"client_secret,omitempty"`
 	// Scopes are requested space-separated in "scope"; none by default.
 	Scopes []string `koanf:"scopes" json:"scopes,omitempty"`
 	// Audience, when set, is sent as "audience" (Auth0 and others need it).
@@ -77,11 +79,11 @@ type Credential struct {
 	// RefreshBefore is how long before its expiry a token is replaced, in the
 	// background (with up to 10% jitter). Default 60s; for short-lived tokens
 	// at most half their lifetime is used.
-	RefreshBefore proxy.Duration `koanf:"refresh_before" json:"refresh_before,omitempty"`
+	RefreshBefore config.Duration `koanf:"refresh_before" json:"refresh_before,omitempty"`
 
 	// HMAC request signing (see README for the exact string to sign).
 	// Secret is the signing key.
-	Secret proxy.Secret `koanf:"secret" json:"secret,omitempty"`
+	Secret config.Secret `koanf:"secret" json:"secret,omitempty"`
 	// Algorithm is sha256 (default) or sha512.
 	Algorithm string `koanf:"algorithm" json:"algorithm,omitempty"`
 	// Header receives the signature. Default "X-Signature".
@@ -117,7 +119,7 @@ func (c *Config) VariesByConsumer() bool { return len(c.Consumers) > 0 }
 
 // Validate checks the main credential and every override, and fills defaults.
 func (c *Config) Validate() error {
-	var p proxy.Problems
+	var p config.Problems
 	c.Credential.check("", &p)
 	for _, name := range sortedKeys(c.Consumers) {
 		o := c.Consumers[name]
@@ -133,7 +135,7 @@ func (c *Config) Validate() error {
 	return p.Err()
 }
 
-func (c *Credential) check(prefix string, p *proxy.Problems) {
+func (c *Credential) check(prefix string, p *config.Problems) {
 	at := func(key string) string {
 		if prefix == "" {
 			return key
@@ -177,7 +179,7 @@ func (c *Credential) check(prefix string, p *proxy.Problems) {
 		switch {
 		case c.Name == "":
 			p.Add(at("name"), "is required")
-		case c.Type == TypeHeader && !proxy.ValidToken(c.Name):
+		case c.Type == TypeHeader && !httpx.ValidToken(c.Name):
 			p.Addf(at("name"), "invalid header name %q", c.Name)
 		case c.Type == TypeHeader && reservedHeader(c.Name):
 			p.Addf(at("name"), "header %q cannot carry a credential here (the gateway owns it)", c.Name)
@@ -198,7 +200,7 @@ func (c *Credential) check(prefix string, p *proxy.Problems) {
 	}
 }
 
-func (c *Credential) checkValueOrKeys(at func(string) string, field string, v proxy.Secret, p *proxy.Problems) {
+func (c *Credential) checkValueOrKeys(at func(string) string, field string, v config.Secret, p *config.Problems) {
 	switch {
 	case v.IsSet() && len(c.Keys) > 0:
 		p.Addf(at(field), "set %s or keys, not both", field)
@@ -207,7 +209,7 @@ func (c *Credential) checkValueOrKeys(at func(string) string, field string, v pr
 	}
 	vals := c.Keys
 	if v.IsSet() {
-		vals = []proxy.Secret{v}
+		vals = []config.Secret{v}
 	}
 	for i, k := range c.Keys {
 		if !k.IsSet() {
@@ -261,7 +263,7 @@ var (
 
 func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	c := cfg.(*Config)
-	var p proxy.Problems
+	var p config.Problems
 	for _, name := range sortedKeys(c.Consumers) {
 		if _, ok := b.Config.Consumers[name]; !ok {
 			p.Addf("consumers."+name, "unknown consumer %q (not in the top-level consumers)", name)
@@ -282,12 +284,12 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		for _, name := range sortedKeys(c.Consumers) {
 			in, err := newInjector(c.Consumers[name], b)
 			if err != nil {
-				var fe *proxy.FieldError
+				var fe *config.FieldError
 				if errors.As(err, &fe) {
 					fe.Path = "consumers." + name + "." + fe.Path
 					return nil, fe
 				}
-				return nil, &proxy.FieldError{Path: "consumers." + name, Msg: err.Error()}
+				return nil, &config.FieldError{Path: "consumers." + name, Msg: err.Error()}
 			}
 			ia.byConsumer[name] = in
 			ia.all = append(ia.all, in)
@@ -305,7 +307,7 @@ func newInjector(c *Credential, b *proxy.Build) (injector, error) {
 	case TypeHMAC:
 		return newHMAC(c)
 	}
-	return nil, &proxy.FieldError{Path: "type", Msg: "unknown type " + c.Type}
+	return nil, &config.FieldError{Path: "type", Msg: "unknown type " + c.Type}
 }
 
 // Handle attaches the consumer's (or the route's) credential and calls next.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -37,10 +38,10 @@ const (
 	maxBackoff   = time.Minute
 )
 
-func (c *Credential) checkOAuth2(at func(string) string, p *proxy.Problems) {
+func (c *Credential) checkOAuth2(at func(string) string, p *config.Problems) {
 	if c.TokenURL == "" {
 		p.Add(at("token_url"), "is required")
-	} else if err := proxy.CheckHTTPURL(c.TokenURL); err != nil {
+	} else if err := config.CheckHTTPURL(c.TokenURL); err != nil {
 		p.AddErr(at("token_url"), err)
 	}
 	if c.ClientID == "" {
@@ -56,7 +57,7 @@ func (c *Credential) checkOAuth2(at func(string) string, p *proxy.Problems) {
 		p.Addf(at("auth_style"), "unknown style %q: want header (HTTP Basic) or body", c.AuthStyle)
 	}
 	if c.RefreshBefore == 0 {
-		c.RefreshBefore = proxy.Duration(defaultRefreshBefore)
+		c.RefreshBefore = config.Duration(defaultRefreshBefore)
 	}
 	for i, s := range c.Scopes {
 		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {

@@ -1,6 +1,7 @@
 package injectauth
 
 import (
+	"github.com/sluice-gw/sluice/proxy/config"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -25,7 +26,7 @@ func TestTokenSourceSingleFlight(t *testing.T) {
 	defer srv.Close()
 
 	c := &Credential{Type: TypeOAuth2, TokenURL: srv.URL, ClientID: "id", ClientSecret: "secret"}
-	var p proxy.Problems
+	var p config.Problems
 	c.check("", &p)
 	if err := p.Err(); err != nil {
 		t.Fatal(err)
@@ -90,7 +91,7 @@ func testTokenIsReused(t *testing.T, expiresIn string) {
 	}))
 	defer srv.Close()
 	c := &Credential{Type: TypeOAuth2, TokenURL: srv.URL, ClientID: "id", ClientSecret: "secret"}
-	var p proxy.Problems
+	var p config.Problems
 	c.check("", &p)
 	store := map[string]any{}
 	b := &proxy.Build{Upstream: "u", Registerer: prometheus.NewRegistry(), Shared: func(k string, create func() any) any {

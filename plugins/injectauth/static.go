@@ -2,6 +2,7 @@ package injectauth
 
 import (
 	"encoding/base64"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"net/url"
 	"sync/atomic"
 
@@ -26,7 +27,7 @@ func newStatic(c *Credential) *static {
 	switch c.Type {
 	case TypeBearer:
 		if c.Token.IsSet() {
-			secrets = []proxy.Secret{c.Token}
+			secrets = []config.Secret{c.Token}
 		}
 		s.name = strAuthorization
 		for _, k := range secrets {
@@ -34,7 +35,7 @@ func newStatic(c *Credential) *static {
 		}
 	case TypeHeader, TypeQuery:
 		if c.Value.IsSet() {
-			secrets = []proxy.Secret{c.Value}
+			secrets = []config.Secret{c.Value}
 		}
 		s.query = c.Type == TypeQuery
 		s.name = []byte(c.Name)

@@ -2,6 +2,7 @@ package injectauth_test
 
 import (
 	"encoding/base64"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"net/url"
 	"strings"
 	"testing"
@@ -175,7 +176,7 @@ func TestVariesByConsumer(t *testing.T) {
 		{`{type: bearer, token: a}`, false},
 		{`{type: bearer, token: a, consumers: {billing: {token: b}}}`, true},
 	} {
-		cfg, err := proxy.LoadBytes([]byte(consumers + `
+		cfg, err := config.LoadBytes([]byte(consumers + `
 upstreams: {up: {url: "http://127.0.0.1:9"}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {inject_auth: ` + c.block + `}}}
 `))
@@ -183,7 +184,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {inject_auth: ` + c.block + 
 			t.Fatal(err)
 		}
 		ic := injectauth.Factory.NewConfig()
-		if err := proxy.DecodeBlock(cfg.Routes["r"].Plugins["inject_auth"], ic); err != nil {
+		if err := config.DecodeBlock(cfg.Routes["r"].Plugins["inject_auth"], ic); err != nil {
 			t.Fatal(err)
 		}
 		cs, ok := ic.(proxy.ConsumerScoped)

@@ -11,6 +11,8 @@ package normalizeerrors
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy"
@@ -34,12 +36,12 @@ type Config struct {
 	// larger bodies are normalized without them. A compressed body is
 	// decompressed up to MaxParse only; beyond it, it is neither parsed nor
 	// kept. Default 1MiB.
-	MaxParse proxy.Size `koanf:"max_parse" json:"max_parse"`
+	MaxParse config.Size `koanf:"max_parse" json:"max_parse"`
 }
 
 // Validate checks the pointers.
 func (c *Config) Validate() error {
-	var p proxy.Problems
+	var p config.Problems
 	if _, err := jsonpointer.Parse(c.Message); err != nil {
 		p.Add("message", err.Error())
 	}
@@ -112,7 +114,7 @@ func (n *Normalizer) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 		Retryable: retryable(status, &ctx.Request),
 	}
 	if ra := resp.Header.Peek("Retry-After"); len(ra) > 0 {
-		p.RetryAfter = ceilSecs(proxy.ParseRetryAfter(ra, time.Now()))
+		p.RetryAfter = ceilSecs(httpx.ParseRetryAfter(ra, time.Now()))
 	}
 	if p.RetryAfter == 0 && (status == 429 || status == 503) {
 		p.RetryAfter = 1 // none, unreadable or past: 429 and 503 always carry one

@@ -2,11 +2,11 @@ package ratelimit
 
 import (
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"math"
 	"strings"
 	"time"
-
-	"github.com/sluice-gw/sluice/proxy"
 )
 
 // Limit is one token bucket: Rate calls per Per, up to Burst at once, counted
@@ -16,7 +16,7 @@ type Limit struct {
 	// are fine (rate: 0.5, per: 1s is one call every two seconds).
 	Rate float64 `koanf:"rate" json:"rate"`
 	// Per is the period of Rate. Default 1s.
-	Per proxy.Duration `koanf:"per" json:"per"`
+	Per config.Duration `koanf:"per" json:"per"`
 	// Burst is how many calls may go at once on a full bucket. Default: Rate
 	// rounded up (at least 1).
 	Burst int `koanf:"burst" json:"burst"`
@@ -51,7 +51,7 @@ type Config struct {
 	Mode string `koanf:"mode" json:"mode"`
 	// MaxWait bounds the wait in queue mode. Default 1s; a call that would
 	// wait longer gets the 429 at once.
-	MaxWait proxy.Duration `koanf:"max_wait" json:"max_wait"`
+	MaxWait config.Duration `koanf:"max_wait" json:"max_wait"`
 	// MaxKeys bounds the buckets of one keyed limit (consumer, ip, header).
 	// When it is reached, new keys share one overflow bucket until idle keys
 	// expire. Default 100000.
@@ -59,7 +59,7 @@ type Config struct {
 	// IdleTimeout drops the bucket of a key unused this long (and never
 	// before its bucket has refilled, so forgetting it gives nothing away).
 	// Default 10m.
-	IdleTimeout proxy.Duration `koanf:"idle_timeout" json:"idle_timeout"`
+	IdleTimeout config.Duration `koanf:"idle_timeout" json:"idle_timeout"`
 	// Nodes is the number of gateways sharing distributed limits. While
 	// Redis is unreachable, each gateway enforces rate/nodes (and
 	// burst/nodes, at least 1) locally, so that the cluster as a whole stays
@@ -74,8 +74,8 @@ const (
 )
 
 func newConfig() any {
-	return &Config{Mode: modeReject, MaxWait: proxy.Duration(time.Second), MaxKeys: 100000,
-		IdleTimeout: proxy.Duration(10 * time.Minute)}
+	return &Config{Mode: modeReject, MaxWait: config.Duration(time.Second), MaxKeys: 100000,
+		IdleTimeout: config.Duration(10 * time.Minute)}
 }
 
 // limits returns the limits of the block with their defaults filled in.
@@ -88,7 +88,7 @@ func (c *Config) limits() []Limit {
 	for i := range ls {
 		l := &ls[i]
 		if l.Per == 0 {
-			l.Per = proxy.Duration(time.Second)
+			l.Per = config.Duration(time.Second)
 		}
 		if l.Key == "" {
 			l.Key = "upstream"
@@ -105,7 +105,7 @@ func (c *Config) limits() []Limit {
 
 // Validate checks every limit and the options.
 func (c *Config) Validate() error {
-	var p proxy.Problems
+	var p config.Problems
 	single := c.Rate != 0 || c.Key != "" || c.Burst != 0 || c.Per != 0 || c.Name != "" || c.Distributed != nil
 	if single && len(c.Limits) > 0 {
 		p.Add("limits", "use either rate/per/burst/key at the top or a limits list, not both")
@@ -189,7 +189,7 @@ func parseKey(k string) (keyKind, string, error) {
 		return keyIP, "", nil
 	}
 	if name, ok := strings.CutPrefix(k, "header:"); ok {
-		if !proxy.ValidToken(name) {
+		if !httpx.ValidToken(name) {
 			return 0, "", fmt.Errorf("invalid header name %q in %q", name, k)
 		}
 		return keyHeader, name, nil

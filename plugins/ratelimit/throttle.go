@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"bytes"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -151,7 +152,7 @@ func (p *pause) observe(resp *fasthttp.Response) {
 // whatever the headers say.
 func providerPause(status int, retryAfter, rl, xrem, xreset, drem, dreset []byte, now time.Time) (remaining int64, pauseFor time.Duration) {
 	if status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable {
-		pauseFor = proxy.ParseRetryAfter(retryAfter, now)
+		pauseFor = httpx.ParseRetryAfter(retryAfter, now)
 		if pauseFor == 0 && status == fasthttp.StatusTooManyRequests {
 			pauseFor = time.Second
 		}

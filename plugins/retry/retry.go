@@ -23,6 +23,8 @@ package retry
 import (
 	crand "crypto/rand"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -42,10 +44,10 @@ type Config struct {
 	// Backoff is the base of the exponential backoff: before retry n Sluice
 	// waits a random time between 0 and min(max_backoff, backoff*2^(n-1))
 	// ("full jitter"). Default 100ms.
-	Backoff proxy.Duration `koanf:"backoff" json:"backoff"`
+	Backoff config.Duration `koanf:"backoff" json:"backoff"`
 	// MaxBackoff caps one wait. Default 2s. A provider's Retry-After may ask
 	// for longer: it is honoured when it fits the deadline.
-	MaxBackoff proxy.Duration `koanf:"max_backoff" json:"max_backoff"`
+	MaxBackoff config.Duration `koanf:"max_backoff" json:"max_backoff"`
 	// On lists what is retried: statuses (503) or classes ("5xx"), timeout
 	// (the attempt timed out) and conn_error (connection refused, reset or
 	// closed, malformed answer). Default [502, 503, 504, timeout, conn_error].
@@ -64,7 +66,7 @@ type Config struct {
 	// routes of the upstream. Default 0.2.
 	Budget float64 `koanf:"budget" json:"budget"`
 	// BudgetWindow is the window of the budget. Default 10s.
-	BudgetWindow proxy.Duration `koanf:"budget_window" json:"budget_window"`
+	BudgetWindow config.Duration `koanf:"budget_window" json:"budget_window"`
 	// MinRetries are allowed per window whatever the budget, so that a
 	// quiet upstream still gets its retries. Default 10.
 	MinRetries int `koanf:"min_retries" json:"min_retries"`
@@ -73,12 +75,12 @@ type Config struct {
 func newConfig() any {
 	return &Config{
 		Attempts:       3,
-		Backoff:        proxy.Duration(100 * time.Millisecond),
-		MaxBackoff:     proxy.Duration(2 * time.Second),
+		Backoff:        config.Duration(100 * time.Millisecond),
+		MaxBackoff:     config.Duration(2 * time.Second),
 		On:             []string{"502", "503", "504", "timeout", "conn_error"},
 		IdempotencyKey: "require",
 		Budget:         0.2,
-		BudgetWindow:   proxy.Duration(10 * time.Second),
+		BudgetWindow:   config.Duration(10 * time.Second),
 		MinRetries:     10,
 	}
 }
@@ -87,7 +89,7 @@ var idempotentMethods = []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
 
 // Validate checks the settings and fills the default methods.
 func (c *Config) Validate() error {
-	var p proxy.Problems
+	var p config.Problems
 	if c.Attempts < 1 || c.Attempts > 10 {
 		p.Addf("attempts", "must be between 1 and 10 (tries in all, the first included), got %d", c.Attempts)
 	}
@@ -104,7 +106,7 @@ func (c *Config) Validate() error {
 		if s == "timeout" || s == "conn_error" {
 			continue
 		}
-		lo, _, err := proxy.ParseStatusSpec(s)
+		lo, _, err := httpx.ParseStatusSpec(s)
 		switch {
 		case err != nil:
 			p.Addf(fmt.Sprintf("on[%d]", i), "%q: want a status (503), a class (\"5xx\"), timeout or conn_error", s)
@@ -124,14 +126,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, m := range c.Methods {
-		if !proxy.ValidToken(m) || m != strings.ToUpper(m) {
+		if !httpx.ValidToken(m) || m != strings.ToUpper(m) {
 			p.Addf(fmt.Sprintf("methods[%d]", i), "invalid method %q: want an upper-case method such as GET", m)
 		}
 	}
 	if c.Budget < 0 || c.Budget > 1 {
 		p.Addf("budget", "must be between 0 and 1 (a share of the upstream's requests), got %v", c.Budget)
 	}
-	if c.BudgetWindow < proxy.Duration(time.Second) {
+	if c.BudgetWindow < config.Duration(time.Second) {
 		p.Addf("budget_window", "must be at least 1s, got %s", c.BudgetWindow)
 	}
 	if c.MinRetries < 0 {
@@ -201,7 +203,7 @@ func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		case reasonConnError:
 			p.onConn = idx
 		default:
-			lo, hi, _ := proxy.ParseStatusSpec(s)
+			lo, hi, _ := httpx.ParseStatusSpec(s)
 			for st := lo; st <= hi; st++ {
 				if p.onStatus[st] < 0 {
 					p.onStatus[st] = idx
@@ -335,7 +337,7 @@ func (p *Plugin) retryable(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, err err
 	}
 	var after time.Duration
 	if ra := ctx.Response.Header.Peek("Retry-After"); len(ra) > 0 {
-		after = proxy.ParseRetryAfter(ra, time.Now())
+		after = httpx.ParseRetryAfter(ra, time.Now())
 	}
 	return p.onStatus[s], after
 }

@@ -2,6 +2,7 @@ package proxytest
 
 import (
 	"context"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"net"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func NewInMemory(tb testing.TB, yaml string, h fasthttp.RequestHandler) *InMemor
 	up := &fasthttp.Server{Handler: h, NoDefaultServerHeader: true, NoDefaultDate: true}
 	go func() { _ = up.Serve(upLn) }()
 
-	cfg, err := proxy.LoadBytes([]byte(yaml))
+	cfg, err := config.LoadBytes([]byte(yaml))
 	if err != nil {
 		tb.Fatalf("config: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"net"
 	"net/http"
@@ -161,7 +162,7 @@ func StartGateway(t testing.TB, yaml string, opt ...Options) *Gateway {
 	}
 	file := o.Dir + "/sluice.yaml"
 	WriteFile(t, file, yaml)
-	cfg, err := proxy.Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -295,13 +296,13 @@ func stringsReader(s string) io.Reader { return strings.NewReader(s) }
 // ConfigProblems checks yaml like `sluice validate` does (load, then compile
 // with the built-in plugins) and returns every problem; nil when it is valid.
 // A file that cannot be parsed at all fails the test.
-func ConfigProblems(t testing.TB, yaml string) []*proxy.FieldError {
+func ConfigProblems(t testing.TB, yaml string) []*config.FieldError {
 	t.Helper()
 	file := t.TempDir() + "/sluice.yaml"
 	WriteFile(t, file, yaml)
-	cfg, err := proxy.Load(file)
-	var out []*proxy.FieldError
-	var ce *proxy.ConfigError
+	cfg, err := config.Load(file)
+	var out []*config.FieldError
+	var ce *config.ConfigError
 	switch {
 	case errors.As(err, &ce):
 		out = append(out, ce.Problems...)
@@ -310,7 +311,7 @@ func ConfigProblems(t testing.TB, yaml string) []*proxy.FieldError {
 	}
 	if errors.As(proxy.Check(cfg, plugins.Registry()), &ce) {
 		for _, p := range ce.Problems {
-			if !slices.ContainsFunc(out, func(q *proxy.FieldError) bool { return *q == *p }) {
+			if !slices.ContainsFunc(out, func(q *config.FieldError) bool { return *q == *p }) {
 				out = append(out, p)
 			}
 		}
@@ -320,7 +321,7 @@ func ConfigProblems(t testing.TB, yaml string) []*proxy.FieldError {
 
 // WantOneProblem fails the test unless probs is exactly one problem at path
 // whose message contains msg; with path "", unless probs is empty.
-func WantOneProblem(t testing.TB, probs []*proxy.FieldError, path, msg string) {
+func WantOneProblem(t testing.TB, probs []*config.FieldError, path, msg string) {
 	t.Helper()
 	switch {
 	case path == "" && len(probs) != 0:

@@ -1,7 +1,8 @@
-package proxy_test
+package config_test
 
 import (
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,7 +32,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 
 func TestExampleConfigIsValid(t *testing.T) {
 	t.Parallel()
-	cfg, err := proxy.Load("../config.example.yaml")
+	cfg, err := config.Load("../../config.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +43,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 
 func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
-	cfg, err := proxy.LoadBytes([]byte(minimal))
+	cfg, err := config.LoadBytes([]byte(minimal))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	t.Setenv("SLUICE_UPSTREAMS__UP__MAX_CONNS", "7")
 	t.Setenv("SLUICE_UPSTREAMS__UP__TIMEOUT", "3s")
 	t.Setenv("SLUICE_ADMIN_TOKEN", "not-an-override") // no "__": a plain variable, not a key
-	cfg, err := proxy.Load(file)
+	cfg, err := config.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +194,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	}
 
 	t.Setenv("SLUICE_SERVER__READ_TIMEOUT", "soon")
-	_, err = proxy.Load(file)
+	_, err = config.Load(file)
 	if err == nil || !strings.Contains(err.Error(), "server.read_timeout") || !strings.Contains(err.Error(), "SLUICE_SERVER__READ_TIMEOUT") {
 		t.Errorf("a bad override must name the key and the variable: %v", err)
 	}
@@ -201,9 +202,9 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 
 func TestSecretNeverPrints(t *testing.T) {
 	t.Parallel()
-	s := proxy.Secret("hunter2")
+	s := config.Secret("hunter2")
 	for _, out := range []string{s.String(), fmt.Sprint(s), fmt.Sprintf("%v %s %q %x %#v %+v", s, s, s, s, s, s),
-		fmt.Sprintf("%v", struct{ T proxy.Secret }{s})} {
+		fmt.Sprintf("%v", struct{ T config.Secret }{s})} {
 		if strings.Contains(out, "hunter2") || strings.Contains(out, fmt.Sprintf("%x", "hunter2")) {
 			t.Errorf("secret printed: %s", out)
 		}
@@ -218,18 +219,18 @@ func TestSecretNeverPrints(t *testing.T) {
 
 func TestSizes(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]proxy.Size{"1024": 1024, "10MiB": 10 << 20, "512kib": 512 << 10, "1GB": 1e9, "2KB": 2000, "7B": 7, "1.5KiB": 1536} {
-		got, err := proxy.ParseSize(in)
+	for in, want := range map[string]config.Size{"1024": 1024, "10MiB": 10 << 20, "512kib": 512 << 10, "1GB": 1e9, "2KB": 2000, "7B": 7, "1.5KiB": 1536} {
+		got, err := config.ParseSize(in)
 		if err != nil || got != want {
 			t.Errorf("ParseSize(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"", "MiB", "-1KiB", "10 XB", "ten"} {
-		if _, err := proxy.ParseSize(in); err == nil {
+		if _, err := config.ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) accepted", in)
 		}
 	}
-	if s := proxy.Size(10 << 20).String(); s != "10MiB" {
+	if s := config.Size(10 << 20).String(); s != "10MiB" {
 		t.Errorf("String = %s", s)
 	}
 }
@@ -261,7 +262,7 @@ routes: {r: {path: /, upstream: up}}`)
 
 func TestScalarsKeepTheirText(t *testing.T) {
 	t.Parallel()
-	cfg, err := proxy.LoadBytes([]byte(`
+	cfg, err := config.LoadBytes([]byte(`
 upstreams: {up: {url: "http://127.0.0.1:9"}}
 routes: {r: {path: /, upstream: up, methods: "GET, POST", plugins: {headers: {request: {set: {X-Debug: true, X-Api-Version: 2024-06-01, X-N: 10}}}}}}
 `))

@@ -1,4 +1,4 @@
-package proxy_test
+package httpx_test
 
 import (
 	"net/http"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 )
 
 // maxDelaySeconds is ParseRetryAfter's cap on delay-seconds.
@@ -57,7 +57,7 @@ func FuzzParseRetryAfter(f *testing.F) {
 	}
 	now := time.Unix(1_700_000_000, 0) // Tue, 14 Nov 2023 22:13:20 GMT
 	f.Fuzz(func(t *testing.T, v string) {
-		d := proxy.ParseRetryAfter([]byte(v), now)
+		d := httpx.ParseRetryAfter([]byte(v), now)
 		if d < 0 {
 			t.Fatalf("%q: negative delay %v", v, d)
 		}

@@ -1,12 +1,12 @@
-package proxy_test
+package config_test
 
 import (
+	"github.com/sluice-gw/sluice/proxy/config"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/proxytest"
 )
 
@@ -45,7 +45,7 @@ func TestSecretFromFile(t *testing.T) {
 	file := filepath.Join(dir, "admin-token")
 	proxytest.WriteFile(t, file, "file-secret-value-1\n")
 	doc := minimal + "admin: {token: \"file:" + file + "\"}\nconsumers: {billing: {keys: [\"file:" + file + "\"]}}\n"
-	cfg, err := proxy.LoadBytes([]byte(doc))
+	cfg, err := config.LoadBytes([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestSecretFromFile(t *testing.T) {
 
 	// A reload reads the file again.
 	proxytest.WriteFile(t, file, "file-secret-value-2")
-	cfg, err = proxy.LoadBytes([]byte(doc))
+	cfg, err = config.LoadBytes([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,13 @@
-package proxy
+package config
 
 import (
 	"fmt"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"net"
 	"net/url"
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -507,12 +507,12 @@ func (u *UpstreamConfig) validate(key string, p *Problems) {
 	case u.URL != "" && len(u.Targets) > 0:
 		p.Add(key, "set url or targets, not both")
 	case u.URL != "":
-		if err := checkUpstreamURL(u.URL); err != nil {
+		if err := CheckUpstreamURL(u.URL); err != nil {
 			p.Addf(key+".url", "%v", err)
 		}
 	default:
 		for i, t := range u.Targets {
-			if err := checkUpstreamURL(t); err != nil {
+			if err := CheckUpstreamURL(t); err != nil {
 				p.Addf(fmt.Sprintf("%s.targets[%d]", key, i), "%v", err)
 			}
 		}
@@ -572,7 +572,7 @@ func (u *UpstreamConfig) validate(key string, p *Problems) {
 			p.Add(hk+".healthy_statuses", "must list at least one status")
 		}
 		for i, st := range h.HealthyStatuses {
-			if _, _, err := ParseStatusSpec(st); err != nil {
+			if _, _, err := httpx.ParseStatusSpec(st); err != nil {
 				p.Addf(fmt.Sprintf("%s.healthy_statuses[%d]", hk, i), "%v", err)
 			}
 		}
@@ -583,22 +583,6 @@ func (u *UpstreamConfig) validate(key string, p *Problems) {
 			p.Add(hk+".healthy_after", "must be at least 1")
 		}
 	}
-}
-
-// ParseStatusSpec reads a status code ("503") or class ("5xx") and returns
-// the inclusive range of statuses it covers. The circuit breaker, retry and
-// health checks all read status lists here.
-func ParseStatusSpec(s string) (lo, hi int, err error) {
-	s = strings.TrimSpace(strings.ToLower(s))
-	if len(s) == 3 && s[1:] == "xx" && s[0] >= '1' && s[0] <= '5' {
-		lo = int(s[0]-'0') * 100
-		return lo, lo + 99, nil
-	}
-	n, convErr := strconv.Atoi(s)
-	if convErr != nil || n < 100 || n > 599 {
-		return 0, 0, fmt.Errorf("invalid status %q: want a code from 100 to 599 or a class such as \"5xx\"", s)
-	}
-	return n, n, nil
 }
 
 func (r *RedisConfig) applyDefaults() {
@@ -638,16 +622,18 @@ func (r *RedisConfig) validate(key string, p *Problems) {
 	}
 }
 
-func unwrapPathErr(err error) error {
+// UnwrapPathErr returns the cause of a file error without the path (the key
+// that names the file is shown instead).
+func UnwrapPathErr(err error) error {
 	if pe, ok := err.(*os.PathError); ok {
 		return pe.Err
 	}
 	return err
 }
 
-// checkUpstreamURL accepts http(s)://host[:port][/base/path] and nothing
+// CheckUpstreamURL accepts http(s)://host[:port][/base/path] and nothing
 // else. Its messages show the URL with any credentials masked.
-func checkUpstreamURL(raw string) error {
+func CheckUpstreamURL(raw string) error {
 	if err := CheckHTTPURL(raw); err != nil {
 		return err
 	}
@@ -713,11 +699,11 @@ func (r *RouteConfig) validate(key string, ups map[string]UpstreamConfig, p *Pro
 	if r.Upstream == "" {
 		p.Add(key+".upstream", "is required")
 	} else if _, ok := ups[r.Upstream]; !ok {
-		p.Addf(key+".upstream", "unknown upstream %q%s", r.Upstream, suggest(r.Upstream, sortedKeys(ups)))
+		p.Addf(key+".upstream", "unknown upstream %q%s", r.Upstream, Suggest(r.Upstream, sortedKeys(ups)))
 	}
 	seen := map[string]bool{}
 	for i, m := range r.Methods {
-		if !ValidToken(m) {
+		if !httpx.ValidToken(m) {
 			p.Addf(fmt.Sprintf("%s.methods[%d]", key, i), "invalid method %q", m)
 			continue
 		}
@@ -766,8 +752,8 @@ func balancedBraces(s string) bool {
 	return depth == 0
 }
 
-// suggest returns `; did you mean "x"?` for the closest known name, if any is close.
-func suggest(name string, known []string) string {
+// Suggest returns `; did you mean "x"?` for the closest known name, if any is close.
+func Suggest(name string, known []string) string {
 	best, bestD := "", 3
 	for _, k := range known {
 		if d := editDistance(name, k); d < bestD {

@@ -1,10 +1,10 @@
-package proxy_test
+package httpx_test
 
 import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 )
 
 func TestParseRetryAfter(t *testing.T) {
@@ -23,7 +23,7 @@ func TestParseRetryAfter(t *testing.T) {
 		"99999999999999999999":          (1 << 31) * time.Second, // huge: the cap, not 0
 		"Fri, 31 Dec 9999 23:59:59 GMT": (1 << 31) * time.Second,
 	} {
-		if got := proxy.ParseRetryAfter([]byte(in), now); got != want {
+		if got := httpx.ParseRetryAfter([]byte(in), now); got != want {
 			t.Errorf("ParseRetryAfter(%q) = %v, want %v", in, got, want)
 		}
 	}

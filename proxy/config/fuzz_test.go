@@ -1,8 +1,9 @@
-package proxy_test
+package config_test
 
 import (
 	"bytes"
 	"errors"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,7 +23,7 @@ var yamlPosition = regexp.MustCompile(`\[\d+:\d+\]|line \d+`)
 // panicking.
 func FuzzLoadConfig(f *testing.F) {
 	seeds, _ := filepath.Glob("../bench/*.yaml")
-	seeds = append(seeds, "../config.example.yaml")
+	seeds = append(seeds, "../../config.example.yaml")
 	for _, name := range seeds {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -47,7 +48,7 @@ func FuzzLoadConfig(f *testing.F) {
 				t.Skip()
 			}
 		}
-		cfg, err := proxy.LoadBytes(doc)
+		cfg, err := config.LoadBytes(doc)
 		if err == nil {
 			if cfg == nil {
 				t.Fatal("nil config without an error")
@@ -57,7 +58,7 @@ func FuzzLoadConfig(f *testing.F) {
 			}
 			return
 		}
-		var ce *proxy.ConfigError
+		var ce *config.ConfigError
 		if !errors.As(err, &ce) {
 			// The YAML parser names the position of most syntax errors
 			// ("line 3"); a few carry none ("unknown anchor 'x' referenced", a

@@ -1,4 +1,4 @@
-package proxy
+package config
 
 import (
 	"errors"
@@ -31,7 +31,7 @@ const EnvPrefix = "SLUICE_"
 func Load(path string) (*Config, error) {
 	k := koanf.New(".")
 	if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, unwrapPathErr(err))
+		return nil, fmt.Errorf("config %s: %w", path, UnwrapPathErr(err))
 	}
 	envKeys := map[string]string{} // key path -> variable that set it
 	err := k.Load(env.ProviderWithValue(EnvPrefix, ".", func(name, value string) (string, any) {
@@ -178,7 +178,7 @@ func decodeStrict(input any, result any) error {
 			for _, key := range strings.Split(keys, ", ") {
 				hint := ""
 				if known != nil {
-					hint = suggest(key, known)
+					hint = Suggest(key, known)
 				}
 				p.Add(joinPath(path, key), "unknown key"+hint)
 			}

@@ -1,4 +1,4 @@
-package proxy
+package config
 
 import (
 	"fmt"
@@ -84,7 +84,7 @@ func secretHook(_ reflect.Type, to reflect.Type, data any) (any, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read secret file %q: %v", path, unwrapPathErr(err))
+		return nil, fmt.Errorf("cannot read secret file %q: %v", path, UnwrapPathErr(err))
 	}
 	v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
 	if v == "" {
