@@ -1,5 +1,6 @@
-// Package plugins lists the plugins built into Sluice. Adding a plugin is one
-// package under plugins/ and one line here.
+// Package plugins is the pipeline of the plugins built into Sluice: which
+// plugins exist, and where each of their parts runs. Adding a plugin is one
+// package under plugins/ and one line here, at the place where it must run.
 package plugins
 
 import (
@@ -14,19 +15,22 @@ import (
 	"github.com/sluice-gw/sluice/proxy"
 )
 
-// All returns the factories of every built-in plugin.
-func All() []*proxy.Factory {
-	return []*proxy.Factory{
-		normalizeerrors.Factory,
-		headers.Factory,
-		circuitbreaker.Factory,
-		retry.Factory,
-		authenticate.Factory,
-		injectauth.Factory,
-		ratelimit.Factory,
-		cache.Factory,
+// Pipeline lists every place in the pipeline, outermost first: a request
+// passes them top to bottom on its way to the upstream, and the answer
+// comes back bottom to top. The order is fixed here, whatever the YAML says.
+func Pipeline() []proxy.Place {
+	return []proxy.Place{
+		normalizeerrors.Factory, // sees every answer last, gateway errors included
+		authenticate.Factory,    // who is calling: nothing below runs for a refused caller
+		ratelimit.Factory,       // the caller's fair share, counted for every call, hits included
+		headers.Factory,         // request edits before cache keys; response edits on hits too
+		cache.Factory,           // a hit ends the call here
+		injectauth.Factory,      // the provider's credentials, once per call, kept by every retry
+		retry.Factory,           // each attempt below runs once per try
+		circuitbreaker.Factory,  // a failing target is not called
+		ratelimit.Factory.Part(ratelimit.PartUpstreamQuota), // the provider's quota, per attempt that leaves
 	}
 }
 
-// Registry returns a registry of every built-in plugin.
-func Registry() *proxy.Registry { return proxy.NewRegistry(All()...) }
+// Registry returns the pipeline of every built-in plugin.
+func Registry() *proxy.Registry { return proxy.NewRegistry(Pipeline()...) }

@@ -132,22 +132,25 @@ func (g *Gateway) adminConfig(w http.ResponseWriter, _ *http.Request) {
 	for name, rc := range st.cfg.Routes {
 		rv := routeView{RouteConfig: rc, Plugins: map[string]pluginView{}}
 		if rt := st.routes[name]; rt != nil {
-			for _, sp := range rt.plugins {
-				rv.Plugins[sp.name] = pluginView{Source: sp.source, Config: sp.config}
+			for _, bp := range rt.plugins {
+				rv.Plugins[bp.name] = pluginView{Source: bp.source, Config: bp.config}
 			}
 		}
 		routes[name] = rv
 	}
-	out, err := json.MarshalIndent(map[string]any{
+	view := map[string]any{
 		"server":    st.cfg.Server,
 		"log":       st.cfg.Log,
 		"admin":     st.cfg.Admin,
 		"cluster":   st.cfg.Cluster,
-		"cache":     st.cfg.Cache,
 		"consumers": st.cfg.Consumers, // keys are Secrets: shown as [redacted]
 		"upstreams": st.cfg.Upstreams,
 		"routes":    routes,
-	}, "", "  ")
+	}
+	for key, sec := range st.sections { // plugin-owned sections, as decoded
+		view[key] = sec
+	}
+	out, err := json.MarshalIndent(view, "", "  ")
 	if err != nil {
 		writeAdminProblem(w, nil, http.StatusInternalServerError, CodeInternalError, "cannot render the config")
 		return

@@ -32,22 +32,30 @@ type state struct {
 	reports []statusReport           // plugin sections of /admin/upstreams
 
 	active   atomic.Int64 // requests being served with this state
-	starters []Starter
-	closers  []Closer
+	checkers []*healthChecker
+	shared   *sharedStore
+	held     []*sharedEntry // the shared resources this state holds (see Share)
+	sections map[string]any // plugin-owned top-level sections, decoded, by key
+	onStart  []func()       // see Build.OnStart
 }
 
 // Route is one compiled route: its pipeline, ending at the upstream call.
 type Route struct {
 	Name     string
 	Upstream *Upstream
+	// Path is the route's path template, e.g. "/github/{path:*}".
+	Path string
+	// Methods the route accepts; empty means any.
+	Methods []string
+	// StripPrefix is removed from the request path before it goes upstream.
+	StripPrefix string
 	// Deadline bounds the whole call (route deadline, else the upstream's).
 	Deadline time.Duration
 
-	st          *state
-	stripPrefix string
-	handler     Handler
-	metrics     *routeMetrics
-	plugins     []stagedPlugin
+	st      *state
+	handler Handler
+	metrics *routeMetrics
+	plugins []builtPlugin
 }
 
 // decodedBlock is one plugin block as decoded at its place in the file:
@@ -77,6 +85,7 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 		maxInflight: int64(cfg.Server.MaxInflight),
 		clientKeys:  map[string]bool{},
 		admin:       map[string]AdminEndpoint{},
+		shared:      &g.shared,
 	}
 	var current *Cluster
 	if cur := g.state.Load(); cur != nil {
@@ -95,13 +104,13 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 			u.logger = st.log
 			if uc.HealthCheck != nil {
 				u.checker = newHealthChecker(u, uc.HealthCheck)
-				st.starters = append(st.starters, u.checker)
-				st.closers = append(st.closers, u.checker)
+				st.checkers = append(st.checkers, u.checker)
 			}
 			st.upstreams[name] = u
 		}
 	}
 
+	st.sections = g.decodeSections(cfg.Sections, &p)
 	blocks := map[string]*decodedBlock{}
 	g.decodeBlocks("plugins", cfg.Plugins, blocks, &p)
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
@@ -124,20 +133,13 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 			// rejected as a whole.
 			u = &Upstream{Name: rc.Upstream}
 		}
-		rt := &Route{Name: name, Upstream: u, st: st, Deadline: rc.Deadline.D(), stripPrefix: rc.StripPrefix}
+		rt := &Route{Name: name, Upstream: u, st: st, Path: rc.Path, Methods: rc.Methods,
+			StripPrefix: rc.StripPrefix, Deadline: rc.Deadline.D()}
 		if rt.Deadline == 0 {
-			rt.Deadline = cfg.Upstreams[rc.Upstream].Deadline.D()
+			rt.Deadline = u.Deadline
 		}
-		rt.plugins = g.buildPlugins(st, name, &rc, blocks, &p)
-		for _, sp := range rt.plugins {
-			if s, ok := sp.plugin.(Starter); ok {
-				st.starters = append(st.starters, s)
-			}
-			if c, ok := sp.plugin.(Closer); ok {
-				st.closers = append(st.closers, c)
-			}
-		}
-		rt.handler = chain(rt.plugins, &upstreamCall{u: u, stripPrefix: rc.StripPrefix})
+		rt.plugins = g.buildPlugins(st, rt, &rc, blocks, &p)
+		rt.handler = g.opts.Plugins.chain(rt.plugins, &upstreamCall{u: u, stripPrefix: rc.StripPrefix})
 		if err := st.table.add(name, &rc, rt.serve); err != nil {
 			p.AddErr("routes."+name+".path", err)
 			continue
@@ -158,34 +160,33 @@ func (st *state) bindMetrics(m *Metrics) {
 	}
 }
 
-// start starts the state's plugins; if one fails, those that hold resources
-// are closed again.
+// start makes the state ready to serve: it claims target health, starts the
+// shared resources no serving state has started yet, then the health checks.
 func (st *state) start() error {
 	st.claimHealth()
-	for i, s := range st.starters {
-		if err := s.Start(); err != nil {
-			st.closeExcept(st.starters[i:])
-			return fmt.Errorf("starting plugin: %w", err)
-		}
+	if err := st.shared.start(st.held); err != nil {
+		return err
+	}
+	for _, fn := range st.onStart {
+		fn()
+	}
+	for _, c := range st.checkers {
+		c.start()
 	}
 	return nil
 }
 
-// close closes the state's plugins.
-func (st *state) close() { st.closeExcept(nil) }
-
-// closeExcept closes the state's plugins but those in notStarted: a plugin
-// whose Start was never called (or failed) is not closed, so every Close
-// pairs with a successful Start. Closers without Start are always closed.
-func (st *state) closeExcept(notStarted []Starter) {
-	for _, c := range st.closers {
-		if s, ok := c.(Starter); ok && slices.Contains(notStarted, s) {
-			continue
-		}
-		if err := c.Close(); err != nil {
-			st.log.Warn("closing plugin", "error", err.Error())
-		}
+// close stops the state's health checks and lets go of its shared
+// resources: those no other state holds are closed. A state that never
+// started (rejected, or only checked) is closed the same way.
+func (st *state) close() {
+	for _, c := range st.checkers {
+		c.stop()
 	}
+	if err := st.shared.release(st.held); err != nil {
+		st.log.Warn("closing plugin resources", "error", err.Error())
+	}
+	st.held = nil
 }
 
 // dropCluster closes the state's Redis client unless other (the state that
@@ -202,7 +203,7 @@ func (g *Gateway) buildUpstream(name string, uc *config.UpstreamConfig, pools *c
 	if uc.URL != "" {
 		urls = []string{uc.URL}
 	}
-	u := &Upstream{Name: name, Timeout: uc.Timeout.D(), leastInflight: uc.Balance == config.BalanceLeastInflight,
+	u := &Upstream{Name: name, Timeout: uc.Timeout.D(), Deadline: uc.Deadline.D(), leastInflight: uc.Balance == config.BalanceLeastInflight,
 		outlier: outlierSettings{on: uc.Outlier.On(), consecutive: uc.Outlier.ConsecutiveFailures,
 			ejectFor: uc.Outlier.EjectFor.D(), maxEjectFor: uc.Outlier.MaxEjectFor.D()},
 		bodies: &g.metrics.bodies}
@@ -257,41 +258,66 @@ func (g *Gateway) decodeBlocks(prefix string, in config.PluginBlocks, out map[st
 				continue // a disabled block's other keys are not checked
 			}
 		}
-		cfg := f.NewConfig()
-		if err := config.DecodeBlock(raw, cfg); err != nil {
-			p.AddErr(path, err)
-			continue
-		}
-		if v, isV := cfg.(Validator); isV {
-			if err := v.Validate(); err != nil {
-				p.AddErr(path, err)
-				continue
-			}
-		}
-		db.config = cfg
-		db.ok = true
+		db.config, db.ok = decodeChecked(path, raw, f.newConfig, p)
 	}
 }
 
-// buildPlugins builds one route's plugins: for each plugin name, the route's
-// block wins over the upstream's, which wins over the top level's.
-func (g *Gateway) buildPlugins(st *state, route string, rc *config.RouteConfig, blocks map[string]*decodedBlock, p *config.Problems) []stagedPlugin {
-	cfg := st.cfg
-	var names []string
-	for _, level := range []config.PluginBlocks{cfg.Plugins, cfg.Upstreams[rc.Upstream].Plugins, rc.Plugins} {
-		for n := range level {
-			if !slices.Contains(names, n) {
-				names = append(names, n)
-			}
+// decodeSections decodes the plugin-owned top-level sections; a top-level
+// key that neither the gateway nor a plugin owns is an error.
+func (g *Gateway) decodeSections(raw map[string]any, p *config.Problems) map[string]any {
+	reg := g.opts.Plugins
+	out := map[string]any{}
+	for key, f := range reg.keys {
+		block, isMap := raw[key].(map[string]any)
+		if raw[key] != nil && !isMap {
+			p.Addf(key, "expected a map of settings, got %v", raw[key])
+			continue
+		}
+		if v, ok := decodeChecked(key, block, f.section.newConfig, p); ok {
+			out[key] = v
 		}
 	}
-	slices.Sort(names)
-	effective := map[string]*decodedBlock{}
-	peers := map[string]any{}
-	for _, name := range names {
+	known := append(config.TopLevelKeys(), slices.Collect(maps.Keys(reg.keys))...)
+	slices.Sort(known)
+	for _, key := range slices.Sorted(maps.Keys(raw)) {
+		if reg.keys[key] == nil {
+			p.Add(key, "unknown key"+config.Suggest(key, known))
+		}
+	}
+	return out
+}
+
+// decodeChecked makes a plugin config or section with its defaults, decodes
+// raw onto it strictly and validates it (see Factory).
+func decodeChecked(path string, raw map[string]any, newConfig func() any, p *config.Problems) (any, bool) {
+	cfg := newConfig()
+	if err := config.DecodeBlock(raw, cfg); err != nil {
+		p.AddErr(path, err)
+		return nil, false
+	}
+	if v, isV := cfg.(Validator); isV {
+		if err := v.Validate(); err != nil {
+			p.AddErr(path, err)
+			return nil, false
+		}
+	}
+	return cfg, true
+}
+
+// buildPlugins builds one route's plugins: for each plugin name, the route's
+// block wins over the upstream's, which wins over the top level's. Plugins
+// are built, and see each other's configs (Peers), in pipeline order.
+func (g *Gateway) buildPlugins(st *state, rt *Route, rc *config.RouteConfig, blocks map[string]*decodedBlock, p *config.Problems) []builtPlugin {
+	cfg, reg := st.cfg, g.opts.Plugins
+	var effective []*decodedBlock
+	for _, f := range reg.order {
+		if f.part != "" {
+			continue
+		}
+		name := f.f.name
 		var db *decodedBlock
 		for _, path := range []string{
-			"routes." + route + ".plugins." + name,
+			"routes." + rt.Name + ".plugins." + name,
 			"upstreams." + rc.Upstream + ".plugins." + name,
 			"plugins." + name,
 		} {
@@ -299,62 +325,41 @@ func (g *Gateway) buildPlugins(st *state, route string, rc *config.RouteConfig, 
 				break
 			}
 		}
-		if db == nil || !db.ok || !db.enabled {
-			continue // unknown or invalid (reported) or switched off
+		if db != nil && db.ok && db.enabled {
+			effective = append(effective, db) // else unknown or invalid (reported) or switched off
 		}
-		effective[name] = db
-		peers[name] = db.config
 	}
-	var out []stagedPlugin
-	for _, name := range names {
-		db := effective[name]
-		if db == nil {
-			continue
-		}
+	peers := make([]any, len(effective))
+	for i, db := range effective {
+		peers[i] = db.config
+	}
+	var out []builtPlugin
+	for _, db := range effective {
 		b := &Build{
-			Route:      route,
-			Upstream:   rc.Upstream,
+			Route:      rt,
+			Upstream:   rt.Upstream,
+			Consumers:  cfg.Consumers,
 			Logger:     st.log,
-			Registerer: g.metrics.Registry,
-			Shared:     g.shared.get,
-			Config:     cfg,
+			Registerer: sharedRegisterer{&g.shared},
 			Cluster:    st.cluster,
+			st:         st,
+			g:          g,
 			peers:      peers,
-			admin:      st.admin,
-			reports:    &st.reports,
 		}
-		pl, err := db.factory.New(db.config, b)
+		if sec := db.factory.section; sec != nil {
+			b.section = st.sections[sec.key]
+			if b.section == nil {
+				continue // the section is invalid (reported)
+			}
+		}
+		parts, err := db.factory.build(db.config, b)
 		if err != nil {
-			p.AddErr(db.path, fmt.Errorf("route %s: %w", route, err))
+			p.AddErr(db.path, fmt.Errorf("route %s: %w", rt.Name, err))
 			continue
 		}
-		sp := stagedPlugin{name: name, stage: db.factory.Stage, plugin: pl, config: db.config, source: db.path}
-		if ms, ok := pl.(MultiStage); ok {
-			sp.parts = ms.Parts()
-		}
-		out = append(out, sp)
+		out = append(out, builtPlugin{name: db.factory.name, parts: parts, config: db.config, source: db.path})
 	}
 	return out
-}
-
-// sharedStore keeps values that live across reloads (see Build.Shared).
-type sharedStore struct {
-	mu sync.Mutex
-	m  map[string]any
-}
-
-func (s *sharedStore) get(key string, create func() any) any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if v, ok := s.m[key]; ok {
-		return v
-	}
-	if s.m == nil {
-		s.m = map[string]any{}
-	}
-	v := create()
-	s.m[key] = v
-	return v
 }
 
 // clientPools holds the upstream connection pools by settings, so that a

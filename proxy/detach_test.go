@@ -35,9 +35,7 @@ func (d *detacher) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pro
 func TestDetachedExchangeGoesThroughThePipeline(t *testing.T) {
 	up := proxytest.NewUpstream(t, nil)
 	d := &detacher{done: make(chan string, 1)}
-	reg := proxytest.WithStandIns(&proxy.Factory{Name: "cache", Stage: proxy.StageCache,
-		NewConfig: func() any { return &detacherConfig{} },
-		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return d, nil }})
+	reg := proxytest.WithStandIns(proxy.Define("cache", func(*detacherConfig, *proxy.Build) (proxy.Plugin, error) { return d, nil }))
 	gw := proxytest.StartGateway(t, fmt.Sprintf(`
 upstreams: {up: {url: "%s"}}
 routes: {r: {path: "/{p:*}", upstream: up, deadline: 1s, plugins: {cache: {}}}}

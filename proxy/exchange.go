@@ -147,7 +147,7 @@ func (ex *Exchange) AppendUpstreamURI(dst []byte) []byte {
 	if ex.Route == nil || ex.Upstream == nil || len(ex.Upstream.Targets) == 0 {
 		return append(dst, ex.rawURI...)
 	}
-	return ex.appendOutboundURI(dst, ex.Upstream.Targets[0], ex.Route.stripPrefix)
+	return ex.appendOutboundURI(dst, ex.Upstream.Targets[0], ex.Route.StripPrefix)
 }
 
 // appendOutboundURI appends the request URI an attempt to t sends.

@@ -20,12 +20,9 @@ import (
 // several stages, peers, admin endpoints, status sections, the cluster.
 type probe struct {
 	tracer
-	parts   []proxy.Part
-	peer    any
+	peers   []proxy.ConsumerScoped
 	cluster *proxy.Cluster
 }
-
-func (p *probe) Parts() []proxy.Part { return p.parts }
 
 type probeConfig struct {
 	Split bool `koanf:"split"`
@@ -36,34 +33,27 @@ func (c *probeConfig) VariesByConsumer() bool { return c.Split }
 func probeRegistry(mu *sync.Mutex, log *[]string, built *[]*probe) *proxy.Registry {
 	tr := func(name string) *tracer { return &tracer{name: name, mu: mu, log: log} }
 	return proxytest.WithStandIns(
-		&proxy.Factory{Name: "rate_limit", Stage: proxy.StageRateLimit,
-			NewConfig: func() any { return &probeConfig{} },
-			New: func(cfg any, b *proxy.Build) (proxy.Plugin, error) {
-				p := &probe{tracer: *tr("rate_limit"), peer: b.Peer("cache"), cluster: b.Cluster}
-				if cfg.(*probeConfig).Split {
-					p.parts = []proxy.Part{
-						{Stage: proxy.StageRateLimit, Plugin: tr("rate_limit/caller")},
-						{Stage: proxy.StageUpstreamQuota, Plugin: tr("rate_limit/quota")},
-					}
-				}
-				b.HandleAdmin("POST /admin/probe", proxy.AdminEndpoint{Mutating: true, Handler: func(w http.ResponseWriter, _ *http.Request) {
-					_, _ = w.Write([]byte("probed"))
-				}})
-				b.HandleAdmin("GET /admin/probe", proxy.AdminEndpoint{Handler: func(w http.ResponseWriter, _ *http.Request) {
-					_, _ = w.Write([]byte("looked"))
-				}})
-				b.ReportStatus("probe", func() any { return map[string]string{"route": b.Route} })
-				mu.Lock()
-				*built = append(*built, p)
-				mu.Unlock()
-				return p, nil
-			}},
-		&proxy.Factory{Name: "cache", Stage: proxy.StageCache,
-			NewConfig: func() any { return &probeConfig{} },
-			New:       func(any, *proxy.Build) (proxy.Plugin, error) { return tr("cache"), nil }},
-		&proxy.Factory{Name: "circuit_breaker", Stage: proxy.StageCircuitBreaker,
-			NewConfig: func() any { return &probeConfig{} },
-			New:       func(any, *proxy.Build) (proxy.Plugin, error) { return tr("circuit_breaker"), nil }},
+		proxy.DefineParts("rate_limit", []string{"upstream_quota"}, func(c *probeConfig, b *proxy.Build) (proxy.Parts, error) {
+			p := &probe{tracer: *tr("rate_limit"), peers: proxy.Peers[proxy.ConsumerScoped](b), cluster: b.Cluster}
+			parts := proxy.Parts{"": p}
+			if c.Split {
+				parts = proxy.Parts{"": tr("rate_limit/caller"), "upstream_quota": tr("rate_limit/quota")}
+			}
+			b.HandleAdmin("POST /admin/probe", proxy.AdminEndpoint{Mutating: true, Handler: func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = w.Write([]byte("probed"))
+			}})
+			b.HandleAdmin("GET /admin/probe", proxy.AdminEndpoint{Handler: func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = w.Write([]byte("looked"))
+			}})
+			route := b.Route.Name
+			b.ReportStatus("probe", func() any { return map[string]string{"route": route} })
+			mu.Lock()
+			*built = append(*built, p)
+			mu.Unlock()
+			return parts, nil
+		}),
+		proxy.Define("cache", func(*probeConfig, *proxy.Build) (proxy.Plugin, error) { return tr("cache"), nil }),
+		proxy.Define("circuit_breaker", func(*probeConfig, *proxy.Build) (proxy.Plugin, error) { return tr("circuit_breaker"), nil }),
 	)
 }
 
@@ -90,8 +80,11 @@ routes:
 	mu.Lock()
 	p := built[len(built)-1]
 	mu.Unlock()
-	if cs, ok := p.peer.(proxy.ConsumerScoped); !ok || !cs.VariesByConsumer() {
-		t.Errorf("Peer(cache) = %#v, want the cache's decoded config", p.peer)
+	// Peers by capability: the probe's own config and the cache's (both
+	// split: true) say the answer depends on the caller; circuit_breaker's
+	// (split: false) is one too, in pipeline order.
+	if len(p.peers) != 3 || !p.peers[0].VariesByConsumer() || !p.peers[1].VariesByConsumer() || p.peers[2].VariesByConsumer() {
+		t.Errorf("Peers[ConsumerScoped] = %#v, want rate_limit's, cache's and circuit_breaker's configs in pipeline order", p.peers)
 	}
 	if p.cluster != nil {
 		t.Errorf("single-node config got a cluster")
@@ -218,16 +211,13 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {rate_limit: {}}}}
 	}
 }
 
-// lifecycle is a test plugin that records Start and Close and can fail to start.
+// lifecycle is a test plugin's shared resource that records Start and Close
+// and can fail to start.
 type lifecycle struct {
 	name string
 	fail bool
 	mu   *sync.Mutex
 	log  *[]string
-}
-
-func (l *lifecycle) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
-	return next.Handle(ctx, ex)
 }
 
 func (l *lifecycle) Start() error {
@@ -253,14 +243,13 @@ func TestFailedStartClosesOnlyStartedPlugins(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var log []string
-	mk := func(name string, stage proxy.Stage, fail bool) *proxy.Factory {
-		return &proxy.Factory{Name: name, Stage: stage, NewConfig: func() any { return &struct{}{} },
-			New: func(any, *proxy.Build) (proxy.Plugin, error) {
-				return &lifecycle{name: name, fail: fail, mu: &mu, log: &log}, nil
-			}}
+	mk := func(name string, fail bool) *proxy.Factory {
+		return proxy.Define(name, func(_ *struct{}, b *proxy.Build) (proxy.Plugin, error) {
+			proxy.Share(b, name, func() *lifecycle { return &lifecycle{name: name, fail: fail, mu: &mu, log: &log} })
+			return &tracer{name: name, mu: &mu, log: &log}, nil
+		})
 	}
-	reg := proxytest.WithStandIns(mk("authenticate", proxy.StageAuthenticate, false),
-		mk("cache", proxy.StageCache, true), mk("retry", proxy.StageRetry, false))
+	reg := proxytest.WithStandIns(mk("authenticate", false), mk("cache", true), mk("retry", false))
 	cfg, err := config.LoadBytes([]byte(`
 log: {access_log: false}
 upstreams: {up: {url: "http://127.0.0.1:9"}}

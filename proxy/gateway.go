@@ -7,10 +7,13 @@ import (
 	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,12 +73,14 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		opts.LogOutput = os.Stdout
 	}
 	g := &Gateway{opts: opts, metrics: NewMetrics(), pools: newClientPools(), started: time.Now()}
+	g.shared.registry = g.metrics.Registry
 	g.logLevel.Set(parseLevel(cfg.Log.Level))
 	st, err := g.compile(cfg, g.pools)
 	if err == nil {
 		err = st.start()
 	}
 	if err != nil {
+		st.close()
 		st.dropCluster(nil)
 		return nil, err
 	}
@@ -91,7 +96,9 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 // problem in one *ConfigError. This is `sluice validate`.
 func Check(cfg *config.Config, plugins *Registry) error {
 	g := &Gateway{opts: Options{Plugins: plugins, LogOutput: io.Discard}, metrics: NewMetrics()}
+	g.shared.registry = g.metrics.Registry
 	st, err := g.compile(cfg, newClientPools())
+	st.close()
 	st.dropCluster(nil)
 	return err
 }
@@ -372,6 +379,7 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 		err = st.start()
 	}
 	if err != nil {
+		st.close()
 		st.dropCluster(old)
 		old.claimHealth() // a failed start may have claimed target health
 		return g.rejectReload(err)
@@ -388,7 +396,7 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 			g.metrics.forgetRouteUpstream(name, ort.Upstream.Name)
 		}
 	}
-	if restart := restartNeeded(old.cfg, cfg); len(restart) > 0 {
+	if restart := append(restartNeeded(old.cfg, cfg), restartSections(old.sections, st.sections)...); len(restart) > 0 {
 		st.log.Warn("config reloaded, but these settings apply only after a restart", "keys", strings.Join(restart, ", "))
 	}
 	st.log.Info("config reloaded", "routes", len(st.routes), "upstreams", len(st.upstreams))
@@ -448,11 +456,34 @@ func restartNeeded(a, b *config.Config) []string {
 		{"server.max_header_size", x.MaxHeaderSize != y.MaxHeaderSize},
 		{"server.max_connections", x.MaxConnections != y.MaxConnections},
 		{"admin.listen", a.Admin.Listen != b.Admin.Listen},
-		{"cache.max_size", a.Cache.MaxSize != b.Cache.MaxSize},
-		{"cache.shards", a.Cache.Shards != b.Cache.Shards},
+		{"admin.pprof", a.Admin.Pprof != b.Admin.Pprof},
 	} {
 		if f.changed {
 			keys = append(keys, f.key)
+		}
+	}
+	return keys
+}
+
+// restartSections lists the changed fields of plugin-owned sections that
+// are tagged `reload:"restart"` (see WithSection).
+func restartSections(a, b map[string]any) []string {
+	var keys []string
+	for _, key := range slices.Sorted(maps.Keys(b)) {
+		x, y := reflect.ValueOf(a[key]), reflect.ValueOf(b[key])
+		if !x.IsValid() || x.Type() != y.Type() {
+			continue
+		}
+		x, y = x.Elem(), y.Elem()
+		for i := range y.NumField() {
+			f := y.Type().Field(i)
+			if f.Tag.Get("reload") != "restart" {
+				continue
+			}
+			if !reflect.DeepEqual(x.Field(i).Interface(), y.Field(i).Interface()) {
+				name, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+				keys = append(keys, key+"."+name)
+			}
 		}
 	}
 	return keys

@@ -25,7 +25,7 @@ type healthChecker struct {
 	upN      int64 // passed checks in a row that bring it back
 
 	once    sync.Once
-	stop    chan struct{}
+	stopCh  chan struct{}
 	done    chan struct{}
 	started bool
 }
@@ -33,7 +33,7 @@ type healthChecker struct {
 func newHealthChecker(u *Upstream, hc *config.HealthCheckConfig) *healthChecker {
 	c := &healthChecker{u: u, path: hc.Path, interval: hc.Interval.D(), timeout: hc.Timeout.D(),
 		downN: int64(hc.UnhealthyAfter), upN: int64(hc.HealthyAfter),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stopCh: make(chan struct{}), done: make(chan struct{})}
 	for _, s := range hc.HealthyStatuses {
 		lo, hi, _ := httpx.ParseStatusSpec(s) // validated
 		for i := lo; i <= hi && i < len(c.healthy); i++ {
@@ -43,21 +43,19 @@ func newHealthChecker(u *Upstream, hc *config.HealthCheckConfig) *healthChecker 
 	return c
 }
 
-// Start runs the first round of checks at once, then one every interval.
-func (c *healthChecker) Start() error {
+// start runs the first round of checks at once, then one every interval.
+func (c *healthChecker) start() {
 	c.started = true
 	go c.loop()
-	return nil
 }
 
-// Close stops the checks and waits for a round in progress (bounded by the
+// stop stops the checks and waits for a round in progress (bounded by the
 // check timeout).
-func (c *healthChecker) Close() error {
-	c.once.Do(func() { close(c.stop) })
+func (c *healthChecker) stop() {
+	c.once.Do(func() { close(c.stopCh) })
 	if c.started {
 		<-c.done
 	}
-	return nil
 }
 
 func (c *healthChecker) loop() {
@@ -67,7 +65,7 @@ func (c *healthChecker) loop() {
 	for {
 		c.round()
 		select {
-		case <-c.stop:
+		case <-c.stopCh:
 			return
 		case <-tick.C:
 		}

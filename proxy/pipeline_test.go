@@ -37,18 +37,12 @@ func (p *tracer) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 // tracerRegistry registers tracer plugins under the fixed names of three
 // stages, so that a test can check the order the gateway imposes.
 func tracerRegistry(mu *sync.Mutex, log *[]string) *proxy.Registry {
-	mk := func(name string, stage proxy.Stage) *proxy.Factory {
-		return &proxy.Factory{Name: name, Stage: stage,
-			NewConfig: func() any { return &tracerConfig{} },
-			New: func(any, *proxy.Build) (proxy.Plugin, error) {
-				return &tracer{name: name, mu: mu, log: log}, nil
-			}}
+	mk := func(name string) *proxy.Factory {
+		return proxy.Define(name, func(*tracerConfig, *proxy.Build) (proxy.Plugin, error) {
+			return &tracer{name: name, mu: mu, log: log}, nil
+		})
 	}
-	return proxytest.WithStandIns(
-		mk("cache", proxy.StageCache),
-		mk("authenticate", proxy.StageAuthenticate),
-		mk("retry", proxy.StageRetry),
-	)
+	return proxytest.WithStandIns(mk("cache"), mk("authenticate"), mk("retry"))
 }
 
 func TestStageOrderIsFixedByTheGateway(t *testing.T) {

@@ -2,13 +2,13 @@ package proxy
 
 import (
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"slices"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -27,99 +27,199 @@ type Plugin interface {
 	Handle(ctx *fasthttp.RequestCtx, ex *Exchange, next Handler) error
 }
 
-// Optional plugin lifecycle. Building a plugin must have no side effects
-// (validate builds every plugin without starting anything).
-type (
-	// Starter is implemented by plugins that run something in the background
-	// (a token refresher, a subscription). Start is called once the pipeline
-	// that holds the plugin is about to serve.
-	Starter interface{ Start() error }
-	// Closer is implemented by plugins that hold resources. Close is called
-	// when the pipeline that holds the plugin has been replaced by a reload
-	// and its in-flight requests are done, or at shutdown.
-	Closer interface{ Close() error }
-)
+// Parts is what a plugin that works at several stages builds for one route:
+// the handler of each of its parts, by part name ("" is the part placed
+// where the factory itself is registered). A part left out (or nil) does
+// nothing on that route and costs nothing: no link is made for it.
+type Parts map[string]Plugin
 
-// Stage fixes where a plugin runs in a route's pipeline. The order is the
-// gateway's, not the YAML's, so that a config cannot, say, put caching in
-// front of authentication. Lower stages run first (outermost).
-type Stage int
-
-// The stages, outermost first (DESIGN.md, "Request lifecycle").
-const (
-	StageNormalizeErrors Stage = 100 // sees every upstream answer last
-	StageAuthenticate    Stage = 200
-	StageRateLimit       Stage = 300
-	StageHeaders         Stage = 400 // request edits before cache keys, response edits on hits too
-	StageCache           Stage = 500
-	StageInjectAuth      Stage = 600
-	StageRetry           Stage = 700
-	StageCircuitBreaker  Stage = 800
-	// StageUpstreamQuota runs once per attempt, right before the call leaves
-	// for the provider (inside retry and the circuit breaker): limits that
-	// guard a provider's quota count here, after the cache.
-	StageUpstreamQuota Stage = 850
-)
-
-// Part is one piece of a plugin that works at more than one stage.
-type Part struct {
-	Stage  Stage
-	Plugin Plugin
-}
-
-// MultiStage is implemented by a plugin whose one YAML block acts at several
-// stages (rate_limit: per-consumer limits before the cache, per-upstream
-// limits per attempt). Its parts are placed at their own stages instead of
-// the plugin at its factory's; Start/Close are still called on the plugin.
-type MultiStage interface{ Parts() []Part }
-
-// Factory describes one plugin: its YAML name, its stage, its config and its
-// constructor. Each plugin package exports one; plugins/plugins.go lists them.
+// Factory describes one plugin: its YAML name, its config, the parts it
+// fills in the pipeline, the top-level config section it may own, and how it
+// is built. Make one with Define or DefineParts; plugins/plugins.go registers
+// it. Every plugin is made the same way, once per route and config:
+//
+//  1. its config struct is made with its defaults (a Defaults() method on
+//     the struct, if it has one);
+//  2. the YAML block is decoded onto it strictly (koanf tags; unknown keys,
+//     bad durations and sizes are errors naming the key);
+//  3. Validate() error, if the struct has it, checks it and changes nothing;
+//     errors may be *config.FieldError/*config.ConfigError with key paths
+//     relative to the block;
+//  4. build makes the plugin for one route from the checked config and a
+//     *Build. Defaults that depend on other settings are settled here.
+//
+// Building has no side effects (`sluice validate` builds every plugin
+// without serving): anything that runs in the background or holds
+// connections is a shared resource (Share), started and closed by the
+// gateway.
 type Factory struct {
-	// Name is the key of the plugin's block in YAML, e.g. "normalize_errors".
-	Name string
-	// Stage is where the plugin runs.
-	Stage Stage
-	// NewConfig returns a pointer to a new config struct holding the plugin's
-	// defaults. The YAML block is decoded onto it strictly (koanf tags). If it
-	// has a Validate() error method, that is called after decoding; errors may
-	// be *ConfigError/*FieldError with paths relative to the block.
-	NewConfig func() any
-	// New builds the plugin for one route from its decoded, validated config.
-	New func(cfg any, b *Build) (Plugin, error)
+	name      string
+	parts     []string // part names; "" is the main part
+	newConfig func() any
+	build     func(cfg any, b *Build) (Parts, error)
+	section   *section
 }
 
-// Build is what a plugin constructor gets to know about the route it is built
-// for. It is only valid during New.
+// Name is the key of the plugin's block in YAML, e.g. "normalize_errors".
+func (f *Factory) Name() string { return f.name }
+
+// NewConfig returns a new config of the plugin with its defaults, for the
+// block to be decoded onto (config.DecodeBlock).
+func (f *Factory) NewConfig() any { return f.newConfig() }
+
+// New builds the plugin's parts for one route from a decoded, validated
+// config. The gateway calls it; tests that build a plugin outside a gateway
+// use it with NewBuild.
+func (f *Factory) New(cfg any, b *Build) (Parts, error) { return f.build(cfg, b) }
+
+// An Option adds to a plugin's definition.
+type Option func(*Factory)
+
+// Define declares a plugin that runs at one place in the pipeline: the place
+// of its line in the registry. C is its config struct.
+func Define[C any](name string, build func(c *C, b *Build) (Plugin, error), opts ...Option) *Factory {
+	return DefineParts(name, nil, func(c *C, b *Build) (Parts, error) {
+		p, err := build(c, b)
+		if err != nil {
+			return nil, err
+		}
+		return Parts{"": p}, nil
+	}, opts...)
+}
+
+// DefineParts declares a plugin whose one YAML block acts at several places
+// in the pipeline (rate_limit: per-consumer limits before the cache, the
+// provider's quota on every attempt). parts names the places besides the
+// main one; the registry places each with Factory.Part.
+func DefineParts[C any](name string, parts []string, build func(c *C, b *Build) (Parts, error), opts ...Option) *Factory {
+	f := &Factory{
+		name:  name,
+		parts: append([]string{""}, parts...),
+		newConfig: func() any {
+			c := new(C)
+			if d, ok := any(c).(interface{ Defaults() }); ok {
+				d.Defaults()
+			}
+			return c
+		},
+		build: func(cfg any, b *Build) (Parts, error) { return build(cfg.(*C), b) },
+	}
+	for _, o := range opts {
+		o(f)
+	}
+	return f
+}
+
+// Part is the place of one named part of a plugin, for the registry. The
+// main part's place is the factory itself.
+func (f *Factory) Part(name string) Place {
+	if !slices.Contains(f.parts[1:], name) {
+		panic(fmt.Sprintf("proxy: plugin %q has no part %q", f.name, name))
+	}
+	return place{f, name}
+}
+
+// A Place is one line of the registry: a plugin's main part (its *Factory)
+// or another of its parts (Factory.Part).
+type Place interface{ at() place }
+
+type place struct {
+	f    *Factory
+	part string
+}
+
+func (p place) at() place    { return p }
+func (f *Factory) at() place { return place{f, ""} }
+
+// section is a top-level config section that a plugin owns.
+type section struct {
+	key       string
+	newConfig func() any
+}
+
+// WithSection gives the plugin the top-level config section key (say
+// "cache:" for the store every cache block shares). S is its struct, made,
+// decoded and checked as a plugin block is (Defaults, strict decoding,
+// Validate); the section is checked even where no route uses the plugin.
+// Fields tagged `reload:"restart"` apply at the next start: a reload that
+// changes them says so in the log. Build.Section returns it.
+func WithSection[S any](key string) Option {
+	return func(f *Factory) {
+		f.section = &section{key: key, newConfig: func() any {
+			s := new(S)
+			if d, ok := any(s).(interface{ Defaults() }); ok {
+				d.Defaults()
+			}
+			return s
+		}}
+	}
+}
+
+// Validator is implemented by plugin configs (and sections) that check
+// themselves. Validate must not change the config.
+type Validator interface{ Validate() error }
+
+// Build is what a plugin is told about the route it is built for. It is
+// only valid during the build.
 type Build struct {
-	// Route and Upstream are the names of the route and its upstream.
-	Route, Upstream string
+	// Route is the route being built: its name, path template, methods and
+	// strip prefix. Its pipeline is not linked yet.
+	Route *Route
+	// Upstream is the route's upstream, compiled: its targets (base URLs,
+	// connection pools), timeout and deadline.
+	Upstream *Upstream
+	// Consumers are the callers the config knows, by name (read-only).
+	Consumers map[string]config.ConsumerConfig
 	// Logger is the logger of the config being compiled (its level and format).
 	Logger *slog.Logger
-	// Registerer registers plugin metrics; it is the gateway's own registry.
-	// Register a collector once per process: use Shared to keep it.
+	// Registerer registers plugin metrics in the gateway's registry. Register
+	// collectors inside a Share: they are unregistered with the resource.
 	Registerer prometheus.Registerer
-	// Shared returns the value stored under key, creating it with create the
-	// first time. Values live as long as the gateway, across reloads: use it
-	// for state that must survive a reload (metric vectors, breaker state).
-	Shared func(key string, create func() any) any
-	// Config is the whole configuration being compiled (read-only): global
-	// sections such as consumers and cache live here.
-	Config *config.Config
 	// Cluster is the Redis-backed state shared with other gateways; nil in
 	// single-node mode.
 	Cluster *Cluster
 
-	peers   map[string]any
-	admin   map[string]AdminEndpoint
-	reports *[]statusReport
+	st      *state
+	g       *Gateway
+	section any
+	peers   []any // the effective configs of the route's plugins, in pipeline order
 }
 
-// Peer returns the decoded config of another plugin in effect on the same
-// route, or nil when that plugin is not on the route. A plugin whose
-// behaviour depends on another's settings (the cache partitions by consumer
-// when inject_auth's credentials depend on the caller) asks here.
-func (b *Build) Peer(name string) any { return b.peers[name] }
+// OnStart adds fn to what runs when the config being built starts serving,
+// after its shared resources have started; never for a config that is only
+// checked or is rejected. It is the moment to point shared state at this
+// config's settings (its logger, say) without disturbing the one serving.
+func (b *Build) OnStart(fn func()) { b.st.onStart = append(b.st.onStart, fn) }
+
+// Section returns the plugin's decoded top-level section (see WithSection),
+// or nil when it declares none.
+func (b *Build) Section() any { return b.section }
+
+// Peers returns the configs of the plugins in effect on the route being
+// built (its own included) that implement T, in pipeline order. A plugin
+// whose behaviour depends on what others do asks by capability, never by
+// name: the cache keeps answers apart per consumer where a ConsumerScoped
+// config says the answer depends on the caller.
+func Peers[T any](b *Build) []T {
+	var out []T
+	for _, c := range b.peers {
+		if t, ok := c.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// ConsumerScoped is implemented by plugin configs whose effect on the
+// upstream's answer depends on the calling consumer (per-consumer
+// credentials).
+type ConsumerScoped interface{ VariesByConsumer() bool }
+
+// AccessPolicy is implemented by plugin configs that decide who may call a
+// route or what the provider is sent on the caller's behalf (authentication,
+// credentials, request headers). Plugins that share answers between calls
+// keep them apart where such configs differ.
+type AccessPolicy interface{ AccessPolicy() }
 
 // AdminEndpoint is an admin API call added by a plugin (for example
 // POST /admin/cache/purge). Mutating endpoints need the admin bearer token.
@@ -128,19 +228,19 @@ type AdminEndpoint struct {
 	Handler  http.HandlerFunc
 }
 
-// HandleAdmin adds an admin endpoint; pattern is a net/http ServeMux pattern
-// with a method, e.g. "POST /admin/cache/purge". Several routes' plugins may
-// register the same pattern: the last one built wins, so register a handler
+// HandleAdmin adds an admin endpoint: "METHOD /admin/path", e.g.
+// "POST /admin/cache/purge", matched exactly. Several routes' plugins may
+// register the same one: the last one built wins, so register a handler
 // that acts on shared (not per-route) state. The endpoint lives as long as a
 // config that registers it serves.
-func (b *Build) HandleAdmin(pattern string, e AdminEndpoint) { b.admin[pattern] = e }
+func (b *Build) HandleAdmin(pattern string, e AdminEndpoint) { b.st.admin[pattern] = e }
 
 // ReportStatus adds a section to the upstream's entry in GET /admin/upstreams
 // (breaker state, limiter state...). status is called on each admin request
 // and must be safe for concurrent use. Sections are keyed by name; routes
 // that share one upstream-wide state may all report it: the first one wins.
 func (b *Build) ReportStatus(name string, status func() any) {
-	*b.reports = append(*b.reports, statusReport{upstream: b.Upstream, name: name, status: status})
+	b.st.reports = append(b.st.reports, statusReport{upstream: b.Upstream.Name, name: name, status: status})
 }
 
 type statusReport struct {
@@ -148,34 +248,75 @@ type statusReport struct {
 	status         func() any
 }
 
-// ConsumerScoped is implemented by plugin configs whose effect on the
-// upstream's answer depends on the calling consumer (per-consumer
-// credentials). Plugins that share answers between callers (the cache) keep
-// them apart per consumer on routes where a peer's config says so.
-type ConsumerScoped interface{ VariesByConsumer() bool }
-
-// Validator is implemented by plugin configs that check themselves.
-type Validator interface{ Validate() error }
-
-// Registry holds the known plugins by name.
+// Registry is the pipeline: the known plugins and the order of their parts.
 type Registry struct {
 	byName map[string]*Factory
+	order  []place
+	rank   map[place]int
+	keys   map[string]*Factory // top-level sections by key
 }
 
-// NewRegistry returns a registry of the given plugins. It panics on a
-// duplicate or incomplete factory: that is a programming error.
-func NewRegistry(factories ...*Factory) *Registry {
-	r := &Registry{byName: map[string]*Factory{}}
-	for _, f := range factories {
-		if f.Name == "" || f.NewConfig == nil || f.New == nil {
-			panic(fmt.Sprintf("proxy: incomplete plugin factory %q", f.Name))
+// NewRegistry returns the pipeline of the given places, outermost first: a
+// request passes them in this order and the answer comes back through them
+// in reverse. The order is the gateway's, not the YAML's, so that a config
+// cannot, say, put caching in front of authentication. It panics on a
+// duplicate, on a part placed twice or not at all, or on two plugins
+// claiming one section: that is a programming error.
+func NewRegistry(places ...Place) *Registry {
+	r := &Registry{byName: map[string]*Factory{}, rank: map[place]int{}, keys: map[string]*Factory{}}
+	for _, pl := range places {
+		p := pl.at()
+		if p.f.name == "" || p.f.build == nil {
+			panic(fmt.Sprintf("proxy: incomplete plugin factory %q", p.f.name))
 		}
-		if _, dup := r.byName[f.Name]; dup {
-			panic(fmt.Sprintf("proxy: plugin %q registered twice", f.Name))
+		if other, ok := r.byName[p.f.name]; ok && other != p.f {
+			panic(fmt.Sprintf("proxy: two plugins named %q", p.f.name))
 		}
-		r.byName[f.Name] = f
+		if _, dup := r.rank[p]; dup {
+			panic(fmt.Sprintf("proxy: part %q of plugin %q placed twice", p.part, p.f.name))
+		}
+		r.byName[p.f.name] = p.f
+		r.rank[p] = len(r.order)
+		r.order = append(r.order, p)
+	}
+	for _, f := range r.byName {
+		for _, part := range f.parts {
+			if _, ok := r.rank[place{f, part}]; !ok {
+				panic(fmt.Sprintf("proxy: part %q of plugin %q is not placed", part, f.name))
+			}
+		}
+		if f.section != nil {
+			if other, dup := r.keys[f.section.key]; dup {
+				panic(fmt.Sprintf("proxy: plugins %q and %q both own section %q", other.name, f.name, f.section.key))
+			}
+			if slices.Contains(config.TopLevelKeys(), f.section.key) {
+				panic(fmt.Sprintf("proxy: plugin %q claims the gateway's own section %q", f.name, f.section.key))
+			}
+			r.keys[f.section.key] = f
+		}
 	}
 	return r
+}
+
+// Replace returns a copy of the registry where f takes the places of the
+// plugin with its name (a stand-in, in tests): the places of the parts f
+// has; the old plugin's other parts are left out.
+func (r *Registry) Replace(f *Factory) *Registry {
+	old, ok := r.byName[f.name]
+	if !ok {
+		panic(fmt.Sprintf("proxy: no plugin %q to replace", f.name))
+	}
+	var places []Place
+	for _, p := range r.order {
+		if p.f == old {
+			if !slices.Contains(f.parts, p.part) {
+				continue
+			}
+			p.f = f
+		}
+		places = append(places, p)
+	}
+	return NewRegistry(places...)
 }
 
 // Lookup returns the factory registered under name.
@@ -194,6 +335,19 @@ func (r *Registry) Names() []string {
 	return names
 }
 
+// Stages lists the pipeline's places, outermost first, as "name" for a
+// plugin's main part and "name.part" for its others.
+func (r *Registry) Stages() []string {
+	out := make([]string, len(r.order))
+	for i, p := range r.order {
+		out[i] = p.f.name
+		if p.part != "" {
+			out[i] += "." + p.part
+		}
+	}
+	return out
+}
+
 func (r *Registry) unknown(name string) string {
 	return fmt.Sprintf("unknown plugin %q%s", name, config.Suggest(name, r.Names()))
 }
@@ -209,43 +363,44 @@ func (l *link) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	return l.p.Handle(ctx, ex, l.next)
 }
 
-// stagedPlugin is a built plugin with its place in the pipeline.
-type stagedPlugin struct {
+// builtPlugin is one plugin as built for a route.
+type builtPlugin struct {
 	name   string
-	stage  Stage
-	plugin Plugin
+	parts  Parts
 	config any // decoded config, for /admin/config
 	source string
-	parts  []Part // set when the plugin is MultiStage
 }
 
-// chain links plugins in stage order in front of terminal. A MultiStage
-// plugin contributes each of its parts at the part's stage.
-func chain(plugins []stagedPlugin, terminal Handler) Handler {
+// chain links the route's plugin parts in the registry's order in front of
+// terminal.
+func (r *Registry) chain(plugins []builtPlugin, terminal Handler) Handler {
 	type placed struct {
-		stage Stage
-		name  string
-		p     Plugin
+		rank int
+		p    Plugin
 	}
 	var all []placed
-	for _, sp := range plugins {
-		if sp.parts == nil {
-			all = append(all, placed{sp.stage, sp.name, sp.plugin})
-			continue
-		}
-		for _, part := range sp.parts {
-			all = append(all, placed{part.Stage, sp.name, part.Plugin})
+	for _, bp := range plugins {
+		f := r.byName[bp.name]
+		for part, p := range bp.parts {
+			if p == nil || isNilPointer(p) {
+				continue
+			}
+			rank, ok := r.rank[place{f, part}]
+			if !ok {
+				panic(fmt.Sprintf("proxy: plugin %q built a part %q it does not declare", bp.name, part))
+			}
+			all = append(all, placed{rank, p})
 		}
 	}
-	slices.SortStableFunc(all, func(a, b placed) int {
-		if a.stage != b.stage {
-			return int(a.stage - b.stage)
-		}
-		return strings.Compare(a.name, b.name)
-	})
+	slices.SortFunc(all, func(a, b placed) int { return a.rank - b.rank })
 	h := terminal
 	for i := len(all) - 1; i >= 0; i-- {
 		h = &link{p: all[i].p, next: h}
 	}
 	return h
+}
+
+func isNilPointer(p Plugin) bool {
+	v := reflect.ValueOf(p)
+	return v.Kind() == reflect.Pointer && v.IsNil()
 }

@@ -24,9 +24,7 @@ func (stamper) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 
 func TestAddResponseHeaderReachesAnswersAndErrors(t *testing.T) {
 	t.Parallel()
-	reg := proxytest.WithStandIns(&proxy.Factory{Name: "authenticate", Stage: proxy.StageAuthenticate,
-		NewConfig: func() any { return &tracerConfig{} },
-		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return stamper{}, nil }})
+	reg := proxytest.WithStandIns(proxy.Define("authenticate", func(*tracerConfig, *proxy.Build) (proxy.Plugin, error) { return stamper{}, nil }))
 	up := proxytest.NewUpstream(t, nil)
 	gw := proxytest.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}

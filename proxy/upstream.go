@@ -25,6 +25,8 @@ type Upstream struct {
 	Targets []*Target
 	// Timeout bounds one attempt.
 	Timeout time.Duration
+	// Deadline bounds a whole call: every attempt and the waits between them.
+	Deadline time.Duration
 
 	next          atomic.Uint32
 	leastInflight bool
@@ -54,6 +56,10 @@ type Target struct {
 	scheme   []byte // "http" or "https"
 	basePath []byte // path of the base URL without trailing slash, may be empty
 }
+
+// BasePath is the path of the target's base URL, without a trailing slash
+// (empty for a bare host); request paths are appended to it.
+func (t *Target) BasePath() string { return string(t.basePath) }
 
 // upstreamCall is the terminal handler of one route: it sends the request to
 // a target of the route's upstream and reads the answer into ctx.Response.

@@ -56,12 +56,12 @@ func (c *Config) Validate() error {
 }
 
 // Factory registers the plugin.
-var Factory = &proxy.Factory{
-	Name:      "authenticate",
-	Stage:     proxy.StageAuthenticate,
-	NewConfig: func() any { return &Config{} },
-	New:       newPlugin,
-}
+var Factory = proxy.Define("authenticate", build)
+
+var _ proxy.AccessPolicy = (*Config)(nil)
+
+// AccessPolicy marks the config as one that decides who may call the route.
+func (*Config) AccessPolicy() {}
 
 // Failure reasons, the values of the reason label of sluice_auth_failures_total.
 const (
@@ -76,14 +76,14 @@ type metrics struct {
 }
 
 func sharedMetrics(b *proxy.Build) *metrics {
-	return b.Shared("authenticate.metrics", func() any {
+	return proxy.Share(b, struct{}{}, func() *metrics {
 		m := &metrics{failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_auth_failures_total",
 			Help: "Requests refused by the authenticate plugin, by route and reason (missing, invalid_key, invalid_token, forbidden).",
 		}, []string{"route", "reason"})}
 		b.Registerer.MustRegister(m.failures)
 		return m
-	}).(*metrics)
+	})
 }
 
 // consumer is one known consumer as seen from one route.
@@ -99,8 +99,8 @@ type keyEntry struct {
 	c   *consumer
 }
 
-// Authenticate is the compiled plugin for one route.
-type Authenticate struct {
+// Plugin is the compiled plugin for one route.
+type Plugin struct {
 	// keys maps SHA-256(key) to its entry: a lookup hashes the presented key
 	// into a fixed-size array (no allocation) instead of scanning consumers.
 	keys      map[[sha256.Size]byte]keyEntry
@@ -114,14 +114,13 @@ type Authenticate struct {
 }
 
 var (
-	_ proxy.Plugin = (*Authenticate)(nil)
+	_ proxy.Plugin = (*Plugin)(nil)
 )
 
 const challenge = `Bearer realm="sluice"`
 
-func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
-	c := cfg.(*Config)
-	known := b.Config.Consumers
+func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
+	known := b.Consumers
 	var p config.Problems
 	for i, n := range c.Consumers {
 		if _, ok := known[n]; !ok {
@@ -139,7 +138,7 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
-	a := &Authenticate{
+	a := &Plugin{
 		keys:      map[[sha256.Size]byte]keyEntry{},
 		byName:    map[string]*consumer{},
 		anonymous: c.Anonymous,
@@ -159,10 +158,10 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		a.jwt = v
 	}
 	m := sharedMetrics(b)
-	a.failMissing = m.failures.WithLabelValues(b.Route, ReasonMissing)
-	a.failInvalidKey = m.failures.WithLabelValues(b.Route, ReasonInvalidKey)
-	a.failInvalidToken = m.failures.WithLabelValues(b.Route, ReasonInvalidToken)
-	a.failForbidden = m.failures.WithLabelValues(b.Route, ReasonForbidden)
+	a.failMissing = m.failures.WithLabelValues(b.Route.Name, ReasonMissing)
+	a.failInvalidKey = m.failures.WithLabelValues(b.Route.Name, ReasonInvalidKey)
+	a.failInvalidToken = m.failures.WithLabelValues(b.Route.Name, ReasonInvalidToken)
+	a.failForbidden = m.failures.WithLabelValues(b.Route.Name, ReasonForbidden)
 	// Prebuilt answers: a refused call costs no allocation either.
 	a.errMissing = unauthorized("this route needs a consumer key: send it in X-Api-Key or as Authorization: Bearer <key>")
 	a.errInvalidKey = unauthorized("the consumer key is not valid")
@@ -193,7 +192,7 @@ var (
 )
 
 // Handle identifies the caller, removes its credentials and calls next.
-func (a *Authenticate) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+func (a *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	h := &ctx.Request.Header
 	cred := h.PeekBytes(strXAPIKey)
 	if len(cred) == 0 {
@@ -261,19 +260,3 @@ func isBearer(h *fasthttp.RequestHeader) bool { return len(h.PeekBytes(strXAPIKe
 // looksLikeJWT reports whether a credential has the three dot-separated parts
 // of a compact JWS (consumer keys are looked up first all the same).
 func looksLikeJWT(b []byte) bool { return bytes.Count(b, []byte{'.'}) == 2 }
-
-// Start fetches the JWKS of jwt.jwks_url and keeps it fresh.
-func (a *Authenticate) Start() error {
-	if a.jwt != nil {
-		a.jwt.keys.acquire()
-	}
-	return nil
-}
-
-// Close stops the JWKS refresher.
-func (a *Authenticate) Close() error {
-	if a.jwt != nil {
-		a.jwt.keys.release()
-	}
-	return nil
-}

@@ -4,7 +4,6 @@ import (
 	"github.com/sluice-gw/sluice/proxy/config"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/plugins/authenticate"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/valyala/fasthttp"
@@ -25,20 +24,14 @@ func newDirect(tb testing.TB, block map[string]any) proxy.Plugin {
 	if err := config.DecodeBlock(block, c); err != nil {
 		tb.Fatal(err)
 	}
-	shared := map[string]any{}
-	b := &proxy.Build{Route: "r", Upstream: "up", Registerer: prometheus.NewRegistry(), Config: cfg,
-		Shared: func(k string, create func() any) any {
-			if v, ok := shared[k]; ok {
-				return v
-			}
-			shared[k] = create()
-			return shared[k]
-		}}
-	p, err := authenticate.Factory.New(c, b)
+	b, _, release := proxy.NewBuild("r", "up")
+	tb.Cleanup(release)
+	b.Consumers = cfg.Consumers
+	parts, err := authenticate.Factory.New(c, b)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return p
+	return parts[""]
 }
 
 // BenchmarkHandle measures the plugin alone (no network): the header write

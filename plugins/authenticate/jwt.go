@@ -123,12 +123,17 @@ type keySource struct {
 	client  *http.Client
 	keys    atomic.Pointer[keySet]
 
-	mu        sync.Mutex
-	refs      int // started routes using it
 	stop      chan struct{}
 	done      chan struct{}
 	kick      chan struct{} // asks the refresher for an early fetch (unknown kid)
 	lastFetch atomic.Int64  // unix nanos of the latest fetch attempt
+}
+
+// jwksKey names a shared key source: routes with the same URL and refresh
+// share one download and one refresher.
+type jwksKey struct {
+	url     string
+	refresh config.Duration
 }
 
 func newJWTVerifier(c *JWTConfig, b *proxy.Build, openRoute bool) (*jwtVerifier, error) {
@@ -155,13 +160,12 @@ func newJWTVerifier(c *JWTConfig, b *proxy.Build, openRoute bool) (*jwtVerifier,
 		v.keys = &keySource{}
 		v.keys.keys.Store(ks)
 	case c.JWKSURL != "":
-		key := fmt.Sprintf("authenticate.jwks|%s|%s", c.JWKSURL, c.JWKSRefresh)
-		v.keys = b.Shared(key, func() any {
+		v.keys = proxy.Share(b, jwksKey{c.JWKSURL, c.JWKSRefresh}, func() *keySource {
 			ks := &keySource{url: c.JWKSURL, refresh: c.JWKSRefresh.D(), log: b.Logger, kick: make(chan struct{}, 1),
 				client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}}}
 			ks.keys.Store(&keySet{byID: map[string]any{}})
 			return ks
-		}).(*keySource)
+		})
 	}
 	return v, nil
 }
@@ -314,39 +318,22 @@ func b64int(s string) (*big.Int, error) {
 	return new(big.Int).SetBytes(b), nil
 }
 
-// acquire is called by each route that starts using the source: the first
-// fetches the URL key set once (tokens are refused until it has keys) and
-// starts the background refresh.
-func (s *keySource) acquire() {
-	if s == nil || s.url == "" {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.refs++; s.refs > 1 {
-		return
-	}
+// Start fetches the URL key set once (tokens are refused until it has keys)
+// and starts the background refresh. The gateway calls it once, when the
+// first config that uses the source starts serving (see proxy.Share).
+func (s *keySource) Start() error {
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	s.fetch()
 	go s.refresher(s.stop, s.done)
+	return nil
 }
 
-// release is called by each route that stops using the source; the last
-// stops the refresher.
-func (s *keySource) release() {
-	if s == nil || s.url == "" {
-		return
-	}
-	s.mu.Lock()
-	if s.refs--; s.refs > 0 {
-		s.mu.Unlock()
-		return
-	}
-	stop, done := s.stop, s.done
-	s.stop, s.done = nil, nil
-	s.mu.Unlock()
-	close(stop)
-	<-done
+// Close stops the refresher, once the last config that used the source is
+// retired.
+func (s *keySource) Close() error {
+	close(s.stop)
+	<-s.done
+	return nil
 }
 
 func (s *keySource) requestRefresh() {

@@ -17,12 +17,7 @@ import (
 )
 
 // Factory registers the plugin.
-var Factory = &proxy.Factory{
-	Name:      "cache",
-	Stage:     proxy.StageCache,
-	NewConfig: NewConfig,
-	New:       New,
-}
+var Factory = proxy.Define("cache", build, proxy.WithSection[Section]("cache"))
 
 // Results of a request, the result label of sluice_cache_requests_total.
 const (
@@ -85,32 +80,28 @@ type Cache struct {
 	pattern       pattern  // the route's path, to fill tags
 	rules         []rule
 	webhook       *webhook
-
-	sub     *subscriber
-	started atomic.Bool
 }
 
 var _ proxy.Plugin = (*Cache)(nil)
 
-// New builds the plugin for one route.
-func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
-	c := cfg.(*Config)
-	cc := &b.Config.Cache
-	if rc, ok := b.Config.Routes[b.Route]; ok {
-		if err := checkTags(c.Tags, rc.Path); err != nil {
-			return nil, err
-		}
+// build builds the plugin for one route.
+func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
+	cc := b.Section().(*Section)
+	if err := checkTags(c.Tags, b.Route.Path); err != nil {
+		return nil, err
 	}
 	var store *Store
-	m := b.Shared("cache.metrics", func() any {
+	m := proxy.Share(b, struct{}{}, func() *metrics {
 		return newMetrics(b.Registerer, func() *Store { return store })
-	}).(*metrics)
-	store = b.Shared("cache.store", func() any { return newStore(cc, m) }).(*Store)
+	})
+	// One store per process, made with the first config's section: a reload
+	// that changes max_size or shards applies at the next start.
+	store = proxy.Share(b, struct{}{}, func() *Store { return newStore(cc, m) })
 	store.log.Store(b.Logger)
 
 	keep, all, _ := c.queryMode()
 	p := &Cache{
-		store: store, route: b.Route, upstream: b.Upstream,
+		store: store, route: b.Route.Name, upstream: b.Upstream.Name,
 		scope:       routeScope(b),
 		credHeaders: credentialHeaders(c.CredentialHeaders),
 		queryAll:    all, sorted: c.Sorted,
@@ -121,18 +112,16 @@ func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	for _, k := range keep {
 		p.queryKeep = append(p.queryKeep, []byte(k))
 	}
-	if rc, ok := b.Config.Routes[b.Route]; ok {
-		p.stripPrefix = rc.StripPrefix
-		p.stripPrefixB = []byte(rc.StripPrefix)
-		p.pattern = compilePattern(rc.Path)
-	}
+	p.stripPrefix = b.Route.StripPrefix
+	p.stripPrefixB = []byte(b.Route.StripPrefix)
+	p.pattern = compilePattern(b.Route.Path)
 	switch c.Partition {
 	case "consumer":
 		p.byConsumer, p.byCredential = true, true
 	case "auto":
 		p.byCredential = true
-		if cs, ok := b.Peer("inject_auth").(proxy.ConsumerScoped); ok && cs.VariesByConsumer() {
-			p.byConsumer = true
+		for _, cs := range proxy.Peers[proxy.ConsumerScoped](b) {
+			p.byConsumer = p.byConsumer || cs.VariesByConsumer()
 		}
 	}
 	for i, r := range c.Invalidate {
@@ -143,24 +132,26 @@ func New(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		p.rules = append(p.rules, cr)
 	}
 	if c.Webhook != nil {
-		seen := b.Shared("cache.webhook.seen."+b.Route, func() any { return newSeenSet(maxSeen) }).(*seenSet)
+		seen := proxy.Share(b, b.Route.Name, func() *seenSet { return newSeenSet(maxSeen) })
 		w, err := newWebhook(c.Webhook, seen)
 		if err != nil {
 			return nil, err
 		}
 		if b.Cluster != nil {
-			w.cluster, w.clusterKey = b.Cluster, b.Cluster.Key("cache:webhook:"+b.Route+":")
+			w.cluster, w.clusterKey = b.Cluster, b.Cluster.Key("cache:webhook:"+b.Route.Name+":")
 		}
 		w.logger = store.logger
 		p.webhook = w
 	}
 	for i := range p.results {
-		p.results[i] = m.requests.WithLabelValues(b.Route, resultNames[i])
+		p.results[i] = m.requests.WithLabelValues(b.Route.Name, resultNames[i])
 	}
 	if b.Cluster != nil {
-		p.sub = b.Shared(fmt.Sprintf("cache.subscriber.%p", b.Cluster), func() any {
-			return newSubscriber(b.Cluster, store)
-		}).(*subscriber)
+		type link struct {
+			cluster *proxy.Cluster
+			store   *Store
+		}
+		proxy.Share(b, link{b.Cluster, store}, func() *subscriber { return newSubscriber(b.Cluster, store) })
 	}
 	b.HandleAdmin("POST /admin/cache/purge", proxy.AdminEndpoint{Mutating: true, Handler: store.purgeHandler})
 	b.ReportStatus("cache", func() any {
@@ -182,22 +173,6 @@ func checkTags(tags []string, path string) error {
 		}
 	}
 	return p.Err()
-}
-
-// Start joins the cluster's invalidation channel (cluster mode only).
-func (c *Cache) Start() error {
-	if c.sub != nil && c.started.CompareAndSwap(false, true) {
-		c.sub.acquire()
-	}
-	return nil
-}
-
-// Close leaves it.
-func (c *Cache) Close() error {
-	if c.sub != nil && c.started.CompareAndSwap(true, false) {
-		c.sub.release()
-	}
-	return nil
 }
 
 // Handle answers from the cache or calls next and stores its answer.

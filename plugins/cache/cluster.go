@@ -23,7 +23,6 @@ type subscriber struct {
 	self    string // NodeID plus this store: gateways of one process tell each other apart
 
 	mu      sync.Mutex
-	refs    int
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when run has returned
 	pubDone chan struct{} // closed when the publisher has returned
@@ -42,14 +41,11 @@ func newSubscriber(c *proxy.Cluster, s *Store) *subscriber {
 		self: fmt.Sprintf("%s/%p", c.NodeID, s)}
 }
 
-// acquire starts the subscription with the first user.
-func (sb *subscriber) acquire() {
+// Start starts the subscription, when the first config that uses it starts
+// serving (see proxy.Share).
+func (sb *subscriber) Start() error {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
-	sb.refs++
-	if sb.refs > 1 {
-		return
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sb.cancel, sb.done, sb.pubDone = cancel, make(chan struct{}), make(chan struct{})
 	sb.out = make(chan []byte, 1024)
@@ -59,16 +55,12 @@ func (sb *subscriber) acquire() {
 	sb.store.pubMu.Lock()
 	sb.store.pub = sb
 	sb.store.pubMu.Unlock()
+	return nil
 }
 
-// release stops it with the last.
-func (sb *subscriber) release() {
+// Close stops it, once the last config that used it is retired.
+func (sb *subscriber) Close() error {
 	sb.mu.Lock()
-	sb.refs--
-	if sb.refs > 0 {
-		sb.mu.Unlock()
-		return
-	}
 	cancel, done, pubDone := sb.cancel, sb.done, sb.pubDone
 	sb.mu.Unlock()
 	sb.store.pubMu.Lock()
@@ -79,6 +71,7 @@ func (sb *subscriber) release() {
 	cancel()
 	<-done
 	<-pubDone
+	return nil
 }
 
 // run receives until ctx ends. A subscription that was lost (Redis down,

@@ -100,8 +100,8 @@ type WebhookConfig struct {
 	Tags []string `koanf:"tags" json:"tags"`
 }
 
-// NewConfig returns the defaults.
-func NewConfig() any { return &Config{Sorted: true, Partition: "auto"} }
+// Defaults sets sorted and partition: auto.
+func (c *Config) Defaults() { c.Sorted, c.Partition = true, "auto" }
 
 var (
 	paramRE = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)(:\*)?\}`)

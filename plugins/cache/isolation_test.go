@@ -47,14 +47,10 @@ func (p inject) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 
 func isolationRegistry() *proxy.Registry {
 	return proxytest.WithStandIns(
-		&proxy.Factory{Name: "authenticate", Stage: proxy.StageAuthenticate,
-			NewConfig: func() any { return &authConfig{} },
-			New:       func(any, *proxy.Build) (proxy.Plugin, error) { return authenticate{}, nil }},
-		&proxy.Factory{Name: "inject_auth", Stage: proxy.StageInjectAuth,
-			NewConfig: func() any { return &injectConfig{} },
-			New: func(c any, _ *proxy.Build) (proxy.Plugin, error) {
-				return inject{perConsumer: c.(*injectConfig).PerConsumer}, nil
-			}},
+		proxy.Define("authenticate", func(*authConfig, *proxy.Build) (proxy.Plugin, error) { return authenticate{}, nil }),
+		proxy.Define("inject_auth", func(c *injectConfig, _ *proxy.Build) (proxy.Plugin, error) {
+			return inject{perConsumer: c.PerConsumer}, nil
+		}),
 	)
 }
 
@@ -149,9 +145,7 @@ func TestStaleIfErrorWhileTheCircuitIsOpen(t *testing.T) {
 		fmt.Fprintf(ctx, "n=%d", n)
 	})
 	open := new(atomic.Bool)
-	reg := proxytest.WithStandIns(&proxy.Factory{Name: "circuit_breaker", Stage: proxy.StageCircuitBreaker,
-		NewConfig: func() any { return &breakerConfig{} },
-		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return breaker{open: open}, nil }})
+	reg := proxytest.WithStandIns(proxy.Define("circuit_breaker", func(*breakerConfig, *proxy.Build) (proxy.Plugin, error) { return breaker{open: open}, nil }))
 	gw := proxytest.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "%s"}}

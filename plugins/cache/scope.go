@@ -17,8 +17,9 @@ import (
 // "upstream\x00route\x00policy\x00". Routes never share entries: two routes
 // to one upstream may differ in who may call them (authenticate) and with
 // which credentials the provider is called (inject_auth), so an answer one
-// fetched is served only on that route. policy is a digest of the route's
-// authenticate, inject_auth and headers blocks as in effect: a reload that
+// fetched is served only on that route. policy is a digest of the configs
+// in effect on the route that are an access policy (proxy.AccessPolicy:
+// authenticate, inject_auth and headers today): a reload that
 // changes them (say, drops authenticate or swaps the injected token) starts
 // the route over with new entries instead of serving ones fetched under
 // the old policy. Secrets enter only through the digest.
@@ -26,23 +27,20 @@ import (
 // Invalidation still reaches every route of an upstream: see Resource.
 func routeScope(b *proxy.Build) []byte {
 	h := sha256.New()
-	for _, peer := range policyPeers {
-		h.Write([]byte(peer))
+	for _, policy := range proxy.Peers[proxy.AccessPolicy](b) {
+		v := reflect.ValueOf(policy)
+		h.Write([]byte(v.Type().String()))
 		h.Write([]byte{0})
-		writeValue(h, reflect.ValueOf(b.Peer(peer)), 0)
+		writeValue(h, v, 0)
 		h.Write([]byte{0})
 	}
 	sum := h.Sum(nil)
 	var hx [16]byte
 	hex.Encode(hx[:], sum[:8])
-	k := append([]byte(b.Upstream), 0)
-	k = append(append(k, b.Route...), 0)
+	k := append([]byte(b.Upstream.Name), 0)
+	k = append(append(k, b.Route.Name...), 0)
 	return append(append(k, hx[:]...), 0)
 }
-
-// policyPeers are the plugins whose settings decide who may call a route
-// and which credentials the provider sees.
-var policyPeers = []string{"authenticate", "inject_auth", "headers"}
 
 // writeValue writes a deterministic encoding of v to h: every field,
 // element and map entry (keys sorted), with string values as they are

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"hash/maphash"
 	"log/slog"
 	"sync"
@@ -38,7 +37,7 @@ type Store struct {
 }
 
 // newStore makes the store for cc. It starts no goroutine.
-func newStore(cc *config.CacheConfig, m *metrics) *Store {
+func newStore(cc *Section, m *metrics) *Store {
 	s := &Store{m: m, tags: map[string]map[string]struct{}{}, flights: map[string]*flight{},
 		refreshing: map[string]struct{}{}}
 	s.shards = cc.StoreShards()

@@ -71,8 +71,10 @@ type Config struct {
 	FailureStatuses []string `koanf:"failure_statuses" json:"failure_statuses"`
 }
 
-func newConfig() any {
-	return &Config{
+// Defaults sets the defaults above; consecutive_failures and max_open_for
+// depend on other settings and are settled at build.
+func (c *Config) Defaults() {
+	*c = Config{
 		MinRequests:      20,
 		Window:           config.Duration(10 * time.Second),
 		OpenFor:          config.Duration(30 * time.Second),
@@ -81,12 +83,9 @@ func newConfig() any {
 	}
 }
 
-// Validate checks the settings and fills the defaults that depend on others.
+// Validate checks the settings.
 func (c *Config) Validate() error {
 	var p config.Problems
-	if c.ConsecutiveFailures == 0 && c.FailureRatio == 0 {
-		c.ConsecutiveFailures = 5
-	}
 	if c.ConsecutiveFailures < 0 {
 		p.Add("consecutive_failures", "must not be negative")
 	}
@@ -102,10 +101,7 @@ func (c *Config) Validate() error {
 	if c.OpenFor <= 0 {
 		p.Add("open_for", "must be a positive duration")
 	}
-	if c.MaxOpenFor == 0 {
-		c.MaxOpenFor = max(config.Duration(5*time.Minute), c.OpenFor)
-	}
-	if c.MaxOpenFor < c.OpenFor {
+	if c.MaxOpenFor != 0 && c.MaxOpenFor < c.OpenFor {
 		p.Addf("max_open_for", "%s is shorter than open_for %s", c.MaxOpenFor, c.OpenFor)
 	}
 	if c.HalfOpenRequests < 1 || c.HalfOpenRequests > 1000 {
@@ -130,12 +126,7 @@ func (c *Config) Validate() error {
 }
 
 // Factory registers the plugin.
-var Factory = &proxy.Factory{
-	Name:      "circuit_breaker",
-	Stage:     proxy.StageCircuitBreaker,
-	NewConfig: newConfig,
-	New:       build,
-}
+var Factory = proxy.Define("circuit_breaker", build)
 
 // metrics are registered once per process.
 type metrics struct {
@@ -143,9 +134,17 @@ type metrics struct {
 	transitions *prometheus.CounterVec
 }
 
-func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
-	c := cfg.(*Config)
-	m := b.Shared("circuit_breaker.metrics", func() any {
+// groupKey names the breakers of an upstream: routes with the same settings
+// share them; a reload that keeps the settings keeps their state.
+type groupKey struct {
+	upstream string
+	s        settings
+	window   time.Duration
+	failing  string
+}
+
+func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
+	m := proxy.Share(b, struct{}{}, func() *metrics {
 		m := &metrics{
 			state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 				Name: "sluice_circuit_state",
@@ -158,35 +157,37 @@ func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		}
 		b.Registerer.MustRegister(m.state, m.transitions)
 		return m
-	}).(*metrics)
+	})
 
-	s := &settings{
-		consecutive: int64(c.ConsecutiveFailures),
+	consecutive, maxOpenFor := c.ConsecutiveFailures, c.MaxOpenFor
+	if consecutive == 0 && c.FailureRatio == 0 {
+		consecutive = 5
+	}
+	if maxOpenFor == 0 {
+		maxOpenFor = max(config.Duration(5*time.Minute), c.OpenFor)
+	}
+	s := settings{
+		consecutive: int64(consecutive),
 		ratio:       c.FailureRatio,
 		minRequests: int64(c.MinRequests),
 		openFor:     c.OpenFor.D(),
-		maxOpenFor:  c.MaxOpenFor.D(),
+		maxOpenFor:  maxOpenFor.D(),
 		probes:      int64(c.HalfOpenRequests),
 	}
-	key := fmt.Sprintf("circuit_breaker|%s|%+v|%s", b.Upstream, *c, strings.Join(c.FailureStatuses, ","))
-	g := b.Shared(key, func() any {
-		g := &group{upstream: b.Upstream, s: s, window: c.Window.D(), byURL: map[string]*breaker{},
-			gauge: m.state.WithLabelValues(b.Upstream)}
+	key := groupKey{b.Upstream.Name, s, c.Window.D(), strings.Join(c.FailureStatuses, ",")}
+	g := proxy.Share(b, key, func() *group {
+		g := &group{upstream: b.Upstream.Name, s: &s, window: c.Window.D(), byURL: map[string]*breaker{},
+			gauge: m.state.WithLabelValues(b.Upstream.Name)}
 		for st := Closed; st <= Open; st++ {
-			g.to[st] = m.transitions.WithLabelValues(b.Upstream, st.String())
+			g.to[st] = m.transitions.WithLabelValues(b.Upstream.Name, st.String())
 		}
 		return g
-	}).(*group)
+	})
 	g.log.Store(b.Logger)
 
-	uc := b.Config.Upstreams[b.Upstream]
-	urls := uc.Targets
-	if uc.URL != "" {
-		urls = []string{uc.URL}
-	}
-	p := &Plugin{group: g, detail: "upstream " + b.Upstream + " is failing: its circuit breaker is open"}
-	for _, u := range urls {
-		p.targets = append(p.targets, g.breaker(u))
+	p := &Plugin{group: g, detail: "upstream " + b.Upstream.Name + " is failing: its circuit breaker is open"}
+	for _, t := range b.Upstream.Targets {
+		p.targets = append(p.targets, g.breaker(t.URL))
 	}
 	g.current.Store(&p.targets)
 	g.changed(nil, Closed, "", 0) // publish the state of a group that a reload kept

@@ -340,11 +340,9 @@ func (panicker) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 // test plugin inner; routeExtra is added to the route's flow mapping.
 func withInnerStage(t *testing.T, up *proxytest.FaultUpstream, inner proxy.Plugin, breaker, routeExtra string) *proxytest.Gateway {
 	t.Helper()
-	reg := proxytest.WithStandIns(&proxy.Factory{
-		Name: "test_inner", Stage: proxy.StageUpstreamQuota,
-		NewConfig: func() any { return &struct{}{} },
-		New:       func(any, *proxy.Build) (proxy.Plugin, error) { return inner, nil },
-	})
+	reg := proxytest.WithPlugin("rate_limit.upstream_quota", proxy.Define("test_inner", func(*struct{}, *proxy.Build) (proxy.Plugin, error) {
+		return inner, nil
+	}))
 	if routeExtra != "" {
 		routeExtra = ", " + routeExtra
 	}

@@ -135,15 +135,17 @@ func (o *Ops) validate(dir string, request bool, p *config.Problems) {
 }
 
 // Factory registers the plugin.
-var Factory = &proxy.Factory{
-	Name:      "headers",
-	Stage:     proxy.StageHeaders,
-	NewConfig: func() any { return &Config{} },
-	New: func(cfg any, _ *proxy.Build) (proxy.Plugin, error) {
-		c := cfg.(*Config)
-		return &Headers{request: compile(&c.Request), response: compile(&c.Response)}, nil
-	},
+var Factory = proxy.Define("headers", build)
+
+func build(c *Config, _ *proxy.Build) (proxy.Plugin, error) {
+	return &Plugin{request: compile(&c.Request), response: compile(&c.Response)}, nil
 }
+
+var _ proxy.AccessPolicy = (*Config)(nil)
+
+// AccessPolicy marks the config as one that decides what the provider is
+// sent: answers fetched with different header edits are kept apart.
+func (*Config) AccessPolicy() {}
 
 // kv is one precomputed edit.
 type kv struct{ key, value []byte }
@@ -170,15 +172,15 @@ func compile(o *Ops) edits {
 	return e
 }
 
-// Headers is the compiled plugin for one route.
-type Headers struct {
+// Plugin is the compiled plugin for one route.
+type Plugin struct {
 	request, response edits
 }
 
-var _ proxy.Plugin = (*Headers)(nil)
+var _ proxy.Plugin = (*Plugin)(nil)
 
 // Handle edits the request, calls the rest of the pipeline, then edits the answer.
-func (h *Headers) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+func (h *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	h.request.apply(&ctx.Request.Header)
 	if err := next.Handle(ctx, ex); err != nil {
 		return err

@@ -112,7 +112,14 @@ type Config struct {
 	Consumers map[string]*Credential `koanf:"consumers" json:"consumers,omitempty"`
 }
 
-var _ proxy.ConsumerScoped = (*Config)(nil)
+var (
+	_ proxy.ConsumerScoped = (*Config)(nil)
+	_ proxy.AccessPolicy   = (*Config)(nil)
+)
+
+// AccessPolicy marks the config as one that decides which credentials the
+// provider is sent.
+func (*Config) AccessPolicy() {}
 
 // VariesByConsumer reports whether the credential depends on the consumer.
 func (c *Config) VariesByConsumer() bool { return len(c.Consumers) > 0 }
@@ -236,12 +243,7 @@ func reservedHeader(name string) bool {
 }
 
 // Factory registers the plugin.
-var Factory = &proxy.Factory{
-	Name:      "inject_auth",
-	Stage:     proxy.StageInjectAuth,
-	NewConfig: func() any { return &Config{} },
-	New:       newPlugin,
-}
+var Factory = proxy.Define("inject_auth", build)
 
 // injector attaches one credential to a request and calls next.
 type injector interface {
@@ -252,20 +254,14 @@ type injector interface {
 type InjectAuth struct {
 	main       injector
 	byConsumer map[string]injector // nil without per-consumer overrides
-	all        []injector
 }
 
-var (
-	_ proxy.Plugin  = (*InjectAuth)(nil)
-	_ proxy.Starter = (*InjectAuth)(nil)
-	_ proxy.Closer  = (*InjectAuth)(nil)
-)
+var _ proxy.Plugin = (*InjectAuth)(nil)
 
-func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
-	c := cfg.(*Config)
+func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	var p config.Problems
 	for _, name := range sortedKeys(c.Consumers) {
-		if _, ok := b.Config.Consumers[name]; !ok {
+		if _, ok := b.Consumers[name]; !ok {
 			p.Addf("consumers."+name, "unknown consumer %q (not in the top-level consumers)", name)
 		}
 	}
@@ -278,7 +274,6 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		return nil, err
 	}
 	ia.main = main
-	ia.all = append(ia.all, main)
 	if len(c.Consumers) > 0 {
 		ia.byConsumer = map[string]injector{}
 		for _, name := range sortedKeys(c.Consumers) {
@@ -292,7 +287,6 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 				return nil, &config.FieldError{Path: "consumers." + name, Msg: err.Error()}
 			}
 			ia.byConsumer[name] = in
-			ia.all = append(ia.all, in)
 		}
 	}
 	return ia, nil
@@ -319,28 +313,6 @@ func (ia *InjectAuth) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next 
 		}
 	}
 	return in.inject(ctx, ex, next)
-}
-
-// Start starts background token refreshers.
-func (ia *InjectAuth) Start() error {
-	for _, in := range ia.all {
-		if s, ok := in.(proxy.Starter); ok {
-			if err := s.Start(); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// Close stops them.
-func (ia *InjectAuth) Close() error {
-	for _, in := range ia.all {
-		if c, ok := in.(proxy.Closer); ok {
-			_ = c.Close()
-		}
-	}
-	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -3,7 +3,6 @@ package injectauth
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -107,7 +106,6 @@ type tokenSource struct {
 	lastErr  *proxy.Error  // the latest fetch failure
 	failures int           // consecutive failures
 	retryAt  time.Time     // no fetch before this (back-off after failures)
-	refs     int           // started plugins using the source
 	stop     chan struct{}
 	done     chan struct{}
 	cancel   context.CancelFunc // cancels the refresher's fetch in flight
@@ -162,7 +160,7 @@ func (e *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func sharedOAuthMetrics(b *proxy.Build) *oauthMetrics {
-	return b.Shared("inject_auth.oauth2.metrics", func() any {
+	return proxy.Share(b, struct{}{}, func() *oauthMetrics {
 		m := &oauthMetrics{
 			fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "sluice_oauth_token_fetches_total",
@@ -177,21 +175,30 @@ func sharedOAuthMetrics(b *proxy.Build) *oauthMetrics {
 		}
 		b.Registerer.MustRegister(m.fetches, m.expiry)
 		return m
-	}).(*oauthMetrics)
+	})
 }
 
 // oauth2 attaches the shared token of its source.
 type oauth2 struct {
-	src     *tokenSource
-	started atomic.Bool
+	src *tokenSource
+}
+
+// sourceKey names a token source: routes of one upstream with the same
+// client settings share one token (and one refresher). The secret enters as
+// a digest only.
+type sourceKey struct {
+	upstream, tokenURL, clientID, scopes, audience, authStyle string
+	refreshBefore                                             config.Duration
+	secret                                                    [8]byte
 }
 
 func newOAuth2(c *Credential, b *proxy.Build) (*oauth2, error) {
 	m := sharedOAuthMetrics(b)
 	secretSum := sha256.Sum256([]byte(c.ClientSecret.Reveal()))
-	key := strings.Join([]string{"inject_auth.oauth2", b.Upstream, c.TokenURL, c.ClientID,
-		strings.Join(c.Scopes, " "), c.Audience, c.AuthStyle, c.RefreshBefore.String(), hex.EncodeToString(secretSum[:8])}, "\x00")
-	src := b.Shared(key, func() any {
+	key := sourceKey{upstream: b.Upstream.Name, tokenURL: c.TokenURL, clientID: c.ClientID,
+		scopes: strings.Join(c.Scopes, " "), audience: c.Audience, authStyle: c.AuthStyle, refreshBefore: c.RefreshBefore}
+	copy(key.secret[:], secretSum[:])
+	src := proxy.Share(b, key, func() *tokenSource {
 		form := url.Values{"grant_type": {"client_credentials"}}
 		if len(c.Scopes) > 0 {
 			form.Set("scope", strings.Join(c.Scopes, " "))
@@ -200,15 +207,15 @@ func newOAuth2(c *Credential, b *proxy.Build) (*oauth2, error) {
 			form.Set("audience", c.Audience)
 		}
 		s := &tokenSource{
-			upstream:      b.Upstream,
+			upstream:      b.Upstream.Name,
 			tokenURL:      c.TokenURL,
 			refreshBefore: c.RefreshBefore.D(),
 			log:           b.Logger,
 			// No keep-alive: a token is fetched once an hour or so, and no
 			// idle connection (nor its goroutines) outlives a fetch.
 			client:      &http.Client{Timeout: fetchTimeout, Transport: &http.Transport{DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}},
-			fetchOK:     m.fetches.WithLabelValues(b.Upstream, "success"),
-			fetchFailed: m.fetches.WithLabelValues(b.Upstream, "failure"),
+			fetchOK:     m.fetches.WithLabelValues(b.Upstream.Name, "success"),
+			fetchFailed: m.fetches.WithLabelValues(b.Upstream.Name, "failure"),
 		}
 		if c.AuthStyle == "body" {
 			form.Set("client_id", c.ClientID)
@@ -220,7 +227,7 @@ func newOAuth2(c *Credential, b *proxy.Build) (*oauth2, error) {
 		s.form = form.Encode()
 		s.expiry = m.expiry
 		return s
-	}).(*tokenSource)
+	})
 	return &oauth2{src: src}, nil
 }
 
@@ -248,22 +255,6 @@ func (o *oauth2) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	proxy.ResetResponse(ctx, ex)
 	h.SetBytesKV(strAuthorization, fresh.header)
 	return next.Handle(ctx, ex)
-}
-
-// Start makes the source refresh its token in the background.
-func (o *oauth2) Start() error {
-	if o.started.CompareAndSwap(false, true) {
-		o.src.acquire()
-	}
-	return nil
-}
-
-// Close releases the source; the last user stops its refresher.
-func (o *oauth2) Close() error {
-	if o.started.CompareAndSwap(true, false) {
-		o.src.release()
-	}
-	return nil
 }
 
 // get returns a usable token, fetching one if needed. stale, when not nil, is
@@ -437,26 +428,24 @@ func tokenTypeShown(s string) string {
 	return s
 }
 
-func (s *tokenSource) acquire() {
+// Start makes the source fetch a token at once and refresh it in the
+// background. The gateway calls it once, when the first config that uses the
+// source starts serving (see proxy.Share).
+func (s *tokenSource) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refs++
-	if s.refs == 1 {
-		s.expiry.set(s, true)
-		var ctx context.Context
-		ctx, s.cancel = context.WithCancel(context.Background())
-		s.stop, s.done = make(chan struct{}), make(chan struct{})
-		go s.refresher(ctx, s.stop, s.done)
-	}
+	s.expiry.set(s, true)
+	var ctx context.Context
+	ctx, s.cancel = context.WithCancel(context.Background())
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go s.refresher(ctx, s.stop, s.done)
+	return nil
 }
 
-func (s *tokenSource) release() {
+// Close stops the refresher once the last config that used the source is
+// retired.
+func (s *tokenSource) Close() error {
 	s.mu.Lock()
-	s.refs--
-	if s.refs > 0 {
-		s.mu.Unlock()
-		return
-	}
 	stop, done, cancel := s.stop, s.done, s.cancel
 	s.stop, s.done, s.cancel = nil, nil, nil
 	s.expiry.set(s, false) // a source no config uses (settings changed by a reload) reports nothing
@@ -464,6 +453,7 @@ func (s *tokenSource) release() {
 	close(stop)
 	cancel() // a fetch in flight ends now rather than at its timeout
 	<-done
+	return nil
 }
 
 // refresher fetches a token at once, then again refreshBefore (at most half

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
 )
 
@@ -31,19 +30,8 @@ func TestTokenSourceSingleFlight(t *testing.T) {
 	if err := p.Err(); err != nil {
 		t.Fatal(err)
 	}
-	store := map[string]any{}
-	var mu sync.Mutex
-	b := &proxy.Build{Route: "r", Upstream: "u", Registerer: prometheus.NewRegistry(),
-		Shared: func(key string, create func() any) any {
-			mu.Lock()
-			defer mu.Unlock()
-			if v, ok := store[key]; ok {
-				return v
-			}
-			v := create()
-			store[key] = v
-			return v
-		}}
+	b, _, release := proxy.NewBuild("r", "u")
+	defer release()
 	o, err := newOAuth2(c, b)
 	if err != nil {
 		t.Fatal(err)
@@ -93,14 +81,8 @@ func testTokenIsReused(t *testing.T, expiresIn string) {
 	c := &Credential{Type: TypeOAuth2, TokenURL: srv.URL, ClientID: "id", ClientSecret: "secret"}
 	var p config.Problems
 	c.check("", &p)
-	store := map[string]any{}
-	b := &proxy.Build{Upstream: "u", Registerer: prometheus.NewRegistry(), Shared: func(k string, create func() any) any {
-		if v, ok := store[k]; ok {
-			return v
-		}
-		store[k] = create()
-		return store[k]
-	}}
+	b, _, release := proxy.NewBuild("r", "u")
+	defer release()
 	o, err := newOAuth2(c, b)
 	if err != nil {
 		t.Fatal(err)

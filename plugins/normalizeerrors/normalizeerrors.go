@@ -39,6 +39,9 @@ type Config struct {
 	MaxParse config.Size `koanf:"max_parse" json:"max_parse"`
 }
 
+// Defaults sets max_parse to 1MiB.
+func (c *Config) Defaults() { c.MaxParse = 1 << 20 }
+
 // Validate checks the pointers.
 func (c *Config) Validate() error {
 	var p config.Problems
@@ -55,28 +58,24 @@ func (c *Config) Validate() error {
 }
 
 // Factory registers the plugin.
-var Factory = &proxy.Factory{
-	Name:      "normalize_errors",
-	Stage:     proxy.StageNormalizeErrors,
-	NewConfig: func() any { return &Config{MaxParse: 1 << 20} },
-	New: func(cfg any, b *proxy.Build) (proxy.Plugin, error) {
-		c := cfg.(*Config)
-		n := &Normalizer{keepBody: c.KeepBody, maxParse: int(c.MaxParse), upstream: b.Upstream}
-		n.message, _ = jsonpointer.Parse(c.Message)
-		n.code, _ = jsonpointer.Parse(c.Code)
-		return n, nil
-	},
+var Factory = proxy.Define("normalize_errors", build)
+
+func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
+	n := &Plugin{keepBody: c.KeepBody, maxParse: int(c.MaxParse), upstream: b.Upstream.Name}
+	n.message, _ = jsonpointer.Parse(c.Message)
+	n.code, _ = jsonpointer.Parse(c.Code)
+	return n, nil
 }
 
-// Normalizer is the compiled plugin for one route.
-type Normalizer struct {
+// Plugin is the compiled plugin for one route.
+type Plugin struct {
 	message, code jsonpointer.Pointer
 	keepBody      bool
 	maxParse      int
 	upstream      string
 }
 
-var _ proxy.Plugin = (*Normalizer)(nil)
+var _ proxy.Plugin = (*Plugin)(nil)
 
 // Headers that describe the body being replaced; they go with it. The
 // provider's other headers (rate-limit state, its request id) stay.
@@ -86,7 +85,7 @@ var bodyHeaders = []string{"Content-Encoding", "Content-Language", "Content-Loca
 const maxDetail = 1024
 
 // Handle normalizes an upstream answer with status 400 or above.
-func (n *Normalizer) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+func (n *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	if err := next.Handle(ctx, ex); err != nil {
 		return err // gateway errors are rendered by the route
 	}

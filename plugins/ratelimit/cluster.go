@@ -71,11 +71,11 @@ func newDistributed(l *limit, b *proxy.Build) *distributed {
 	d.interval = strconv.FormatFloat(1e6/float64(l.limit), 'f', -1, 64)
 	switch l.kind {
 	case keyUpstream:
-		d.key = b.Cluster.Key(upstreamKey(b.Upstream, l.name, l.rate, l.per, l.burst))
+		d.key = b.Cluster.Key(upstreamKey(b.Upstream.Name, l.name, l.rate, l.per, l.burst))
 	case keyRoute:
-		d.key = b.Cluster.Key("rl:r:" + b.Route + ":" + l.name)
+		d.key = b.Cluster.Key("rl:r:" + b.Route.Name + ":" + l.name)
 	default:
-		d.key = b.Cluster.Key("rl:r:" + b.Route + ":" + l.name + ":")
+		d.key = b.Cluster.Key("rl:r:" + b.Route.Name + ":" + l.name + ":")
 		d.keyed = true
 	}
 	return d
@@ -138,7 +138,7 @@ type redisHealth struct {
 	probing    atomic.Bool
 	outages    atomic.Int64                // outages begun: the fallback shares start empty at each
 	graceUntil atomic.Int64                // unix nanoseconds: until then Redis is just back (see limit.take)
-	log        atomic.Pointer[slog.Logger] // set when a config starts (RateLimit.Start), not when it is built
+	log        atomic.Pointer[slog.Logger] // set when a config starts (Build.OnStart), not when it is built
 }
 
 // retryRedis is how long Redis is left alone after an error.
@@ -151,7 +151,7 @@ const retryRedis = time.Second
 const recoverGrace = 2 * retryRedis
 
 func sharedHealth(b *proxy.Build) *redisHealth {
-	return b.Shared(fmt.Sprintf("ratelimit.redis|%p", b.Cluster), func() any { return &redisHealth{} }).(*redisHealth)
+	return proxy.Share(b, b.Cluster, func() *redisHealth { return &redisHealth{} })
 }
 
 func (h *redisHealth) logger() *slog.Logger {
@@ -216,43 +216,52 @@ type pauseHub struct {
 	channel string
 	id      string // this gateway's id in messages (Cluster.NodeID is per process; tests run several gateways in one)
 
-	mu      sync.Mutex
-	pauses  map[string]*pause // by upstream
-	watched map[*pause]int    // started configs watching each pause
-	refs    int
-	ps      *redis.PubSub
-	done    chan struct{}
+	mu     sync.Mutex
+	pauses map[string]*pause // by upstream
+	ps     *redis.PubSub
+	done   chan struct{}
 }
 
-func sharedHub(b *proxy.Build) *pauseHub {
-	health := sharedHealth(b) // not inside Shared's create: Shared is not reentrant
-	return b.Shared(fmt.Sprintf("ratelimit.hub|%p", b.Cluster), func() any {
+// hubLink joins an upstream's pause to the cluster's hub while a config
+// that has it serves: pauses announced for the upstream extend it, and its
+// own are published.
+type hubLink struct {
+	hub   *pauseHub
+	pause *pause
+}
+
+// watchPauses shares p's pauses with the other gateways.
+func watchPauses(b *proxy.Build, p *pause) {
+	health := sharedHealth(b)
+	hub := proxy.Share(b, b.Cluster, func() *pauseHub {
 		var id [8]byte
 		_, _ = rand.Read(id[:])
 		return &pauseHub{cluster: b.Cluster, health: health, channel: b.Cluster.Key("rl:pause"),
-			id: b.Cluster.NodeID + "." + hex.EncodeToString(id[:]), pauses: map[string]*pause{}, watched: map[*pause]int{}}
-	}).(*pauseHub)
+			id: b.Cluster.NodeID + "." + hex.EncodeToString(id[:]), pauses: map[string]*pause{}}
+	})
+	link := hubLink{hub, p}
+	proxy.Share(b, link, func() *hubLink { return &link })
 }
 
-// watch makes pauses announced for p's upstream extend p (from Start).
-func (h *pauseHub) watch(p *pause) {
-	h.mu.Lock()
-	h.pauses[p.upstream] = p
-	h.watched[p]++
-	h.mu.Unlock()
+// Start makes pauses announced for the upstream extend its pause, and its
+// pause publish through the hub.
+func (l *hubLink) Start() error {
+	l.hub.mu.Lock()
+	l.hub.pauses[l.pause.upstream] = l.pause
+	l.hub.mu.Unlock()
+	l.pause.attach(l.hub)
+	return nil
 }
 
-// unwatch undoes watch (from Close).
-func (h *pauseHub) unwatch(p *pause) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.watched[p]--; h.watched[p] > 0 {
-		return
+// Close undoes Start, once no serving config has the link.
+func (l *hubLink) Close() error {
+	l.pause.detach(l.hub)
+	l.hub.mu.Lock()
+	defer l.hub.mu.Unlock()
+	if l.hub.pauses[l.pause.upstream] == l.pause {
+		delete(l.hub.pauses, l.pause.upstream)
 	}
-	delete(h.watched, p)
-	if h.pauses[p.upstream] == p {
-		delete(h.pauses, p.upstream)
-	}
+	return nil
 }
 
 func (h *pauseHub) pauseKey(upstream string) string { return h.cluster.Key("rl:pause:" + upstream) }
@@ -280,17 +289,14 @@ func (h *pauseHub) publish(upstream string, until int64) {
 	h.health.ok()
 }
 
-// acquire starts the subscription for the first config that needs it.
-func (h *pauseHub) acquire() {
+// Start subscribes, when the first config that needs it starts serving.
+func (h *pauseHub) Start() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.refs++
-	if h.refs > 1 {
-		return
-	}
 	h.ps = h.cluster.Redis.Subscribe(context.Background(), h.channel)
 	h.done = make(chan struct{})
 	go h.listen(h.ps, h.done)
+	return nil
 }
 
 // catchUp reads the pauses announced while this gateway was not listening
@@ -312,17 +318,15 @@ func (h *pauseHub) catchUp() {
 	}
 }
 
-// release ends the subscription when the last config using it is closed.
-func (h *pauseHub) release() {
+// Close ends the subscription, once the last config using it is retired.
+func (h *pauseHub) Close() error {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.refs--
-	if h.refs > 0 {
-		return
-	}
-	_ = h.ps.Close()
-	<-h.done
+	ps, done := h.ps, h.done
 	h.ps, h.done = nil, nil
+	h.mu.Unlock()
+	_ = ps.Close()
+	<-done
+	return nil
 }
 
 func (h *pauseHub) listen(ps *redis.PubSub, done chan struct{}) {

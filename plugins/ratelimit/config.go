@@ -73,8 +73,10 @@ const (
 	modeQueue  = "queue"
 )
 
-func newConfig() any {
-	return &Config{Mode: modeReject, MaxWait: config.Duration(time.Second), MaxKeys: 100000,
+// Defaults sets mode, max_wait, max_keys and idle_timeout; the defaults of
+// each limit depend on its other settings and are filled by limits().
+func (c *Config) Defaults() {
+	*c = Config{Mode: modeReject, MaxWait: config.Duration(time.Second), MaxKeys: 100000,
 		IdleTimeout: config.Duration(10 * time.Minute)}
 }
 

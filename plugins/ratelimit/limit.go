@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/time/rate"
 )
@@ -166,24 +167,38 @@ func (l *limit) reject(retryAfter time.Duration) *proxy.Error {
 	return e
 }
 
+// bucketKey names the state of one limit that outlives a config: buckets
+// are shared by the routes (or, for upstream limits, the upstream) with the
+// same settings, and kept by a reload that keeps them.
+type bucketKey struct {
+	kind       keyKind
+	scope, key string
+	name       string
+	rate       float64
+	per        config.Duration
+	burst      int
+	maxKeys    int
+	idle       config.Duration
+	nodes      int // fallback shares only
+}
+
 func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 	kind, header, _ := parseKey(lc.Key)
 	l := &limit{name: lc.Name, kind: kind, header: header, rate: lc.Rate, per: lc.Per.D(), burst: lc.Burst}
 	l.limit = rate.Limit(lc.Rate / lc.Per.D().Seconds())
-	settings := fmt.Sprintf("%s|%g|%d|%d", lc.Name, lc.Rate, lc.Per, lc.Burst)
+	scope := b.Route.Name
+	if kind == keyUpstream {
+		scope = b.Upstream.Name // one bucket for every route of the upstream
+	}
+	key := bucketKey{kind: kind, scope: scope, key: lc.Key, name: lc.Name, rate: lc.Rate, per: lc.Per, burst: lc.Burst}
 	switch kind {
-	case keyUpstream:
-		l.local.single = b.Shared("ratelimit.bucket|upstream|"+b.Upstream+"|"+settings, func() any {
-			return rate.NewLimiter(l.limit, l.burst)
-		}).(*rate.Limiter)
-	case keyRoute:
-		l.local.single = b.Shared("ratelimit.bucket|route|"+b.Route+"|"+settings, func() any {
-			return rate.NewLimiter(l.limit, l.burst)
-		}).(*rate.Limiter)
+	case keyUpstream, keyRoute:
+		l.local.single = proxy.Share(b, key, func() *rate.Limiter { return rate.NewLimiter(l.limit, l.burst) })
 	default:
-		l.local.table = b.Shared(fmt.Sprintf("ratelimit.table|%s|%s|%s|%d|%d", b.Route, lc.Key, settings, c.MaxKeys, c.IdleTimeout), func() any {
+		key.maxKeys, key.idle = c.MaxKeys, c.IdleTimeout
+		l.local.table = proxy.Share(b, key, func() *table {
 			return newTable(l.limit, l.burst, c.MaxKeys, c.IdleTimeout.D())
-		}).(*table)
+		})
 	}
 	if b.Cluster != nil && (lc.Distributed == nil || *lc.Distributed) {
 		l.dist = newDistributed(l, b)
@@ -201,19 +216,15 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 			t.startEmpty(now)
 			return buckets{table: t}
 		}
-		scope := b.Route
-		if kind == keyUpstream {
-			scope = b.Upstream
-		}
-		fbKey := fmt.Sprintf("ratelimit.fallback|%d|%s|%s|%s|%d|%d|%d", kind, scope, lc.Key, settings, c.MaxKeys, c.IdleTimeout, c.Nodes)
 		var pr *presence
 		if c.Nodes == 0 {
-			pr = sharedPresence(b) // not inside Shared's create: Shared is not reentrant
+			pr = sharedPresence(b)
 		}
 		health := l.dist.health
-		l.fbAuto = b.Shared(fbKey, func() any {
+		key.nodes = c.Nodes
+		l.fbAuto = proxy.Share(b, key, func() *autoShare {
 			return &autoShare{presence: pr, nodes: c.Nodes, health: health, make: share}
-		}).(*autoShare)
+		})
 	}
 
 	// RateLimit-Policy: the bucket as "burst calls per the time it takes to
@@ -224,9 +235,9 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 	what := ""
 	switch kind {
 	case keyUpstream:
-		what = "for upstream " + b.Upstream
+		what = "for upstream " + b.Upstream.Name
 	case keyRoute:
-		what = "for route " + b.Route
+		what = "for route " + b.Route.Name
 	case keyConsumer:
 		what = "per consumer"
 	case keyIP:
@@ -241,12 +252,12 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 		l.rejects[s] = e
 	}
 
-	l.allowed = m.decisions.WithLabelValues(b.Route, l.name, "allowed")
-	l.rejected = m.decisions.WithLabelValues(b.Route, l.name, "rejected")
-	l.queued = m.decisions.WithLabelValues(b.Route, l.name, "queued")
-	l.wait = m.wait.WithLabelValues(b.Route, l.name)
+	l.allowed = m.decisions.WithLabelValues(b.Route.Name, l.name, "allowed")
+	l.rejected = m.decisions.WithLabelValues(b.Route.Name, l.name, "rejected")
+	l.queued = m.decisions.WithLabelValues(b.Route.Name, l.name, "queued")
+	l.wait = m.wait.WithLabelValues(b.Route.Name, l.name)
 	if l.dist != nil {
-		l.fellBack = m.fallback.WithLabelValues(b.Route, l.name)
+		l.fellBack = m.fallback.WithLabelValues(b.Route.Name, l.name)
 	}
 	return l
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,8 +24,6 @@ type presence struct {
 	id      string
 	live    atomic.Int64 // gateways counted, at least 1
 
-	mu   sync.Mutex
-	refs int
 	stop chan struct{}
 	done chan struct{}
 }
@@ -37,43 +34,34 @@ const (
 )
 
 func sharedPresence(b *proxy.Build) *presence {
-	return b.Shared(fmt.Sprintf("ratelimit.presence|%p", b.Cluster), func() any {
+	return proxy.Share(b, b.Cluster, func() *presence {
 		var id [8]byte
 		_, _ = rand.Read(id[:])
 		p := &presence{cluster: b.Cluster, key: b.Cluster.Key("rl:nodes"), id: b.Cluster.NodeID + "." + hex.EncodeToString(id[:])}
 		p.live.Store(1)
 		return p
-	}).(*presence)
+	})
 }
 
-// acquire starts the heartbeat for the first config that needs it; the first
-// beat is sent at once so that the count is known before traffic.
-func (p *presence) acquire() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.refs++
-	if p.refs > 1 {
-		return
-	}
+// Start starts the heartbeat when the first config that needs it starts
+// serving; the first beat is sent at once so that the count is known before
+// traffic.
+func (p *presence) Start() error {
 	p.beat()
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
 	go p.run(p.stop, p.done)
+	return nil
 }
 
-// release stops the heartbeat when the last config using it is closed, and
+// Close stops the heartbeat once the last config using it is retired, and
 // leaves the set so that the others count one gateway less at once.
-func (p *presence) release() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.refs--
-	if p.refs > 0 {
-		return
-	}
+func (p *presence) Close() error {
 	close(p.stop)
 	<-p.done
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_ = p.cluster.Redis.ZRem(ctx, p.key, p.id).Err()
+	_ = p.cluster.Redis.ZRem(ctx, p.key, p.id).Err() // best effort: the member expires anyway
+	return nil
 }
 
 func (p *presence) run(stop, done chan struct{}) {

@@ -4,22 +4,20 @@
 // (GCRA); optionally obeying the provider's own "slow down" (429/503 with
 // Retry-After, RateLimit or X-RateLimit-* headers).
 //
-// One YAML block acts at two stages (proxy.MultiStage): limits that guard a
-// caller's fair share (route, consumer, ip, header) count every call before
-// the cache (proxy.StageRateLimit); limits keyed by upstream guard the
-// provider's quota and count each attempt that really leaves for it, after
-// the cache and inside retries (proxy.StageUpstreamQuota), where the
-// provider's answers are watched as well.
+// One YAML block acts at two places in the pipeline (proxy.DefineParts):
+// limits that guard a caller's fair share (route, consumer, ip, header)
+// count every call before the cache (the main part); limits keyed by
+// upstream guard the provider's quota and count each attempt that really
+// leaves for it, after the cache and inside retries (the upstream_quota
+// part), where the provider's answers are watched as well.
 //
-// Limiter state lives in Build.Shared: an upstream limit is one bucket per
+// Limiter state is shared (proxy.Share): an upstream limit is one bucket per
 // upstream shared by all its routes, and buckets survive reloads that keep
 // their settings. It must not write error bodies itself: rejections are
 // returned as *proxy.Error.
 package ratelimit
 
 import (
-	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,100 +25,20 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// Factory registers the plugin.
-var Factory = &proxy.Factory{
-	Name:      "rate_limit",
-	Stage:     proxy.StageRateLimit,
-	NewConfig: newConfig,
-	New:       newPlugin,
-}
+// Factory registers the plugin. Its main part holds the caller limits; its
+// "upstream_quota" part the upstream limits and the provider watch.
+var Factory = proxy.DefineParts("rate_limit", []string{PartUpstreamQuota}, build)
 
-// RateLimit is the compiled plugin of one route.
-type RateLimit struct {
-	caller, quota *part
-	hub           *pauseHub    // cluster mode with respect_upstream: pauses shared through Redis
-	presence      *presence    // cluster mode with nodes: 0: the heartbeat that counts gateways
-	health        *redisHealth // cluster mode: Redis's state, shared by the gateway's limits
-	logger        *slog.Logger // the config's logger, for health's messages
-	started       atomic.Bool  // Close undoes only what Start did
-}
+// PartUpstreamQuota is the part that counts each attempt that leaves for
+// the provider, inside retries and after the cache.
+const PartUpstreamQuota = "upstream_quota"
 
-var (
-	_ proxy.Plugin     = (*RateLimit)(nil)
-	_ proxy.MultiStage = (*RateLimit)(nil)
-	_ proxy.Starter    = (*RateLimit)(nil)
-	_ proxy.Closer     = (*RateLimit)(nil)
-)
-
-// Handle is not used: the parts run at their own stages.
-func (r *RateLimit) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
-	return next.Handle(ctx, ex)
-}
-
-// Parts places caller limits before the cache and upstream limits (and the
-// provider watch) per attempt.
-func (r *RateLimit) Parts() []proxy.Part {
-	parts := make([]proxy.Part, 0, 2)
-	if r.caller != nil {
-		parts = append(parts, proxy.Part{Stage: proxy.StageRateLimit, Plugin: r.caller})
-	}
-	if r.quota != nil {
-		parts = append(parts, proxy.Part{Stage: proxy.StageUpstreamQuota, Plugin: r.quota})
-	}
-	return parts
-}
-
-// Start subscribes to the cluster's provider pauses and starts the heartbeat
-// that counts the gateways. Everything that changes state shared with other
-// configs happens here, not in New: a config that is only built (sluice
-// validate, a rejected reload) leaves the serving one alone.
-func (r *RateLimit) Start() error {
-	if !r.started.CompareAndSwap(false, true) {
-		return nil
-	}
-	if r.health != nil {
-		r.health.log.Store(r.logger)
-	}
-	if p := r.quota.pauseOf(); p != nil && r.hub != nil {
-		r.hub.watch(p)
-		p.attach(r.hub)
-		r.hub.acquire()
-	}
-	if r.presence != nil {
-		r.presence.acquire()
-	}
-	return nil
-}
-
-// Close ends the subscription and the heartbeat when no other config uses
-// them. A plugin that was never started (another plugin's Start failed)
-// has nothing to undo.
-func (r *RateLimit) Close() error {
-	if !r.started.CompareAndSwap(true, false) {
-		return nil
-	}
-	if p := r.quota.pauseOf(); p != nil && r.hub != nil {
-		r.hub.release()
-		p.detach(r.hub)
-		r.hub.unwatch(p)
-	}
-	if r.presence != nil {
-		r.presence.release()
-	}
-	return nil
-}
-
-func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
-	c := cfg.(*Config)
+func build(c *Config, b *proxy.Build) (proxy.Parts, error) {
 	m := sharedMetrics(b)
-	r := &RateLimit{}
 	caller := &part{}
 	quota := &part{perAttempt: true}
 	for _, lc := range c.limits() {
 		l := newLimit(lc, c, b, m)
-		if l.fbAuto != nil && l.fbAuto.presence != nil {
-			r.presence = l.fbAuto.presence
-		}
 		if l.kind == keyUpstream {
 			quota.limits = append(quota.limits, l)
 		} else {
@@ -133,11 +51,12 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	if c.RespectUpstream {
 		quota.pause = sharedPause(b, m)
 		if b.Cluster != nil {
-			r.hub = sharedHub(b)
+			watchPauses(b, quota.pause)
 		}
 	}
 	if b.Cluster != nil {
-		r.health, r.logger = sharedHealth(b), b.Logger
+		health, logger := sharedHealth(b), b.Logger
+		b.OnStart(func() { health.log.Store(logger) })
 	}
 	for _, p := range []*part{caller, quota} {
 		for i, l := range p.limits {
@@ -147,11 +66,12 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 			p.policy = append(p.policy, l.policy...)
 		}
 	}
+	parts := proxy.Parts{}
 	if len(caller.limits) > 0 {
-		r.caller = caller
+		parts[""] = caller
 	}
 	if len(quota.limits) > 0 || quota.pause != nil {
-		r.quota = quota
+		parts[PartUpstreamQuota] = quota
 	}
 	var upstreamLimits, routeLimits []*limit
 	upstreamLimits = quota.limits
@@ -178,7 +98,7 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		})
 	}
 	if len(routeLimits) > 0 {
-		b.ReportStatus("rate_limit/route:"+b.Route, func() any {
+		b.ReportStatus("rate_limit/route:"+b.Route.Name, func() any {
 			now := clock()
 			ls := make([]any, len(routeLimits))
 			for i, l := range routeLimits {
@@ -187,7 +107,7 @@ func newPlugin(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 			return map[string]any{"limits": ls}
 		})
 	}
-	return r, nil
+	return parts, nil
 }
 
 // part is the plugin at one stage: the limits counted there and, at the
@@ -281,7 +201,7 @@ type metrics struct {
 }
 
 func sharedMetrics(b *proxy.Build) *metrics {
-	return b.Shared("ratelimit.metrics", func() any {
+	return proxy.Share(b, struct{}{}, func() *metrics {
 		m := &metrics{
 			decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "sluice_ratelimit_decisions_total",
@@ -303,5 +223,5 @@ func sharedMetrics(b *proxy.Build) *metrics {
 		}
 		b.Registerer.MustRegister(m.decisions, m.wait, m.fallback, m.quota)
 		return m
-	}).(*metrics)
+	})
 }

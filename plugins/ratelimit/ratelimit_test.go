@@ -162,13 +162,9 @@ func TestRefillsAtTheRate(t *testing.T) {
 }
 
 func authRegistry() *proxy.Registry {
-	return proxytest.WithStandIns(&proxy.Factory{
-		Name: "authenticate", Stage: proxy.StageAuthenticate,
-		NewConfig: func() any { return &struct{}{} },
-		New: func(any, *proxy.Build) (proxy.Plugin, error) {
-			return consumerFromHeader{}, nil
-		},
-	})
+	return proxytest.WithStandIns(proxy.Define("authenticate", func(*struct{}, *proxy.Build) (proxy.Plugin, error) {
+		return consumerFromHeader{}, nil
+	}))
 }
 
 type consumerFromHeader struct{}

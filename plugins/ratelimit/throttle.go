@@ -32,18 +32,18 @@ type pause struct {
 const maxPause = time.Hour
 
 func sharedPause(b *proxy.Build, m *metrics) *pause {
-	return b.Shared("ratelimit.pause|"+b.Upstream, func() any {
-		p := &pause{upstream: b.Upstream, gauge: m.quota.WithLabelValues(b.Upstream)}
+	return proxy.Share(b, b.Upstream.Name, func() *pause {
+		p := &pause{upstream: b.Upstream.Name, gauge: m.quota.WithLabelValues(b.Upstream.Name)}
 		p.remaining.Store(-1)
 		p.gauge.Set(-1)
-		p.detail = "upstream " + b.Upstream + " asked to slow down; calls are held back until its reset"
+		p.detail = "upstream " + b.Upstream.Name + " asked to slow down; calls are held back until its reset"
 		for s := 1; s <= maxPrebuilt; s++ {
 			e := proxy.NewError(proxy.CodeUpstreamRateLimited, p.detail)
 			e.RetryAfter = time.Duration(s) * time.Second
 			p.errs[s] = e
 		}
 		return p
-	}).(*pause)
+	})
 }
 
 // attach makes the pause publish through hub (a config with

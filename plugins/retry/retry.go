@@ -72,8 +72,10 @@ type Config struct {
 	MinRetries int `koanf:"min_retries" json:"min_retries"`
 }
 
-func newConfig() any {
-	return &Config{
+// Defaults sets the defaults above; methods are settled at build (their
+// default depends on idempotency_key).
+func (c *Config) Defaults() {
+	*c = Config{
 		Attempts:       3,
 		Backoff:        config.Duration(100 * time.Millisecond),
 		MaxBackoff:     config.Duration(2 * time.Second),
@@ -87,7 +89,7 @@ func newConfig() any {
 
 var idempotentMethods = []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
 
-// Validate checks the settings and fills the default methods.
+// Validate checks the settings.
 func (c *Config) Validate() error {
 	var p config.Problems
 	if c.Attempts < 1 || c.Attempts > 10 {
@@ -119,12 +121,6 @@ func (c *Config) Validate() error {
 	default:
 		p.Addf("idempotency_key", "unknown mode %q: want require or generate", c.IdempotencyKey)
 	}
-	if c.Methods == nil {
-		c.Methods = slices.Clone(idempotentMethods)
-		if c.IdempotencyKey == "generate" {
-			c.Methods = append(c.Methods, "POST", "PATCH")
-		}
-	}
 	for i, m := range c.Methods {
 		if !httpx.ValidToken(m) || m != strings.ToUpper(m) {
 			p.Addf(fmt.Sprintf("methods[%d]", i), "invalid method %q: want an upper-case method such as GET", m)
@@ -143,12 +139,7 @@ func (c *Config) Validate() error {
 }
 
 // Factory registers the plugin.
-var Factory = &proxy.Factory{
-	Name:      "retry",
-	Stage:     proxy.StageRetry,
-	NewConfig: newConfig,
-	New:       build,
-}
+var Factory = proxy.Define("retry", build)
 
 type metrics struct {
 	retries   *prometheus.CounterVec
@@ -161,9 +152,28 @@ const (
 	reasonConnError = "conn_error"
 )
 
-func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
-	c := cfg.(*Config)
-	m := b.Shared("retry.metrics", func() any {
+// budgetKey names a retry budget: one per upstream and window, shared by
+// the upstream's routes.
+type budgetKey struct {
+	upstream string
+	window   config.Duration
+}
+
+// retryMethods are the methods retried: methods, else the idempotent ones,
+// with POST and PATCH when idempotency_key is generate.
+func (c *Config) retryMethods() []string {
+	if c.Methods != nil {
+		return c.Methods
+	}
+	m := slices.Clone(idempotentMethods)
+	if c.IdempotencyKey == "generate" {
+		m = append(m, "POST", "PATCH")
+	}
+	return m
+}
+
+func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
+	m := proxy.Share(b, struct{}{}, func() *metrics {
 		m := &metrics{
 			retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "sluice_retries_total",
@@ -176,19 +186,19 @@ func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 		}
 		b.Registerer.MustRegister(m.retries, m.exhausted)
 		return m
-	}).(*metrics)
+	})
 	p := &Plugin{
 		attempts:   c.Attempts,
 		backoff:    c.Backoff.D(),
 		maxBackoff: c.MaxBackoff.D(),
-		methods:    c.Methods,
+		methods:    c.retryMethods(),
 		generate:   c.IdempotencyKey == "generate",
 		ratio:      c.Budget,
 		minRetries: int64(c.MinRetries),
 		onTimeout:  -1,
 		onConn:     -1,
-		exhausted:  m.exhausted.WithLabelValues(b.Upstream),
-		upstream:   b.Upstream,
+		exhausted:  m.exhausted.WithLabelValues(b.Upstream.Name),
+		upstream:   b.Upstream.Name,
 		log:        b.Logger,
 	}
 	for i := range p.onStatus {
@@ -196,7 +206,7 @@ func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 	}
 	for _, s := range c.On {
 		idx := int8(len(p.reasons))
-		p.reasons = append(p.reasons, m.retries.WithLabelValues(b.Upstream, s))
+		p.reasons = append(p.reasons, m.retries.WithLabelValues(b.Upstream.Name, s))
 		switch s {
 		case reasonTimeout:
 			p.onTimeout = idx
@@ -211,9 +221,9 @@ func build(cfg any, b *proxy.Build) (proxy.Plugin, error) {
 			}
 		}
 	}
-	p.budget = b.Shared(fmt.Sprintf("retry.budget|%s|%s", b.Upstream, c.BudgetWindow), func() any {
+	p.budget = proxy.Share(b, budgetKey{b.Upstream.Name, c.BudgetWindow}, func() *budget {
 		return newBudget(c.BudgetWindow.D())
-	}).(*budget)
+	})
 	b.ReportStatus("retry_budget", func() any {
 		req, ret := p.budget.totals(proxy.Nanotime())
 		return map[string]any{"window": c.BudgetWindow.String(), "requests": req, "retries": ret,

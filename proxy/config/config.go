@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,11 +22,14 @@ type Config struct {
 	Log       LogConfig                 `koanf:"log" json:"log"`
 	Admin     AdminConfig               `koanf:"admin" json:"admin"`
 	Cluster   ClusterConfig             `koanf:"cluster" json:"cluster"`
-	Cache     CacheConfig               `koanf:"cache" json:"cache"`
 	Consumers map[string]ConsumerConfig `koanf:"consumers" json:"consumers,omitempty"`
 	Plugins   PluginBlocks              `koanf:"plugins" json:"-"`
 	Upstreams map[string]UpstreamConfig `koanf:"upstreams" json:"upstreams"`
 	Routes    map[string]RouteConfig    `koanf:"routes" json:"routes"`
+	// Sections holds the other top-level sections, raw: each belongs to a
+	// plugin (cache: belongs to the cache plugin), which decodes and checks
+	// it when the pipeline is compiled. A key no plugin owns is an error then.
+	Sections map[string]any `koanf:",remain" json:"-"`
 
 	fromEnv []envValue // values taken from the environment by ${VAR} (see Redact)
 }
@@ -41,6 +45,18 @@ func (c *Config) Redact(s string) string {
 		}
 	}
 	return redactSecretFiles(s)
+}
+
+// TopLevelKeys lists the sections the gateway itself owns.
+func TopLevelKeys() []string {
+	t := reflect.TypeFor[Config]()
+	var keys []string
+	for i := range t.NumField() {
+		if name := tagName(t.Field(i)); name != "" {
+			keys = append(keys, name)
+		}
+	}
+	return keys
 }
 
 // PluginBlocks maps a plugin name to its raw YAML block. A nil block (written as
@@ -127,35 +143,6 @@ type RedisConfig struct {
 	WriteTimeout Duration `koanf:"write_timeout" json:"write_timeout"`
 	// PoolSize caps open connections. Default 10 per CPU.
 	PoolSize int `koanf:"pool_size" json:"pool_size,omitempty"`
-}
-
-// CacheConfig configures the process-wide response cache that the cache
-// plugin of every route stores into.
-type CacheConfig struct {
-	// MaxSize is the hard limit of the cache's memory. Default 256MiB. The
-	// store is made once per process: a reload that changes max_size or
-	// shards is logged and applies at the next start.
-	MaxSize Size `koanf:"max_size" json:"max_size"`
-	// MaxEntrySize is the largest entry (headers and body) stored; larger
-	// answers are passed through and not stored. Default 1MiB. It must fit
-	// in one shard (max_size / shards).
-	MaxEntrySize Size `koanf:"max_entry_size" json:"max_entry_size"`
-	// Shards splits the store (a power of two, 1 to 1024); more shards mean
-	// less lock contention, but each shard holds max_size/shards. Default 0:
-	// as many as fit four max-size entries each, at most 256.
-	Shards int `koanf:"shards" json:"shards"`
-}
-
-// StoreShards returns the number of shards the cache store uses.
-func (c *CacheConfig) StoreShards() int {
-	if c.Shards > 0 {
-		return c.Shards
-	}
-	n := 1
-	for n < 256 && int64(c.MaxSize)/int64(n*2) >= 4*int64(c.MaxEntrySize) {
-		n *= 2
-	}
-	return n
 }
 
 // ConsumerConfig is one caller of the gateway (a backend service), known by
@@ -309,7 +296,6 @@ func DefaultConfig() *Config {
 		},
 		Log:   LogConfig{Level: "info", Format: "json", AccessLog: true},
 		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
-		Cache: CacheConfig{MaxSize: 256 << 20, MaxEntrySize: 1 << 20},
 	}
 }
 
@@ -430,17 +416,6 @@ func (c *Config) validate(p *Problems) {
 	if r := c.Cluster.Redis; r != nil {
 		r.validate("cluster.redis", p)
 	}
-	if c.Cache.MaxSize < 1<<20 {
-		p.Addf("cache.max_size", "must be at least 1MiB, got %s", c.Cache.MaxSize)
-	} else if cc := &c.Cache; cc.Shards < 0 || cc.Shards > 1024 || cc.Shards&(cc.Shards-1) != 0 {
-		p.Addf("cache.shards", "must be a power of two between 1 and 1024 (or 0 for automatic), got %d", cc.Shards)
-	} else if cc.MaxEntrySize < 1024 {
-		p.Addf("cache.max_entry_size", "must be at least 1KiB, got %s", cc.MaxEntrySize)
-	} else if per := cc.MaxSize / Size(cc.StoreShards()); cc.MaxEntrySize > per {
-		p.Addf("cache.max_entry_size", "%s does not fit in one shard of the store (max_size %s / %d shards = %s): lower it, raise max_size or use fewer shards",
-			cc.MaxEntrySize, cc.MaxSize, cc.StoreShards(), per)
-	}
-
 	c.validateConsumers(p)
 
 	for _, name := range sortedKeys(c.Upstreams) {

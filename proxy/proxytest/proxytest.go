@@ -363,14 +363,27 @@ func ClosedAddr(t testing.TB) string {
 	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
+// WithPlugin returns the built-in pipeline with f placed right after the
+// place named after (as Registry.Stages names it): the one line a new
+// plugin adds to plugins/plugins.go.
+func WithPlugin(after string, f *proxy.Factory) *proxy.Registry {
+	places := plugins.Pipeline()
+	i := slices.Index(plugins.Registry().Stages(), after)
+	if i < 0 {
+		panic("proxytest: no place named " + after)
+	}
+	return proxy.NewRegistry(slices.Insert(places, i+1, proxy.Place(f))...)
+}
+
 // WithStandIns returns a registry of the built-in plugins plus the given
 // factories; a factory named like a built-in replaces it. Tests use it to put
 // a stand-in (a tracer, a fake authenticate) at a plugin's stage.
 func WithStandIns(standIns ...*proxy.Factory) *proxy.Registry {
-	all := slices.DeleteFunc(plugins.All(), func(f *proxy.Factory) bool {
-		return slices.ContainsFunc(standIns, func(s *proxy.Factory) bool { return s.Name == f.Name })
-	})
-	return proxy.NewRegistry(append(all, standIns...)...)
+	r := plugins.Registry()
+	for _, f := range standIns {
+		r = r.Replace(f)
+	}
+	return r
 }
 
 // WantProblem decodes a problem+json answer and checks the members every gateway
