@@ -109,7 +109,7 @@ func BenchmarkChain(b *testing.B) {
 
 // BenchmarkFullChain runs every plugin but the cache, as a caller with a
 // consumer key: authenticate, two rate limits, headers, inject_auth, retry,
-// circuit_breaker and normalize_errors (DESIGN.md: within 2x of pass-through).
+// circuit_breaker and normalize_errors (the budget: within 2x of pass-through).
 func BenchmarkFullChain(b *testing.B) {
 	im := proxytest.NewInMemory(b, benchYAML, origin)
 	req := fasthttp.AcquireRequest()

@@ -12,7 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// TestCacheHitAllocs asserts the budget of DESIGN.md: a cache hit allocates
+// TestCacheHitAllocs asserts the cache-hit budget: a cache hit allocates
 // nothing beyond what bigcache's Get does itself, counted over the whole
 // process (client and gateway). bigcache v3.1.0 allocates twice per Get: a
 // copy of the value and a copy of the stored key it compares (measured

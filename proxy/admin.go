@@ -19,7 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// AdminHandler returns the admin API (DESIGN.md, fixed paths):
+// AdminHandler returns the admin API (fixed paths; docs/admin-api.md):
 //
 //	GET  /metrics          Prometheus text exposition of the gateway's registry
 //	GET  /healthz          200 while the process runs

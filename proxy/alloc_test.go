@@ -25,7 +25,7 @@ routes:
   catchall: {path: "/api/{path:*}", upstream: up, strip_prefix: "/api"}
 `
 
-// TestPassThroughAllocs asserts the budget of DESIGN.md: proxying a request
+// TestPassThroughAllocs asserts the pass-through budget: proxying a request
 // through a route without plugins allocates nothing, counted over the whole
 // process (client, gateway and upstream).
 func TestPassThroughAllocs(t *testing.T) {

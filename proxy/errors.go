@@ -15,7 +15,7 @@ import (
 )
 
 // Code is the stable, machine-readable kind of a gateway error: the "code"
-// member of every problem+json body. The set and the names are fixed by DESIGN.md.
+// member of every problem+json body. The set and the names are fixed (docs/errors.md).
 type Code uint8
 
 // The error codes. Each has a default HTTP status (see Code.Status).

@@ -57,6 +57,10 @@ type Target struct {
 	basePath []byte // path of the base URL without trailing slash, may be empty
 }
 
+// Host is the host (and port, if the URL has one) of the target's base URL,
+// as the Host header sends it.
+func (t *Target) Host() string { return string(t.host) }
+
 // BasePath is the path of the target's base URL, without a trailing slash
 // (empty for a bare host); request paths are appended to it.
 func (t *Target) BasePath() string { return string(t.basePath) }

@@ -11,7 +11,7 @@ import (
 
 // TestAuthenticateAllocs: identifying a caller by API key (X-Api-Key and
 // Bearer) costs no allocation, counted over the whole process (client,
-// gateway, upstream), like the pass-through budget of DESIGN.md.
+// gateway, upstream), like the pass-through budget.
 func TestAuthenticateAllocs(t *testing.T) {
 	im := proxytest.NewInMemory(t, allocYAML, upstream1K)
 	for _, hdr := range [][2]string{{"X-Api-Key", crmKey}, {"Authorization", "Bearer " + billingKey}} {

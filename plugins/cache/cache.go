@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/sluice-gw/sluice/proxy/config"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -562,7 +563,7 @@ func upstreamPath(loc []byte, ex *proxy.Exchange) []byte {
 	if err := u.Parse(nil, loc); err != nil {
 		return nil
 	}
-	if t := ex.Target; t != nil && !strings.Contains(t.URL, "://"+string(u.Host())) {
+	if t := ex.Target; t != nil && !sameHost(string(u.Host()), t.Host()) {
 		return nil
 	}
 	p := append([]byte(nil), u.PathOriginal()...)
@@ -572,16 +573,25 @@ func upstreamPath(loc []byte, ex *proxy.Exchange) []byte {
 	return stripBase(p, ex)
 }
 
+// sameHost reports whether a Location's host names the target: the same
+// host and port, or the same host where the Location names no port.
+func sameHost(loc, target string) bool {
+	if strings.EqualFold(loc, target) {
+		return true
+	}
+	if _, _, err := net.SplitHostPort(loc); err == nil {
+		return false // a port, and not the target's
+	}
+	host, _, err := net.SplitHostPort(target)
+	return err == nil && strings.EqualFold(strings.Trim(loc, "[]"), host)
+}
+
 // stripBase removes the target's base path (keys are relative to it).
 func stripBase(p []byte, ex *proxy.Exchange) []byte {
 	if t := ex.Target; t != nil {
-		if _, rest, ok := strings.Cut(t.URL, "://"); ok {
-			if i := strings.IndexByte(rest, '/'); i >= 0 {
-				base := strings.TrimRight(rest[i:], "/")
-				if base != "" && bytes.HasPrefix(p, []byte(base)) {
-					return p[len(base):]
-				}
-			}
+		base := t.BasePath()
+		if base != "" && bytes.HasPrefix(p, []byte(base)) && (len(p) == len(base) || p[len(base)] == '/' || p[len(base)] == '?') {
+			return p[len(base):]
 		}
 	}
 	return p

@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Config is the whole gateway configuration (schema v1, see DESIGN.md). It is
+// Config is the whole gateway configuration (schema v1, see docs/configuration.md). It is
 // produced by Load, which applies defaults, environment overrides and ${VAR}
 // expansion, decodes strictly and validates. Plugin blocks stay raw maps here;
 // each plugin decodes its own block when the pipeline is compiled.
