@@ -4,7 +4,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
@@ -21,7 +21,7 @@ func origin(ctx *fasthttp.RequestCtx) {
 	}
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.Response.Header.Set("Cache-Control", "public, max-age=60")
-	ctx.Response.SetBodyRaw(proxytest.Body1K)
+	ctx.Response.SetBodyRaw(testkit.Body1K)
 }
 
 const benchYAML = `
@@ -85,25 +85,25 @@ func runReq(b *testing.B, c *fasthttp.HostClient, req *fasthttp.Request, uri str
 
 // BenchmarkDirect is the floor: the client talks to the origin, no gateway.
 func BenchmarkDirect(b *testing.B) {
-	im := proxytest.NewInMemory(b, benchYAML, origin)
+	im := testkit.NewInMemory(b, benchYAML, origin)
 	run(b, im.Direct, "http://upstream/json", 200)
 }
 
 // BenchmarkPassThrough proxies a static route without plugins.
 func BenchmarkPassThrough(b *testing.B) {
-	im := proxytest.NewInMemory(b, benchYAML, origin)
+	im := testkit.NewInMemory(b, benchYAML, origin)
 	run(b, im.Client, "http://gateway/json", 200)
 }
 
 // BenchmarkPassThroughCatchAll proxies a {path:*} route with strip_prefix and a query.
 func BenchmarkPassThroughCatchAll(b *testing.B) {
-	im := proxytest.NewInMemory(b, benchYAML, origin)
+	im := testkit.NewInMemory(b, benchYAML, origin)
 	run(b, im.Client, "http://gateway/api/json?page=2&per_page=50", 200)
 }
 
 // BenchmarkChain runs normalize_errors and headers (request and response edits).
 func BenchmarkChain(b *testing.B) {
-	im := proxytest.NewInMemory(b, benchYAML, origin)
+	im := testkit.NewInMemory(b, benchYAML, origin)
 	run(b, im.Client, "http://gateway/chain/json", 200)
 }
 
@@ -111,7 +111,7 @@ func BenchmarkChain(b *testing.B) {
 // consumer key: authenticate, two rate limits, headers, inject_auth, retry,
 // circuit_breaker and normalize_errors (the budget: within 2x of pass-through).
 func BenchmarkFullChain(b *testing.B) {
-	im := proxytest.NewInMemory(b, benchYAML, origin)
+	im := testkit.NewInMemory(b, benchYAML, origin)
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	req.Header.Set("X-Api-Key", "bench-key-0123456789")
@@ -120,13 +120,13 @@ func BenchmarkFullChain(b *testing.B) {
 
 // BenchmarkErrorRouteNotFound is the gateway's own error path: 404 problem+json.
 func BenchmarkErrorRouteNotFound(b *testing.B) {
-	im := proxytest.NewInMemory(b, benchYAML, origin)
+	im := testkit.NewInMemory(b, benchYAML, origin)
 	run(b, im.Client, "http://gateway/nowhere", 404)
 }
 
 // BenchmarkErrorNormalized is an upstream 503 rewritten by normalize_errors.
 func BenchmarkErrorNormalized(b *testing.B) {
-	im := proxytest.NewInMemory(b, benchYAML, origin)
+	im := testkit.NewInMemory(b, benchYAML, origin)
 	run(b, im.Client, "http://gateway/chain/fail", 503)
 }
 

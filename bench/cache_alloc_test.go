@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/allegro/bigcache/v3"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -23,7 +23,7 @@ func TestCacheHitAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = bc.Set("0123456789abcdef", proxytest.Body1K)
+	_ = bc.Set("0123456789abcdef", testkit.Body1K)
 	var sink []byte
 	getAllocs := testing.AllocsPerRun(1000, func() { sink, _ = bc.Get("0123456789abcdef") })
 	if len(sink) != 1024 {
@@ -31,7 +31,7 @@ func TestCacheHitAllocs(t *testing.T) {
 	}
 	t.Logf("bigcache.Get: %v allocs", getAllocs)
 
-	im := proxytest.NewInMemory(t, cacheYAML, cacheOrigin)
+	im := testkit.NewInMemory(t, cacheYAML, cacheOrigin)
 	for _, uri := range []string{"http://gateway/c/json", "http://gateway/c/json?page=2&per_page=50"} {
 		req := fasthttp.AcquireRequest()
 		resp := fasthttp.AcquireResponse()

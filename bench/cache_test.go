@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -39,26 +39,26 @@ func cacheOrigin(ctx *fasthttp.RequestCtx) {
 	default:
 		ctx.Response.Header.Set("Cache-Control", "public, max-age=60")
 	}
-	ctx.Response.SetBodyRaw(proxytest.Body1K)
+	ctx.Response.SetBodyRaw(testkit.Body1K)
 }
 
 // BenchmarkCacheHit answers from the cache: the upstream is not called.
 func BenchmarkCacheHit(b *testing.B) {
-	im := proxytest.NewInMemory(b, cacheYAML, cacheOrigin)
+	im := testkit.NewInMemory(b, cacheYAML, cacheOrigin)
 	run(b, im.Client, "http://gateway/c/json?page=2&per_page=50", 200)
 }
 
 // BenchmarkCacheStale answers from a stale entry (stale-while-revalidate);
 // the background refresh runs once at a time.
 func BenchmarkCacheStale(b *testing.B) {
-	im := proxytest.NewInMemory(b, cacheYAML, cacheOrigin)
+	im := testkit.NewInMemory(b, cacheYAML, cacheOrigin)
 	run(b, im.Client, "http://gateway/c/stale", 200)
 }
 
 // BenchmarkCacheMissStore misses on a new key every time, calls the upstream
 // and stores the answer.
 func BenchmarkCacheMissStore(b *testing.B) {
-	im := proxytest.NewInMemory(b, cacheYAML, cacheOrigin)
+	im := testkit.NewInMemory(b, cacheYAML, cacheOrigin)
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)

@@ -5,7 +5,7 @@ package bench
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -14,7 +14,7 @@ import (
 // credential injected, retry and circuit breaker, error normalization) allocates
 // nothing, counted over the whole process: client, gateway and origin.
 func TestFullChainAllocs(t *testing.T) {
-	im := proxytest.NewInMemory(t, benchYAML, origin)
+	im := testkit.NewInMemory(t, benchYAML, origin)
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)

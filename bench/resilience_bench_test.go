@@ -3,7 +3,7 @@ package bench
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 const resilienceYAML = `
@@ -29,7 +29,7 @@ routes:
 func BenchmarkResilience(b *testing.B) {
 	for _, name := range []string{"plain", "breaker", "retry", "resilient"} {
 		b.Run(name, func(b *testing.B) {
-			im := proxytest.NewInMemory(b, resilienceYAML, origin)
+			im := testkit.NewInMemory(b, resilienceYAML, origin)
 			run(b, im.Client, "http://gateway/"+name+"/json", 200)
 		})
 	}

@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
-func TestMain(m *testing.M) { proxytest.RunWithoutLeaks(m) }
+func TestMain(m *testing.M) { testkit.RunWithoutLeaks(m) }
 
 // One caller never sees another's private data: with per-consumer provider
 // credentials (inject_auth), the cache keeps each consumer's answers apart,
@@ -21,12 +21,12 @@ func TestMain(m *testing.M) { proxytest.RunWithoutLeaks(m) }
 func TestCacheKeepsConsumersApartWithPerConsumerCredentials(t *testing.T) {
 	t.Parallel()
 	var hits atomic.Int64
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		hits.Add(1)
 		ctx.Response.Header.Set("Cache-Control", "max-age=60")
 		fmt.Fprintf(ctx, "account of %s", ctx.Request.Header.Peek("Authorization"))
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 consumers:
   billing: {keys: ["billing-key-0123456789"]}
@@ -47,8 +47,8 @@ routes:
       cache: {}
 `, up.URL))
 
-	get := func(key string) *proxytest.Response {
-		return proxytest.Do(t, "GET", gw.URL+"/v1/balance", "", "X-Api-Key", key)
+	get := func(key string) *testkit.Response {
+		return testkit.Do(t, "GET", gw.URL+"/v1/balance", "", "X-Api-Key", key)
 	}
 	b1, c1, b2 := get("billing-key-0123456789"), get("crm-key-0123456789abc"), get("billing-key-0123456789")
 	if string(b1.Body) != "account of Bearer billing-provider-token" {
@@ -64,7 +64,7 @@ routes:
 		t.Errorf("provider called %d times, want 2 (one per consumer)", n)
 	}
 	// A caller without a key is refused before the cache: nothing cached leaks.
-	if r := proxytest.Do(t, "GET", gw.URL+"/v1/balance", ""); r.Status != 401 || strings.Contains(string(r.Body), "account") {
+	if r := testkit.Do(t, "GET", gw.URL+"/v1/balance", ""); r.Status != 401 || strings.Contains(string(r.Body), "account") {
 		t.Errorf("no key: %d %s", r.Status, r.Body)
 	}
 }
@@ -75,11 +75,11 @@ routes:
 func TestUpstreamQuotaCountsEveryRetryAttempt(t *testing.T) {
 	t.Parallel()
 	var hits atomic.Int64
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		hits.Add(1)
 		ctx.SetStatusCode(503)
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   up:
@@ -90,19 +90,19 @@ upstreams:
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
 
-	first := proxytest.Do(t, "GET", gw.URL+"/x", "")
+	first := testkit.Do(t, "GET", gw.URL+"/x", "")
 	if first.Status != 503 || hits.Load() != 3 {
 		t.Fatalf("first call: status %d after %d provider calls, want 503 after 3 attempts", first.Status, hits.Load())
 	}
-	second := proxytest.Do(t, "GET", gw.URL+"/x", "")
+	second := testkit.Do(t, "GET", gw.URL+"/x", "")
 	if n := hits.Load(); n != 4 {
 		t.Errorf("provider called %d times in all, want 4: the quota of 4 must cap attempts", n)
 	}
 	if second.Status != 429 && second.Status != 503 {
 		t.Errorf("second call: %d %s", second.Status, second.Body)
 	}
-	third := proxytest.Do(t, "GET", gw.URL+"/x", "")
-	proxytest.WantProblem(t, third, 429, "rate_limited")
+	third := testkit.Do(t, "GET", gw.URL+"/x", "")
+	testkit.WantProblem(t, third, 429, "rate_limited")
 	if hits.Load() != 4 {
 		t.Errorf("the third call reached the provider (%d calls), want it refused by the quota", hits.Load())
 	}
@@ -118,7 +118,7 @@ func TestStaleIfErrorBridgesAnOpenCircuit(t *testing.T) {
 	t.Parallel()
 	var failing atomic.Bool
 	var hits atomic.Int64
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		hits.Add(1)
 		if failing.Load() {
 			ctx.SetStatusCode(500)
@@ -127,7 +127,7 @@ func TestStaleIfErrorBridgesAnOpenCircuit(t *testing.T) {
 		ctx.Response.Header.Set("Cache-Control", "max-age=0, stale-if-error=300")
 		ctx.SetBodyString("catalog v1")
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   up:
@@ -137,18 +137,18 @@ upstreams:
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
 `, up.URL))
 
-	if r := proxytest.Do(t, "GET", gw.URL+"/catalog", ""); string(r.Body) != "catalog v1" {
+	if r := testkit.Do(t, "GET", gw.URL+"/catalog", ""); string(r.Body) != "catalog v1" {
 		t.Fatalf("fill: %d %s", r.Status, r.Body)
 	}
 	failing.Store(true)
 	// The entry is stale at once (max-age=0): this call reaches the failing
 	// provider, opens the circuit and is answered stale.
-	r := proxytest.Do(t, "GET", gw.URL+"/catalog", "")
+	r := testkit.Do(t, "GET", gw.URL+"/catalog", "")
 	if r.Status != 200 || string(r.Body) != "catalog v1" {
 		t.Fatalf("provider failing: %d %s (Cache-Status %q)", r.Status, r.Body, r.Header.Get("Cache-Status"))
 	}
 	before := hits.Load()
-	r = proxytest.Do(t, "GET", gw.URL+"/catalog", "")
+	r = testkit.Do(t, "GET", gw.URL+"/catalog", "")
 	if r.Status != 200 || string(r.Body) != "catalog v1" || !strings.Contains(r.Header.Get("Cache-Status"), "stale") {
 		t.Errorf("circuit open: %d %s (Cache-Status %q); want the stale entry", r.Status, r.Body, r.Header.Get("Cache-Status"))
 	}
@@ -159,7 +159,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
 		t.Errorf("sluice_circuit_state = %v, want 2 (open)", v)
 	}
 	// A path never cached gets the honest error.
-	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/other", ""), 503, "circuit_open")
+	testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/other", ""), 503, "circuit_open")
 }
 
 // A provider's 429 pauses its traffic (rate_limit respect_upstream) and is not
@@ -167,7 +167,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
 func TestProvider429PausesButDoesNotTripTheBreaker(t *testing.T) {
 	t.Parallel()
 	var hits atomic.Int64
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		if hits.Add(1) <= 3 {
 			ctx.SetStatusCode(429)
 			ctx.Response.Header.Set("Retry-After", "1")
@@ -175,7 +175,7 @@ func TestProvider429PausesButDoesNotTripTheBreaker(t *testing.T) {
 		}
 		ctx.SetBodyString("ok")
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   up:
@@ -187,9 +187,9 @@ upstreams:
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
 
-	first := proxytest.Do(t, "GET", gw.URL+"/x", "")
-	proxytest.WantProblem(t, first, 429, "upstream_rate_limited")
-	second := proxytest.Do(t, "GET", gw.URL+"/x", "")
+	first := testkit.Do(t, "GET", gw.URL+"/x", "")
+	testkit.WantProblem(t, first, 429, "upstream_rate_limited")
+	second := testkit.Do(t, "GET", gw.URL+"/x", "")
 	if second.Status != 429 || hits.Load() != 1 {
 		t.Errorf("paused: %d after %d provider calls; want 429 from Sluice, 1 call", second.Status, hits.Load())
 	}

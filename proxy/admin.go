@@ -4,7 +4,6 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"maps"
 	"net"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // AdminHandler returns the admin API (fixed paths; docs/admin-api.md):

@@ -4,42 +4,42 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // With admin.token set, every admin endpoint but /metrics, /healthz and
 // /readyz needs it, with the same check as /admin/reload.
 func TestAdminReadEndpointsNeedTheToken(t *testing.T) {
 	const token = "adm-read-tok-0123456789"
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 admin: {token: %q, pprof: true}
 upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, token, up.URL))
 	for _, p := range []string{"/metrics", "/healthz", "/readyz"} {
-		if r := proxytest.Do(t, "GET", gw.AdminURL+p, ""); r.Status != 200 {
+		if r := testkit.Do(t, "GET", gw.AdminURL+p, ""); r.Status != 200 {
 			t.Errorf("GET %s without token: %d, want 200", p, r.Status)
 		}
 	}
 	for _, p := range []string{"/admin/config", "/admin/upstreams", "/admin/nope", "/debug/pprof/cmdline"} {
 		for _, auth := range [][]string{nil, {"Authorization", "Bearer wrong-token-0123456789"}, {"Authorization", token}} {
-			r := proxytest.Do(t, "GET", gw.AdminURL+p, "", auth...)
+			r := testkit.Do(t, "GET", gw.AdminURL+p, "", auth...)
 			if r.Status != 401 || r.Header.Get("WWW-Authenticate") == "" {
 				t.Errorf("GET %s with %q: %d, want 401 with WWW-Authenticate", p, auth, r.Status)
 			}
 			wantAdminProblem(t, r, 401, "unauthorized")
 		}
-		r := proxytest.Do(t, "GET", gw.AdminURL+p, "", "Authorization", "Bearer "+token)
+		r := testkit.Do(t, "GET", gw.AdminURL+p, "", "Authorization", "Bearer "+token)
 		if want := map[bool]int{true: 404, false: 200}[p == "/admin/nope"]; r.Status != want {
 			t.Errorf("GET %s with the token: %d, want %d", p, r.Status, want)
 		}
@@ -72,10 +72,10 @@ func (c fakeLocalConn) LocalAddr() net.Addr { return c.local }
 // only: on a listener bound to another interface they are refused (403), the
 // probes and /metrics still answer.
 func TestAdminWithoutTokenServesOnlyLoopback(t *testing.T) {
-	up := proxytest.NewUpstream(t, nil)
+	up := testkit.NewUpstream(t, nil)
 	dir := t.TempDir()
 	file := dir + "/sluice.yaml"
-	proxytest.WriteFile(t, file, fmt.Sprintf(`
+	testkit.WriteFile(t, file, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up}}
@@ -84,7 +84,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := proxy.New(cfg, proxy.Options{Plugins: plugins.Registry(), LogOutput: &proxytest.SyncBuffer{}})
+	g, err := proxy.New(cfg, proxy.Options{Plugins: plugins.Registry(), LogOutput: &testkit.SyncBuffer{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,22 +110,22 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	})
 
 	for _, p := range []string{"/admin/config", "/admin/upstreams"} {
-		if r := proxytest.Do(t, "GET", loop+p, ""); r.Status != 200 {
+		if r := testkit.Do(t, "GET", loop+p, ""); r.Status != 200 {
 			t.Errorf("loopback GET %s: %d, want 200", p, r.Status)
 		}
-		r := proxytest.Do(t, "GET", public+p, "")
+		r := testkit.Do(t, "GET", public+p, "")
 		wantAdminProblem(t, r, 403, "forbidden")
 		if !strings.Contains(string(r.Body), "loopback") {
 			t.Errorf("non-loopback GET %s: %s", p, r.Body)
 		}
 	}
 	for _, p := range []string{"/metrics", "/healthz"} {
-		if r := proxytest.Do(t, "GET", public+p, ""); r.Status != 200 {
+		if r := testkit.Do(t, "GET", public+p, ""); r.Status != 200 {
 			t.Errorf("non-loopback GET %s: %d, want 200", p, r.Status)
 		}
 	}
 	// Mutating calls stay refused everywhere without a token.
-	wantAdminProblem(t, proxytest.Do(t, "POST", loop+"/admin/reload", ""), 403, "forbidden")
+	wantAdminProblem(t, testkit.Do(t, "POST", loop+"/admin/reload", ""), 403, "forbidden")
 }
 
 func TestLoopbackListen(t *testing.T) {
@@ -139,7 +139,7 @@ func TestLoopbackListen(t *testing.T) {
 	}
 }
 
-func wantAdminProblem(t *testing.T, r *proxytest.Response, status int, code string) {
+func wantAdminProblem(t *testing.T, r *testkit.Response, status int, code string) {
 	t.Helper()
 	var p map[string]any
 	if r.Status != status || r.Header.Get("Content-Type") != "application/problem+json" || json.Unmarshal(r.Body, &p) != nil || p["code"] != code {

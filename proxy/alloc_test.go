@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
 func upstreamJSON(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetContentType("application/json")
-	ctx.Response.SetBodyRaw(proxytest.Body1K)
+	ctx.Response.SetBodyRaw(testkit.Body1K)
 }
 
 const allocYAML = `
@@ -29,7 +29,7 @@ routes:
 // through a route without plugins allocates nothing, counted over the whole
 // process (client, gateway and upstream).
 func TestPassThroughAllocs(t *testing.T) {
-	im := proxytest.NewInMemory(t, allocYAML, upstreamJSON)
+	im := testkit.NewInMemory(t, allocYAML, upstreamJSON)
 	for _, uri := range []string{"http://gateway/json", "http://gateway/api/v1/items?limit=10"} {
 		req := fasthttp.AcquireRequest()
 		resp := fasthttp.AcquireResponse()
@@ -62,7 +62,7 @@ func TestPassThroughAllocsOverTCP(t *testing.T) {
 	srv := &fasthttp.Server{Handler: upstreamJSON, NoDefaultServerHeader: true, NoDefaultDate: true}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
-	gw := proxytest.StartGateway(t, `
+	gw := testkit.StartGateway(t, `
 log: {access_log: false}
 upstreams:
   up: {url: "http://`+ln.Addr().String()+`"}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -29,10 +29,10 @@ type upstreamsView struct {
 	} `json:"upstreams"`
 }
 
-func adminUpstreams(t *testing.T, gw *proxytest.Gateway) upstreamsView {
+func adminUpstreams(t *testing.T, gw *testkit.Gateway) upstreamsView {
 	t.Helper()
 	var v upstreamsView
-	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
 	if err := json.Unmarshal(resp.Body, &v); err != nil {
 		t.Fatalf("/admin/upstreams: %v: %s", err, resp.Body)
 	}
@@ -43,9 +43,9 @@ func adminUpstreams(t *testing.T, gw *proxytest.Gateway) upstreamsView {
 // ejected and traffic goes to the live one.
 func TestDeadTargetIsEjected(t *testing.T) {
 	t.Parallel()
-	live := proxytest.NewUpstream(t, nil)
-	dead := proxytest.ClosedAddr(t)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	live := testkit.NewUpstream(t, nil)
+	dead := testkit.ClosedAddr(t)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   pool:
@@ -56,7 +56,7 @@ routes:
 `, dead, live.URL))
 	failed := 0
 	for range 10 { // round-robin: the dead target fails twice, then is out
-		if proxytest.Do(t, "GET", gw.URL+"/x", "").Status != 200 {
+		if testkit.Do(t, "GET", gw.URL+"/x", "").Status != 200 {
 			failed++
 		}
 	}
@@ -64,7 +64,7 @@ routes:
 		t.Errorf("%d failed requests before ejection, want 2 (consecutive_failures)", failed)
 	}
 	for i := range 50 {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 			t.Fatalf("request %d after ejection: status %d %s", i, resp.Status, resp.Body)
 		}
 	}
@@ -95,8 +95,8 @@ func TestAllEjectedStillTried(t *testing.T) {
 			ctx.SetStatusCode(503)
 		}
 	}
-	a, b := proxytest.NewUpstream(t, h), proxytest.NewUpstream(t, h)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	a, b := testkit.NewUpstream(t, h), testkit.NewUpstream(t, h)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   pool:
@@ -106,7 +106,7 @@ routes:
   r: {path: "/{p:*}", upstream: pool}
 `, a.URL, b.URL))
 	for range 4 {
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
+		testkit.Do(t, "GET", gw.URL+"/x", "")
 	}
 	for _, tg := range adminUpstreams(t, gw).Upstreams[0].Targets {
 		if tg.State != "ejected" {
@@ -116,7 +116,7 @@ routes:
 	before := a.Count() + b.Count()
 	broken.Store(false)
 	for range 5 {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 			t.Fatalf("with every target ejected: status %d, want the request tried anyway", resp.Status)
 		}
 	}
@@ -130,13 +130,13 @@ routes:
 func TestLeastInflight(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
-	slow := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	slow := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/slow" {
 			<-release
 		}
 	})
-	fast := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	fast := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   pool: {targets: ["%s", "%s"], balance: least_inflight}
@@ -152,12 +152,12 @@ routes:
 		if i > 20 {
 			t.Fatal("no request reached the first target")
 		}
-		wg.Go(func() { _, _ = proxytest.TryDo("GET", gw.URL+"/slow", "") })
+		wg.Go(func() { _, _ = testkit.TryDo("GET", gw.URL+"/slow", "") })
 		time.Sleep(20 * time.Millisecond)
 	}
 	before := fast.Count()
 	for range 20 {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/quick", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/quick", ""); resp.Status != 200 {
 			t.Fatalf("status %d", resp.Status)
 		}
 	}
@@ -175,13 +175,13 @@ func TestHealthCheckTakesOutAndBringsBack(t *testing.T) {
 	t.Parallel()
 	var sick atomic.Bool
 	sick.Store(true)
-	a := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	a := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/health" && sick.Load() {
 			ctx.SetStatusCode(503)
 		}
 	})
-	b := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	b := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   pool:
@@ -191,10 +191,10 @@ routes:
   r: {path: "/{p:*}", upstream: pool}
 `, a.URL, b.URL))
 	state := func(i int) string { return adminUpstreams(t, gw).Upstreams[0].Targets[i].State }
-	proxytest.Eventually(t, 5*time.Second, func() bool { return state(0) == "down" }, "target a marked down")
+	testkit.Eventually(t, 5*time.Second, func() bool { return state(0) == "down" }, "target a marked down")
 	before := a.Count()
 	for range 10 {
-		proxytest.Do(t, "GET", gw.URL+"/work", "")
+		testkit.Do(t, "GET", gw.URL+"/work", "")
 	}
 	var work int
 	for _, r := range a.Requests()[before:] {
@@ -206,10 +206,10 @@ routes:
 		t.Errorf("a down target got %d requests", work)
 	}
 	sick.Store(false)
-	proxytest.Eventually(t, 5*time.Second, func() bool { return state(0) == "healthy" }, "target a back up")
+	testkit.Eventually(t, 5*time.Second, func() bool { return state(0) == "healthy" }, "target a back up")
 	before = a.Count()
 	for range 10 {
-		proxytest.Do(t, "GET", gw.URL+"/work", "")
+		testkit.Do(t, "GET", gw.URL+"/work", "")
 	}
 	if a.Count() == before {
 		t.Error("the target that came back gets no traffic")
@@ -227,8 +227,8 @@ routes:
 // retired config stops (goleak checks the goroutine at the end).
 func TestHealthSurvivesReload(t *testing.T) {
 	t.Parallel()
-	live := proxytest.NewUpstream(t, nil)
-	dead := proxytest.ClosedAddr(t)
+	live := testkit.NewUpstream(t, nil)
+	dead := testkit.ClosedAddr(t)
 	yaml := fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
@@ -240,12 +240,12 @@ routes:
   r: {path: "/{p:*}", upstream: pool}
   %%s
 `, dead, live.URL)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(yaml, ""))
-	proxytest.Eventually(t, 5*time.Second, func() bool {
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
+	gw := testkit.StartGateway(t, fmt.Sprintf(yaml, ""))
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		testkit.Do(t, "GET", gw.URL+"/x", "")
 		return adminUpstreams(t, gw).Upstreams[0].Targets[0].State != "healthy"
 	}, "dead target out")
-	proxytest.WriteFile(t, gw.File, fmt.Sprintf(yaml, `other: {path: "/other", upstream: pool}`))
+	testkit.WriteFile(t, gw.File, fmt.Sprintf(yaml, `other: {path: "/other", upstream: pool}`))
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ routes:
 		t.Errorf("after reload the dead target is %s, want still out", s)
 	}
 	for range 10 {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 			t.Fatalf("after reload: status %d", resp.Status)
 		}
 	}
@@ -273,7 +273,7 @@ func TestBalanceConfigErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			probs := proxytest.ConfigProblems(t, fmt.Sprintf(`
+			probs := testkit.ConfigProblems(t, fmt.Sprintf(`
 upstreams:
   u:
     url: "http://127.0.0.1:1"
@@ -281,7 +281,7 @@ upstreams:
 routes:
   r: {path: "/x", upstream: u}
 `, c.block))
-			proxytest.WantOneProblem(t, probs, c.path, c.msg)
+			testkit.WantOneProblem(t, probs, c.path, c.msg)
 		})
 	}
 }
@@ -290,8 +290,8 @@ routes:
 // failures in a row are shown.
 func TestSingleTargetNotEjected(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(502) })
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(502) })
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   one: {url: "%s", outlier: {consecutive_failures: 2}}
@@ -299,7 +299,7 @@ routes:
   r: {path: "/{p:*}", upstream: one}
 `, up.URL))
 	for range 5 {
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
+		testkit.Do(t, "GET", gw.URL+"/x", "")
 	}
 	if up.Count() != 5 {
 		t.Errorf("upstream saw %d of 5 requests", up.Count())
@@ -315,13 +315,13 @@ func TestHealthCheckEndsEjection(t *testing.T) {
 	t.Parallel()
 	var failing atomic.Bool
 	failing.Store(true)
-	a := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	a := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) != "/health" && failing.Load() {
 			ctx.SetStatusCode(500)
 		}
 	})
-	b := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	b := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   pool:
@@ -331,12 +331,12 @@ upstreams:
 routes:
   r: {path: "/{p:*}", upstream: pool}
 `, a.URL, b.URL))
-	proxytest.Eventually(t, 5*time.Second, func() bool {
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		testkit.Do(t, "GET", gw.URL+"/x", "")
 		return adminUpstreams(t, gw).Upstreams[0].Targets[0].State == "ejected"
 	}, "target a ejected")
 	failing.Store(false)
-	proxytest.Eventually(t, 5*time.Second, func() bool {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		return adminUpstreams(t, gw).Upstreams[0].Targets[0].State == "healthy"
 	}, "a health check ends the 1h ejection")
 	if !strings.Contains(gw.Logs.String(), "ejection ended early: health check passed") {

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // Cluster is the state several gateways share through Redis (cluster.redis).

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // countingClient is the client newCluster would make for addr (the same

@@ -2,15 +2,13 @@ package proxy
 
 import (
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"log/slog"
 	"maps"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/valyala/fasthttp"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // state is one compiled configuration: everything a request needs, built
@@ -158,44 +156,6 @@ func (st *state) bindMetrics(m *Metrics) {
 	for _, rt := range st.routes {
 		rt.metrics = newRouteMetrics(m, rt.Name, rt.Upstream.Name)
 	}
-}
-
-// start makes the state ready to serve: it claims target health, starts the
-// shared resources no serving state has started yet, then the health checks.
-func (st *state) start() error {
-	st.claimHealth()
-	if err := st.shared.start(st.held); err != nil {
-		return err
-	}
-	for _, fn := range st.onStart {
-		fn()
-	}
-	for _, c := range st.checkers {
-		c.start()
-	}
-	return nil
-}
-
-// close stops the state's health checks and lets go of its shared
-// resources: those no other state holds are closed. A state that never
-// started (rejected, or only checked) is closed the same way.
-func (st *state) close() {
-	for _, c := range st.checkers {
-		c.stop()
-	}
-	if err := st.shared.release(st.held); err != nil {
-		st.log.Warn("closing plugin resources", "error", err.Error())
-	}
-	st.held = nil
-}
-
-// dropCluster closes the state's Redis client unless other (the state that
-// replaces it, or the one that keeps serving) uses the same client.
-func (st *state) dropCluster(other *state) {
-	if st == nil || st.cluster == nil || (other != nil && other.cluster == st.cluster) {
-		return
-	}
-	st.cluster.close()
 }
 
 func (g *Gateway) buildUpstream(name string, uc *config.UpstreamConfig, pools *clientPools, keys map[string]bool) (*Upstream, error) {
@@ -358,46 +318,6 @@ func (g *Gateway) buildPlugins(st *state, rt *Route, rc *config.RouteConfig, blo
 			continue
 		}
 		out = append(out, builtPlugin{name: db.factory.name, parts: parts, config: db.config, source: db.path})
-	}
-	return out
-}
-
-// clientPools holds the upstream connection pools by settings, so that a
-// reload reuses warm pools whose settings did not change.
-type clientPools struct {
-	mu sync.Mutex
-	m  map[string]*fasthttp.HostClient
-}
-
-func newClientPools() *clientPools { return &clientPools{m: map[string]*fasthttp.HostClient{}} }
-
-func (c *clientPools) get(key string) *fasthttp.HostClient {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[key]
-}
-
-func (c *clientPools) put(key string, hc *fasthttp.HostClient) *fasthttp.HostClient {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old, ok := c.m[key]; ok {
-		return old
-	}
-	c.m[key] = hc
-	return hc
-}
-
-// release removes the pools no longer in keep and returns them, so that
-// their idle connections can be closed once no request uses them.
-func (c *clientPools) release(keep map[string]bool) []*fasthttp.HostClient {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []*fasthttp.HostClient
-	for k, hc := range c.m {
-		if !keep[k] {
-			out = append(out, hc)
-			delete(c.m, k)
-		}
 	}
 	return out
 }

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
@@ -33,14 +33,14 @@ func (d *detacher) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pro
 }
 
 func TestDetachedExchangeGoesThroughThePipeline(t *testing.T) {
-	up := proxytest.NewUpstream(t, nil)
+	up := testkit.NewUpstream(t, nil)
 	d := &detacher{done: make(chan string, 1)}
-	reg := proxytest.WithStandIns(proxy.Define("cache", func(*detacherConfig, *proxy.Build) (proxy.Plugin, error) { return d, nil }))
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	reg := testkit.WithStandIns(proxy.Define("cache", func(*detacherConfig, *proxy.Build) (proxy.Plugin, error) { return d, nil }))
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 upstreams: {up: {url: "%s"}}
 routes: {r: {path: "/{p:*}", upstream: up, deadline: 1s, plugins: {cache: {}}}}
-`, up.URL), proxytest.Options{Registry: reg})
-	if r := proxytest.Do(t, "GET", gw.URL+"/x?y=1", ""); r.Status != 202 {
+`, up.URL), testkit.Options{Registry: reg})
+	if r := testkit.Do(t, "GET", gw.URL+"/x?y=1", ""); r.Status != 202 {
 		t.Fatalf("caller got %d", r.Status)
 	}
 	select {

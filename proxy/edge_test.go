@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"net"
 	"net/http"
@@ -16,9 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 const edgeConfig = `
@@ -232,7 +232,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		t.Errorf("Retry-After %q, close %v", resp.Header.Get("Retry-After"), resp.Close)
 	}
 	held[0].Close()
-	proxytest.Eventually(t, 5*time.Second, func() bool {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
 		if err != nil {
 			return false
@@ -249,9 +249,9 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 // stays not ready (it used to block forever and report ready).
 func TestServeAfterShutdownReturns(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, nil)
+	up := testkit.NewUpstream(t, nil)
 	dir := t.TempDir()
-	proxytest.WriteFile(t, dir+"/sluice.yaml", fmt.Sprintf("log: {access_log: false}\nupstreams: {up: {url: %q}}\nroutes: {r: {path: \"/\", upstream: up}}\n", up.URL))
+	testkit.WriteFile(t, dir+"/sluice.yaml", fmt.Sprintf("log: {access_log: false}\nupstreams: {up: {url: %q}}\nroutes: {r: {path: \"/\", upstream: up}}\n", up.URL))
 	cfg, err := config.Load(dir + "/sluice.yaml")
 	if err != nil {
 		t.Fatal(err)

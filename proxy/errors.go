@@ -88,15 +88,6 @@ func (c Code) Status() int {
 	return codeInfo[c].status
 }
 
-// Codes returns every code, in declaration order.
-func Codes() []Code {
-	out := make([]Code, numCodes)
-	for i := range out {
-		out[i] = Code(i)
-	}
-	return out
-}
-
 // Error is the one error type of the request path. Plugins and the upstream
 // client return it (or any error, which Classify maps to one); the route
 // renders it once, as problem+json. Create it with NewError or Errorf.
@@ -134,9 +125,6 @@ func NewError(code Code, detail string) *Error {
 func Errorf(code Code, format string, args ...any) *Error {
 	return NewError(code, fmt.Sprintf(format, args...))
 }
-
-// WithCause sets Err and returns e.
-func (e *Error) WithCause(err error) *Error { e.Err = err; return e }
 
 // HTTPStatus is the status the caller receives.
 func (e *Error) HTTPStatus() int {

@@ -2,13 +2,8 @@ package proxy
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/binary"
-	"encoding/json"
 	"sync"
-	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/valyala/fasthttp"
 )
@@ -258,52 +253,6 @@ func (ex *Exchange) begin(ctx *fasthttp.RequestCtx, head *requestHead) {
 	}
 }
 
-// validRequestID accepts 1 to 200 visible ASCII characters: enough for UUIDs,
-// trace ids and the like, never a header-splitting or log-forging value.
-func validRequestID(id []byte) bool {
-	if len(id) == 0 || len(id) > 200 {
-		return false
-	}
-	for _, c := range id {
-		if c < 0x21 || c > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-var (
-	idPrefix  uint64
-	idCounter atomic.Uint64
-)
-
-func init() {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	idPrefix = binary.LittleEndian.Uint64(b[:8])
-	idCounter.Store(binary.LittleEndian.Uint64(b[8:]))
-}
-
-// newRequestID appends a 32-hex-digit id: a per-process random prefix and a
-// counter, unique without coordination and free of allocation.
-func newRequestID(dst []byte) []byte {
-	n := idCounter.Add(1)
-	dst = appendHex64(dst, idPrefix)
-	return appendHex64(dst, n)
-}
-
-func appendHex64(dst []byte, v uint64) []byte {
-	for shift := 60; shift >= 0; shift -= 4 {
-		dst = append(dst, hexDigits[(v>>uint(shift))&0xf])
-	}
-	return dst
-}
-
-// b2s converts without copying; the bytes must not change while the string is used.
-func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
-
-func isJSON(b []byte) bool { return json.Valid(b) }
-
 // Detach returns a new exchange for a request the gateway makes on its own
 // behalf after ex's caller has been answered (a background cache refresh):
 // it has ex's route, upstream, consumer, request URI and a fresh request id,
@@ -324,3 +273,15 @@ func (ex *Exchange) Detach() *Exchange {
 
 // Release returns an exchange obtained from Detach to the pool.
 func (ex *Exchange) Release() { releaseExchange(ex) }
+
+// ResetResponse clears ctx.Response before another attempt (retries): the
+// failed attempt's status, headers and body go, and the settings the
+// gateway's server gives every response stay (no Content-Type is invented
+// for an answer that has none; see Gateway.newServer). ex.FromUpstream is
+// cleared with it, and the answer's share of the body budget given back.
+func ResetResponse(ctx *fasthttp.RequestCtx, ex *Exchange) {
+	ex.releaseResponseBody()
+	ctx.Response.Reset()
+	ctx.Response.Header.SetNoDefaultContentType(true)
+	ex.FromUpstream = false
+}

@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"net/http"
 	"strings"
@@ -11,8 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -32,7 +32,7 @@ func (c *probeConfig) VariesByConsumer() bool { return c.Split }
 
 func probeRegistry(mu *sync.Mutex, log *[]string, built *[]*probe) *proxy.Registry {
 	tr := func(name string) *tracer { return &tracer{name: name, mu: mu, log: log} }
-	return proxytest.WithStandIns(
+	return testkit.WithStandIns(
 		proxy.DefineParts("rate_limit", []string{"upstream_quota"}, func(c *probeConfig, b *proxy.Build) (proxy.Parts, error) {
 			p := &probe{tracer: *tr("rate_limit"), peers: proxy.Peers[proxy.ConsumerScoped](b), cluster: b.Cluster}
 			parts := proxy.Parts{"": p}
@@ -62,16 +62,16 @@ func TestMultiStagePluginPeersAdminAndStatus(t *testing.T) {
 	var mu sync.Mutex
 	var order []string
 	var built []*probe
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 admin: {token: "admin-secret-123"}
 upstreams: {up: {url: "%s"}}
 routes:
   r: {path: "/{p:*}", upstream: up, plugins: {rate_limit: {split: true}, cache: {split: true}, circuit_breaker: {}}}
-`, up.URL), proxytest.Options{Registry: probeRegistry(&mu, &order, &built)})
+`, up.URL), testkit.Options{Registry: probeRegistry(&mu, &order, &built)})
 
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 		t.Fatalf("status %d", resp.Status)
 	}
 	if got := strings.Join(order, ","); got != "rate_limit/caller,cache,circuit_breaker,rate_limit/quota" {
@@ -90,20 +90,20 @@ routes:
 		t.Errorf("single-node config got a cluster")
 	}
 
-	if resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 200 || string(resp.Body) != "looked" {
+	if resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 200 || string(resp.Body) != "looked" {
 		t.Errorf("GET plugin endpoint: %d %s", resp.Status, resp.Body)
 	}
-	if resp := proxytest.Do(t, "POST", gw.AdminURL+"/admin/probe", ""); resp.Status != 401 {
+	if resp := testkit.Do(t, "POST", gw.AdminURL+"/admin/probe", ""); resp.Status != 401 {
 		t.Errorf("mutating plugin endpoint without token: %d, want 401", resp.Status)
 	}
-	if resp := proxytest.Do(t, "POST", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 200 || string(resp.Body) != "probed" {
+	if resp := testkit.Do(t, "POST", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 200 || string(resp.Body) != "probed" {
 		t.Errorf("mutating plugin endpoint with token: %d %s", resp.Status, resp.Body)
 	}
-	if resp := proxytest.Do(t, "DELETE", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 405 {
+	if resp := testkit.Do(t, "DELETE", gw.AdminURL+"/admin/probe", "", "Authorization", "Bearer admin-secret-123"); resp.Status != 405 {
 		t.Errorf("wrong method on plugin endpoint: %d, want 405", resp.Status)
 	}
 
-	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "", "Authorization", "Bearer admin-secret-123")
+	resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "", "Authorization", "Bearer admin-secret-123")
 	var view struct {
 		Upstreams []struct {
 			Name   string                       `json:"name"`
@@ -124,22 +124,22 @@ func TestRouteDeadlineBoundsTheAttempt(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		select {
 		case <-release:
 		case <-time.After(5 * time.Second):
 		}
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "%s", timeout: 10s}}
 routes:
   r: {path: "/{p:*}", upstream: up, deadline: 300ms}
 `, up.URL))
 	start := time.Now()
-	resp := proxytest.Do(t, "GET", gw.URL+"/slow", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/slow", "")
 	took := time.Since(start)
-	proxytest.WantProblem(t, resp, 504, "upstream_timeout")
+	testkit.WantProblem(t, resp, 504, "upstream_timeout")
 	if took > 4*time.Second {
 		t.Errorf("the call took %v: the 300ms deadline did not bound the 10s attempt", took)
 	}
@@ -147,7 +147,7 @@ routes:
 
 func TestClusterConfigErrors(t *testing.T) {
 	t.Parallel()
-	probs := proxytest.ConfigProblems(t, `
+	probs := testkit.ConfigProblems(t, `
 cluster: {redis: {addr: "localhost", db: 42}}
 cache: {max_size: 10KiB}
 upstreams: {up: {url: "http://127.0.0.1:1", timeout: 10s, deadline: 1s}}
@@ -174,17 +174,17 @@ routes: {r: {path: "/", upstream: up, deadline: -1s}}
 // the settings keeps the client, and the secret password stays redacted.
 func TestClusterGivesPluginsRedis(t *testing.T) {
 	t.Parallel()
-	rd := proxytest.StartRedis(t)
+	rd := testkit.StartRedis(t)
 	var mu sync.Mutex
 	var order []string
 	var built []*probe
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 cluster: {redis: {addr: "%s", key_prefix: "t1:"}}
 upstreams: {up: {url: "%s"}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {rate_limit: {}}}}
-`, rd.Addr, up.URL), proxytest.Options{Registry: probeRegistry(&mu, &order, &built)})
+`, rd.Addr, up.URL), testkit.Options{Registry: probeRegistry(&mu, &order, &built)})
 	mu.Lock()
 	c := built[len(built)-1].cluster
 	mu.Unlock()
@@ -249,7 +249,7 @@ func TestFailedStartClosesOnlyStartedPlugins(t *testing.T) {
 			return &tracer{name: name, mu: &mu, log: &log}, nil
 		})
 	}
-	reg := proxytest.WithStandIns(mk("authenticate", false), mk("cache", true), mk("retry", false))
+	reg := testkit.WithStandIns(mk("authenticate", false), mk("cache", true), mk("retry", false))
 	cfg, err := config.LoadBytes([]byte(`
 log: {access_log: false}
 upstreams: {up: {url: "http://127.0.0.1:9"}}

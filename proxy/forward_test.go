@@ -10,16 +10,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
 // gatewayFor starts an upstream with h and a gateway whose YAML is format
 // with the upstream URL substituted for every %[1]s.
-func gatewayFor(t *testing.T, h fasthttp.RequestHandler, format string) (*proxytest.Gateway, *proxytest.Upstream) {
+func gatewayFor(t *testing.T, h fasthttp.RequestHandler, format string) (*testkit.Gateway, *testkit.Upstream) {
 	t.Helper()
-	up := proxytest.NewUpstream(t, h)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(format, up.URL))
+	up := testkit.NewUpstream(t, h)
+	gw := testkit.StartGateway(t, fmt.Sprintf(format, up.URL))
 	return gw, up
 }
 
@@ -98,7 +98,7 @@ routes:
 			if !strings.HasPrefix(out, "200\n") {
 				t.Fatalf("answer: %s", out)
 			}
-			var got proxytest.Recorded
+			var got testkit.Recorded
 			for _, r := range up.Requests() {
 				if r.URI == c.wantURI && r.Method == c.method {
 					got = r
@@ -141,7 +141,7 @@ log: {access_log: false}
 upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
-	resp := proxytest.Do(t, "GET", gw.URL+"/x", "", "X-Forwarded-For", "10.1.2.3")
+	resp := testkit.Do(t, "GET", gw.URL+"/x", "", "X-Forwarded-For", "10.1.2.3")
 	if resp.Status != 200 {
 		t.Fatalf("status %d", resp.Status)
 	}
@@ -227,15 +227,15 @@ upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
 	t.Run("generated", func(t *testing.T) {
-		a := proxytest.Do(t, "GET", gw.URL+"/a", "")
-		b := proxytest.Do(t, "GET", gw.URL+"/a", "")
+		a := testkit.Do(t, "GET", gw.URL+"/a", "")
+		b := testkit.Do(t, "GET", gw.URL+"/a", "")
 		ida, idb := a.Header.Get("X-Request-Id"), b.Header.Get("X-Request-Id")
 		if !hexID.MatchString(ida) || !hexID.MatchString(idb) || ida == idb {
 			t.Fatalf("ids %q %q: want two distinct 32-hex ids", ida, idb)
 		}
 	})
 	t.Run("kept and forwarded", func(t *testing.T) {
-		resp := proxytest.Do(t, "GET", gw.URL+"/kept", "", "X-Request-Id", "trace-abc-123")
+		resp := testkit.Do(t, "GET", gw.URL+"/kept", "", "X-Request-Id", "trace-abc-123")
 		if got := resp.Header.Get("X-Request-Id"); got != "trace-abc-123" {
 			t.Errorf("response X-Request-Id = %q", got)
 		}
@@ -246,7 +246,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		}
 	})
 	t.Run("invalid replaced", func(t *testing.T) {
-		resp := proxytest.Do(t, "GET", gw.URL+"/bad", "", "X-Request-Id", strings.Repeat("x", 300))
+		resp := testkit.Do(t, "GET", gw.URL+"/bad", "", "X-Request-Id", strings.Repeat("x", 300))
 		if got := resp.Header.Get("X-Request-Id"); !hexID.MatchString(got) {
 			t.Errorf("an over-long id was not replaced: %q", got)
 		}
@@ -263,7 +263,7 @@ log: {access_log: false}
 upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
-	resp := proxytest.Do(t, "HEAD", gw.URL+"/x", "")
+	resp := testkit.Do(t, "HEAD", gw.URL+"/x", "")
 	if resp.Status != 200 || len(resp.Body) != 0 {
 		t.Fatalf("HEAD: status %d, %d body bytes", resp.Status, len(resp.Body))
 	}
@@ -283,7 +283,7 @@ server: {max_request_body: 4MiB}
 upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
-	resp := proxytest.Do(t, "PUT", gw.URL+"/echo", big)
+	resp := testkit.Do(t, "PUT", gw.URL+"/echo", big)
 	if resp.Status != 200 || string(resp.Body) != big {
 		t.Fatalf("echo: status %d, %d bytes back of %d", resp.Status, len(resp.Body), len(big))
 	}

@@ -4,21 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"os"
-	"reflect"
-	"runtime/debug"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -141,195 +136,6 @@ func (g *Gateway) newServer(sc *config.ServerConfig) *fasthttp.Server {
 	}
 }
 
-// serve is the fasthttp handler: limits, routing, then the route's pipeline.
-func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
-	st := g.state.Load()
-	st.active.Add(1)
-	n := g.metrics.inflight.Add(1)
-	switch {
-	case st.maxInflight > 0 && n > st.maxInflight:
-		st.reject(ctx, errOverloaded)
-	case hasDotSegment(ctx.Request.URI().PathOriginal()):
-		st.reject(ctx, errDotSegment)
-	case !isHTTP1(ctx.Request.Header.Protocol()):
-		st.reject(ctx, errHTTPVersion)
-	case !validHost(ctx.Request.Header.Host(), ctx.Request.Header.IsHTTP11()):
-		st.reject(ctx, errHost)
-	default:
-		if h := st.table.lookup(ctx); h != nil {
-			h(ctx)
-		} else {
-			st.reject(ctx, st.notFound(ctx))
-		}
-	}
-	g.metrics.inflight.Add(-1)
-	st.active.Add(-1)
-}
-
-// serveError answers requests that fasthttp could not read: they never reach
-// a route or an upstream.
-func (g *Gateway) serveError(ctx *fasthttp.RequestCtx, err error) {
-	st := g.state.Load()
-	var e *Error
-	var small *fasthttp.ErrSmallBuffer
-	var netErr net.Error
-	switch {
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		e = Errorf(CodeRequestTooLarge, "the request body is larger than %s (server.max_request_body)", st.cfg.Server.MaxRequestBody)
-	case errors.As(err, &small):
-		e = Errorf(CodeRequestTooLarge, "the request head is larger than %s (server.max_header_size)", st.cfg.Server.MaxHeaderSize)
-		e.Status = fasthttp.StatusRequestHeaderFieldsTooLarge
-	case errors.As(err, &netErr) && netErr.Timeout():
-		e = NewError(CodeBadRequest, "the request was not received within server.read_timeout")
-		e.Status = fasthttp.StatusRequestTimeout
-	default:
-		e = NewError(CodeBadRequest, "malformed HTTP request")
-	}
-	e.Err = err
-	st.reject(ctx, e)
-}
-
-// reject answers a request that no route serves.
-func (st *state) reject(ctx *fasthttp.RequestCtx, err *Error) {
-	ex := acquireExchange()
-	ex.begin(ctx, nil)
-	st.writeError(ctx, ex, err)
-	st.finish(ctx, ex, st.unmatched)
-	releaseExchange(ex)
-}
-
-func (st *state) notFound(ctx *fasthttp.RequestCtx) *Error {
-	if allow := st.table.allowed(ctx); len(allow) > 0 {
-		e := Errorf(CodeMethodNotAllowed, "%s is not allowed here; allowed: %s", ctx.Method(), strings.Join(allow, ", "))
-		e.Allow = strings.Join(allow, ", ")
-		return e
-	}
-	return Errorf(CodeRouteNotFound, "no route matches %s %s", ctx.Method(), ctx.Request.URI().PathOriginal())
-}
-
-// serve runs one request through the route's pipeline and writes the answer.
-func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
-	st := rt.st
-	ex := acquireExchange()
-	var head requestHead
-	scanRequestHead(ctx.Request.Header.RawHeaders(), &head)
-	ex.begin(ctx, &head)
-	ex.Route, ex.Upstream = rt, rt.Upstream
-	if rt.Deadline > 0 {
-		ex.deadline = ex.startNano + int64(rt.Deadline)
-	}
-	switch {
-	case head.badName:
-		st.writeError(ctx, ex, errHeaderName)
-	case head.expect != nil && !asciiEqualFold100Continue(head.expect):
-		st.writeError(ctx, ex, errExpect)
-	case head.hops&methodOverrides != 0:
-		st.writeError(ctx, ex, errMethodOverride)
-	case !rt.reserveRequestBody(ctx, ex):
-		st.writeError(ctx, ex, errRequestBodyBudget)
-	default:
-		prepareRequest(ctx, ex, &head)
-		if err := rt.run(ctx, ex); err != nil {
-			st.writeError(ctx, ex, err)
-		}
-	}
-	st.finish(ctx, ex, rt.metrics)
-	ex.settleBodies(&ctx.Response)
-	releaseExchange(ex)
-}
-
-// reserveRequestBody takes the request body's share of the body budget; a
-// request without a body costs nothing.
-func (rt *Route) reserveRequestBody(ctx *fasthttp.RequestCtx, ex *Exchange) bool {
-	n := int64(len(ctx.Request.Body()))
-	if n == 0 {
-		return true
-	}
-	b := rt.Upstream.bodies
-	if !b.take(n) {
-		return false
-	}
-	ex.reqHeld, ex.budget = n, b
-	return true
-}
-
-// run calls the pipeline; a panic in any stage becomes an internal_error.
-func (rt *Route) run(ctx *fasthttp.RequestCtx, ex *Exchange) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			rt.st.log.Error("panic in pipeline", "route", rt.Name, "request_id", string(ex.requestID),
-				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			err = NewError(CodeInternalError, "internal error")
-		}
-	}()
-	return rt.handler.Handle(ctx, ex)
-}
-
-var strAllow = []byte("Allow")
-
-// writeError renders err as problem+json: the one place gateway errors are written.
-func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
-	e := Classify(err)
-	ex.Err = e
-	p := ProblemFor(e, ctx, ex)
-	p.Write(ctx, ex)
-	if e.Allow != "" {
-		ctx.Response.Header.SetBytesKV(strAllow, []byte(e.Allow))
-	}
-	if e.Authenticate != "" {
-		ctx.Response.Header.Set("WWW-Authenticate", e.Authenticate)
-	}
-	if e.Code == CodeInternalError {
-		st.log.Error("request failed", "code", e.Code.String(), "request_id", string(ex.requestID), "error", e.Error())
-	} else if e.Err != nil && st.log.Enabled(context.Background(), slog.LevelDebug) {
-		st.log.Debug("request failed", "code", e.Code.String(), "request_id", string(ex.requestID), "error", e.Error())
-	}
-}
-
-// finish completes every response: X-Request-Id, metrics, access log.
-func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics) {
-	if len(ex.addHeader) > 0 {
-		ex.applyResponseHeaders(&ctx.Response)
-	}
-	ctx.Response.Header.SetCanonical(strXRequestID, ex.requestID)
-	status := ctx.Response.StatusCode()
-	elapsed := since(ex.startNano)
-	rm.countRequest(ctx.Method(), status)
-	rm.duration.Observe(elapsed.Seconds())
-	if ex.problem != 0 {
-		rm.countError(ex.problem - 1)
-	}
-	if st.accessLog {
-		st.logAccess(ctx, ex, rm, status, elapsed)
-	}
-}
-
-func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics, status int, elapsed time.Duration) {
-	attrs := make([]slog.Attr, 0, 14)
-	attrs = append(attrs,
-		slog.String("route", rm.route),
-		slog.String("upstream", rm.upstream),
-		slog.String("method", string(ctx.Method())),
-		slog.String("path", string(ex.Path())),
-		slog.Int("status", status),
-		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
-		slog.Int("bytes_in", len(ctx.Request.Body())),
-		slog.Int("bytes_out", len(ctx.Response.Body())),
-		slog.String("request_id", string(ex.requestID)),
-		slog.String("remote", string(appendRemoteIP(nil, ctx.RemoteAddr()))),
-	)
-	if ex.Attempts > 0 {
-		attrs = append(attrs, slog.Int("attempts", ex.Attempts), slog.String("target", ex.Target.URL))
-	}
-	if ex.Consumer != "" {
-		attrs = append(attrs, slog.String("consumer", ex.Consumer))
-	}
-	if ex.problem != 0 {
-		attrs = append(attrs, slog.String("code", (ex.problem-1).String()))
-	}
-	st.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
-}
-
 // Serve serves proxy traffic on ln until Shutdown. Called after (or while)
 // Shutdown runs, it closes ln and returns nil at once, leaving the gateway
 // not ready. Connections beyond server.max_connections get 503 overloaded.
@@ -366,125 +172,35 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Apply compiles cfg and, if it is valid, swaps it in atomically. Requests in
-// flight finish with the config they started with; the old config's plugins
-// are closed once they are done. Settings of the listeners themselves
-// (server.*, admin.listen) need a restart: a change to them is logged.
-func (g *Gateway) Apply(cfg *config.Config) error {
-	g.reloadMu.Lock()
-	defer g.reloadMu.Unlock()
-	old := g.state.Load()
-	st, err := g.compile(cfg, g.pools)
-	if err == nil {
-		err = st.start()
+// logger builds the gateway's logger for a log config. The level is shared
+// (g.logLevel), so a reload changes it for every logger at once.
+func (g *Gateway) logger(lc config.LogConfig) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: &g.logLevel}
+	var h slog.Handler
+	if lc.Format == "text" {
+		h = slog.NewTextHandler(g.opts.LogOutput, opts)
+	} else {
+		h = slog.NewJSONHandler(g.opts.LogOutput, opts)
 	}
-	if err != nil {
-		st.close()
-		st.dropCluster(old)
-		old.claimHealth() // a failed start may have claimed target health
-		return g.rejectReload(err)
-	}
-	st.bindMetrics(g.metrics)
-	g.metrics.bodies.setLimit(int64(cfg.Server.MaxBodyMemory))
-	g.logLevel.Set(parseLevel(cfg.Log.Level))
-	g.state.Store(st)
-	g.metrics.reloads.WithLabelValues("success").Inc()
-	for name, ort := range old.routes {
-		if nrt, ok := st.routes[name]; !ok {
-			g.metrics.forgetRoute(name)
-		} else if nrt.Upstream.Name != ort.Upstream.Name {
-			g.metrics.forgetRouteUpstream(name, ort.Upstream.Name)
-		}
-	}
-	if restart := append(restartNeeded(old.cfg, cfg), restartSections(old.sections, st.sections)...); len(restart) > 0 {
-		st.log.Warn("config reloaded, but these settings apply only after a restart", "keys", strings.Join(restart, ", "))
-	}
-	st.log.Info("config reloaded", "routes", len(st.routes), "upstreams", len(st.upstreams))
-	g.health.keep(st.upstreams)
-	go g.retire(old, st, g.pools.release(st.clientKeys))
-	return nil
+	return slog.New(h)
 }
 
-// Reload reads Options.ConfigPath again and applies it.
-func (g *Gateway) Reload() error {
-	if g.opts.ConfigPath == "" {
-		return errors.New("no config file to reload from")
+func parseLevel(s string) slog.Level {
+	switch s {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
 	}
-	cfg, err := config.Load(g.opts.ConfigPath)
-	if err != nil {
-		return g.rejectReload(err)
-	}
-	return g.Apply(cfg)
+	return slog.LevelInfo
 }
 
-// rejectReload counts and logs a rejected config and returns err.
-func (g *Gateway) rejectReload(err error) error {
-	g.metrics.reloads.WithLabelValues("failure").Inc()
-	g.state.Load().log.Error("config reload rejected; the previous config keeps serving", "error", err.Error())
-	return err
-}
+// fasthttpLogger routes fasthttp's own messages (connection errors and the
+// like) to the gateway's logger at debug level.
+type fasthttpLogger struct{ g *Gateway }
 
-// retire waits until no request uses old, then closes its plugins and the
-// idle connections of pools no longer used.
-func (g *Gateway) retire(old, successor *state, pools []*fasthttp.HostClient) {
-	deadline := time.Now().Add(10 * time.Minute)
-	for old.active.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	old.close()
-	old.dropCluster(successor)
-	for _, hc := range pools {
-		hc.CloseIdleConnections()
-	}
-}
-
-// restartNeeded lists the changed keys that configure the listeners
-// themselves; they apply at the next start. (max_inflight and drain_timeout
-// are read per request and at shutdown: they apply at once.)
-func restartNeeded(a, b *config.Config) []string {
-	var keys []string
-	x, y := a.Server, b.Server
-	for _, f := range []struct {
-		key     string
-		changed bool
-	}{
-		{"server.listen", x.Listen != y.Listen},
-		{"server.read_timeout", x.ReadTimeout != y.ReadTimeout},
-		{"server.write_timeout", x.WriteTimeout != y.WriteTimeout},
-		{"server.idle_timeout", x.IdleTimeout != y.IdleTimeout},
-		{"server.max_request_body", x.MaxRequestBody != y.MaxRequestBody},
-		{"server.max_header_size", x.MaxHeaderSize != y.MaxHeaderSize},
-		{"server.max_connections", x.MaxConnections != y.MaxConnections},
-		{"admin.listen", a.Admin.Listen != b.Admin.Listen},
-		{"admin.pprof", a.Admin.Pprof != b.Admin.Pprof},
-	} {
-		if f.changed {
-			keys = append(keys, f.key)
-		}
-	}
-	return keys
-}
-
-// restartSections lists the changed fields of plugin-owned sections that
-// are tagged `reload:"restart"` (see WithSection).
-func restartSections(a, b map[string]any) []string {
-	var keys []string
-	for _, key := range slices.Sorted(maps.Keys(b)) {
-		x, y := reflect.ValueOf(a[key]), reflect.ValueOf(b[key])
-		if !x.IsValid() || x.Type() != y.Type() {
-			continue
-		}
-		x, y = x.Elem(), y.Elem()
-		for i := range y.NumField() {
-			f := y.Type().Field(i)
-			if f.Tag.Get("reload") != "restart" {
-				continue
-			}
-			if !reflect.DeepEqual(x.Field(i).Interface(), y.Field(i).Interface()) {
-				name, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
-				keys = append(keys, key+"."+name)
-			}
-		}
-	}
-	return keys
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.g.state.Load().log.Debug(fmt.Sprintf(format, args...), "component", "fasthttp")
 }

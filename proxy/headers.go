@@ -2,9 +2,10 @@ package proxy
 
 import (
 	"bytes"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"net"
+	"unsafe"
 
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -292,3 +293,6 @@ func appendRemoteIP(dst []byte, addr net.Addr) []byte {
 	}
 	return append(dst, host...)
 }
+
+// b2s converts without copying; the bytes must not change while the string is used.
+func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }

@@ -1,7 +1,7 @@
 package proxy_test
 
 // The hostile-input suite: exact bytes written on a raw TCP connection to a
-// running gateway, whose only upstream is a proxytest.Recorder that frames
+// running gateway, whose only upstream is a testkit.Recorder that frames
 // what it receives strictly (RFC 9112) and records it byte for byte.
 //
 // The rule every case checks: the gateway either refuses (a 4xx
@@ -28,7 +28,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 // smuggled is a complete request that one reading of an ambiguous message
@@ -47,7 +47,7 @@ type outcome struct {
 	// order, each answered 200 to the caller; nil: forwarding is not allowed.
 	forward []string
 	// check inspects the forwarded requests (only called when forwarded).
-	check func(t *testing.T, reqs []proxytest.RawRequest)
+	check func(t *testing.T, reqs []testkit.RawRequest)
 }
 
 type hostileCase struct {
@@ -85,12 +85,12 @@ type answer struct {
 // settle and checks the outcome.
 func runHostile(t *testing.T, c hostileCase) {
 	t.Helper()
-	rec := proxytest.NewRecorder(t)
+	rec := testkit.NewRecorder(t)
 	server := c.server
 	if server == "" {
 		server = hostileServer
 	}
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 server: %s
 upstreams: {up: {url: "%s/base"}}
@@ -338,7 +338,7 @@ func TestHostileFraming(t *testing.T) {
 		{name: "header name with a space", want: refuse,
 			raw: "GET /a HTTP/1.1\r\nHost: gw\r\nX Injected: 1\r\n\r\n"},
 		{name: "absolute-form target with another host", want: outcome{refuse: true, forward: []string{""},
-			check: func(t *testing.T, reqs []proxytest.RawRequest) {
+			check: func(t *testing.T, reqs []testkit.RawRequest) {
 				if reqs[0].Target != "/base/a" {
 					t.Errorf("upstream target %q, want /base/a", reqs[0].Target)
 				}
@@ -404,7 +404,7 @@ func TestHostileLimits(t *testing.T) {
 		{name: "10000 headers within the size limit",
 			server: `{max_request_body: 1KiB, max_header_size: 128KiB, read_timeout: 2s}`,
 			want: outcome{refuse: true, status: []int{400, 431}, forward: []string{""},
-				check: func(t *testing.T, reqs []proxytest.RawRequest) {
+				check: func(t *testing.T, reqs []testkit.RawRequest) {
 					if n := len(reqs[0].Values("h")); n != 10000 {
 						t.Errorf("the upstream received %d of the 10000 headers", n)
 					}
@@ -424,7 +424,7 @@ func TestHostilePaths(t *testing.T) {
 	t.Parallel()
 	bad := outcome{refuse: true, status: []int{400}}
 	verbatim := func(path string) outcome {
-		return outcome{forward: []string{""}, check: func(t *testing.T, reqs []proxytest.RawRequest) {
+		return outcome{forward: []string{""}, check: func(t *testing.T, reqs []testkit.RawRequest) {
 			if reqs[0].Target != "/base"+path {
 				t.Errorf("upstream target %q, want %q", reqs[0].Target, "/base"+path)
 			}
@@ -470,9 +470,9 @@ func TestHostilePaths(t *testing.T) {
 // badly framed forward).
 func TestRecorderFramesStrictly(t *testing.T) {
 	t.Parallel()
-	send := func(t *testing.T, raw string) *proxytest.Recorder {
+	send := func(t *testing.T, raw string) *testkit.Recorder {
 		t.Helper()
-		rec := proxytest.NewRecorder(t)
+		rec := testkit.NewRecorder(t)
 		conn, err := net.Dial("tcp", rec.Addr)
 		if err != nil {
 			t.Fatal(err)
@@ -561,8 +561,8 @@ func FuzzGatewayFraming(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	rec := proxytest.NewRecorder(f)
-	gw := proxytest.StartGateway(f, fmt.Sprintf(`
+	rec := testkit.NewRecorder(f)
+	gw := testkit.StartGateway(f, fmt.Sprintf(`
 log: {access_log: false}
 server: %s
 upstreams: {up: {url: "%s/base"}}

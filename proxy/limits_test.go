@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -23,15 +23,15 @@ upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
 	t.Run("body too large", func(t *testing.T) {
-		resp := proxytest.Do(t, "POST", gw.URL+"/x", strings.Repeat("a", 2048))
-		p := proxytest.WantProblem(t, resp, 413, "request_too_large")
+		resp := testkit.Do(t, "POST", gw.URL+"/x", strings.Repeat("a", 2048))
+		p := testkit.WantProblem(t, resp, 413, "request_too_large")
 		if !strings.Contains(p["detail"].(string), "1KiB") {
 			t.Errorf("detail does not name the limit: %v", p["detail"])
 		}
 	})
 	t.Run("head too large", func(t *testing.T) {
-		resp := proxytest.Do(t, "GET", gw.URL+"/x", "", "X-Big", strings.Repeat("b", 8<<10))
-		proxytest.WantProblem(t, resp, 431, "request_too_large")
+		resp := testkit.Do(t, "GET", gw.URL+"/x", "", "X-Big", strings.Repeat("b", 8<<10))
+		testkit.WantProblem(t, resp, 431, "request_too_large")
 	})
 	t.Run("malformed", func(t *testing.T) {
 		for _, raw := range []string{
@@ -71,7 +71,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := proxytest.TryDo("GET", gw.URL+"/slow", "")
+			resp, err := testkit.TryDo("GET", gw.URL+"/slow", "")
 			if err != nil {
 				statuses <- -1
 				return
@@ -81,8 +81,8 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	}
 	<-entered // both slots taken
 	<-entered
-	resp := proxytest.Do(t, "GET", gw.URL+"/third", "")
-	p := proxytest.WantProblem(t, resp, 503, "overloaded")
+	resp := testkit.Do(t, "GET", gw.URL+"/third", "")
+	p := testkit.WantProblem(t, resp, 503, "overloaded")
 	if resp.Header.Get("Retry-After") != "1" || p["retryable"] != true {
 		t.Errorf("Retry-After = %q, retryable = %v", resp.Header.Get("Retry-After"), p["retryable"])
 	}
@@ -94,7 +94,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 			t.Errorf("a request inside the limit got %d", s)
 		}
 	}
-	if resp := proxytest.Do(t, "GET", gw.URL+"/after", ""); resp.Status != 200 {
+	if resp := testkit.Do(t, "GET", gw.URL+"/after", ""); resp.Status != 200 {
 		t.Errorf("after the burst: %d", resp.Status)
 	}
 }

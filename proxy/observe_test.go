@@ -8,14 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
 func TestMetrics(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		switch string(ctx.Path()) {
 		case "/fail":
 			ctx.SetStatusCode(500)
@@ -25,7 +25,7 @@ func TestMetrics(t *testing.T) {
 			<-release
 		}
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   up:     {url: "%s", timeout: 50ms}
@@ -35,19 +35,19 @@ routes:
   r:      {path: "/{p:*}", upstream: up}
   held:   {path: "/held/{p:*}", upstream: hold, strip_prefix: "/held"}
   dead:   {path: "/dead/{p:*}", upstream: closed}
-`, up.URL, up.URL, proxytest.ClosedAddr(t)))
+`, up.URL, up.URL, testkit.ClosedAddr(t)))
 
-	proxytest.Do(t, "GET", gw.URL+"/ok", "")
-	proxytest.Do(t, "GET", gw.URL+"/ok", "")
-	proxytest.Do(t, "POST", gw.URL+"/ok", "x")
-	proxytest.Do(t, "GET", gw.URL+"/fail", "")
-	proxytest.Do(t, "GET", gw.URL+"/slow", "")
-	proxytest.Do(t, "GET", gw.URL+"/dead/x", "")
-	proxytest.Do(t, "BREW", gw.URL+"/ok", "")
+	testkit.Do(t, "GET", gw.URL+"/ok", "")
+	testkit.Do(t, "GET", gw.URL+"/ok", "")
+	testkit.Do(t, "POST", gw.URL+"/ok", "x")
+	testkit.Do(t, "GET", gw.URL+"/fail", "")
+	testkit.Do(t, "GET", gw.URL+"/slow", "")
+	testkit.Do(t, "GET", gw.URL+"/dead/x", "")
+	testkit.Do(t, "BREW", gw.URL+"/ok", "")
 
 	done := make(chan struct{})
-	go func() { _, _ = proxytest.TryDo("GET", gw.URL+"/held/hold", ""); close(done) }()
-	proxytest.Eventually(t, 2*time.Second, func() bool {
+	go func() { _, _ = testkit.TryDo("GET", gw.URL+"/held/hold", ""); close(done) }()
+	testkit.Eventually(t, 2*time.Second, func() bool {
 		v, _ := gw.Metrics(t).Value("sluice_inflight_requests")
 		return v == 1
 	}, "sluice_inflight_requests never showed the held request")
@@ -100,8 +100,8 @@ log: {access_log: true}
 upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
-	proxytest.Do(t, "POST", gw.URL+"/v1/charges?api_key=sk_live_SECRET", "amount=10", "X-Request-Id", "log-test-1")
-	proxytest.Do(t, "GET", gw.URL+"/../x", "")
+	testkit.Do(t, "POST", gw.URL+"/v1/charges?api_key=sk_live_SECRET", "amount=10", "X-Request-Id", "log-test-1")
+	testkit.Do(t, "GET", gw.URL+"/../x", "")
 	var line map[string]any
 	sc := bufio.NewScanner(strings.NewReader(gw.Logs.String()))
 	for sc.Scan() {
@@ -135,7 +135,7 @@ log: {access_log: false}
 upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
-	proxytest.Do(t, "GET", gw.URL+"/x", "")
+	testkit.Do(t, "GET", gw.URL+"/x", "")
 	if strings.Contains(gw.Logs.String(), `"msg":"access"`) {
 		t.Errorf("access line written with access_log: false")
 	}
@@ -143,8 +143,8 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 
 func TestAdminAPI(t *testing.T) {
 	t.Setenv("TEST_ADMIN_TOKEN", "adm-tok-9f8e7d6c5b4a")
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 admin: {token: "${TEST_ADMIN_TOKEN}"}
 upstreams: {up: {targets: ["%s", "%s"]}}
@@ -154,13 +154,13 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 
 	t.Run("health and readiness", func(t *testing.T) {
 		for _, p := range []string{"/healthz", "/readyz"} {
-			if resp := proxytest.Do(t, "GET", gw.AdminURL+p, ""); resp.Status != 200 {
+			if resp := testkit.Do(t, "GET", gw.AdminURL+p, ""); resp.Status != 200 {
 				t.Errorf("%s: %d", p, resp.Status)
 			}
 		}
 	})
 	t.Run("config is redacted", func(t *testing.T) {
-		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "", auth...)
+		resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/config", "", auth...)
 		if resp.Status != 200 || strings.Contains(string(resp.Body), "adm-tok-9f8e7d6c5b4a") {
 			t.Fatalf("status %d; token visible: %v", resp.Status, strings.Contains(string(resp.Body), "adm-tok"))
 		}
@@ -173,8 +173,8 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		}
 	})
 	t.Run("upstreams", func(t *testing.T) {
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
-		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "", auth...)
+		testkit.Do(t, "GET", gw.URL+"/x", "")
+		resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "", auth...)
 		var out struct {
 			Upstreams []struct {
 				Name    string   `json:"name"`
@@ -194,25 +194,25 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		}
 	})
 	t.Run("reload needs the token", func(t *testing.T) {
-		resp := proxytest.Do(t, "POST", gw.AdminURL+"/admin/reload", "")
+		resp := testkit.Do(t, "POST", gw.AdminURL+"/admin/reload", "")
 		if resp.Status != 401 || resp.Header.Get("WWW-Authenticate") == "" {
 			t.Errorf("no token: %d %q", resp.Status, resp.Header.Get("WWW-Authenticate"))
 		}
-		resp = proxytest.Do(t, "POST", gw.AdminURL+"/admin/reload", "", "Authorization", "Bearer wrong")
+		resp = testkit.Do(t, "POST", gw.AdminURL+"/admin/reload", "", "Authorization", "Bearer wrong")
 		if resp.Status != 401 {
 			t.Errorf("wrong token: %d", resp.Status)
 		}
-		resp = proxytest.Do(t, "POST", gw.AdminURL+"/admin/reload", "", "Authorization", "Bearer adm-tok-9f8e7d6c5b4a")
+		resp = testkit.Do(t, "POST", gw.AdminURL+"/admin/reload", "", "Authorization", "Bearer adm-tok-9f8e7d6c5b4a")
 		if resp.Status != 200 {
 			t.Errorf("right token: %d %s", resp.Status, resp.Body)
 		}
 	})
 	t.Run("unknown path and method are problems", func(t *testing.T) {
-		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/nope", "", auth...)
+		resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/nope", "", auth...)
 		if resp.Status != 404 || resp.Header.Get("Content-Type") != "application/problem+json" {
 			t.Errorf("unknown path: %d %s", resp.Status, resp.Header.Get("Content-Type"))
 		}
-		if resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/reload", "", auth...); resp.Status != 405 {
+		if resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/reload", "", auth...); resp.Status != 405 {
 			t.Errorf("GET /admin/reload: %d", resp.Status)
 		}
 	})
@@ -220,8 +220,8 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 
 func TestAdminConfigShowsVariablesNotTheirValues(t *testing.T) {
 	t.Setenv("TEST_PROVIDER_TOKEN", "ghp_0123456789abcdefSECRET")
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "%s"}}
 routes:
@@ -231,11 +231,11 @@ routes:
     plugins:
       headers: {request: {set: {X-Provider-Auth: "token ${TEST_PROVIDER_TOKEN}", Authorization: "Bearer literal-in-file-123"}}}
 `, up.URL))
-	proxytest.Do(t, "GET", gw.URL+"/x", "")
+	testkit.Do(t, "GET", gw.URL+"/x", "")
 	if got := up.Last(t).Header.Get("X-Provider-Auth"); got != "token ghp_0123456789abcdefSECRET" {
 		t.Fatalf("upstream got %q", got)
 	}
-	body := string(proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "").Body)
+	body := string(testkit.Do(t, "GET", gw.AdminURL+"/admin/config", "").Body)
 	if strings.Contains(body, "ghp_0123456789abcdefSECRET") || strings.Contains(body, "literal-in-file-123") {
 		t.Fatalf("a credential is visible in /admin/config:\n%s", body)
 	}
@@ -252,7 +252,7 @@ upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
 	for _, path := range []string{"/x", "/../nope"} {
-		if resp := proxytest.Do(t, "GET", gw.URL+path, ""); resp.Header.Get("Server") != "" {
+		if resp := testkit.Do(t, "GET", gw.URL+path, ""); resp.Header.Get("Server") != "" {
 			t.Errorf("%s: Server: %q added by the gateway", path, resp.Header.Get("Server"))
 		}
 	}
@@ -267,7 +267,7 @@ admin: {pprof: %v}
 upstreams: {up: {url: "%%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, on))
-		resp := proxytest.Do(t, "GET", gw.AdminURL+"/debug/pprof/cmdline", "")
+		resp := testkit.Do(t, "GET", gw.AdminURL+"/debug/pprof/cmdline", "")
 		if got := resp.Status == 200; got != on {
 			t.Errorf("pprof: %v: /debug/pprof/cmdline answered %d", on, resp.Status)
 		}

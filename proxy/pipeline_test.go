@@ -7,8 +7,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
@@ -42,22 +42,22 @@ func tracerRegistry(mu *sync.Mutex, log *[]string) *proxy.Registry {
 			return &tracer{name: name, mu: mu, log: log}, nil
 		})
 	}
-	return proxytest.WithStandIns(mk("cache"), mk("authenticate"), mk("retry"))
+	return testkit.WithStandIns(mk("cache"), mk("authenticate"), mk("retry"))
 }
 
 func TestStageOrderIsFixedByTheGateway(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var order []string
-	up := proxytest.NewUpstream(t, nil)
+	up := testkit.NewUpstream(t, nil)
 	// YAML lists them in the "wrong" order on purpose, across levels.
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 plugins: {retry: {}}
 upstreams: {up: {url: "%s", plugins: {cache: {}}}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {}}}}
-`, up.URL), proxytest.Options{Registry: tracerRegistry(&mu, &order)})
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+`, up.URL), testkit.Options{Registry: tracerRegistry(&mu, &order)})
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 		t.Fatalf("status %d", resp.Status)
 	}
 	if got := strings.Join(order, ","); got != "authenticate,cache,retry" {
@@ -72,15 +72,15 @@ func TestPanicBecomesInternalError(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var order []string
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "%s"}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
-`, up.URL), proxytest.Options{Registry: tracerRegistry(&mu, &order)})
+`, up.URL), testkit.Options{Registry: tracerRegistry(&mu, &order)})
 
-	resp := proxytest.Do(t, "GET", gw.URL+"/x", "", "X-Panic", "cache", "X-Request-Id", "req-panic-1")
-	p := proxytest.WantProblem(t, resp, 500, "internal_error")
+	resp := testkit.Do(t, "GET", gw.URL+"/x", "", "X-Panic", "cache", "X-Request-Id", "req-panic-1")
+	p := testkit.WantProblem(t, resp, 500, "internal_error")
 	if p["retryable"] != false || strings.Contains(string(resp.Body), "boom") {
 		t.Errorf("panic details leaked or retryable set: %s", resp.Body)
 	}
@@ -91,15 +91,15 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
 	if up.Count() != 0 {
 		t.Errorf("the request reached the upstream after the panic")
 	}
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 		t.Errorf("after a panic the gateway answered %d", resp.Status)
 	}
 }
 
 func TestPluginMergeAndDisable(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 plugins:
   headers: {request: {set: {X-Level: top}}}
@@ -116,7 +116,7 @@ routes:
   switched-off:      {path: "/d", upstream: up, plugins: {headers: {enabled: false}}}
 `, up.URL, up.URL))
 	for path, want := range map[string]string{"/a": "upstream", "/b": "route", "/c": "top", "/d": ""} {
-		if resp := proxytest.Do(t, "GET", gw.URL+path, ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+path, ""); resp.Status != 200 {
 			t.Fatalf("%s: %d", path, resp.Status)
 		}
 		if got := up.Last(t).Header.Get("X-Level"); got != want {
@@ -125,7 +125,7 @@ routes:
 	}
 
 	// /admin/config shows, per route, the block that applies and where it comes from.
-	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "")
+	resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/config", "")
 	var cfg struct {
 		Routes map[string]struct {
 			Plugins map[string]struct {

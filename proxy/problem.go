@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/json"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -125,7 +126,7 @@ func (p *Problem) Append(dst []byte, ex *Exchange) []byte {
 	}
 	if len(p.UpstreamBody) > 0 {
 		dst = append(dst, `,"upstream_body":`...)
-		if isJSON(p.UpstreamBody) {
+		if json.Valid(p.UpstreamBody) {
 			dst = append(dst, p.UpstreamBody...)
 		} else {
 			dst = appendJSONBytes(dst, p.UpstreamBody)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -26,8 +26,8 @@ routes:
 
 func TestReloadUnderLoadLosesNothing(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(reloadYAML, up.URL, 0))
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(reloadYAML, up.URL, 0))
 
 	stop := make(chan struct{})
 	var ok, failed atomic.Int64
@@ -43,7 +43,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 					return
 				default:
 				}
-				resp, err := proxytest.TryDo("GET", gw.URL+"/x", "")
+				resp, err := testkit.TryDo("GET", gw.URL+"/x", "")
 				if err != nil || resp.Status != 200 {
 					failed.Add(1)
 					if err == nil {
@@ -57,7 +57,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 		}()
 	}
 	for gen := 1; gen <= 20; gen++ {
-		proxytest.WriteFile(t, gw.File, fmt.Sprintf(reloadYAML, up.URL, gen))
+		testkit.WriteFile(t, gw.File, fmt.Sprintf(reloadYAML, up.URL, gen))
 		if err := gw.Reload(); err != nil {
 			t.Fatalf("reload %d: %v", gen, err)
 		}
@@ -72,7 +72,7 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 	if ok.Load() < 100 {
 		t.Fatalf("only %d requests ran during the reloads", ok.Load())
 	}
-	if got := proxytest.Do(t, "GET", gw.URL+"/x", "").Header.Get("X-Generation"); got != "20" {
+	if got := testkit.Do(t, "GET", gw.URL+"/x", "").Header.Get("X-Generation"); got != "20" {
 		t.Errorf("after 20 reloads X-Generation = %q, want 20", got)
 	}
 	m := gw.Metrics(t)
@@ -92,17 +92,17 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 
 func TestBadReloadKeepsOldConfig(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(reloadYAML, up.URL, 1))
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(reloadYAML, up.URL, 1))
 
-	proxytest.WriteFile(t, gw.File, fmt.Sprintf(reloadYAML, up.URL, 2)+`
+	testkit.WriteFile(t, gw.File, fmt.Sprintf(reloadYAML, up.URL, 2)+`
   broken: {path: "/b", upstream: nowhere}
 `)
 	err := gw.Reload()
 	if err == nil || !strings.Contains(err.Error(), `routes.broken.upstream: unknown upstream "nowhere"`) {
 		t.Fatalf("reload error = %v", err)
 	}
-	resp := proxytest.Do(t, "GET", gw.URL+"/x", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/x", "")
 	if resp.Status != 200 || resp.Header.Get("X-Generation") != "1" {
 		t.Errorf("after a rejected reload: %d, generation %q", resp.Status, resp.Header.Get("X-Generation"))
 	}
@@ -116,7 +116,7 @@ func TestBadReloadKeepsOldConfig(t *testing.T) {
 
 	// A config that loads but does not compile (an unknown plugin) is
 	// rejected too, and leaves no series for its new route behind.
-	proxytest.WriteFile(t, gw.File, fmt.Sprintf(reloadYAML, up.URL, 3)+`
+	testkit.WriteFile(t, gw.File, fmt.Sprintf(reloadYAML, up.URL, 3)+`
   fresh: {path: "/f", upstream: up, plugins: {nope: {}}}
 `)
 	if err := gw.Reload(); err == nil || !strings.Contains(err.Error(), `routes.fresh.plugins.nope: unknown plugin`) {
@@ -135,15 +135,15 @@ func TestReloadSaysWhatNeedsARestart(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	defer close(release)
-	up := proxytest.NewUpstream(t, func(*fasthttp.RequestCtx) { <-release })
+	up := testkit.NewUpstream(t, func(*fasthttp.RequestCtx) { <-release })
 	const yaml = `
 log: {access_log: false}
 server: {max_inflight: %d, read_timeout: %s}
 upstreams: {up: {url: "%s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `
-	gw := proxytest.StartGateway(t, fmt.Sprintf(yaml, 0, "10s", up.URL))
-	proxytest.WriteFile(t, gw.File, fmt.Sprintf(yaml, 1, "5s", up.URL))
+	gw := testkit.StartGateway(t, fmt.Sprintf(yaml, 0, "10s", up.URL))
+	testkit.WriteFile(t, gw.File, fmt.Sprintf(yaml, 1, "5s", up.URL))
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -151,14 +151,14 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		t.Errorf("no restart warning naming server.read_timeout (and only it):\n%s", gw.Logs.String())
 	}
 	// max_inflight applies at once: one request held, the next is refused.
-	go func() { _, _ = proxytest.TryDo("GET", gw.URL+"/held", "") }()
-	proxytest.Eventually(t, 2*time.Second, func() bool { return up.Count() == 1 }, "the first request never reached the upstream")
-	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
+	go func() { _, _ = testkit.TryDo("GET", gw.URL+"/held", "") }()
+	testkit.Eventually(t, 2*time.Second, func() bool { return up.Count() == 1 }, "the first request never reached the upstream")
+	testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
 }
 
 func TestReloadRemovesRouteSeries(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, nil)
+	up := testkit.NewUpstream(t, nil)
 	two := `
 log: {access_log: false}
 upstreams: {up: {url: "%s"}}
@@ -166,13 +166,13 @@ routes:
   keep: {path: "/keep", upstream: up}
   gone: {path: "/gone", upstream: up}
 `
-	gw := proxytest.StartGateway(t, fmt.Sprintf(two, up.URL))
-	proxytest.Do(t, "GET", gw.URL+"/keep", "")
-	proxytest.Do(t, "GET", gw.URL+"/gone", "")
+	gw := testkit.StartGateway(t, fmt.Sprintf(two, up.URL))
+	testkit.Do(t, "GET", gw.URL+"/keep", "")
+	testkit.Do(t, "GET", gw.URL+"/gone", "")
 	if _, found := gw.Metrics(t).Value("sluice_requests_total", "route", "gone"); !found {
 		t.Fatal("no series for route gone before the reload")
 	}
-	proxytest.WriteFile(t, gw.File, strings.Replace(fmt.Sprintf(two, up.URL), "  gone: {path: \"/gone\", upstream: up}\n", "", 1))
+	testkit.WriteFile(t, gw.File, strings.Replace(fmt.Sprintf(two, up.URL), "  gone: {path: \"/gone\", upstream: up}\n", "", 1))
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -183,5 +183,5 @@ routes:
 	if v, _ := m.Value("sluice_requests_total", "route", "keep"); v != 1 {
 		t.Errorf("series of a kept route = %v, want 1", v)
 	}
-	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/gone", ""), 404, "route_not_found")
+	testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/gone", ""), 404, "route_not_found")
 }

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
@@ -24,21 +24,21 @@ func (stamper) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 
 func TestAddResponseHeaderReachesAnswersAndErrors(t *testing.T) {
 	t.Parallel()
-	reg := proxytest.WithStandIns(proxy.Define("authenticate", func(*tracerConfig, *proxy.Build) (proxy.Plugin, error) { return stamper{}, nil }))
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	reg := testkit.WithStandIns(proxy.Define("authenticate", func(*tracerConfig, *proxy.Build) (proxy.Plugin, error) { return stamper{}, nil }))
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "%s"}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {}}}}
-`, up.URL), proxytest.Options{Registry: reg})
+`, up.URL), testkit.Options{Registry: reg})
 	for _, refuse := range []bool{false, true} {
 		h := []string{}
 		if refuse {
 			h = append(h, "X-Refuse", "1")
 		}
-		resp := proxytest.Do(t, "GET", gw.URL+"/x", "", h...)
+		resp := testkit.Do(t, "GET", gw.URL+"/x", "", h...)
 		if refuse {
-			proxytest.WantProblem(t, resp, 403, "forbidden")
+			testkit.WantProblem(t, resp, 403, "forbidden")
 		} else if resp.Status != 200 {
 			t.Fatalf("status %d", resp.Status)
 		}

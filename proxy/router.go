@@ -3,12 +3,12 @@ package proxy
 import (
 	"bytes"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"slices"
 	"strings"
 
 	"github.com/fasthttp/router"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 

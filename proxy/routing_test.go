@@ -3,13 +3,13 @@ package proxy_test
 import (
 	"errors"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"strings"
 	"testing"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -18,10 +18,10 @@ func TestRouting(t *testing.T) {
 	tag := func(name string) fasthttp.RequestHandler {
 		return func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(name) }
 	}
-	a := proxytest.NewUpstream(t, tag("a"))
-	b := proxytest.NewUpstream(t, tag("b"))
-	c := proxytest.NewUpstream(t, tag("c"))
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	a := testkit.NewUpstream(t, tag("a"))
+	b := testkit.NewUpstream(t, tag("b"))
+	c := testkit.NewUpstream(t, tag("c"))
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   a: {url: "%s"}
@@ -56,9 +56,9 @@ routes:
 			if tc.host != "" {
 				hdr = []string{"Host", tc.host}
 			}
-			resp := proxytest.Do(t, tc.method, gw.URL+tc.path, "", hdr...)
+			resp := testkit.Do(t, tc.method, gw.URL+tc.path, "", hdr...)
 			if tc.wantCode != "" {
-				p := proxytest.WantProblem(t, resp, tc.wantStatus, tc.wantCode)
+				p := testkit.WantProblem(t, resp, tc.wantStatus, tc.wantCode)
 				if p["instance"] != tc.path {
 					t.Errorf("instance = %v, want %s", p["instance"], tc.path)
 				}

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"net"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // Run serves cfg until SIGTERM or SIGINT (or ctx is done): the proxy on

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 // Bytes a provider sends after its answer's end (more than its
@@ -17,20 +17,20 @@ import (
 // connection is checked before reuse and dropped.
 func TestStrayBytesNeverBecomeTheNextAnswer(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewFaultUpstream(t)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
 	poison := "HTTP/1.1 200 OK\r\nCache-Control: public, max-age=600\r\nContent-Length: 6\r\n\r\nPOISON"
-	up.Script(proxytest.Fault{Trailing: poison, TrailingAfter: 200 * time.Millisecond})
-	if r := proxytest.Do(t, "GET", gw.URL+"/first", ""); r.Status != 200 || string(r.Body) != "ok" {
+	up.Script(testkit.Fault{Trailing: poison, TrailingAfter: 200 * time.Millisecond})
+	if r := testkit.Do(t, "GET", gw.URL+"/first", ""); r.Status != 200 || string(r.Body) != "ok" {
 		t.Fatalf("first call: %d %q", r.Status, r.Body)
 	}
 	// Wait until the stray answer has reached the pooled connection.
 	time.Sleep(400 * time.Millisecond)
-	r := proxytest.Do(t, "GET", gw.URL+"/second", "")
+	r := testkit.Do(t, "GET", gw.URL+"/second", "")
 	if strings.Contains(string(r.Body), "POISON") || r.Header.Get("Cache-Control") != "" {
 		t.Fatalf("second caller got the stray bytes as its answer: %d %q %v", r.Status, r.Body, r.Header)
 	}
@@ -54,19 +54,19 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 // connection instead of failing on the dead pooled one.
 func TestProviderClosedIdleConnectionLosesNoRequest(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
+	up := testkit.NewFaultUpstream(t)
 	up.SetIdleClose(300 * time.Millisecond)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
 	for i := range 3 {
-		if r := proxytest.Do(t, "GET", gw.URL+"/warm", ""); r.Status != 200 {
+		if r := testkit.Do(t, "GET", gw.URL+"/warm", ""); r.Status != 200 {
 			t.Fatalf("GET %d: %d %s", i, r.Status, r.Body)
 		}
 		time.Sleep(600 * time.Millisecond) // the provider closes the pooled connection
-		if r := proxytest.Do(t, "POST", gw.URL+"/charge", `{"amount":1}`, "Content-Type", "application/json"); r.Status != 200 {
+		if r := testkit.Do(t, "POST", gw.URL+"/charge", `{"amount":1}`, "Content-Type", "application/json"); r.Status != 200 {
 			t.Fatalf("POST %d after the provider closed the idle connection: %d %s", i, r.Status, r.Body)
 		}
 		time.Sleep(600 * time.Millisecond)
@@ -86,21 +86,21 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 // and no resend reads it again.
 func TestChunkedAnswerStopsAtTheLimit(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewFaultUpstream(t)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: %q, max_response_body: 1MiB}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
-	up.SetDefault(proxytest.Fault{ChunkedForever: true})
-	r := proxytest.Do(t, "GET", gw.URL+"/endless", "")
-	proxytest.WantProblem(t, r, 502, "upstream_error")
+	up.SetDefault(testkit.Fault{ChunkedForever: true})
+	r := testkit.Do(t, "GET", gw.URL+"/endless", "")
+	testkit.WantProblem(t, r, 502, "upstream_error")
 	if got := up.Hits(); got != 1 {
 		t.Fatalf("provider was asked %d times for the over-limit answer, want 1", got)
 	}
 	// Under the limit, a chunked answer comes through whole.
-	up.SetDefault(proxytest.Fault{Chunked: 700 << 10})
-	r = proxytest.Do(t, "GET", gw.URL+"/big", "")
+	up.SetDefault(testkit.Fault{Chunked: 700 << 10})
+	r = testkit.Do(t, "GET", gw.URL+"/big", "")
 	if r.Status != 200 || len(r.Body) != 700<<10 || strings.Trim(string(r.Body), "x") != "" {
 		t.Fatalf("chunked answer under the limit: %d, %d bytes", r.Status, len(r.Body))
 	}
@@ -114,9 +114,9 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 // through, and every byte reserved is given back.
 func TestBodyBudgetHolds(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Fault{Chunked: 3 << 20})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Fault{Chunked: 3 << 20})
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 server: {max_body_memory: 10MiB, max_request_body: 1MiB}
 upstreams: {up: {url: %q, max_response_body: 4MiB}}
@@ -127,7 +127,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	statuses := make([]int, callers)
 	for i := range callers {
 		wg.Go(func() {
-			r, err := proxytest.TryDo("GET", gw.URL+"/big", "")
+			r, err := testkit.TryDo("GET", gw.URL+"/big", "")
 			if err != nil {
 				t.Errorf("caller %d: %v", i, err)
 				return
@@ -155,7 +155,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if ok == callers {
 		t.Logf("all %d answers fitted one after the other (no overlap this run)", callers)
 	}
-	proxytest.Eventually(t, 5*time.Second, func() bool {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		v, _ := gw.Metrics(t).Value("sluice_body_memory_bytes")
 		return v == 0
 	}, "every reserved byte is given back")
@@ -169,9 +169,9 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 // both being held until the upstream timeout.
 func TestCallerHangUpEndsTheAttempt(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Fault{Hang: true})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Fault{Hang: true})
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 server: {max_inflight: 4}
 upstreams: {up: {url: %q, timeout: 30s}}
@@ -189,14 +189,14 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		defer c.Close()
 		time.AfterFunc(200*time.Millisecond, func() { c.Close() }) // the caller's own timeout
 	}
-	proxytest.Eventually(t, 10*time.Second, func() bool { return up.Abandoned() == callers },
+	testkit.Eventually(t, 10*time.Second, func() bool { return up.Abandoned() == callers },
 		"the gateway closes the provider connection of every caller that left")
-	proxytest.Eventually(t, 5*time.Second, func() bool {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		v, _ := gw.Metrics(t).Value("sluice_inflight_requests")
 		return v == 0
 	}, "every max_inflight slot is given back")
-	up.SetDefault(proxytest.OK)
-	if r := proxytest.Do(t, "GET", gw.URL+"/after", ""); r.Status != 200 {
+	up.SetDefault(testkit.OK)
+	if r := testkit.Do(t, "GET", gw.URL+"/after", ""); r.Status != 200 {
 		t.Fatalf("after the callers left: %d %s", r.Status, r.Body)
 	}
 }
@@ -205,22 +205,22 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 // (the buffer doubles up to limit+1), once: no resend reads it again, even
 // with retries on. (Not parallel: it counts the process's allocations.)
 func TestOverLimitChunkedAnswerAllocatesAboutTheLimit(t *testing.T) {
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Fault{ChunkedForever: true})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Fault{ChunkedForever: true})
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: %q, max_response_body: 8MiB}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {retry: {attempts: 3, backoff: 1ms}}}}
 `, up.URL))
-	up.Script(proxytest.OK)
-	proxytest.Do(t, "GET", gw.URL+"/warm-up", "") // pools, buffers, metric children
+	up.Script(testkit.OK)
+	testkit.Do(t, "GET", gw.URL+"/warm-up", "") // pools, buffers, metric children
 	hits := up.Hits()
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	r := proxytest.Do(t, "GET", gw.URL+"/endless", "")
+	r := testkit.Do(t, "GET", gw.URL+"/endless", "")
 	runtime.ReadMemStats(&after)
-	proxytest.WantProblem(t, r, 502, "upstream_error")
+	testkit.WantProblem(t, r, 502, "upstream_error")
 	if got := up.Hits() - hits; got != 1 {
 		t.Fatalf("the over-limit answer was requested %d times, want 1", got)
 	}
@@ -236,14 +236,14 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {retry: {attempts: 3, backof
 // the body then gets the attempt's whole timeout again.
 func TestSlowBodyGetsTheWholeTimeout(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Fault{Chunked: 4 * 32 << 10, ChunkEvery: 300 * time.Millisecond})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Fault{Chunked: 4 * 32 << 10, ChunkEvery: 300 * time.Millisecond})
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: %q, timeout: 10s}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
-	r := proxytest.Do(t, "GET", gw.URL+"/slow", "")
+	r := testkit.Do(t, "GET", gw.URL+"/slow", "")
 	if r.Status != 200 || len(r.Body) != 4*32<<10 {
 		t.Fatalf("slow body: %d, %d bytes: %.200s", r.Status, len(r.Body), r.Body)
 	}

@@ -4,22 +4,23 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 
 // Upstream is one provider API as compiled from an upstreams.NAME block: its
-// targets with their connection pools, and its per-attempt timeout. It is
-// also the terminal Handler of every route that uses it: Handle makes one
-// attempt.
+// targets with their connection pools, its per-attempt timeout and its
+// deadline. Each route that uses it ends at an upstreamCall, which makes one
+// attempt to one of its targets.
 type Upstream struct {
 	Name    string
 	Targets []*Target
@@ -64,80 +65,6 @@ func (t *Target) Host() string { return string(t.host) }
 // BasePath is the path of the target's base URL, without a trailing slash
 // (empty for a bare host); request paths are appended to it.
 func (t *Target) BasePath() string { return string(t.basePath) }
-
-// upstreamCall is the terminal handler of one route: it sends the request to
-// a target of the route's upstream and reads the answer into ctx.Response.
-type upstreamCall struct {
-	u           *Upstream
-	stripPrefix string
-}
-
-var (
-	strHTTPS = []byte("https")
-)
-
-// Handle makes one attempt. The request URI is rebuilt from the caller's raw
-// path and query on every attempt (a retry may go to another target). Unless
-// an outer stage chose the target (Exchange.UseTarget), a retry goes to
-// another target than the attempt before when there are several.
-func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
-	u := c.u
-	timeout := u.Timeout
-	if left := ex.Remaining(); left < timeout {
-		if left <= 0 {
-			return errDeadline
-		}
-		timeout = left // the attempt may not outlive the call's deadline
-	}
-	t := ex.nextTarget
-	if t == nil {
-		t = u.PickExcept(ex.Target)
-	}
-	ex.Target, ex.nextTarget = t, nil
-	ex.Attempts++
-
-	req := &ctx.Request
-	ex.uri = ex.appendOutboundURI(ex.uri[:0], t, c.stripPrefix)
-	req.SetRequestURIBytes(ex.uri)
-	req.Header.SetHostBytes(t.host)
-	if t.scheme[len(t.scheme)-1] == 's' {
-		req.URI().SetSchemeBytes(strHTTPS)
-	}
-
-	t.health.inflight.Add(1)
-	start := nanotime()
-	err := u.roundTrip(t, ctx, ex, timeout)
-	elapsed := since(start).Seconds()
-	t.health.inflight.Add(-1)
-	if err != nil {
-		if err == errCallerGone { // says nothing about the target
-			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
-			return err
-		}
-		ce := Classify(&transportError{err})
-		switch ce.Code {
-		case CodeUpstreamTimeout:
-			u.metrics.byOutcome[OutcomeTimeout].Observe(elapsed)
-		case CodeOverloaded: // our own max_conns: says nothing about the target
-			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
-			return ce
-		default:
-			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
-		}
-		u.observe(t, true)
-		return ce
-	}
-	if ctx.Response.StatusCode() >= 500 {
-		u.metrics.byOutcome[OutcomeErrorStatus].Observe(elapsed)
-		u.observe(t, true)
-	} else {
-		u.metrics.byOutcome[OutcomeOK].Observe(elapsed)
-		u.observe(t, false)
-	}
-	stripHopByHopResponse(&ctx.Response.Header, ex)
-	ex.FromUpstream = true
-	return nil
-}
 
 // appendRequestURI appends the outbound request URI: the target's base path,
 // then the caller's raw path minus the route's strip_prefix, then the raw
@@ -260,4 +187,44 @@ func tlsConfig(host string, c *config.TLSConfig) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// clientPools holds the upstream connection pools by settings, so that a
+// reload reuses warm pools whose settings did not change.
+type clientPools struct {
+	mu sync.Mutex
+	m  map[string]*fasthttp.HostClient
+}
+
+func newClientPools() *clientPools { return &clientPools{m: map[string]*fasthttp.HostClient{}} }
+
+func (c *clientPools) get(key string) *fasthttp.HostClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[key]
+}
+
+func (c *clientPools) put(key string, hc *fasthttp.HostClient) *fasthttp.HostClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[key]; ok {
+		return old
+	}
+	c.m[key] = hc
+	return hc
+}
+
+// release removes the pools no longer in keep and returns them, so that
+// their idle connections can be closed once no request uses them.
+func (c *clientPools) release(keep map[string]bool) []*fasthttp.HostClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*fasthttp.HostClient
+	for k, hc := range c.m {
+		if !keep[k] {
+			out = append(out, hc)
+			delete(c.m, k)
+		}
+	}
+	return out
 }

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -82,13 +82,13 @@ func TestUpstreamFailures(t *testing.T) {
 			_ = tc.SetLinger(0) // RST instead of FIN
 		}
 	})
-	slow := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	slow := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		time.Sleep(300 * time.Millisecond)
 	})
-	bigBody := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	bigBody := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		ctx.SetBody(make([]byte, 64<<10))
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   closed:  {url: "http://%s"}
@@ -104,7 +104,7 @@ routes:
   reset:   {path: "/reset/{p:*}", upstream: reset}
   slow:    {path: "/slow/{p:*}", upstream: slow}
   big:     {path: "/big/{p:*}", upstream: big}
-`, proxytest.ClosedAddr(t), garbage, halfBody, reset, slow.URL, bigBody.URL))
+`, testkit.ClosedAddr(t), garbage, halfBody, reset, slow.URL, bigBody.URL))
 
 	cases := []struct {
 		name, method, path string
@@ -124,8 +124,8 @@ routes:
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			resp := proxytest.Do(t, c.method, gw.URL+c.path, "")
-			p := proxytest.WantProblem(t, resp, c.status, c.code)
+			resp := testkit.Do(t, c.method, gw.URL+c.path, "")
+			p := testkit.WantProblem(t, resp, c.status, c.code)
 			if p["retryable"] != c.retryable {
 				t.Errorf("retryable = %v, want %v", p["retryable"], c.retryable)
 			}
@@ -138,7 +138,7 @@ routes:
 		})
 	}
 	t.Run("gateway keeps serving", func(t *testing.T) {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/nowhere", ""); resp.Status != 404 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/nowhere", ""); resp.Status != 404 {
 			t.Errorf("status %d", resp.Status)
 		}
 	})
@@ -146,21 +146,21 @@ routes:
 
 func TestRoundRobinTargets(t *testing.T) {
 	t.Parallel()
-	var ups []*proxytest.Upstream
+	var ups []*testkit.Upstream
 	var urls []string
 	for i := range 3 {
 		name := fmt.Sprint(i)
-		up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(name) })
+		up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(name) })
 		ups = append(ups, up)
 		urls = append(urls, `"`+up.URL+`"`)
 	}
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {pool: {targets: [%s]}}
 routes: {r: {path: "/{p:*}", upstream: pool}}
 `, strings.Join(urls, ", ")))
 	for range 30 {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 			t.Fatalf("status %d", resp.Status)
 		}
 	}
@@ -179,7 +179,7 @@ upstreams: {up: {url: "%[1]s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
 	for range 20 {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 			t.Fatalf("status %d", resp.Status)
 		}
 	}
@@ -206,14 +206,14 @@ func TestStaleUpstreamConnectionRetriedForGET(t *testing.T) {
 		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
 		time.Sleep(20 * time.Millisecond)
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "http://%s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, addr))
 	for i := range 3 {
 		time.Sleep(60 * time.Millisecond) // let the provider drop the pooled connection
-		if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 			t.Fatalf("request %d: status %d %s", i, resp.Status, resp.Body)
 		}
 	}
@@ -234,7 +234,7 @@ func TestTLSUpstream(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	port := ln.Addr().(*net.TCPAddr).Port
 
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   trusted:   {url: "https://127.0.0.1:%[1]d", tls: {ca_file: %[2]q, server_name: api.provider.test}}
@@ -247,18 +247,18 @@ routes:
   wrongname: {path: "/w/{p:*}", upstream: wrongname}
   insecure:  {path: "/i/{p:*}", upstream: insecure}
 `, port, caFile))
-	if resp := proxytest.Do(t, "GET", gw.URL+"/t/x", ""); resp.Status != 200 || string(resp.Body) != fmt.Sprintf("secure 127.0.0.1:%d", port) {
+	if resp := testkit.Do(t, "GET", gw.URL+"/t/x", ""); resp.Status != 200 || string(resp.Body) != fmt.Sprintf("secure 127.0.0.1:%d", port) {
 		t.Errorf("trusted CA: %d %s", resp.Status, resp.Body)
 	}
-	p := proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/u/x", ""), 502, "upstream_unreachable")
+	p := testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/u/x", ""), 502, "upstream_unreachable")
 	if !strings.Contains(p["detail"].(string), "trusted CA") || p["retryable"] != false {
 		t.Errorf("untrusted certificate: detail %q retryable %v", p["detail"], p["retryable"])
 	}
-	p = proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/w/x", ""), 502, "upstream_unreachable")
+	p = testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/w/x", ""), 502, "upstream_unreachable")
 	if !strings.Contains(p["detail"].(string), "host name") {
 		t.Errorf("wrong host name: detail %q", p["detail"])
 	}
-	if resp := proxytest.Do(t, "GET", gw.URL+"/i/x", ""); resp.Status != 200 {
+	if resp := testkit.Do(t, "GET", gw.URL+"/i/x", ""); resp.Status != 200 {
 		t.Errorf("insecure_skip_verify: %d %s", resp.Status, resp.Body)
 	}
 }
@@ -315,7 +315,7 @@ func TestHTTP10Upstream(t *testing.T) {
 		readHead(c)
 		_, _ = c.Write([]byte("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"))
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "http://%s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
@@ -345,7 +345,7 @@ func TestChunkedUpstream(t *testing.T) {
 		_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
 			"5\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42\r\n\r\n"))
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "http://%s"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
@@ -375,7 +375,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 `)
 	done := make(chan int, 1)
 	go func() {
-		resp, err := proxytest.TryDo("GET", gw.URL+"/held", "")
+		resp, err := testkit.TryDo("GET", gw.URL+"/held", "")
 		if err != nil {
 			done <- -1
 			return
@@ -383,7 +383,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		done <- resp.Status
 	}()
 	<-entered
-	p := proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
+	p := testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/second", ""), 503, "overloaded")
 	if !strings.Contains(p["detail"].(string), "max_conns") || p["retryable"] != true {
 		t.Errorf("detail %q retryable %v", p["detail"], p["retryable"])
 	}

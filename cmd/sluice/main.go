@@ -14,13 +14,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"os"
 	"runtime/debug"
 
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".

@@ -28,7 +28,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 // sluiceBin is the binary under test, built once by TestMain.
@@ -124,8 +124,8 @@ func writeFile(t *testing.T, path, content string) {
 type gateway struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	stdout proxytest.SyncBuffer
-	stderr proxytest.SyncBuffer
+	stdout testkit.SyncBuffer
+	stderr testkit.SyncBuffer
 	done   chan struct{} // closed when the process has exited
 	listen string        // proxy address
 	admin  string        // admin address

@@ -5,7 +5,7 @@ package authenticate_test
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -13,7 +13,7 @@ import (
 // Bearer) costs no allocation, counted over the whole process (client,
 // gateway, upstream), like the pass-through budget.
 func TestAuthenticateAllocs(t *testing.T) {
-	im := proxytest.NewInMemory(t, allocYAML, upstream1K)
+	im := testkit.NewInMemory(t, allocYAML, upstream1K)
 	for _, hdr := range [][2]string{{"X-Api-Key", crmKey}, {"Authorization", "Bearer " + billingKey}} {
 		req := fasthttp.AcquireRequest()
 		resp := fasthttp.AcquireResponse()

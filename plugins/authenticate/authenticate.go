@@ -13,11 +13,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 

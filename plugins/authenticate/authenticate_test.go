@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 const (
@@ -41,8 +41,8 @@ routes:
 }
 
 func TestAuthenticate(t *testing.T) {
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, gatewayYAML(up.URL))
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, gatewayYAML(up.URL))
 
 	cases := []struct {
 		name     string
@@ -69,7 +69,7 @@ func TestAuthenticate(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := up.Count()
-			resp := proxytest.Do(t, "GET", gw.URL+c.path, "", append([]string{"X-Request-Id", "req-" + strings.ReplaceAll(c.name, " ", "-")}, c.header...)...)
+			resp := testkit.Do(t, "GET", gw.URL+c.path, "", append([]string{"X-Request-Id", "req-" + strings.ReplaceAll(c.name, " ", "-")}, c.header...)...)
 			if resp.Status != c.status {
 				t.Fatalf("status %d, want %d: %s", resp.Status, c.status, resp.Body)
 			}
@@ -97,7 +97,7 @@ func TestAuthenticate(t *testing.T) {
 	}
 
 	// A route without authenticate forwards what the caller sent.
-	proxytest.Do(t, "GET", gw.URL+"/none/x", "", "Authorization", "Bearer caller-own-token")
+	testkit.Do(t, "GET", gw.URL+"/none/x", "", "Authorization", "Bearer caller-own-token")
 	if got := up.Last(t).Header.Get("Authorization"); got != "Bearer caller-own-token" {
 		t.Errorf("route without authenticate: Authorization %q", got)
 	}
@@ -137,8 +137,8 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {anonymus: tr
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			probs := proxytest.ConfigProblems(t, c.yaml)
-			proxytest.WantOneProblem(t, probs, c.path, c.msg)
+			probs := testkit.ConfigProblems(t, c.yaml)
+			testkit.WantOneProblem(t, probs, c.path, c.msg)
 		})
 	}
 }

@@ -3,13 +3,13 @@ package authenticate_test
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
 func upstream1K(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetContentType("application/json")
-	ctx.Response.SetBodyRaw(proxytest.Body1K)
+	ctx.Response.SetBodyRaw(testkit.Body1K)
 }
 
 // Many consumers: the key lookup must not grow with them.
@@ -44,7 +44,7 @@ func itoa(i int) string {
 }
 
 func BenchmarkAuthenticate(b *testing.B) {
-	im := proxytest.NewInMemory(b, allocYAML, upstream1K)
+	im := testkit.NewInMemory(b, allocYAML, upstream1K)
 	for _, bc := range []struct{ name, uri, header, value string }{
 		{"pass-through", "http://gateway/plain/v1/items", "X-Other", "x"},
 		{"api-key", "http://gateway/api/v1/items", "X-Api-Key", crmKey},

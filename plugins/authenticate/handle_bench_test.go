@@ -1,11 +1,11 @@
 package authenticate_test
 
 import (
-	"github.com/sluice-gw/sluice/proxy/config"
 	"testing"
 
 	"github.com/sluice-gw/sluice/plugins/authenticate"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 

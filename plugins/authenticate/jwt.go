@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"log/slog"
 	"math/big"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // JWTConfig accepts signed JWT bearer tokens (RFC 7519) from a trusted

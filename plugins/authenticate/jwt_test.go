@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
@@ -68,7 +68,7 @@ func TestJWT(t *testing.T) {
 
 	dir := t.TempDir()
 	file := filepath.Join(dir, "jwks.json")
-	proxytest.WriteFile(t, file, jwks(t, rsaJWK("rsa-1", &rsaKey.PublicKey)))
+	testkit.WriteFile(t, file, jwks(t, rsaJWK("rsa-1", &rsaKey.PublicKey)))
 	var jwksCalls atomic.Int64
 	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		jwksCalls.Add(1)
@@ -76,8 +76,8 @@ func TestJWT(t *testing.T) {
 	}))
 	defer jwksSrv.Close()
 
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, `
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, `
 consumers:
   billing: {keys: ["`+billingKey+`"]}
   crm: {keys: ["`+crmKey+`"]}
@@ -139,7 +139,7 @@ routes:
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			rid := "jwt-" + strings.ReplaceAll(c.name, " ", "-")
-			resp := proxytest.Do(t, "GET", gw.URL+c.path, "", "Authorization", "Bearer "+c.token, "X-Request-Id", rid)
+			resp := testkit.Do(t, "GET", gw.URL+c.path, "", "Authorization", "Bearer "+c.token, "X-Request-Id", rid)
 			if resp.Status != c.status {
 				t.Fatalf("status %d, want %d: %s", resp.Status, c.status, resp.Body)
 			}
@@ -188,7 +188,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {jwt: ` + jwt
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			proxytest.WantOneProblem(t, proxytest.ConfigProblems(t, route(c.block)), c.path, c.msg)
+			testkit.WantOneProblem(t, testkit.ConfigProblems(t, route(c.block)), c.path, c.msg)
 		})
 	}
 }
@@ -207,26 +207,26 @@ func TestJWKSURLRotation(t *testing.T) {
 		_, _ = w.Write([]byte(jwks(t, ecJWK("old", &oldKey.PublicKey))))
 	}))
 	defer srv.Close()
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, `
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, `
 upstreams: {up: {url: "`+up.URL+`"}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {jwt: {jwks_url: "`+srv.URL+`", jwks_refresh: 1s}}}}}
 `)
 	claims := jwt.MapClaims{"sub": "svc", "exp": time.Now().Add(time.Hour).Unix()}
 	oldTok := sign(t, jwt.SigningMethodES256, "old", oldKey, claims)
 	newTok := sign(t, jwt.SigningMethodES256, "new", newKey, claims)
-	if r := proxytest.Do(t, "GET", gw.URL+"/x", "", "Authorization", "Bearer "+oldTok); r.Status != 200 {
+	if r := testkit.Do(t, "GET", gw.URL+"/x", "", "Authorization", "Bearer "+oldTok); r.Status != 200 {
 		t.Fatalf("old key: %d", r.Status)
 	}
-	if r := proxytest.Do(t, "GET", gw.URL+"/x", "", "Authorization", "Bearer "+newTok); r.Status != 401 {
+	if r := testkit.Do(t, "GET", gw.URL+"/x", "", "Authorization", "Bearer "+newTok); r.Status != 401 {
 		t.Fatalf("new key before it is published: %d", r.Status)
 	}
 	rotated.Store(true)
-	proxytest.Eventually(t, 10*time.Second, func() bool {
-		r, err := proxytest.TryDo("GET", gw.URL+"/x", "", "Authorization", "Bearer "+newTok)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		r, err := testkit.TryDo("GET", gw.URL+"/x", "", "Authorization", "Bearer "+newTok)
 		return err == nil && r.Status == 200
 	}, "the rotated key was never picked up")
-	if r := proxytest.Do(t, "GET", gw.URL+"/x", "", "Authorization", "Bearer "+oldTok); r.Status != 401 {
+	if r := testkit.Do(t, "GET", gw.URL+"/x", "", "Authorization", "Bearer "+oldTok); r.Status != 401 {
 		t.Errorf("old key after rotation: %d, want 401", r.Status)
 	}
 }
@@ -242,8 +242,8 @@ func TestJWKSURLSharedByRoutes(t *testing.T) {
 		_, _ = w.Write([]byte(jwks(t, ecJWK("k1", &key.PublicKey))))
 	}))
 	defer srv.Close()
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, `
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, `
 upstreams: {up: {url: "`+up.URL+`"}}
 plugins: {authenticate: {jwt: {jwks_url: "`+srv.URL+`"}}}
 routes:
@@ -253,7 +253,7 @@ routes:
 `)
 	tok := sign(t, jwt.SigningMethodES256, "k1", key, jwt.MapClaims{"sub": "svc", "exp": time.Now().Add(time.Hour).Unix()})
 	for _, p := range []string{"/a/x", "/b/x", "/c/x"} {
-		if r := proxytest.Do(t, "GET", gw.URL+p, "", "Authorization", "Bearer "+tok); r.Status != 200 {
+		if r := testkit.Do(t, "GET", gw.URL+p, "", "Authorization", "Bearer "+tok); r.Status != 200 {
 			t.Fatalf("%s: %d %s", p, r.Status, r.Body)
 		}
 	}

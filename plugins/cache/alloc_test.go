@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/allegro/bigcache/v3"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -23,12 +23,12 @@ func TestCredentialHitAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = bc.Set("0123456789abcdef", proxytest.Body1K)
+	_ = bc.Set("0123456789abcdef", testkit.Body1K)
 	getAllocs := testing.AllocsPerRun(1000, func() { _, _ = bc.Get("0123456789abcdef") })
 	// A vary'd hit is two Gets: the marker, then the variant.
 	budget := 2 * getAllocs
 
-	im := proxytest.NewInMemory(t, `
+	im := testkit.NewInMemory(t, `
 log: {access_log: false}
 upstreams: {up: {url: "http://upstream.test"}}
 routes:
@@ -36,7 +36,7 @@ routes:
 `, func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("Cache-Control", "max-age=600")
 		ctx.Response.Header.Set("Vary", "Accept-Language")
-		ctx.Response.SetBodyRaw(proxytest.Body1K)
+		ctx.Response.SetBodyRaw(testkit.Body1K)
 	})
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()

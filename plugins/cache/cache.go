@@ -3,7 +3,6 @@ package cache
 import (
 	"bytes"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 

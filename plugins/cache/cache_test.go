@@ -10,20 +10,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
 // origin is a real upstream whose answers a test scripts per path.
 type origin struct {
-	*proxytest.Upstream
+	*testkit.Upstream
 	hits    sync.Map // path -> *atomic.Int64
 	handler func(ctx *fasthttp.RequestCtx, n int64)
 }
 
 func newOrigin(t *testing.T, h func(ctx *fasthttp.RequestCtx, n int64)) *origin {
 	o := &origin{handler: h}
-	o.Upstream = proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	o.Upstream = testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		c, _ := o.hits.LoadOrStore(string(ctx.Path()), new(atomic.Int64))
 		n := c.(*atomic.Int64).Add(1)
 		o.handler(ctx, n)
@@ -40,7 +40,7 @@ func (o *origin) Hits(path string) int64 {
 	return c.(*atomic.Int64).Load()
 }
 
-func gateway(t *testing.T, upstream, cacheBlock string, extra ...string) *proxytest.Gateway {
+func gateway(t *testing.T, upstream, cacheBlock string, extra ...string) *testkit.Gateway {
 	t.Helper()
 	yaml := fmt.Sprintf(`
 log: {access_log: false, level: debug}
@@ -50,12 +50,12 @@ upstreams: {up: {url: "%s"}}
 routes:
   r: {path: "/api/{path:*}", upstream: up, strip_prefix: /api, plugins: {cache: %s}}
 `, strings.Join(extra, "\n"), upstream, cacheBlock)
-	return proxytest.StartGateway(t, yaml)
+	return testkit.StartGateway(t, yaml)
 }
 
-func get(t *testing.T, url string, hdr ...string) *proxytest.Response {
+func get(t *testing.T, url string, hdr ...string) *testkit.Response {
 	t.Helper()
-	return proxytest.Do(t, "GET", url, "", hdr...)
+	return testkit.Do(t, "GET", url, "", hdr...)
 }
 
 func TestFreshnessRules(t *testing.T) {

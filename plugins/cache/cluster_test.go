@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -14,7 +14,7 @@ import (
 // invalidation on one removes the entry on the other; after Redis went away
 // and came back, each gateway drops its whole cache.
 func TestClusterInvalidation(t *testing.T) {
-	rd := proxytest.StartRedis(t)
+	rd := testkit.StartRedis(t)
 	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
 		if !ctx.IsGet() {
 			return
@@ -31,14 +31,14 @@ upstreams: {up: {url: "%s"}}
 routes:
   r: {path: "/api/{path:*}", upstream: up, strip_prefix: /api, plugins: {cache: {}}}
 `, rd.Addr, o.URL)
-	g1 := proxytest.StartGateway(t, yaml)
-	g2 := proxytest.StartGateway(t, yaml)
-	hit := func(g *proxytest.Gateway, p string) bool {
+	g1 := testkit.StartGateway(t, yaml)
+	g2 := testkit.StartGateway(t, yaml)
+	hit := func(g *testkit.Gateway, p string) bool {
 		return get(t, g.URL+"/api"+p).Header.Get("Cache-Status") == "sluice; hit"
 	}
 	warm := func(paths ...string) {
 		for _, p := range paths {
-			for _, g := range []*proxytest.Gateway{g1, g2} {
+			for _, g := range []*testkit.Gateway{g1, g2} {
 				get(t, g.URL+"/api"+p)
 				if !hit(g, p) {
 					t.Fatalf("%s not cached", p)
@@ -47,20 +47,20 @@ routes:
 		}
 	}
 	// Subscriptions are made in Start: wait until both are listening.
-	proxytest.Eventually(t, 5*time.Second, func() bool {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		out, _ := rd.Do("PUBSUB", "NUMSUB", "sluice:cache:invalidate")
 		return strings.Contains(out, "2")
 	}, "both gateways subscribed")
 
 	warm("/a", "/b", "/c")
-	proxytest.Do(t, "PUT", g1.URL+"/api/a", "{}") // method invalidation on g1
-	proxytest.Eventually(t, 5*time.Second, func() bool { return !hit(g2, "/a") }, "g2 drops /a after g1's PUT")
+	testkit.Do(t, "PUT", g1.URL+"/api/a", "{}") // method invalidation on g1
+	testkit.Eventually(t, 5*time.Second, func() bool { return !hit(g2, "/a") }, "g2 drops /a after g1's PUT")
 
-	r := proxytest.Do(t, "POST", g2.AdminURL+"/admin/cache/purge", `{"tags":["kb"]}`, "Authorization", "Bearer admintoken-0123456789")
+	r := testkit.Do(t, "POST", g2.AdminURL+"/admin/cache/purge", `{"tags":["kb"]}`, "Authorization", "Bearer admintoken-0123456789")
 	if r.Status != 200 {
 		t.Fatalf("purge: %d %s", r.Status, r.Body)
 	}
-	proxytest.Eventually(t, 5*time.Second, func() bool { return !hit(g1, "/b") }, "g1 drops /b after g2's tag purge")
+	testkit.Eventually(t, 5*time.Second, func() bool { return !hit(g1, "/b") }, "g1 drops /b after g2's tag purge")
 	if !hit(g1, "/c") || !hit(g2, "/c") {
 		t.Error("/c was dropped: invalidations must name what they remove")
 	}
@@ -76,8 +76,8 @@ routes:
 	// ...and drop everything once the subscription is back, since they may
 	// have missed invalidations meanwhile.
 	rd.Start()
-	for _, g := range []*proxytest.Gateway{g1, g2} {
-		proxytest.Eventually(t, 10*time.Second, func() bool {
+	for _, g := range []*testkit.Gateway{g1, g2} {
+		testkit.Eventually(t, 10*time.Second, func() bool {
 			v, _ := g.Metrics(t).Value("sluice_cache_invalidations_total", "source", "resync")
 			return v >= 1
 		}, "resync after Redis came back")
@@ -87,8 +87,8 @@ routes:
 	}
 	// Invalidations flow again after the reconnect.
 	warm("/d")
-	proxytest.Eventually(t, 5*time.Second, func() bool {
-		proxytest.Do(t, "POST", g1.AdminURL+"/admin/cache/purge", `{"keys":["/api/d"]}`, "Authorization", "Bearer admintoken-0123456789")
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		testkit.Do(t, "POST", g1.AdminURL+"/admin/cache/purge", `{"keys":["/api/d"]}`, "Authorization", "Bearer admintoken-0123456789")
 		return !hit(g2, "/d")
 	}, "g2 drops /d after g1's purge")
 }
@@ -97,7 +97,7 @@ routes:
 // route to that upstream stored, on every gateway of the cluster (routes do
 // not share entries; Invalidation.Resources reaches them all).
 func TestClusterInvalidationReachesEveryRoute(t *testing.T) {
-	rd := proxytest.StartRedis(t)
+	rd := testkit.StartRedis(t)
 	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
 		ctx.Response.Header.Set("Cache-Control", "max-age=600")
 		fmt.Fprintf(ctx, "%s=%d", ctx.Path(), n)
@@ -110,9 +110,9 @@ routes:
   a: {path: "/a/{path:*}", upstream: up, strip_prefix: /a, plugins: {cache: {}}}
   b: {path: "/b/{path:*}", upstream: up, strip_prefix: /b, plugins: {cache: {query: none}}}
 `, rd.Addr, o.URL)
-	g1 := proxytest.StartGateway(t, yaml)
-	g2 := proxytest.StartGateway(t, yaml)
-	proxytest.Eventually(t, 5*time.Second, func() bool {
+	g1 := testkit.StartGateway(t, yaml)
+	g2 := testkit.StartGateway(t, yaml)
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		out, _ := rd.Do("PUBSUB", "NUMSUB", "sluice:cache:invalidate")
 		return strings.Contains(out, "2")
 	}, "both gateways subscribed")
@@ -124,11 +124,11 @@ routes:
 			t.Fatalf("%s not cached", u)
 		}
 	}
-	if r := proxytest.Do(t, "DELETE", g1.URL+"/a/items/1", ""); r.Status != 200 {
+	if r := testkit.Do(t, "DELETE", g1.URL+"/a/items/1", ""); r.Status != 200 {
 		t.Fatalf("DELETE: %d", r.Status)
 	}
 	for _, u := range urls {
-		proxytest.Eventually(t, 5*time.Second, func() bool { return !hit(u) }, u+" dropped after a DELETE on route a of g1")
+		testkit.Eventually(t, 5*time.Second, func() bool { return !hit(u) }, u+" dropped after a DELETE on route a of g1")
 	}
 	other := g2.URL + "/b/items/2"
 	get(t, other)
@@ -140,7 +140,7 @@ routes:
 // A webhook delivery accepted by one gateway of a cluster is refused as a
 // replay by the others.
 func TestClusterWebhookReplay(t *testing.T) {
-	rd := proxytest.StartRedis(t)
+	rd := testkit.StartRedis(t)
 	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {})
 	yaml := fmt.Sprintf(`
 log: {access_log: false}
@@ -149,18 +149,18 @@ upstreams: {up: {url: "%s"}}
 routes:
   hook: {path: "/hook", upstream: up, plugins: {cache: {webhook: {secret: s3cret, tags: ["/id"]}}}}
 `, rd.Addr, o.URL)
-	g1 := proxytest.StartGateway(t, yaml)
-	g2 := proxytest.StartGateway(t, yaml)
+	g1 := testkit.StartGateway(t, yaml)
+	g2 := testkit.StartGateway(t, yaml)
 	payload := `{"id":"evt_42"}`
 	sig := sign("s3cret", payload)
-	if r := proxytest.Do(t, "POST", g1.URL+"/hook", payload, "X-Signature", sig); r.Status != 200 {
+	if r := testkit.Do(t, "POST", g1.URL+"/hook", payload, "X-Signature", sig); r.Status != 200 {
 		t.Fatalf("first delivery: %d %s", r.Status, r.Body)
 	}
-	if r := proxytest.Do(t, "POST", g2.URL+"/hook", payload, "X-Signature", sig); r.Status != 401 || !strings.Contains(string(r.Body), "replay") {
+	if r := testkit.Do(t, "POST", g2.URL+"/hook", payload, "X-Signature", sig); r.Status != 401 || !strings.Contains(string(r.Body), "replay") {
 		t.Errorf("replay to another gateway: %d %s", r.Status, r.Body)
 	}
 	other := `{"id":"evt_43"}`
-	if r := proxytest.Do(t, "POST", g2.URL+"/hook", other, "X-Signature", sign("s3cret", other)); r.Status != 200 {
+	if r := testkit.Do(t, "POST", g2.URL+"/hook", other, "X-Signature", sign("s3cret", other)); r.Status != 200 {
 		t.Errorf("a new delivery to the other gateway: %d %s", r.Status, r.Body)
 	}
 }

@@ -2,13 +2,13 @@ package cache
 
 import (
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/sluice-gw/sluice/proxy/jsonpointer"
 )
 

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -47,7 +47,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: %s}}}
 		{"{}", "cache: {max_entry_size: 10}", "cache.max_entry_size", "at least 1KiB"},
 	} {
 		t.Run(tc.path+" "+tc.block, func(t *testing.T) {
-			probs := proxytest.ConfigProblems(t, fmt.Sprintf(base, tc.block, tc.global))
+			probs := testkit.ConfigProblems(t, fmt.Sprintf(base, tc.block, tc.global))
 			if tc.path == "routes.r.plugins.cache.ttl" && tc.msg == "" {
 				if len(probs) != 1 || !strings.HasPrefix(probs[0].Path, tc.path) {
 					t.Errorf("got %v", probs)
@@ -60,7 +60,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: %s}}}
 				}
 				return
 			}
-			proxytest.WantOneProblem(t, probs, tc.path, tc.msg)
+			testkit.WantOneProblem(t, probs, tc.path, tc.msg)
 		})
 	}
 }

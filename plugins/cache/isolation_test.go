@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
@@ -46,7 +46,7 @@ func (p inject) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 }
 
 func isolationRegistry() *proxy.Registry {
-	return proxytest.WithStandIns(
+	return testkit.WithStandIns(
 		proxy.Define("authenticate", func(*authConfig, *proxy.Build) (proxy.Plugin, error) { return authenticate{}, nil }),
 		proxy.Define("inject_auth", func(c *injectConfig, _ *proxy.Build) (proxy.Plugin, error) {
 			return inject{perConsumer: c.PerConsumer}, nil
@@ -79,7 +79,7 @@ log: {access_log: false}
 upstreams: {up: {url: "%s"}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: %s}}
 `, o.URL, tc.plugins)
-			gw := proxytest.StartGateway(t, yaml, proxytest.Options{Registry: isolationRegistry()})
+			gw := testkit.StartGateway(t, yaml, testkit.Options{Registry: isolationRegistry()})
 			a1 := get(t, gw.URL+"/me", "X-Api-Key", "alice")
 			b1 := get(t, gw.URL+"/me", "X-Api-Key", "bob")
 			a2 := get(t, gw.URL+"/me", "X-Api-Key", "alice")
@@ -145,12 +145,12 @@ func TestStaleIfErrorWhileTheCircuitIsOpen(t *testing.T) {
 		fmt.Fprintf(ctx, "n=%d", n)
 	})
 	open := new(atomic.Bool)
-	reg := proxytest.WithStandIns(proxy.Define("circuit_breaker", func(*breakerConfig, *proxy.Build) (proxy.Plugin, error) { return breaker{open: open}, nil }))
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	reg := testkit.WithStandIns(proxy.Define("circuit_breaker", func(*breakerConfig, *proxy.Build) (proxy.Plugin, error) { return breaker{open: open}, nil }))
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "%s"}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}, circuit_breaker: {}}}}
-`, o.URL), proxytest.Options{Registry: reg})
+`, o.URL), testkit.Options{Registry: reg})
 	get(t, gw.URL+"/x")
 	time.Sleep(1100 * time.Millisecond)
 	open.Store(true)

@@ -3,7 +3,7 @@ package cache_test
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
-func TestMain(m *testing.M) { proxytest.RunWithoutLeaks(m) }
+func TestMain(m *testing.M) { testkit.RunWithoutLeaks(m) }

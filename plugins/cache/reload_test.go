@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -25,9 +25,9 @@ routes:
   %s
 `, size, o.URL, route)
 	}
-	gw := proxytest.StartGateway(t, conf("16MiB", ""))
+	gw := testkit.StartGateway(t, conf("16MiB", ""))
 	get(t, gw.URL+"/api/x")
-	proxytest.WriteFile(t, gw.File, conf("16MiB", `r2: {path: "/other/{path:*}", upstream: up, strip_prefix: /other, plugins: {cache: {}}}`))
+	testkit.WriteFile(t, gw.File, conf("16MiB", `r2: {path: "/other/{path:*}", upstream: up, strip_prefix: /other, plugins: {cache: {}}}`))
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ routes:
 	if r := get(t, gw.URL+"/other/x"); r.Header.Get("Cache-Status") != "sluice; fwd=miss; stored" || string(r.Body) != "n=2" {
 		t.Errorf("second route of the upstream: %q %q, want its own entry", r.Header.Get("Cache-Status"), r.Body)
 	}
-	proxytest.WriteFile(t, gw.File, conf("32MiB", ""))
+	testkit.WriteFile(t, gw.File, conf("32MiB", ""))
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}

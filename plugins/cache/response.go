@@ -2,12 +2,12 @@ package cache
 
 import (
 	"bytes"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 

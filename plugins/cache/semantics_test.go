@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -49,7 +49,7 @@ func TestHeadAnsweredFromGetEntry(t *testing.T) {
 	})
 	gw := gateway(t, o.URL, "{}")
 	get(t, gw.URL+"/api/h")
-	r := proxytest.Do(t, "HEAD", gw.URL+"/api/h", "")
+	r := testkit.Do(t, "HEAD", gw.URL+"/api/h", "")
 	if r.Header.Get("Cache-Status") != "sluice; hit" || r.Header.Get("X-Origin") != "yes" || len(r.Body) != 0 || o.Hits("/h") != 1 {
 		t.Errorf("HEAD: %q, X-Origin %q, body %q, origin hits %d", r.Header.Get("Cache-Status"), r.Header.Get("X-Origin"), r.Body, o.Hits("/h"))
 	}
@@ -182,7 +182,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 			var wg sync.WaitGroup
 			for range 5 {
 				wg.Go(func() {
-					r, err := proxytest.TryDo("GET", gw.URL+"/api"+tc.path, "")
+					r, err := testkit.TryDo("GET", gw.URL+"/api"+tc.path, "")
 					if err != nil || string(r.Body) != "n=1" || r.Header.Get("Cache-Status") != "sluice; hit; detail=stale-while-revalidate" {
 						t.Errorf("stale answer: %v %+v", err, r)
 					}
@@ -192,7 +192,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 			if v, _ := gw.Metrics(t).Value("sluice_cache_requests_total", "route", "r", "result", "stale"); v != 5 {
 				t.Errorf("sluice_cache_requests_total{result=\"stale\"} = %v, want 5", v)
 			}
-			proxytest.Eventually(t, 5*time.Second, func() bool {
+			testkit.Eventually(t, 5*time.Second, func() bool {
 				r := get(t, gw.URL+"/api"+tc.path)
 				return string(r.Body) == "n=2" && r.Header.Get("Cache-Status") == "sluice; hit"
 			}, "the background refresh stores the new answer")
@@ -236,7 +236,7 @@ upstreams: {up: {url: "%s", timeout: 200ms}}
 routes:
   r: {path: "/api/{path:*}", upstream: up, strip_prefix: /api, plugins: {cache: {stale_if_error: 1m}}}
 `, o.URL)
-	gw := proxytest.StartGateway(t, yaml)
+	gw := testkit.StartGateway(t, yaml)
 	setMode("ok")
 	get(t, gw.URL+"/api/e")
 	get(t, gw.URL+"/api/must")
@@ -261,7 +261,7 @@ routes:
 		if age := r.Header.Get("Age"); age == "" || age == "0" {
 			t.Errorf("Age %q: a stale answer is at least a second old", age)
 		}
-		if r := proxytest.Do(t, "HEAD", gw.URL+"/api/e", ""); r.Status != 200 || r.Header.Get("Cache-Status") != "sluice; fwd=stale; detail=stale-if-error" {
+		if r := testkit.Do(t, "HEAD", gw.URL+"/api/e", ""); r.Status != 200 || r.Header.Get("Cache-Status") != "sluice; fwd=stale; detail=stale-if-error" {
 			t.Errorf("HEAD: %d %q, want the stale entry", r.Status, r.Header.Get("Cache-Status"))
 		}
 	})
@@ -281,7 +281,7 @@ func TestCollapsing(t *testing.T) {
 	statuses := make([]string, N)
 	for i := range N {
 		wg.Go(func() {
-			r, err := proxytest.TryDo("GET", gw.URL+"/api/c", "")
+			r, err := testkit.TryDo("GET", gw.URL+"/api/c", "")
 			if err != nil {
 				t.Error(err)
 				return
@@ -289,7 +289,7 @@ func TestCollapsing(t *testing.T) {
 			bodies[i], statuses[i] = string(r.Body), r.Header.Get("Cache-Status")
 		})
 	}
-	proxytest.Eventually(t, 5*time.Second, func() bool { return o.Hits("/c") == 1 }, "the first miss reaches the origin")
+	testkit.Eventually(t, 5*time.Second, func() bool { return o.Hits("/c") == 1 }, "the first miss reaches the origin")
 	time.Sleep(100 * time.Millisecond) // let the others queue behind it
 	close(release)
 	wg.Wait()
@@ -330,9 +330,9 @@ routes:
   slow: {path: "/api/{path:*}", upstream: up, plugins: {cache: {}}}
   waiter: {path: "/w/{path:*}", upstream: up, strip_prefix: /w, deadline: 300ms, plugins: {cache: {}}}
 `, o.URL)
-	gw := proxytest.StartGateway(t, yaml)
-	go func() { _, _ = proxytest.TryDo("GET", gw.URL+"/w/x", "") }() // leader (times out itself)
-	proxytest.Eventually(t, 5*time.Second, func() bool { return o.Hits("/x") == 1 }, "leader reached the origin")
+	gw := testkit.StartGateway(t, yaml)
+	go func() { _, _ = testkit.TryDo("GET", gw.URL+"/w/x", "") }() // leader (times out itself)
+	testkit.Eventually(t, 5*time.Second, func() bool { return o.Hits("/x") == 1 }, "leader reached the origin")
 	start := time.Now()
 	r := get(t, gw.URL+"/w/x")
 	if r.Status != 504 || time.Since(start) > 2*time.Second {
@@ -359,11 +359,11 @@ func TestUnsafeMethodsInvalidate(t *testing.T) {
 	for _, p := range []string{"/items", "/items/7", "/items/8", "/items/9", "/items/fail"} {
 		get(t, gw.URL+"/api"+p)
 	}
-	r := proxytest.Do(t, "POST", gw.URL+"/api/items", "{}")
+	r := testkit.Do(t, "POST", gw.URL+"/api/items", "{}")
 	if r.Status != 201 || r.Header.Get("Cache-Status") != "sluice; fwd=bypass" {
 		t.Fatalf("POST: %d %q", r.Status, r.Header.Get("Cache-Status"))
 	}
-	proxytest.Do(t, "DELETE", gw.URL+"/api/items/fail", "") // 409: nothing changed
+	testkit.Do(t, "DELETE", gw.URL+"/api/items/fail", "") // 409: nothing changed
 	for p, want := range map[string]string{"/items": "=3" /* GET, POST, GET */, "/items/7": "=2", "/items/8": "=2", "/items/9": "=1", "/items/fail": "=1"} {
 		if r := get(t, gw.URL+"/api"+p); !strings.HasSuffix(string(r.Body), want) {
 			t.Errorf("%s: %q, want ...%s", p, r.Body, want)
@@ -413,23 +413,23 @@ routes:
     upstream: up
     plugins: {cache: {}}
 `, o.URL)
-	gw := proxytest.StartGateway(t, yaml)
+	gw := testkit.StartGateway(t, yaml)
 	paths := []string{"/v1/customers/42", "/v1/customers/42/orders", "/v1/customers/7", "/orders/1"}
 	for _, p := range paths {
 		get(t, gw.URL+p)
 	}
-	proxytest.Do(t, "POST", gw.URL+"/v1/payments", "{}")
+	testkit.Do(t, "POST", gw.URL+"/v1/payments", "{}")
 	want := map[string]string{"/v1/customers/42": "=2", "/v1/customers/42/orders": "=2", "/v1/customers/7": "=1", "/orders/1": "=1"}
 	for _, p := range paths {
 		if r := get(t, gw.URL+p); !strings.HasSuffix(string(r.Body), want[p]) {
 			t.Errorf("after rule: %s: %q, want ...%s", p, r.Body, want[p])
 		}
 	}
-	proxytest.Do(t, "POST", gw.URL+"/v1/customers/7/update", "{}")
+	testkit.Do(t, "POST", gw.URL+"/v1/customers/7/update", "{}")
 	if r := get(t, gw.URL+"/v1/customers/7"); string(r.Body) != "/v1/customers/7=2" {
 		t.Errorf("rule with a path parameter: %q", r.Body)
 	}
-	r := proxytest.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", `{"tags":["orders"]}`, "Authorization", "Bearer admintoken-0123456789")
+	r := testkit.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", `{"tags":["orders"]}`, "Authorization", "Bearer admintoken-0123456789")
 	if r.Status != 200 || !strings.Contains(string(r.Body), `"purged":1`) {
 		t.Errorf("purge by Surrogate-Key tag: %d %s", r.Status, r.Body)
 	}
@@ -444,8 +444,8 @@ func TestAdminPurge(t *testing.T) {
 		fmt.Fprintf(ctx, "%s=%d", ctx.URI().RequestURI(), n)
 	})
 	gw := gateway(t, o.URL, "{}")
-	purge := func(body string, hdr ...string) *proxytest.Response {
-		return proxytest.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", body, append([]string{"Authorization", "Bearer admintoken-0123456789"}, hdr...)...)
+	purge := func(body string, hdr ...string) *testkit.Response {
+		return testkit.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", body, append([]string{"Authorization", "Bearer admintoken-0123456789"}, hdr...)...)
 	}
 	t.Run("works before any request", func(t *testing.T) {
 		if r := purge(`{"all":true}`); r.Status != 200 || string(r.Body) != "{\"purged\":0}\n" {
@@ -493,7 +493,7 @@ func TestAdminPurge(t *testing.T) {
 		if hdr == nil {
 			hdr = []string{"Authorization", "Bearer admintoken-0123456789"}
 		}
-		r := proxytest.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", tc.body, hdr...)
+		r := testkit.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", tc.body, hdr...)
 		if r.Status != tc.status || r.Header.Get("Content-Type") != "application/problem+json" {
 			t.Errorf("%s: %d %s, want %d problem+json", tc.body, r.Status, r.Header.Get("Content-Type"), tc.status)
 		}
@@ -509,8 +509,8 @@ func TestPurgeNeedsToken(t *testing.T) {
 upstreams: {up: {url: "%s"}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
 `, o.URL)
-	gw := proxytest.StartGateway(t, yaml)
-	if r := proxytest.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", `{"all":true}`); r.Status != http.StatusForbidden {
+	gw := testkit.StartGateway(t, yaml)
+	if r := testkit.Do(t, "POST", gw.AdminURL+"/admin/cache/purge", `{"all":true}`); r.Status != http.StatusForbidden {
 		t.Errorf("without admin.token: %d, want 403", r.Status)
 	}
 }
@@ -535,11 +535,11 @@ routes:
         invalidate:
           - {methods: [POST, PATCH, DELETE], path: "/github/repos/{owner}/{repo}/{rest:*}", tags: ["repo:{owner}/{repo}"]}
 `, o.URL)
-	gw := proxytest.StartGateway(t, yaml)
+	gw := testkit.StartGateway(t, yaml)
 	for _, p := range []string{"/github/repos/a/b/issues", "/github/repos/a/b/pulls", "/github/repos/a/c/issues"} {
 		get(t, gw.URL+p)
 	}
-	proxytest.Do(t, "PATCH", gw.URL+"/github/repos/a/b/issues/1", "{}")
+	testkit.Do(t, "PATCH", gw.URL+"/github/repos/a/b/issues/1", "{}")
 	for p, want := range map[string]string{"/github/repos/a/b/issues": "=2", "/github/repos/a/b/pulls": "=2", "/github/repos/a/c/issues": "=1"} {
 		if r := get(t, gw.URL+p); !strings.HasSuffix(string(r.Body), want) {
 			t.Errorf("%s: %q, want ...%s", p, r.Body, want)
@@ -613,7 +613,7 @@ func TestHeadMissKeepsUpstreamCacheStatus(t *testing.T) {
 	})
 	gw := gateway(t, o.URL, "{}")
 	want := []string{"provider-cdn; hit", "sluice; fwd=miss"}
-	r := proxytest.Do(t, "HEAD", gw.URL+"/api/h", "")
+	r := testkit.Do(t, "HEAD", gw.URL+"/api/h", "")
 	if got := r.Header.Values("Cache-Status"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("HEAD miss: Cache-Status %q, want %q", got, want)
 	}

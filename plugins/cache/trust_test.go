@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -48,9 +48,9 @@ routes:
 // upstream (the real authenticate and inject_auth plugins).
 func TestRoutesNeverShareEntries(t *testing.T) {
 	o := echoOrigin(t)
-	gw := proxytest.StartGateway(t, twoRoutesYAML(o.URL,
+	gw := testkit.StartGateway(t, twoRoutesYAML(o.URL,
 		`{authenticate: {}, inject_auth: {type: bearer, token: "`+providerToken+`"}, cache: {ttl: 60s}}`))
-	priv := func() *proxytest.Response {
+	priv := func() *testkit.Response {
 		return get(t, gw.URL+"/private/echo", "X-Api-Key", "billing-key-0123456789")
 	}
 	if r := priv(); r.Status != 200 || !strings.Contains(string(r.Body), providerToken) || r.Header.Get("Cache-Status") != "sluice; fwd=miss; stored" {
@@ -71,7 +71,7 @@ func TestRoutesNeverShareEntries(t *testing.T) {
 		if r := get(t, gw.URL+"/public/echo"); r.Header.Get("Cache-Status") != "sluice; hit" {
 			t.Fatalf("public again: %q, want a hit", r.Header.Get("Cache-Status"))
 		}
-		if r := proxytest.Do(t, "POST", gw.URL+"/public/echo?x=1", "{}"); r.Status != 200 {
+		if r := testkit.Do(t, "POST", gw.URL+"/public/echo?x=1", "{}"); r.Status != 200 {
 			t.Fatalf("POST: %d", r.Status)
 		}
 		if r := priv(); r.Header.Get("Cache-Status") != "sluice; fwd=miss; stored" {
@@ -84,7 +84,7 @@ func TestRoutesNeverShareEntries(t *testing.T) {
 
 	t.Run("a reload that drops authenticate does not serve what it guarded", func(t *testing.T) {
 		priv()
-		proxytest.WriteFile(t, gw.File, twoRoutesYAML(o.URL, `{cache: {ttl: 60s}}`))
+		testkit.WriteFile(t, gw.File, twoRoutesYAML(o.URL, `{cache: {ttl: 60s}}`))
 		if err := gw.Reload(); err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +114,7 @@ func TestCredentialHeadersPartition(t *testing.T) {
 			if a2.Header.Get("Cache-Status") != "sluice; hit" || string(a2.Body) != string(a1.Body) {
 				t.Errorf("alice again: %q %q, want her own entry", a2.Body, a2.Header.Get("Cache-Status"))
 			}
-			for who, r := range map[string]*proxytest.Response{"bob": b, "anonymous": anon} {
+			for who, r := range map[string]*testkit.Response{"bob": b, "anonymous": anon} {
 				if strings.Contains(string(r.Body), "alice") || r.Header.Get("Cache-Status") == "sluice; hit" {
 					t.Errorf("%s got %q (Cache-Status %q): alice's answer", who, r.Body, r.Header.Get("Cache-Status"))
 				}
@@ -171,7 +171,7 @@ func TestDroppedQueryParametersAreNotForwarded(t *testing.T) {
 		}
 	})
 	t.Run("inject_auth query credentials still follow", func(t *testing.T) {
-		gw := proxytest.StartGateway(t, fmt.Sprintf(`
+		gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: "%s"}}
 routes:
@@ -229,11 +229,11 @@ func TestWebhookReplays(t *testing.T) {
 	t.Run("generic", func(t *testing.T) {
 		payload := `{"data":{"customer":"7"},"id":"evt_1"}`
 		sig := sign("s3cret", payload)
-		if r := proxytest.Do(t, "POST", gw.URL+"/hooks/generic", payload, "X-Signature", sig); r.Status != 200 {
+		if r := testkit.Do(t, "POST", gw.URL+"/hooks/generic", payload, "X-Signature", sig); r.Status != 200 {
 			t.Fatalf("first delivery: %d %s", r.Status, r.Body)
 		}
 		for _, s := range []string{sig, "sha256=" + sig, strings.ToUpper(sig)} {
-			r := proxytest.Do(t, "POST", gw.URL+"/hooks/generic", payload, "X-Signature", s)
+			r := testkit.Do(t, "POST", gw.URL+"/hooks/generic", payload, "X-Signature", s)
 			if r.Status != 401 || !strings.Contains(string(r.Body), "replay") || r.Header.Get("Content-Type") != "application/problem+json" {
 				t.Errorf("replay %q: %d %s", s, r.Status, r.Body)
 			}
@@ -247,18 +247,18 @@ func TestWebhookReplays(t *testing.T) {
 		}
 		now := time.Now().Unix()
 		sig := header(now)
-		if r := proxytest.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", sig); r.Status != 200 {
+		if r := testkit.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", sig); r.Status != 200 {
 			t.Fatalf("first delivery: %d %s", r.Status, r.Body)
 		}
 		for i := range 3 {
-			if r := proxytest.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", sig); r.Status != 401 {
+			if r := testkit.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", sig); r.Status != 401 {
 				t.Errorf("replay %d: %d %s", i, r.Status, r.Body)
 			}
 		}
-		if r := proxytest.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", header(now+290)); r.Status != 401 {
+		if r := testkit.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", header(now+290)); r.Status != 401 {
 			t.Errorf("290 s in the future: %d %s", r.Status, r.Body)
 		}
-		if r := proxytest.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", header(now+5)); r.Status != 200 {
+		if r := testkit.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", header(now+5)); r.Status != 200 {
 			t.Errorf("5 s ahead (clock skew): %d %s", r.Status, r.Body)
 		}
 	})

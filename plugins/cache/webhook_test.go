@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/plugins/cache"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
@@ -22,7 +22,7 @@ func sign(secret, msg string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func webhookGateway(t *testing.T) (*proxytest.Gateway, *origin) {
+func webhookGateway(t *testing.T) (*testkit.Gateway, *origin) {
 	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
 		ctx.Response.Header.Set("Cache-Control", "max-age=60")
 		fmt.Fprintf(ctx, "%s=%d", ctx.Path(), n)
@@ -44,7 +44,7 @@ routes:
     upstream: up
     plugins: {cache: {webhook: {secret: whsec, scheme: timestamped, header: Stripe-Signature, tolerance: 5m, tags: ["customer:{/data/object/customer}"]}}}
 `, o.URL)
-	return proxytest.StartGateway(t, yaml), o
+	return testkit.StartGateway(t, yaml), o
 }
 
 func TestWebhookGeneric(t *testing.T) {
@@ -63,7 +63,7 @@ func TestWebhookGeneric(t *testing.T) {
 			if tc.sig != "" {
 				hdr = []string{"X-Signature", tc.sig}
 			}
-			r := proxytest.Do(t, "POST", gw.URL+"/hooks/generic", payload, hdr...)
+			r := testkit.Do(t, "POST", gw.URL+"/hooks/generic", payload, hdr...)
 			if r.Status != 401 || !strings.Contains(string(r.Body), `"code":"unauthorized"`) || r.Header.Get("Content-Type") != "application/problem+json" {
 				t.Errorf("%d %s %s, want 401 unauthorized problem+json", r.Status, r.Header.Get("Content-Type"), r.Body)
 			}
@@ -72,7 +72,7 @@ func TestWebhookGeneric(t *testing.T) {
 	if r := get(t, gw.URL+"/v1/customers/1"); r.Header.Get("Cache-Status") != "sluice; hit" {
 		t.Fatal("a rejected webhook purged something")
 	}
-	r := proxytest.Do(t, "POST", gw.URL+"/hooks/generic", payload, "X-Signature", "sha256="+sign("s3cret", payload))
+	r := testkit.Do(t, "POST", gw.URL+"/hooks/generic", payload, "X-Signature", "sha256="+sign("s3cret", payload))
 	if r.Status != 200 || !strings.Contains(string(r.Body), `"purged":1`) || !strings.Contains(string(r.Body), `customer:9`) {
 		t.Fatalf("signed webhook: %d %s", r.Status, r.Body)
 	}
@@ -85,7 +85,7 @@ func TestWebhookGeneric(t *testing.T) {
 	if o.Hits("/hooks/generic") != 0 {
 		t.Error("the webhook route called its upstream")
 	}
-	if r := proxytest.Do(t, "POST", gw.URL+"/hooks/generic", "not json", "X-Signature", sign("s3cret", "not json")); r.Status != 400 {
+	if r := testkit.Do(t, "POST", gw.URL+"/hooks/generic", "not json", "X-Signature", sign("s3cret", "not json")); r.Status != 400 {
 		t.Errorf("bad JSON: %d", r.Status)
 	}
 	if r := get(t, gw.URL+"/hooks/generic"); r.Status != 405 {
@@ -120,7 +120,7 @@ func TestWebhookTimestamped(t *testing.T) {
 		{"generic form", sign("whsec", payload)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := proxytest.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", tc.sig)
+			r := testkit.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", tc.sig)
 			if r.Status != 401 || !strings.Contains(string(r.Body), `"code":"unauthorized"`) {
 				t.Errorf("%d %s, want 401 unauthorized", r.Status, r.Body)
 			}
@@ -131,7 +131,7 @@ func TestWebhookTimestamped(t *testing.T) {
 	}
 	// Several v1 signatures (secret rotation): one matching is enough.
 	sig := "t=" + strconv.FormatInt(now, 10) + ",v1=" + sign("old", "x") + ",v1=" + sign("whsec", strconv.FormatInt(now, 10)+"."+payload)
-	r := proxytest.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", sig)
+	r := testkit.Do(t, "POST", gw.URL+"/hooks/stripe", payload, "Stripe-Signature", sig)
 	if r.Status != 200 || !strings.Contains(string(r.Body), `"purged":1`) {
 		t.Fatalf("signed webhook: %d %s", r.Status, r.Body)
 	}
@@ -162,7 +162,7 @@ func TestOnInvalidateAndInvalidate(t *testing.T) {
 	if r := get(t, gw.URL+"/api/x"); string(r.Body) != "n=2" {
 		t.Errorf("after Invalidate: %q", r.Body)
 	}
-	proxytest.Do(t, "DELETE", gw.URL+"/api/x", "")
+	testkit.Do(t, "DELETE", gw.URL+"/api/x", "")
 	mu.Lock()
 	defer mu.Unlock()
 	var sources []string

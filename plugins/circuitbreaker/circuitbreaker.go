@@ -26,8 +26,6 @@ package circuitbreaker
 
 import (
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"log/slog"
 	"strings"
 	"sync"
@@ -36,6 +34,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 

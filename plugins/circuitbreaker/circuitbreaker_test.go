@@ -7,16 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
-func TestMain(m *testing.M) { proxytest.RunWithoutLeaks(m) }
+func TestMain(m *testing.M) { testkit.RunWithoutLeaks(m) }
 
-func gateway(t *testing.T, upstream, breaker string) *proxytest.Gateway {
+func gateway(t *testing.T, upstream, breaker string) *testkit.Gateway {
 	t.Helper()
-	return proxytest.StartGateway(t, fmt.Sprintf(`
+	return testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   up:
@@ -28,7 +28,7 @@ routes:
 `, upstream, breaker))
 }
 
-func metric(t *testing.T, gw *proxytest.Gateway, name string, labels ...string) float64 {
+func metric(t *testing.T, gw *testkit.Gateway, name string, labels ...string) float64 {
 	t.Helper()
 	v, _ := gw.Metrics(t).Value(name, labels...)
 	return v
@@ -42,7 +42,7 @@ type problemBody struct {
 	Retryable  bool   `json:"retryable"`
 }
 
-func wantOpen(t *testing.T, resp *proxytest.Response) problemBody {
+func wantOpen(t *testing.T, resp *testkit.Response) problemBody {
 	t.Helper()
 	var p problemBody
 	_ = json.Unmarshal(resp.Body, &p)
@@ -56,12 +56,12 @@ func wantOpen(t *testing.T, resp *proxytest.Response) problemBody {
 // the upstream), half-open (probes), closed again.
 func TestBreakerLifecycle(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Err500)
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Err500)
 	gw := gateway(t, `url: "`+up.URL+`"`, `{consecutive_failures: 3, open_for: 300ms, half_open_requests: 2}`)
 
 	for i := range 3 {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 500 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 500 {
 			t.Fatalf("request %d: status %d, want the upstream's 500", i, resp.Status)
 		}
 	}
@@ -69,7 +69,7 @@ func TestBreakerLifecycle(t *testing.T) {
 		t.Fatalf("sluice_circuit_state = %v after 3 failures, want 2 (open)", v)
 	}
 	for range 10 {
-		p := wantOpen(t, proxytest.Do(t, "GET", gw.URL+"/x", ""))
+		p := wantOpen(t, testkit.Do(t, "GET", gw.URL+"/x", ""))
 		if p.Upstream != "up" || p.RetryAfter < 1 {
 			t.Errorf("problem %+v", p)
 		}
@@ -79,14 +79,14 @@ func TestBreakerLifecycle(t *testing.T) {
 	}
 
 	// The provider recovers; after open_for, probes go through.
-	up.SetDefault(proxytest.OK)
-	proxytest.Eventually(t, 5*time.Second, func() bool {
-		return proxytest.Do(t, "GET", gw.URL+"/x", "").Status == 200
+	up.SetDefault(testkit.OK)
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return testkit.Do(t, "GET", gw.URL+"/x", "").Status == 200
 	}, "first probe after open_for")
 	if v := metric(t, gw, "sluice_circuit_state", "upstream", "up"); v != 1 {
 		t.Errorf("after one of two probes: state %v, want 1 (half-open)", v)
 	}
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 		t.Fatalf("second probe: %d", resp.Status)
 	}
 	if v := metric(t, gw, "sluice_circuit_state", "upstream", "up"); v != 0 {
@@ -108,12 +108,12 @@ func TestBreakerLifecycle(t *testing.T) {
 // A probe that fails opens the circuit again for twice as long.
 func TestBreakerOpenForGrows(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Err503)
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Err503)
 	gw := gateway(t, `url: "`+up.URL+`"`, `{consecutive_failures: 1, open_for: 1s, max_open_for: 10s}`)
-	proxytest.Do(t, "GET", gw.URL+"/x", "")
+	testkit.Do(t, "GET", gw.URL+"/x", "")
 	halfOpenIn := func() float64 {
-		resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+		resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
 		var v struct {
 			Upstreams []struct {
 				Status struct {
@@ -135,8 +135,8 @@ func TestBreakerOpenForGrows(t *testing.T) {
 	}
 	// Wait for the probe and let it fail.
 	before := up.Hits()
-	proxytest.Eventually(t, 5*time.Second, func() bool {
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		testkit.Do(t, "GET", gw.URL+"/x", "")
 		return up.Hits() > before
 	}, "probe reaches the upstream")
 	if d := halfOpenIn(); d <= 1 || d > 2 {
@@ -150,15 +150,15 @@ func TestBreakerFailureClassification(t *testing.T) {
 	t.Parallel()
 	t.Run("429 and 4xx are not failures", func(t *testing.T) {
 		t.Parallel()
-		up := proxytest.NewFaultUpstream(t)
-		up.SetDefault(proxytest.Fault{Status: 429, Header: []string{"Retry-After: 1"}})
+		up := testkit.NewFaultUpstream(t)
+		up.SetDefault(testkit.Fault{Status: 429, Header: []string{"Retry-After: 1"}})
 		gw := gateway(t, `url: "`+up.URL+`"`, `{consecutive_failures: 2}`)
 		for range 5 {
-			proxytest.Do(t, "GET", gw.URL+"/x", "")
+			testkit.Do(t, "GET", gw.URL+"/x", "")
 		}
-		up.SetDefault(proxytest.Fault{Status: 404})
+		up.SetDefault(testkit.Fault{Status: 404})
 		for range 5 {
-			proxytest.Do(t, "GET", gw.URL+"/x", "")
+			testkit.Do(t, "GET", gw.URL+"/x", "")
 		}
 		if up.Hits() != 10 {
 			t.Errorf("hits = %d, want 10: the circuit must stay closed", up.Hits())
@@ -166,36 +166,36 @@ func TestBreakerFailureClassification(t *testing.T) {
 	})
 	t.Run("transport failures", func(t *testing.T) {
 		t.Parallel()
-		up := proxytest.NewFaultUpstream(t)
-		up.Script(proxytest.ResetConn, proxytest.Garbage, proxytest.HalfBody, proxytest.Delayed(500*time.Millisecond))
+		up := testkit.NewFaultUpstream(t)
+		up.Script(testkit.ResetConn, testkit.Garbage, testkit.HalfBody, testkit.Delayed(500*time.Millisecond))
 		gw := gateway(t, `url: "`+up.URL+`"
     timeout: 100ms`, `{consecutive_failures: 4}`)
 		// POST: the upstream client does not resend it on a broken connection,
 		// so each request meets exactly one fault.
 		for i, want := range []int{502, 502, 502, 504} {
-			if resp := proxytest.Do(t, "POST", gw.URL+"/x", "body"); resp.Status != want {
+			if resp := testkit.Do(t, "POST", gw.URL+"/x", "body"); resp.Status != want {
 				t.Errorf("fault %d: status %d, want %d", i, resp.Status, want)
 			}
 		}
-		wantOpen(t, proxytest.Do(t, "POST", gw.URL+"/x", "body"))
+		wantOpen(t, testkit.Do(t, "POST", gw.URL+"/x", "body"))
 		if up.Hits() != 4 {
 			t.Errorf("hits = %d, want 4", up.Hits())
 		}
 	})
 	t.Run("failure_statuses", func(t *testing.T) {
 		t.Parallel()
-		up := proxytest.NewFaultUpstream(t)
-		up.SetDefault(proxytest.Err500)
+		up := testkit.NewFaultUpstream(t)
+		up.SetDefault(testkit.Err500)
 		gw := gateway(t, `url: "`+up.URL+`"`, `{consecutive_failures: 2, failure_statuses: [502, 503]}`)
 		for range 4 {
-			if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 500 {
+			if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 500 {
 				t.Fatalf("status %d: a 500 is not in failure_statuses", resp.Status)
 			}
 		}
-		up.SetDefault(proxytest.Err503)
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
-		wantOpen(t, proxytest.Do(t, "GET", gw.URL+"/x", ""))
+		up.SetDefault(testkit.Err503)
+		testkit.Do(t, "GET", gw.URL+"/x", "")
+		testkit.Do(t, "GET", gw.URL+"/x", "")
+		wantOpen(t, testkit.Do(t, "GET", gw.URL+"/x", ""))
 	})
 }
 
@@ -203,16 +203,16 @@ func TestBreakerFailureClassification(t *testing.T) {
 // min_requests were seen.
 func TestBreakerFailureRatio(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.Script(proxytest.Err500, proxytest.OK, proxytest.Err500, proxytest.OK, proxytest.OK, proxytest.Err500)
+	up := testkit.NewFaultUpstream(t)
+	up.Script(testkit.Err500, testkit.OK, testkit.Err500, testkit.OK, testkit.OK, testkit.Err500)
 	gw := gateway(t, `url: "`+up.URL+`"`, `{failure_ratio: 0.5, min_requests: 6, window: 1m}`)
 	for i := range 6 {
-		proxytest.Do(t, "GET", gw.URL+"/x", "") // 3 of 6 fail: trips on the 6th
+		testkit.Do(t, "GET", gw.URL+"/x", "") // 3 of 6 fail: trips on the 6th
 		if i < 5 && metric(t, gw, "sluice_circuit_state", "upstream", "up") != 0 {
 			t.Fatalf("tripped after %d requests, before min_requests", i+1)
 		}
 	}
-	wantOpen(t, proxytest.Do(t, "GET", gw.URL+"/x", ""))
+	wantOpen(t, testkit.Do(t, "GET", gw.URL+"/x", ""))
 	if up.Hits() != 6 {
 		t.Errorf("hits = %d, want 6", up.Hits())
 	}
@@ -222,19 +222,19 @@ func TestBreakerFailureRatio(t *testing.T) {
 // while the others serve; callers get circuit_open only when all are open.
 func TestBreakerPerTarget(t *testing.T) {
 	t.Parallel()
-	bad, good := proxytest.NewFaultUpstream(t), proxytest.NewFaultUpstream(t)
-	bad.SetDefault(proxytest.Err503)
+	bad, good := testkit.NewFaultUpstream(t), testkit.NewFaultUpstream(t)
+	bad.SetDefault(testkit.Err503)
 	gw := gateway(t, fmt.Sprintf(`targets: ["%s", "%s"]
     outlier: {enabled: false}`, bad.URL, good.URL),
 		`{consecutive_failures: 2, open_for: 1m}`)
 	for range 6 {
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
+		testkit.Do(t, "GET", gw.URL+"/x", "")
 	}
 	if bad.Hits() != 2 {
 		t.Fatalf("failing target hits = %d, want 2 (then its circuit opens)", bad.Hits())
 	}
 	for i := range 20 {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 			t.Fatalf("request %d: %d, want the healthy target to serve", i, resp.Status)
 		}
 	}
@@ -244,7 +244,7 @@ func TestBreakerPerTarget(t *testing.T) {
 	if v := metric(t, gw, "sluice_circuit_state", "upstream", "up"); v != 1 {
 		t.Errorf("state with one of two circuits open = %v, want 1", v)
 	}
-	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
 	if !strings.Contains(string(resp.Body), `"target": "`+bad.URL+`"`) || !strings.Contains(string(resp.Body), `"state": "open"`) {
 		t.Errorf("/admin/upstreams does not show the open target circuit:\n%s", resp.Body)
 	}
@@ -252,11 +252,11 @@ func TestBreakerPerTarget(t *testing.T) {
 	if !strings.Contains(gw.Logs.String(), `"msg":"circuit opened","upstream":"up","target":"`+bad.URL+`"`) {
 		t.Errorf("the target's circuit opening is not logged with its target:\n%s", gw.Logs)
 	}
-	good.SetDefault(proxytest.Err503)
+	good.SetDefault(testkit.Err503)
 	for range 4 {
-		proxytest.Do(t, "GET", gw.URL+"/x", "")
+		testkit.Do(t, "GET", gw.URL+"/x", "")
 	}
-	wantOpen(t, proxytest.Do(t, "GET", gw.URL+"/x", ""))
+	wantOpen(t, testkit.Do(t, "GET", gw.URL+"/x", ""))
 	if v := metric(t, gw, "sluice_circuit_state", "upstream", "up"); v != 2 {
 		t.Errorf("state with every circuit open = %v, want 2", v)
 	}
@@ -265,8 +265,8 @@ func TestBreakerPerTarget(t *testing.T) {
 // An open circuit stays open across a reload that keeps its settings.
 func TestBreakerSurvivesReload(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Err500)
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Err500)
 	yaml := `
 log: {access_log: false}
 upstreams:
@@ -277,14 +277,14 @@ upstreams:
 routes:
   r: {path: "/{p:*}", upstream: up}
 `
-	gw := proxytest.StartGateway(t, yaml)
-	proxytest.Do(t, "GET", gw.URL+"/x", "")
-	wantOpen(t, proxytest.Do(t, "GET", gw.URL+"/x", ""))
-	proxytest.WriteFile(t, gw.File, yaml+"  other: {path: \"/other\", upstream: up}\n")
+	gw := testkit.StartGateway(t, yaml)
+	testkit.Do(t, "GET", gw.URL+"/x", "")
+	wantOpen(t, testkit.Do(t, "GET", gw.URL+"/x", ""))
+	testkit.WriteFile(t, gw.File, yaml+"  other: {path: \"/other\", upstream: up}\n")
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	wantOpen(t, proxytest.Do(t, "GET", gw.URL+"/other", ""))
+	wantOpen(t, testkit.Do(t, "GET", gw.URL+"/other", ""))
 	if up.Hits() != 1 {
 		t.Errorf("hits = %d, want 1", up.Hits())
 	}
@@ -309,7 +309,7 @@ func TestBreakerConfigErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			probs := proxytest.ConfigProblems(t, fmt.Sprintf(`
+			probs := testkit.ConfigProblems(t, fmt.Sprintf(`
 upstreams:
   up: {url: "http://127.0.0.1:1"}
 routes:
@@ -319,7 +319,7 @@ routes:
     plugins:
       circuit_breaker: %s
 `, c.block))
-			proxytest.WantOneProblem(t, probs, "routes.r.plugins.circuit_breaker."+c.path, c.msg)
+			testkit.WantOneProblem(t, probs, "routes.r.plugins.circuit_breaker."+c.path, c.msg)
 		})
 	}
 }
@@ -338,15 +338,15 @@ func (panicker) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 // withInnerStage starts a gateway whose upstream has the circuit breaker
 // (breaker is its YAML block) and, inside it at the upstream quota stage, the
 // test plugin inner; routeExtra is added to the route's flow mapping.
-func withInnerStage(t *testing.T, up *proxytest.FaultUpstream, inner proxy.Plugin, breaker, routeExtra string) *proxytest.Gateway {
+func withInnerStage(t *testing.T, up *testkit.FaultUpstream, inner proxy.Plugin, breaker, routeExtra string) *testkit.Gateway {
 	t.Helper()
-	reg := proxytest.WithPlugin("rate_limit.upstream_quota", proxy.Define("test_inner", func(*struct{}, *proxy.Build) (proxy.Plugin, error) {
+	reg := testkit.WithPlugin("rate_limit.upstream_quota", proxy.Define("test_inner", func(*struct{}, *proxy.Build) (proxy.Plugin, error) {
 		return inner, nil
 	}))
 	if routeExtra != "" {
 		routeExtra = ", " + routeExtra
 	}
-	return proxytest.StartGateway(t, `
+	return testkit.StartGateway(t, `
 log: {access_log: false}
 upstreams:
   up:
@@ -356,23 +356,23 @@ upstreams:
       test_inner: {}
 routes:
   r: {path: "/{p:*}", upstream: up`+routeExtra+`}
-`, proxytest.Options{Registry: reg})
+`, testkit.Options{Registry: reg})
 }
 
 // A probe that panics further in gives its slot back: the circuit does not
 // stay half-open with no probe allowed.
 func TestBreakerProbePanicDoesNotWedge(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Err500)
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Err500)
 	gw := withInnerStage(t, up, panicker{}, "{consecutive_failures: 1, open_for: 200ms}", "")
-	proxytest.Do(t, "GET", gw.URL+"/x", "")
-	wantOpen(t, proxytest.Do(t, "GET", gw.URL+"/x", ""))
-	up.SetDefault(proxytest.OK)
-	proxytest.Eventually(t, 5*time.Second, func() bool {
-		return proxytest.Do(t, "GET", gw.URL+"/x", "", "X-Panic", "1").Status == 500
+	testkit.Do(t, "GET", gw.URL+"/x", "")
+	wantOpen(t, testkit.Do(t, "GET", gw.URL+"/x", ""))
+	up.SetDefault(testkit.OK)
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return testkit.Do(t, "GET", gw.URL+"/x", "", "X-Panic", "1").Status == 500
 	}, "the probe reaches the panicking stage")
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 		t.Fatalf("after a panicking probe: %d %s, want the next probe let through", resp.Status, resp.Body)
 	}
 }
@@ -390,11 +390,11 @@ func (sleeper) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 // nothing about the provider: the circuit stays closed.
 func TestDeadlineBeforeSendIsNotAProviderFailure(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.OK)
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.OK)
 	gw := withInnerStage(t, up, sleeper{}, "{consecutive_failures: 1, open_for: 1m}", "deadline: 50ms")
 	for range 2 {
-		proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/x", ""), 504, "upstream_timeout")
+		testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/x", ""), 504, "upstream_timeout")
 	}
 	if v, _ := gw.Metrics(t).Value("sluice_circuit_state", "upstream", "up"); v != 0 {
 		t.Errorf("sluice_circuit_state = %v after deadlines that sent nothing, want 0", v)

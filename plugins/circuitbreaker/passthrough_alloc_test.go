@@ -5,14 +5,14 @@ package circuitbreaker_test
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
 // TestBreakerPassThroughAllocs: a route with circuit_breaker proxies a
 // request that succeeds without allocating, for one target and several.
 func TestBreakerPassThroughAllocs(t *testing.T) {
-	im := proxytest.NewInMemory(t, `
+	im := testkit.NewInMemory(t, `
 log: {access_log: false}
 upstreams:
   one: {url: "http://upstream.test"}
@@ -20,7 +20,7 @@ upstreams:
 routes:
   one: {path: "/one", upstream: one, plugins: {circuit_breaker: {}}}
   pool: {path: "/pool", upstream: pool, plugins: {circuit_breaker: {failure_ratio: 0.5}}}
-`, func(ctx *fasthttp.RequestCtx) { ctx.Response.SetBodyRaw(proxytest.Body1K) })
+`, func(ctx *fasthttp.RequestCtx) { ctx.Response.SetBodyRaw(testkit.Body1K) })
 	for _, uri := range []string{"http://gateway/one", "http://gateway/pool"} {
 		req := fasthttp.AcquireRequest()
 		resp := fasthttp.AcquireResponse()

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
@@ -140,9 +140,9 @@ func TestRequestEdits(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			up := proxytest.NewUpstream(t, nil)
-			gw := proxytest.StartGateway(t, fmt.Sprintf(routeYAML, up.URL, "      headers: "+tc.block))
-			resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "", tc.caller...)
+			up := testkit.NewUpstream(t, nil)
+			gw := testkit.StartGateway(t, fmt.Sprintf(routeYAML, up.URL, "      headers: "+tc.block))
+			resp := testkit.Do(t, "GET", gw.URL+"/api/x", "", tc.caller...)
 			if resp.Status != 200 {
 				t.Fatalf("status = %d (body %s)", resp.Status, resp.Body)
 			}
@@ -230,14 +230,14 @@ func TestResponseEdits(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+			up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 				for i := 0; i+1 < len(tc.provider); i += 2 {
 					ctx.Response.Header.Add(tc.provider[i], tc.provider[i+1])
 				}
 				ctx.SetBodyString("payload")
 			})
-			gw := proxytest.StartGateway(t, fmt.Sprintf(routeYAML, up.URL, "      headers: "+tc.block))
-			resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "", "X-Request-Id", "caller-id")
+			gw := testkit.StartGateway(t, fmt.Sprintf(routeYAML, up.URL, "      headers: "+tc.block))
+			resp := testkit.Do(t, "GET", gw.URL+"/api/x", "", "X-Request-Id", "caller-id")
 			if resp.Status != 200 || string(resp.Body) != "payload" {
 				t.Fatalf("answer = %d %q, want 200 \"payload\"", resp.Status, resp.Body)
 			}
@@ -257,14 +257,14 @@ func TestResponseEdits(t *testing.T) {
 // apply to them, and normalize_errors keeps them.
 func TestResponseEditsApplyToUpstreamErrorAnswers(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("X-Powered-By", "PHP")
 		ctx.SetStatusCode(404)
 		ctx.SetBodyString(`{"message":"nope"}`)
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(routeYAML, up.URL, `      normalize_errors: {message: "/message"}
+	gw := testkit.StartGateway(t, fmt.Sprintf(routeYAML, up.URL, `      normalize_errors: {message: "/message"}
       headers: {response: {set: {X-Served-By: sluice}, remove: [X-Powered-By]}}`))
-	resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/api/x", "")
 	if resp.Status != 404 || resp.Header.Get("Content-Type") != proxy.ProblemContentType {
 		t.Fatalf("answer = %d %s, want a normalized 404", resp.Status, resp.Header.Get("Content-Type"))
 	}
@@ -277,7 +277,7 @@ func TestResponseEditsApplyToUpstreamErrorAnswers(t *testing.T) {
 // at the route as problem+json and are not edited.
 func TestResponseEditsAreNotAppliedToGatewayErrors(t *testing.T) {
 	t.Parallel()
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {level: error, access_log: false}
 upstreams:
   gone: {url: "http://%s", connect_timeout: 1s}
@@ -287,8 +287,8 @@ routes:
     upstream: gone
     plugins:
       headers: {response: {set: {X-Served-By: sluice, Cache-Control: "public, max-age=60"}, add: {X-Tag: gateway}}}
-`, proxytest.ClosedAddr(t)))
-	resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "")
+`, testkit.ClosedAddr(t)))
+	resp := testkit.Do(t, "GET", gw.URL+"/api/x", "")
 	if resp.Status != 502 || resp.Header.Get("Content-Type") != proxy.ProblemContentType {
 		t.Fatalf("answer = %d %s %s, want a 502 problem", resp.Status, resp.Header.Get("Content-Type"), resp.Body)
 	}
@@ -304,11 +304,11 @@ routes:
 // replaces the upstream's and the top level's, it is not merged with them.
 func TestMostSpecificBlockWinsWhole(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("X-Provider", "p")
 		ctx.SetBodyString("ok")
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {level: error, access_log: false}
 plugins:
   headers:
@@ -375,7 +375,7 @@ routes:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			// Not parallel: the subtests share the upstream and read its last request.
-			resp := proxytest.Do(t, "GET", gw.URL+tc.path, "", "X-Caller", "c")
+			resp := testkit.Do(t, "GET", gw.URL+tc.path, "", "X-Caller", "c")
 			if resp.Status != 200 {
 				t.Fatalf("status = %d (body %s)", resp.Status, resp.Body)
 			}
@@ -433,15 +433,15 @@ routes:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			probs := proxytest.ConfigProblems(t, fmt.Sprintf(base, tc.block))
-			proxytest.WantOneProblem(t, probs, tc.path, tc.message)
+			probs := testkit.ConfigProblems(t, fmt.Sprintf(base, tc.block))
+			testkit.WantOneProblem(t, probs, tc.path, tc.message)
 		})
 	}
 }
 
 func TestConfigValidationReportsEveryProblem(t *testing.T) {
 	t.Parallel()
-	probs := proxytest.ConfigProblems(t, `
+	probs := testkit.ConfigProblems(t, `
 plugins:
   headers: {request: {set: {Host: h}}}
 upstreams:

@@ -5,7 +5,7 @@ package injectauth_test
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -17,7 +17,7 @@ import (
 // shared token costs nothing either.
 func TestStaticInjectAllocs(t *testing.T) {
 	te := newTokenEndpoint(t, 0)
-	im := proxytest.NewInMemory(t, benchYAML+`
+	im := testkit.NewInMemory(t, benchYAML+`
   oauth:
     path: "/oauth/{p:*}"
     upstream: up

@@ -3,13 +3,13 @@ package injectauth_test
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
 func upstream1K(ctx *fasthttp.RequestCtx) {
 	ctx.Response.Header.SetContentType("application/json")
-	ctx.Response.SetBodyRaw(proxytest.Body1K)
+	ctx.Response.SetBodyRaw(testkit.Body1K)
 }
 
 const benchYAML = `
@@ -57,7 +57,7 @@ routes:
 `
 
 func BenchmarkInjectAuth(b *testing.B) {
-	im := proxytest.NewInMemory(b, benchYAML, upstream1K)
+	im := testkit.NewInMemory(b, benchYAML, upstream1K)
 	for _, bc := range []struct{ name, path string }{
 		{"authenticate-only", "/auth/v1/x"},
 		{"bearer", "/bearer/v1/x"},

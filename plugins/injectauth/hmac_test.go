@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 // verify recomputes, on the provider's side, the signature documented in
 // README from what the provider received.
-func verify(r proxytest.Recorded, secret string, newHash func() hash.Hash, parts []string, sigHeader, tsHeader, prefix string, b64 bool) (bool, string) {
+func verify(r testkit.Recorded, secret string, newHash func() hash.Hash, parts []string, sigHeader, tsHeader, prefix string, b64 bool) (bool, string) {
 	path, query, _ := strings.Cut(r.URI, "?")
 	sum := sha256.Sum256(r.Body)
 	values := map[string]string{
@@ -38,8 +38,8 @@ func verify(r proxytest.Recorded, secret string, newHash func() hash.Hash, parts
 }
 
 func TestHMACSignature(t *testing.T) {
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, consumers+`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, consumers+`
 upstreams:
   signing:
     url: "`+up.URL+`/api"
@@ -71,7 +71,7 @@ routes:
     plugins: {inject_auth: {type: query, name: key, value: "query-secret"}}
 `)
 	before := time.Now().Unix()
-	r := proxytest.Do(t, "POST", gw.URL+"/pay/v1/charges?currency=eur&amount=100", `{"customer":"c_1"}`, "X-Api-Key", billingKey, "X-Signature", "forged")
+	r := testkit.Do(t, "POST", gw.URL+"/pay/v1/charges?currency=eur&amount=100", `{"customer":"c_1"}`, "X-Api-Key", billingKey, "X-Signature", "forged")
 	if r.Status != 200 {
 		t.Fatalf("status %d: %s", r.Status, r.Body)
 	}
@@ -91,12 +91,12 @@ routes:
 	}
 
 	// GET without body or query: empty query line, digest of the empty body.
-	proxytest.Do(t, "GET", gw.URL+"/pay/v1/balance", "", "X-Api-Key", billingKey)
+	testkit.Do(t, "GET", gw.URL+"/pay/v1/balance", "", "X-Api-Key", billingKey)
 	if ok, sts := verify(up.Last(t), "hmac-signing-secret-1", sha256.New, []string{"method", "path", "query", "timestamp", "body"}, "X-Signature", "X-Timestamp", "", false); !ok {
 		t.Errorf("GET: signature does not verify over %q", sts)
 	}
 
-	proxytest.Do(t, "PUT", gw.URL+"/hook/events/7", "payload", "X-Api-Key", billingKey)
+	testkit.Do(t, "PUT", gw.URL+"/hook/events/7", "payload", "X-Api-Key", billingKey)
 	got = up.Last(t)
 	if ok, sts := verify(got, "hmac-signing-secret-2", sha512.New, []string{"method", "path", "timestamp", "body"}, "X-Hub-Signature", "X-Hub-Time", "sha512=", true); !ok {
 		t.Errorf("custom: signature %q does not verify over %q", got.Header.Get("X-Hub-Signature"), sts)

@@ -14,13 +14,13 @@ package injectauth
 import (
 	"errors"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -46,12 +46,12 @@ func TestNoSecretLeaks(t *testing.T) {
 	t.Setenv("LEAK_BEARER", secrets["bearer token (env)"])
 	dir := t.TempDir()
 	file := filepath.Join(dir, "pool-secret")
-	proxytest.WriteFile(t, file, secrets["file secret"]+"\n")
+	testkit.WriteFile(t, file, secrets["file secret"]+"\n")
 
 	te := newTokenEndpoint(t, 0)
 	down := newTokenEndpoint(t, 0)
 	down.fail.Store(true) // its error body echoes the client secret it was sent
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		if strings.HasSuffix(string(ctx.Path()), "/fail") {
 			ctx.SetStatusCode(500)
 			ctx.SetBodyString(`{"message":"internal provider error"}`)
@@ -59,7 +59,7 @@ func TestNoSecretLeaks(t *testing.T) {
 		}
 		ctx.SetBodyString("ok")
 	})
-	gw := proxytest.StartGateway(t, `
+	gw := testkit.StartGateway(t, `
 log: {level: debug}
 admin: {token: "`+secrets["admin token"]+`"}
 consumers:
@@ -98,7 +98,7 @@ routes:
 
 	var seen strings.Builder // everything a caller or operator gets to see
 	call := func(method, path, body string, header ...string) int {
-		r := proxytest.Do(t, method, gw.URL+path, body, header...)
+		r := testkit.Do(t, method, gw.URL+path, body, header...)
 		seen.WriteString(string(r.Body))
 		for k, vs := range r.Header {
 			seen.WriteString(k + ": " + strings.Join(vs, ",") + "\n")
@@ -148,19 +148,19 @@ routes:
 	}
 
 	// Admin: a wrong token, the config, the upstreams, the metrics.
-	r := proxytest.Do(t, "POST", gw.AdminURL+"/admin/reload", "", "Authorization", "Bearer "+secrets["consumer key billing"])
+	r := testkit.Do(t, "POST", gw.AdminURL+"/admin/reload", "", "Authorization", "Bearer "+secrets["consumer key billing"])
 	seen.WriteString(string(r.Body))
 	if r.Status != 401 {
 		t.Errorf("reload with a wrong token: %d", r.Status)
 	}
 	for _, path := range []string{"/admin/config", "/admin/upstreams", "/metrics"} {
-		r := proxytest.Do(t, "GET", gw.AdminURL+path, "", "Authorization", "Bearer "+secrets["admin token"])
+		r := testkit.Do(t, "GET", gw.AdminURL+path, "", "Authorization", "Bearer "+secrets["admin token"])
 		if r.Status != 200 {
 			t.Fatalf("%s: %d", path, r.Status)
 		}
 		seen.WriteString(string(r.Body))
 	}
-	cfg := string(proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "", "Authorization", "Bearer "+secrets["admin token"]).Body)
+	cfg := string(testkit.Do(t, "GET", gw.AdminURL+"/admin/config", "", "Authorization", "Bearer "+secrets["admin token"]).Body)
 	if !strings.Contains(cfg, `"consumers"`) || !strings.Contains(cfg, "[redacted]") {
 		t.Errorf("/admin/config does not show the redacted secrets:\n%s", cfg)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -87,8 +87,8 @@ routes:
 
 func TestOAuth2OneFetchForConcurrentRequests(t *testing.T) {
 	te := newTokenEndpoint(t, 50*time.Millisecond)
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, oauthYAML(up.URL, te.URL+"/oauth/token", ""))
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, oauthYAML(up.URL, te.URL+"/oauth/token", ""))
 
 	var wg sync.WaitGroup
 	var bad atomic.Int64
@@ -100,7 +100,7 @@ func TestOAuth2OneFetchForConcurrentRequests(t *testing.T) {
 			if i%2 == 1 {
 				path = "/orgs/y" // another route of the same upstream shares the token
 			}
-			resp, err := proxytest.TryDo("GET", gw.URL+path, "", "X-Api-Key", billingKey)
+			resp, err := testkit.TryDo("GET", gw.URL+path, "", "X-Api-Key", billingKey)
 			if err != nil || resp.Status != 200 {
 				bad.Add(1)
 			}
@@ -135,7 +135,7 @@ func TestOAuth2OneFetchForConcurrentRequests(t *testing.T) {
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	proxytest.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
+	testkit.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
 	if n := te.calls.Load(); n != 1 {
 		t.Errorf("after a reload with unchanged settings: %d token calls, want 1", n)
 	}
@@ -151,9 +151,9 @@ func TestOAuth2OneFetchForConcurrentRequests(t *testing.T) {
 
 func TestOAuth2AuthStyleBody(t *testing.T) {
 	te := newTokenEndpoint(t, 0)
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, oauthYAML(up.URL, te.URL, "        auth_style: body\n"))
-	if r := proxytest.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey); r.Status != 200 {
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, oauthYAML(up.URL, te.URL, "        auth_style: body\n"))
+	if r := testkit.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey); r.Status != 200 {
 		t.Fatalf("status %d: %s", r.Status, r.Body)
 	}
 	te.mu.Lock()
@@ -173,18 +173,18 @@ func TestOAuth2RefreshesAheadOfExpiry(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var got []seen
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		mu.Lock()
 		got = append(got, seen{strings.TrimPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer "), time.Now()})
 		mu.Unlock()
 	})
-	gw := proxytest.StartGateway(t, oauthYAML(up.URL, te.URL, "        refresh_before: 1s\n"))
+	gw := testkit.StartGateway(t, oauthYAML(up.URL, te.URL, "        refresh_before: 1s\n"))
 
 	// Call steadily for 4.5s: tokens live 2s, so several are needed, and the
 	// background refresher must have them ready before the old ones expire.
 	end := time.Now().Add(4500 * time.Millisecond)
 	for time.Now().Before(end) {
-		if r := proxytest.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey); r.Status != 200 {
+		if r := testkit.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey); r.Status != 200 {
 			t.Fatalf("status %d: %s", r.Status, r.Body)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -216,7 +216,7 @@ func TestOAuth2RefreshesAheadOfExpiry(t *testing.T) {
 func TestOAuth2RefreshOnceOn401(t *testing.T) {
 	te := newTokenEndpoint(t, 0)
 	var revoked sync.Map // tokens the provider refuses
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		tok := strings.TrimPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
 		if _, bad := revoked.Load(tok); bad || string(ctx.Path()) == "/repos/always-401" {
 			ctx.SetStatusCode(401)
@@ -225,8 +225,8 @@ func TestOAuth2RefreshOnceOn401(t *testing.T) {
 		}
 		ctx.SetBodyString(`{"ok":true}`)
 	})
-	gw := proxytest.StartGateway(t, oauthYAML(up.URL, te.URL, ""))
-	if r := proxytest.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey); r.Status != 200 {
+	gw := testkit.StartGateway(t, oauthYAML(up.URL, te.URL, ""))
+	if r := testkit.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey); r.Status != 200 {
 		t.Fatalf("status %d", r.Status)
 	}
 	calls, count := te.calls.Load(), up.Count()
@@ -234,7 +234,7 @@ func TestOAuth2RefreshOnceOn401(t *testing.T) {
 	// The provider revokes tok-1: the next call is refused once, the gateway
 	// fetches one new token and sends the request once more.
 	revoked.Store("tok-1", true)
-	r := proxytest.Do(t, "POST", gw.URL+"/repos/x", `{"name":"new"}`, "X-Api-Key", billingKey)
+	r := testkit.Do(t, "POST", gw.URL+"/repos/x", `{"name":"new"}`, "X-Api-Key", billingKey)
 	if r.Status != 200 {
 		t.Fatalf("after revocation: status %d: %s", r.Status, r.Body)
 	}
@@ -249,7 +249,7 @@ func TestOAuth2RefreshOnceOn401(t *testing.T) {
 
 	// A provider that refuses every token: one refresh, one retry, then its 401.
 	calls, count = te.calls.Load(), up.Count()
-	r = proxytest.Do(t, "GET", gw.URL+"/repos/always-401", "", "X-Api-Key", billingKey)
+	r = testkit.Do(t, "GET", gw.URL+"/repos/always-401", "", "X-Api-Key", billingKey)
 	if r.Status != 401 {
 		t.Errorf("status %d, want the provider's 401", r.Status)
 	}
@@ -261,15 +261,15 @@ func TestOAuth2RefreshOnceOn401(t *testing.T) {
 func TestOAuth2TokenEndpointDown(t *testing.T) {
 	te := newTokenEndpoint(t, 0)
 	te.fail.Store(true)
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, oauthYAML(up.URL, te.URL, ""))
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, oauthYAML(up.URL, te.URL, ""))
 
 	// Two seconds of steady calls: each gets 502 upstream_auth_failed, and
 	// the endpoint is not hammered (back-off from 1s, doubling).
 	end := time.Now().Add(2 * time.Second)
 	n := 0
 	for time.Now().Before(end) {
-		r := proxytest.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
+		r := testkit.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
 		var p struct {
 			Code      string
 			Detail    string
@@ -297,16 +297,16 @@ func TestOAuth2TokenEndpointDown(t *testing.T) {
 	}
 
 	// An unreachable endpoint says so.
-	gw2 := proxytest.StartGateway(t, oauthYAML(up.URL, "http://"+proxytest.ClosedAddr(t)+"/token", ""))
-	r := proxytest.Do(t, "GET", gw2.URL+"/repos/x", "", "X-Api-Key", billingKey)
+	gw2 := testkit.StartGateway(t, oauthYAML(up.URL, "http://"+testkit.ClosedAddr(t)+"/token", ""))
+	r := testkit.Do(t, "GET", gw2.URL+"/repos/x", "", "X-Api-Key", billingKey)
 	if r.Status != 502 || !strings.Contains(string(r.Body), "upstream_auth_failed") || !strings.Contains(string(r.Body), "token endpoint cannot be reached") {
 		t.Errorf("closed token endpoint: %d %s", r.Status, r.Body)
 	}
 
 	// When the endpoint recovers, calls go through after the back-off.
 	te.fail.Store(false)
-	proxytest.Eventually(t, 10*time.Second, func() bool {
-		r, err := proxytest.TryDo("GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		r, err := testkit.TryDo("GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
 		return err == nil && r.Status == 200
 	}, "calls did not recover with the token endpoint")
 }
@@ -318,16 +318,16 @@ func TestOAuth2ExpiryGaugeFollowsReload(t *testing.T) {
 	t.Parallel()
 	te := newTokenEndpoint(t, 0)
 	te.expiresIn.Store(1)
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, oauthYAML(up.URL, te.URL, ""))
-	proxytest.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, oauthYAML(up.URL, te.URL, ""))
+	testkit.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
 
 	te.expiresIn.Store(3600)
-	proxytest.WriteFile(t, gw.File, strings.Replace(oauthYAML(up.URL, te.URL, ""), "oauth-client-secret-value", "rotated-client-secret", 1))
+	testkit.WriteFile(t, gw.File, strings.Replace(oauthYAML(up.URL, te.URL, ""), "oauth-client-secret-value", "rotated-client-secret", 1))
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	proxytest.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
+	testkit.Do(t, "GET", gw.URL+"/repos/x", "", "X-Api-Key", billingKey)
 	time.Sleep(1500 * time.Millisecond) // the first token has expired, the old config is retired
 	if v, ok := gw.Metrics(t).Value("sluice_oauth_token_expiry_seconds", "upstream", "source"); !ok || v < 3000 {
 		t.Errorf("sluice_oauth_token_expiry_seconds = %v (found %v) after the reload, want the new token's ~3600", v, ok)

@@ -1,7 +1,6 @@
 package injectauth
 
 import (
-	"github.com/sluice-gw/sluice/proxy/config"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // TestTokenSourceSingleFlight: without the background refresher (not

@@ -2,11 +2,11 @@ package injectauth
 
 import (
 	"encoding/base64"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"net/url"
 	"sync/atomic"
 
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 

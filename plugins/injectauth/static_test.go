@@ -2,14 +2,14 @@ package injectauth_test
 
 import (
 	"encoding/base64"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/plugins/injectauth"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 const (
@@ -23,8 +23,8 @@ consumers:
 )
 
 func TestStaticCredentials(t *testing.T) {
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, consumers+`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, consumers+`
 upstreams:
   payments:
     url: "`+up.URL+`"
@@ -65,9 +65,9 @@ routes:
           billing: {token: "billing-own-token-secret"}
           crm: {type: header, name: X-Crm-Key, value: "crm-own-secret"}
 `)
-	call := func(path, key string, extra ...string) proxytest.Recorded {
+	call := func(path, key string, extra ...string) testkit.Recorded {
 		t.Helper()
-		resp := proxytest.Do(t, "GET", gw.URL+path, "", append([]string{"X-Api-Key", key}, extra...)...)
+		resp := testkit.Do(t, "GET", gw.URL+path, "", append([]string{"X-Api-Key", key}, extra...)...)
 		if resp.Status != 200 {
 			t.Fatalf("%s: status %d: %s", path, resp.Status, resp.Body)
 		}
@@ -162,7 +162,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {inject_auth: ` + block + `}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			proxytest.WantOneProblem(t, proxytest.ConfigProblems(t, route(c.block)), c.path, c.msg)
+			testkit.WantOneProblem(t, testkit.ConfigProblems(t, route(c.block)), c.path, c.msg)
 		})
 	}
 }

@@ -11,11 +11,11 @@ package normalizeerrors
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/sluice-gw/sluice/proxy/jsonpointer"
 	"github.com/valyala/fasthttp"
 )

@@ -11,8 +11,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
@@ -37,10 +37,10 @@ const pointers = `      normalize_errors: {message: "/error/message", code: "/er
 
 // start runs an upstream answering with h and a gateway in front of it whose
 // upstream carries the given plugins block.
-func start(t *testing.T, h fasthttp.RequestHandler, pluginsBlock string) (*proxytest.Upstream, *proxytest.Gateway) {
+func start(t *testing.T, h fasthttp.RequestHandler, pluginsBlock string) (*testkit.Upstream, *testkit.Gateway) {
 	t.Helper()
-	up := proxytest.NewUpstream(t, h)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(gatewayYAML, up.URL, pluginsBlock))
+	up := testkit.NewUpstream(t, h)
+	gw := testkit.StartGateway(t, fmt.Sprintf(gatewayYAML, up.URL, pluginsBlock))
 	return up, gw
 }
 
@@ -69,7 +69,7 @@ func gzipped(t *testing.T, s string) []byte {
 }
 
 // problem checks that resp is problem+json and decodes its body.
-func problem(t *testing.T, resp *proxytest.Response) map[string]any {
+func problem(t *testing.T, resp *testkit.Response) map[string]any {
 	t.Helper()
 	if ct := resp.Header.Get("Content-Type"); ct != proxy.ProblemContentType {
 		t.Fatalf("Content-Type = %q, want %q (body %s)", ct, proxy.ProblemContentType, resp.Body)
@@ -179,7 +179,7 @@ func TestUpstreamErrorBecomesProblem(t *testing.T) {
 				ct = "text/html; charset=utf-8"
 			}
 			up, gw := start(t, answer(tc.status, tc.body, "Content-Type", ct), pointers)
-			resp := proxytest.Do(t, "GET", gw.URL+"/api/repos/x?api_key=secret&page=2", "", tc.request...)
+			resp := testkit.Do(t, "GET", gw.URL+"/api/repos/x?api_key=secret&page=2", "", tc.request...)
 			if resp.Status != tc.status {
 				t.Fatalf("status = %d, want %d (body %s)", resp.Status, tc.status, resp.Body)
 			}
@@ -207,7 +207,7 @@ func TestUpstreamErrorBecomesProblem(t *testing.T) {
 func TestProblemMembersAreExactlyTheContract(t *testing.T) {
 	t.Parallel()
 	_, gw := start(t, answer(404, `{"error":{"message":"m","code":"c"}}`, "Content-Type", "application/json"), pointers)
-	p := problem(t, proxytest.Do(t, "GET", gw.URL+"/api/x", ""))
+	p := problem(t, testkit.Do(t, "GET", gw.URL+"/api/x", ""))
 	want := []string{"type", "title", "status", "code", "detail", "instance", "request_id", "upstream", "retryable", "upstream_code"}
 	if len(p) != len(want) {
 		t.Errorf("members = %v, want exactly %v", p, want)
@@ -242,7 +242,7 @@ func TestRateLimitedUpstream(t *testing.T) {
 			}
 			_, gw := start(t, answer(429, `{"error":{"message":"slow down","code":"rate"}}`, h...), pointers)
 			for _, method := range []string{"GET", "POST"} {
-				resp := proxytest.Do(t, method, gw.URL+"/api/x", "")
+				resp := testkit.Do(t, method, gw.URL+"/api/x", "")
 				if resp.Status != 429 {
 					t.Fatalf("%s: status = %d, want 429", method, resp.Status)
 				}
@@ -298,7 +298,7 @@ func TestRetryable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, gw := start(t, answer(tc.status, `{"error":{"message":"boom"}}`, "Content-Type", "application/json"), pointers)
-			resp := proxytest.Do(t, tc.method, gw.URL+"/api/x", `{"a":1}`, tc.header...)
+			resp := testkit.Do(t, tc.method, gw.URL+"/api/x", `{"a":1}`, tc.header...)
 			if resp.Status != tc.status {
 				t.Fatalf("status = %d, want %d", resp.Status, tc.status)
 			}
@@ -351,7 +351,7 @@ func TestCompressedErrorBody(t *testing.T) {
 				ctx.SetBody(body)
 			}
 			_, gw := start(t, h, tc.block)
-			resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "")
+			resp := testkit.Do(t, "GET", gw.URL+"/api/x", "")
 			if resp.Status != 400 {
 				t.Fatalf("status = %d", resp.Status)
 			}
@@ -391,7 +391,7 @@ func TestCompressedBodyBeyondMaxParse(t *testing.T) {
 		ctx.SetBody(bomb)
 	}
 	_, gw := start(t, h, `      normalize_errors: {message: "/error/message", max_parse: 1KiB, keep_body: true}`)
-	resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/api/x", "")
 	if resp.Status != 500 {
 		t.Fatalf("status = %d", resp.Status)
 	}
@@ -422,7 +422,7 @@ func TestMaxParse(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			_, gw := start(t, answer(400, tc.body), `      normalize_errors: {message: "/error/message", max_parse: 100}`)
-			wantMembers(t, problem(t, proxytest.Do(t, "GET", gw.URL+"/api/x", "")), map[string]any{"detail": tc.detail})
+			wantMembers(t, problem(t, testkit.Do(t, "GET", gw.URL+"/api/x", "")), map[string]any{"detail": tc.detail})
 		})
 	}
 }
@@ -431,7 +431,7 @@ func TestLongMessageIsTruncatedOnARuneBoundary(t *testing.T) {
 	t.Parallel()
 	msg := strings.Repeat("é", 2000) // 4000 bytes
 	_, gw := start(t, answer(400, `{"error":{"message":"`+msg+`"}}`), pointers)
-	p := problem(t, proxytest.Do(t, "GET", gw.URL+"/api/x", ""))
+	p := problem(t, testkit.Do(t, "GET", gw.URL+"/api/x", ""))
 	d, _ := p["detail"].(string)
 	if !utf8.ValidString(d) {
 		t.Fatalf("detail is not valid UTF-8: %q", d)
@@ -462,7 +462,7 @@ func TestKeepBody(t *testing.T) {
 			t.Parallel()
 			_, gw := start(t, answer(400, tc.body, "Content-Type", tc.contentType),
 				`      normalize_errors: {message: "/error/message", code: "/error/code", keep_body: true}`)
-			resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "")
+			resp := testkit.Do(t, "GET", gw.URL+"/api/x", "")
 			p := problem(t, resp)
 			got, _ := json.Marshal(p["upstream_body"])
 			want, _ := json.Marshal(tc.want)
@@ -489,7 +489,7 @@ func TestProviderHeaders(t *testing.T) {
 		"Expires", "Mon, 02 Jan 2040 15:04:05 GMT",
 	)
 	_, gw := start(t, h, pointers)
-	resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/api/x", "")
 	if resp.Status != 429 {
 		t.Fatalf("status = %d", resp.Status)
 	}
@@ -549,7 +549,7 @@ func TestSuccessAndRedirectsPassThrough(t *testing.T) {
 				h = append([]string{"Content-Type", tc.contentType}, h...)
 			}
 			_, gw := start(t, answer(tc.status, body, h...), `      normalize_errors: {message: "/message", code: "/code", keep_body: true}`)
-			resp := proxytest.Do(t, "GET", gw.URL+"/api/x", "")
+			resp := testkit.Do(t, "GET", gw.URL+"/api/x", "")
 			if resp.Status != tc.status {
 				t.Fatalf("status = %d, want %d", resp.Status, tc.status)
 			}
@@ -574,8 +574,8 @@ func TestSuccessAndRedirectsPassThrough(t *testing.T) {
 func TestEnabledFalseOnRoutePassesProviderErrorsThrough(t *testing.T) {
 	t.Parallel()
 	const raw = `{"error":{"message":"No such repository","code":"repo_missing"}}`
-	up := proxytest.NewUpstream(t, answer(404, raw, "Content-Type", "application/vnd.github+json", "ETag", `"e1"`))
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, answer(404, raw, "Content-Type", "application/vnd.github+json", "ETag", `"e1"`))
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {level: error, access_log: false}
 plugins:
   normalize_errors: {message: "/error/message", code: "/error/code"}
@@ -596,7 +596,7 @@ routes:
 
 	t.Run("disabled route passes the provider body", func(t *testing.T) {
 		t.Parallel()
-		resp := proxytest.Do(t, "GET", gw.URL+"/raw/repos/x", "")
+		resp := testkit.Do(t, "GET", gw.URL+"/raw/repos/x", "")
 		if resp.Status != 404 {
 			t.Fatalf("status = %d", resp.Status)
 		}
@@ -615,7 +615,7 @@ routes:
 	})
 	t.Run("other route inherits the top-level block", func(t *testing.T) {
 		t.Parallel()
-		resp := proxytest.Do(t, "GET", gw.URL+"/api/repos/x", "")
+		resp := testkit.Do(t, "GET", gw.URL+"/api/repos/x", "")
 		if resp.Status != 404 {
 			t.Fatalf("status = %d", resp.Status)
 		}
@@ -629,8 +629,8 @@ routes:
 // inherit the upstream block's pointers.
 func TestRouteBlockReplacesUpstreamBlock(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, answer(400, `{"error":{"message":"m","code":"c"}}`))
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, answer(400, `{"error":{"message":"m","code":"c"}}`))
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {level: error, access_log: false}
 upstreams:
   api:
@@ -657,7 +657,7 @@ routes:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			wantMembers(t, problem(t, proxytest.Do(t, "GET", gw.URL+tc.path, "")), tc.want)
+			wantMembers(t, problem(t, testkit.Do(t, "GET", gw.URL+tc.path, "")), tc.want)
 		})
 	}
 }
@@ -668,7 +668,7 @@ func TestHeadRequestKeepsStatusWithoutBody(t *testing.T) {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
 			t.Parallel()
 			up, gw := start(t, answer(status, `{"error":{"message":"nope"}}`, "Content-Type", "application/json"), pointers)
-			resp := proxytest.Do(t, "HEAD", gw.URL+"/api/x", "")
+			resp := testkit.Do(t, "HEAD", gw.URL+"/api/x", "")
 			if resp.Status != status {
 				t.Fatalf("status = %d, want %d", resp.Status, status)
 			}
@@ -682,7 +682,7 @@ func TestHeadRequestKeepsStatusWithoutBody(t *testing.T) {
 				t.Error("no X-Request-Id")
 			}
 			// The connection is still usable: the next request gets a proper answer.
-			p := problem(t, proxytest.Do(t, "GET", gw.URL+"/api/x", ""))
+			p := problem(t, testkit.Do(t, "GET", gw.URL+"/api/x", ""))
 			wantMembers(t, p, map[string]any{"status": float64(status), "detail": "nope"})
 		})
 	}
@@ -690,7 +690,7 @@ func TestHeadRequestKeepsStatusWithoutBody(t *testing.T) {
 
 func TestGatewayErrorsAreProblemsWithOrWithoutThePlugin(t *testing.T) {
 	t.Parallel()
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {level: error, access_log: false}
 plugins:
   normalize_errors: {message: "/error/message"}
@@ -705,7 +705,7 @@ routes:
     upstream: gone
     plugins:
       normalize_errors: {enabled: false}
-`, proxytest.ClosedAddr(t)))
+`, testkit.ClosedAddr(t)))
 	tests := []struct {
 		name, method, path string
 	}{
@@ -717,7 +717,7 @@ routes:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			resp := proxytest.Do(t, tc.method, gw.URL+tc.path+"?token=secret", "{}")
+			resp := testkit.Do(t, tc.method, gw.URL+tc.path+"?token=secret", "{}")
 			if resp.Status != 502 {
 				t.Fatalf("status = %d, want 502 (body %s)", resp.Status, resp.Body)
 			}
@@ -735,7 +735,7 @@ routes:
 
 func TestErrorsMetric(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		switch string(ctx.Path()) {
 		case "/ok":
 			ctx.SetBodyString("ok")
@@ -745,7 +745,7 @@ func TestErrorsMetric(t *testing.T) {
 			ctx.SetStatusCode(404)
 		}
 	})
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {level: error, access_log: false}
 plugins:
   normalize_errors: {}
@@ -764,7 +764,7 @@ routes:
       normalize_errors: {enabled: false}
 `, up.URL))
 	for _, p := range []string{"/r/missing", "/r/missing", "/r/limited", "/r/ok", "/raw/missing"} {
-		proxytest.Do(t, "GET", gw.URL+p, "")
+		testkit.Do(t, "GET", gw.URL+p, "")
 	}
 	m := gw.Metrics(t)
 	tests := []struct {
@@ -825,15 +825,15 @@ routes:
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			probs := proxytest.ConfigProblems(t, fmt.Sprintf(base, tc.upstream, tc.route))
-			proxytest.WantOneProblem(t, probs, tc.path, tc.message)
+			probs := testkit.ConfigProblems(t, fmt.Sprintf(base, tc.upstream, tc.route))
+			testkit.WantOneProblem(t, probs, tc.path, tc.message)
 		})
 	}
 }
 
 func TestTopLevelConfigErrorPath(t *testing.T) {
 	t.Parallel()
-	probs := proxytest.ConfigProblems(t, `
+	probs := testkit.ConfigProblems(t, `
 plugins:
   normalize_errors: {message: "error/message"}
 upstreams:

@@ -6,7 +6,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -14,7 +14,7 @@ import (
 // upstream and route, keyed tables for a header and the caller address)
 // allocates nothing once its keys are known, counted over the whole process.
 func TestLocalDecisionAllocs(t *testing.T) {
-	im := proxytest.NewInMemory(t, allocYAML, func(ctx *fasthttp.RequestCtx) { ctx.Response.SetBodyRaw(proxytest.Body1K) })
+	im := testkit.NewInMemory(t, allocYAML, func(ctx *fasthttp.RequestCtx) { ctx.Response.SetBodyRaw(testkit.Body1K) })
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	req.SetRequestURI("http://gateway/json")
@@ -52,9 +52,9 @@ upstreams:
 routes:
   r: {path: "/json", upstream: up}
 `
-	im := proxytest.NewInMemory(t, yaml, func(ctx *fasthttp.RequestCtx) {
+	im := testkit.NewInMemory(t, yaml, func(ctx *fasthttp.RequestCtx) {
 		ctx.Response.Header.Set("RateLimit", `"min";r=50;t=30, "day";r=5000;t=3600`)
-		ctx.Response.SetBodyRaw(proxytest.Body1K)
+		ctx.Response.SetBodyRaw(testkit.Body1K)
 	})
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()

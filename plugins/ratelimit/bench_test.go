@@ -3,12 +3,11 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"net"
+	"os/exec"
 	"slices"
 	"testing"
 	"time"
-
-	"net"
-	"os/exec"
 
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
@@ -95,7 +94,7 @@ func BenchmarkRedisDecision(b *testing.B) {
 }
 
 // startRedis runs redis-server on a free loopback port for the benchmark
-// (proxytest.StartRedis cannot be imported here: proxytest imports the
+// (testkit.StartRedis cannot be imported here: testkit imports the
 // plugins).
 func startRedis(b *testing.B) string {
 	bin, err := exec.LookPath("redis-server")

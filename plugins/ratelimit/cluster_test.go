@@ -8,19 +8,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/plugins/ratelimit"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
 // cluster starts n gateways sharing rd, each in front of up, with the given
 // upstream plugins.
-func cluster(t *testing.T, n int, rd *proxytest.Redis, up *proxytest.Upstream, upstreamPlugins string) []*proxytest.Gateway {
+func cluster(t *testing.T, n int, rd *testkit.Redis, up *testkit.Upstream, upstreamPlugins string) []*testkit.Gateway {
 	t.Helper()
 	top := fmt.Sprintf("cluster: {redis: {addr: %q, key_prefix: \"t:\"}}", rd.Addr)
-	gws := make([]*proxytest.Gateway, n)
+	gws := make([]*testkit.Gateway, n)
 	for i := range gws {
-		gws[i] = proxytest.StartGateway(t, gatewayYAML(up.URL, top, upstreamPlugins, ""))
+		gws[i] = testkit.StartGateway(t, gatewayYAML(up.URL, top, upstreamPlugins, ""))
 	}
 	return gws
 }
@@ -29,14 +29,14 @@ func cluster(t *testing.T, n int, rd *proxytest.Redis, up *proxytest.Upstream, u
 // Redis: together they admit the burst, not three bursts.
 func TestGatewaysShareALimitThroughRedis(t *testing.T) {
 	t.Parallel()
-	rd := proxytest.StartRedis(t)
-	up := proxytest.NewUpstream(t, nil)
+	rd := testkit.StartRedis(t)
+	up := testkit.NewUpstream(t, nil)
 	gws := cluster(t, 3, rd, up, `{rate_limit: {rate: 1, per: 1m, burst: 5, key: upstream}}`)
 	var admitted, refused, other atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 30 {
 		wg.Go(func() {
-			resp, err := proxytest.TryDo("GET", gws[i%3].URL+"/r/x", "")
+			resp, err := testkit.TryDo("GET", gws[i%3].URL+"/r/x", "")
 			switch {
 			case err != nil:
 				other.Add(1)
@@ -60,8 +60,8 @@ func TestGatewaysShareALimitThroughRedis(t *testing.T) {
 	if got, err := rd.Do("EXISTS", "t:"+ratelimit.UpstreamKey("api", "upstream", 1, time.Minute, 5)); got != ":1" {
 		t.Errorf("the limit's key is not in Redis: %q %v", got, err)
 	}
-	resp := proxytest.Do(t, "GET", gws[1].URL+"/r/x", "")
-	proxytest.WantProblem(t, resp, 429, "rate_limited")
+	resp := testkit.Do(t, "GET", gws[1].URL+"/r/x", "")
+	testkit.WantProblem(t, resp, 429, "rate_limited")
 	if got := resp.Header.Get("RateLimit"); !strings.HasPrefix(got, `"upstream";r=0;t=`) {
 		t.Errorf("RateLimit %q", got)
 	}
@@ -75,9 +75,9 @@ func TestGatewaysShareALimitThroughRedis(t *testing.T) {
 // A provider's Retry-After seen by one gateway stops the others' callers too.
 func TestProviderPauseIsShared(t *testing.T) {
 	t.Parallel()
-	rd := proxytest.StartRedis(t)
+	rd := testkit.StartRedis(t)
 	var calls atomic.Int32
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		if calls.Add(1) == 1 {
 			ctx.Response.Header.Set("Retry-After", "30")
 			ctx.SetStatusCode(429)
@@ -86,13 +86,13 @@ func TestProviderPauseIsShared(t *testing.T) {
 		ctx.SetBodyString("ok")
 	})
 	gws := cluster(t, 2, rd, up, `{normalize_errors: {}, rate_limit: {respect_upstream: true}}`)
-	proxytest.WantProblem(t, proxytest.Do(t, "GET", gws[0].URL+"/r/x", ""), 429, "upstream_rate_limited")
-	proxytest.Eventually(t, 5*time.Second, func() bool {
-		resp := proxytest.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
+	testkit.WantProblem(t, testkit.Do(t, "GET", gws[0].URL+"/r/x", ""), 429, "upstream_rate_limited")
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		resp := testkit.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
 		return strings.Contains(string(resp.Body), `"paused": true`)
 	}, "the second gateway never learnt of the pause")
-	resp := proxytest.Do(t, "GET", gws[1].URL+"/r/x", "")
-	proxytest.WantProblem(t, resp, 429, "upstream_rate_limited")
+	resp := testkit.Do(t, "GET", gws[1].URL+"/r/x", "")
+	testkit.WantProblem(t, resp, 429, "upstream_rate_limited")
 	if ra := resp.Header.Get("Retry-After"); ra == "" || ra == "1" {
 		t.Errorf("Retry-After %q, want the provider's remaining pause", ra)
 	}
@@ -105,11 +105,11 @@ func TestProviderPauseIsShared(t *testing.T) {
 // locally, logs once, counts it; when Redis is back, decisions go back to it.
 func TestRedisDownFallsBackAndRecovers(t *testing.T) {
 	t.Parallel()
-	rd := proxytest.StartRedis(t)
-	up := proxytest.NewUpstream(t, nil)
+	rd := testkit.StartRedis(t)
+	up := testkit.NewUpstream(t, nil)
 	gws := cluster(t, 2, rd, up, `{rate_limit: {rate: 1, per: 1m, burst: 10, key: upstream, nodes: 2}}`)
 	for _, gw := range gws {
-		if s := proxytest.Do(t, "GET", gw.URL+"/r/x", "").Status; s != 200 {
+		if s := testkit.Do(t, "GET", gw.URL+"/r/x", "").Status; s != 200 {
 			t.Fatalf("with Redis up: %d", s)
 		}
 	}
@@ -117,7 +117,7 @@ func TestRedisDownFallsBackAndRecovers(t *testing.T) {
 	for g, gw := range gws {
 		statuses, retryAfter := map[int]int{}, map[string]int{}
 		for range 20 {
-			resp := proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+			resp := testkit.Do(t, "GET", gw.URL+"/r/x", "")
 			statuses[resp.Status]++
 			retryAfter[resp.Header.Get("Retry-After")]++
 		}
@@ -135,12 +135,12 @@ func TestRedisDownFallsBackAndRecovers(t *testing.T) {
 		}
 	}
 	rd.Start()
-	proxytest.Eventually(t, 10*time.Second, func() bool {
-		proxytest.Do(t, "GET", gws[0].URL+"/r/x", "")
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		testkit.Do(t, "GET", gws[0].URL+"/r/x", "")
 		got, _ := rd.Do("EXISTS", "t:"+ratelimit.UpstreamKey("api", "upstream", 1, time.Minute, 10))
 		return got == ":1"
 	}, "decisions did not go back to Redis after it returned")
-	proxytest.Eventually(t, 5*time.Second, func() bool {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		return strings.Contains(gws[0].Logs.String(), "Redis answers again")
 	}, "the recovery was not logged")
 }
@@ -148,12 +148,12 @@ func TestRedisDownFallsBackAndRecovers(t *testing.T) {
 // Queue mode through Redis: the script reserves the slot, the gateway waits.
 func TestQueueModeThroughRedis(t *testing.T) {
 	t.Parallel()
-	rd := proxytest.StartRedis(t)
-	up := proxytest.NewUpstream(t, nil)
+	rd := testkit.StartRedis(t)
+	up := testkit.NewUpstream(t, nil)
 	gws := cluster(t, 2, rd, up, `{rate_limit: {rate: 10, per: 1s, burst: 1, key: upstream, mode: queue, max_wait: 2s}}`)
 	start := time.Now()
 	for i := range 4 {
-		if resp := proxytest.Do(t, "GET", gws[i%2].URL+"/r/x", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gws[i%2].URL+"/r/x", ""); resp.Status != 200 {
 			t.Fatalf("call %d: %d %s", i, resp.Status, resp.Body)
 		}
 	}
@@ -171,12 +171,12 @@ func TestQueueModeThroughRedis(t *testing.T) {
 // distributed limits use the caller's address in text in their Redis key.
 func TestDistributedFalseStaysLocal(t *testing.T) {
 	t.Parallel()
-	rd := proxytest.StartRedis(t)
-	up := proxytest.NewUpstream(t, nil)
+	rd := testkit.StartRedis(t)
+	up := testkit.NewUpstream(t, nil)
 	gws := cluster(t, 2, rd, up, `{rate_limit: {limits: [{rate: 1, per: 1m, burst: 2, key: route, distributed: false}, {rate: 1, per: 1m, burst: 100, key: ip}]}}`)
 	admitted := 0
 	for i := range 8 {
-		if proxytest.Do(t, "GET", gws[i%2].URL+"/r/x", "").Status == 200 {
+		if testkit.Do(t, "GET", gws[i%2].URL+"/r/x", "").Status == 200 {
 			admitted++
 		}
 	}
@@ -195,15 +195,15 @@ func TestDistributedFalseStaysLocal(t *testing.T) {
 // while Redis is away follows the count.
 func TestFallbackShareFollowsTheGatewaysCounted(t *testing.T) {
 	t.Parallel()
-	rd := proxytest.StartRedis(t)
-	up := proxytest.NewUpstream(t, nil)
+	rd := testkit.StartRedis(t)
+	up := testkit.NewUpstream(t, nil)
 	gws := cluster(t, 3, rd, up, `{rate_limit: {rate: 1, per: 1m, burst: 9, key: upstream}}`)
 	if got, _ := rd.Do("ZCARD", "t:rl:nodes"); got != ":3" {
 		t.Errorf("ZCARD t:rl:nodes = %q right after start, want :3 (each gateway beats once before serving)", got)
 	}
 	for g, gw := range gws { // each learns the count at its next beat
-		proxytest.Eventually(t, 5*time.Second, func() bool {
-			resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+		testkit.Eventually(t, 5*time.Second, func() bool {
+			resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
 			return strings.Contains(string(resp.Body), `"gateways": 3`)
 		}, fmt.Sprintf("gateway %d never counted 3 gateways", g))
 	}
@@ -212,7 +212,7 @@ func TestFallbackShareFollowsTheGatewaysCounted(t *testing.T) {
 		// The share of 1/min over 3 gateways is one call per 3 minutes, in a
 		// bucket that starts empty: refused, the first token 180s away.
 		for range 5 {
-			resp := proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+			resp := testkit.Do(t, "GET", gw.URL+"/r/x", "")
 			if resp.Status != 429 || resp.Header.Get("Retry-After") != "180" {
 				t.Fatalf("gateway %d without Redis: status %d, Retry-After %q; want 429 with 180 (1/min shared by 3)",
 					g, resp.Status, resp.Header.Get("Retry-After"))
@@ -224,9 +224,9 @@ func TestFallbackShareFollowsTheGatewaysCounted(t *testing.T) {
 // Gateways started while Redis is down share pauses once it is up.
 func TestPauseSharingStartsWhenRedisComesUp(t *testing.T) {
 	t.Parallel()
-	rd := proxytest.StartRedis(t)
+	rd := testkit.StartRedis(t)
 	rd.Stop()
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/slow" {
 			ctx.Response.Header.Set("Retry-After", "30")
 			ctx.SetStatusCode(429)
@@ -237,9 +237,9 @@ func TestPauseSharingStartsWhenRedisComesUp(t *testing.T) {
 	gws := cluster(t, 2, rd, up, `{rate_limit: {respect_upstream: true}}`)
 	rd.Start()
 	// Once the second gateway's subscription is back, a pause reaches it.
-	proxytest.Eventually(t, 15*time.Second, func() bool {
-		proxytest.Do(t, "GET", gws[0].URL+"/r/slow", "")
-		resp := proxytest.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		testkit.Do(t, "GET", gws[0].URL+"/r/slow", "")
+		resp := testkit.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
 		return strings.Contains(string(resp.Body), `"paused": true`)
 	}, "the second gateway never learnt of the pause after Redis came up")
 }
@@ -249,9 +249,9 @@ func TestPauseSharingStartsWhenRedisComesUp(t *testing.T) {
 // with different intervals.
 func TestUpstreamLimitsWithDifferentSettingsDoNotShareAKey(t *testing.T) {
 	t.Parallel()
-	rd := proxytest.StartRedis(t)
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	rd := testkit.StartRedis(t)
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 cluster: {redis: {addr: %q, key_prefix: "t:"}}
 upstreams: {api: {url: %q}}
@@ -262,7 +262,7 @@ routes:
 	count := func(path string) int {
 		n := 0
 		for range 10 {
-			if proxytest.Do(t, "GET", gw.URL+path, "").Status == 200 {
+			if testkit.Do(t, "GET", gw.URL+path, "").Status == 200 {
 				n++
 			}
 		}
@@ -289,8 +289,8 @@ routes:
 // pause sharing, so a pause still reaches the other gateways.
 func TestRejectedReloadKeepsPauseSharing(t *testing.T) {
 	t.Parallel()
-	rd, other := proxytest.StartRedis(t), proxytest.StartRedis(t)
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	rd, other := testkit.StartRedis(t), testkit.StartRedis(t)
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		if string(ctx.Path()) == "/slow" {
 			ctx.Response.Header.Set("Retry-After", "30")
 			ctx.SetStatusCode(429)
@@ -304,13 +304,13 @@ func TestRejectedReloadKeepsPauseSharing(t *testing.T) {
 	bad := gatewayYAML(up.URL, fmt.Sprintf("cluster: {redis: {addr: %q, key_prefix: \"t:\"}}", other.Addr),
 		`{rate_limit: {respect_upstream: true}}`, "") + `  bad: {path: "/b/{p:*}", upstream: api, plugins: {rate_limit: {rate: -1}}}
 `
-	proxytest.WriteFile(t, gws[0].File, bad)
+	testkit.WriteFile(t, gws[0].File, bad)
 	if err := gws[0].Reload(); err == nil {
 		t.Fatal("the broken config was accepted")
 	}
-	proxytest.Do(t, "GET", gws[0].URL+"/r/slow", "")
-	proxytest.Eventually(t, 5*time.Second, func() bool {
-		resp := proxytest.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
+	testkit.Do(t, "GET", gws[0].URL+"/r/slow", "")
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		resp := testkit.Do(t, "GET", gws[1].AdminURL+"/admin/upstreams", "")
 		return strings.Contains(string(resp.Body), `"paused": true`)
 	}, "after a rejected reload, a pause no longer reaches the other gateway")
 }

@@ -2,11 +2,12 @@ package ratelimit
 
 import (
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"math"
 	"strings"
 	"time"
+
+	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 )
 
 // Limit is one token bucket: Rate calls per Per, up to Burst at once, counted

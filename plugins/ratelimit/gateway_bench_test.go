@@ -3,7 +3,7 @@ package ratelimit_test
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -36,7 +36,7 @@ routes: {r: {path: "/json", upstream: up}}
 `
 	for _, bc := range []struct{ name, yaml string }{{"bare", bare}, {"four-limits", allocYAML}} {
 		b.Run(bc.name, func(b *testing.B) {
-			im := proxytest.NewInMemory(b, bc.yaml, func(ctx *fasthttp.RequestCtx) { ctx.Response.SetBodyRaw(proxytest.Body1K) })
+			im := testkit.NewInMemory(b, bc.yaml, func(ctx *fasthttp.RequestCtx) { ctx.Response.SetBodyRaw(testkit.Body1K) })
 			req := fasthttp.AcquireRequest()
 			resp := fasthttp.AcquireResponse()
 			req.SetRequestURI("http://gateway/json")

@@ -11,18 +11,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 	"github.com/valyala/fasthttp"
 )
 
 // gateway starts an upstream answering with h (nil: 200 "ok") and a gateway
 // with routes r (/r/...) and s (/s/...) on it; upstreamPlugins and
 // routePlugins are YAML flow maps for the upstream and for route r.
-func gateway(t *testing.T, h fasthttp.RequestHandler, upstreamPlugins, routePlugins string, opt ...proxytest.Options) (*proxytest.Upstream, *proxytest.Gateway) {
+func gateway(t *testing.T, h fasthttp.RequestHandler, upstreamPlugins, routePlugins string, opt ...testkit.Options) (*testkit.Upstream, *testkit.Gateway) {
 	t.Helper()
-	up := proxytest.NewUpstream(t, h)
-	gw := proxytest.StartGateway(t, gatewayYAML(up.URL, "", upstreamPlugins, routePlugins), opt...)
+	up := testkit.NewUpstream(t, h)
+	gw := testkit.StartGateway(t, gatewayYAML(up.URL, "", upstreamPlugins, routePlugins), opt...)
 	return up, gw
 }
 
@@ -52,7 +52,7 @@ func burst(t *testing.T, n int, url string, header ...string) map[int]int {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			resp, err := proxytest.TryDo("GET", url, "", header...)
+			resp, err := testkit.TryDo("GET", url, "", header...)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -66,7 +66,7 @@ func burst(t *testing.T, n int, url string, header ...string) map[int]int {
 	return got
 }
 
-func metric(t *testing.T, gw *proxytest.Gateway, name string, labels ...string) float64 {
+func metric(t *testing.T, gw *testkit.Gateway, name string, labels ...string) float64 {
 	t.Helper()
 	v, _ := gw.Metrics(t).Value(name, labels...)
 	return v
@@ -86,8 +86,8 @@ func TestBurstAdmitsExactlyBurst(t *testing.T) {
 		t.Errorf("upstream got %d calls, want 10", up.Count())
 	}
 	// The bucket is the upstream's: route s shares it.
-	resp := proxytest.Do(t, "GET", gw.URL+"/s/x", "")
-	p := proxytest.WantProblem(t, resp, 429, "rate_limited")
+	resp := testkit.Do(t, "GET", gw.URL+"/s/x", "")
+	p := testkit.WantProblem(t, resp, 429, "rate_limited")
 	if resp.Header.Get("Retry-After") == "" || p["retry_after"] == nil || p["retryable"] != true {
 		t.Errorf("429 without Retry-After/retryable: %v %s", resp.Header, resp.Body)
 	}
@@ -119,7 +119,7 @@ func TestBurstAdmitsExactlyBurst(t *testing.T) {
 func TestHeadersOnAdmittedCalls(t *testing.T) {
 	t.Parallel()
 	_, gw := gateway(t, nil, `{rate_limit: {rate: 5, per: 1s, burst: 5, key: upstream}}`, "")
-	resp := proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/r/x", "")
 	if resp.Status != 200 {
 		t.Fatalf("status %d", resp.Status)
 	}
@@ -146,7 +146,7 @@ func TestRefillsAtTheRate(t *testing.T) {
 	first := time.Now()
 	admitted := 0
 	for range 20 {
-		if proxytest.Do(t, "GET", gw.URL+"/r/x", "").Status == 200 {
+		if testkit.Do(t, "GET", gw.URL+"/r/x", "").Status == 200 {
 			admitted++
 		}
 	}
@@ -162,7 +162,7 @@ func TestRefillsAtTheRate(t *testing.T) {
 }
 
 func authRegistry() *proxy.Registry {
-	return proxytest.WithStandIns(proxy.Define("authenticate", func(*struct{}, *proxy.Build) (proxy.Plugin, error) {
+	return testkit.WithStandIns(proxy.Define("authenticate", func(*struct{}, *proxy.Build) (proxy.Plugin, error) {
 		return consumerFromHeader{}, nil
 	}))
 }
@@ -181,8 +181,8 @@ func TestPerKeyIsolationAndSeveralLimits(t *testing.T) {
 	up, gw := gateway(t, nil, "", `{authenticate: {}, rate_limit: {limits: [
 		{rate: 1, per: 1m, burst: 2, key: consumer},
 		{rate: 1, per: 1m, burst: 3, key: "header:X-Tenant", name: tenant},
-		{rate: 1, per: 1m, burst: 100, key: upstream}]}}`, proxytest.Options{Registry: authRegistry()})
-	call := func(consumer, tenant string) *proxytest.Response {
+		{rate: 1, per: 1m, burst: 100, key: upstream}]}}`, testkit.Options{Registry: authRegistry()})
+	call := func(consumer, tenant string) *testkit.Response {
 		h := []string{}
 		if consumer != "" {
 			h = append(h, "X-Consumer", consumer)
@@ -190,7 +190,7 @@ func TestPerKeyIsolationAndSeveralLimits(t *testing.T) {
 		if tenant != "" {
 			h = append(h, "X-Tenant", tenant)
 		}
-		return proxytest.Do(t, "GET", gw.URL+"/r/x", "", h...)
+		return testkit.Do(t, "GET", gw.URL+"/r/x", "", h...)
 	}
 	for i, c := range []struct {
 		consumer, tenant string
@@ -231,19 +231,19 @@ func TestPerKeyIsolationAndSeveralLimits(t *testing.T) {
 func TestKeyTableIsBounded(t *testing.T) {
 	t.Parallel()
 	_, gw := gateway(t, nil, "", `{rate_limit: {rate: 1, per: 1m, burst: 1, key: "header:X-Key", max_keys: 1}}`)
-	if s := proxytest.Do(t, "GET", gw.URL+"/r/x", "", "X-Key", "first").Status; s != 200 {
+	if s := testkit.Do(t, "GET", gw.URL+"/r/x", "", "X-Key", "first").Status; s != 200 {
 		t.Fatalf("first key: %d", s)
 	}
 	admitted := 0
 	for i := range 200 {
-		if proxytest.Do(t, "GET", gw.URL+"/r/x", "", "X-Key", fmt.Sprint("k", i)).Status == 200 {
+		if testkit.Do(t, "GET", gw.URL+"/r/x", "", "X-Key", fmt.Sprint("k", i)).Status == 200 {
 			admitted++
 		}
 	}
 	if admitted != 1 {
 		t.Errorf("200 new keys beyond max_keys admitted %d calls, want 1 (one shared overflow bucket)", admitted)
 	}
-	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
 	var view struct {
 		Upstreams []struct {
 			Status map[string]struct {
@@ -267,7 +267,7 @@ func TestQueueMode(t *testing.T) {
 	up, gw := gateway(t, nil, "", `{rate_limit: {limits: [{rate: 10, per: 1s, burst: 1, key: route}], mode: queue, max_wait: 2s}}`)
 	start := time.Now()
 	for i := range 3 {
-		if resp := proxytest.Do(t, "GET", gw.URL+"/r/x", ""); resp.Status != 200 {
+		if resp := testkit.Do(t, "GET", gw.URL+"/r/x", ""); resp.Status != 200 {
 			t.Fatalf("call %d: %d %s", i, resp.Status, resp.Body)
 		}
 	}
@@ -286,13 +286,13 @@ func TestQueueMode(t *testing.T) {
 	}
 
 	_, slow := gateway(t, nil, "", `{rate_limit: {rate: 1, per: 1m, burst: 1, key: route, mode: queue, max_wait: 3s}}`)
-	if s := proxytest.Do(t, "GET", slow.URL+"/r/x", "").Status; s != 200 {
+	if s := testkit.Do(t, "GET", slow.URL+"/r/x", "").Status; s != 200 {
 		t.Fatalf("first call %d", s)
 	}
 	start = time.Now()
-	resp := proxytest.Do(t, "GET", slow.URL+"/r/x", "")
+	resp := testkit.Do(t, "GET", slow.URL+"/r/x", "")
 	took := time.Since(start)
-	proxytest.WantProblem(t, resp, 429, "rate_limited")
+	testkit.WantProblem(t, resp, 429, "rate_limited")
 	if took > 2*time.Second {
 		t.Errorf("a call that would wait 60s took %v to be refused: it waited instead of failing at once", took)
 	}
@@ -304,16 +304,16 @@ func TestQueueMode(t *testing.T) {
 // The route's deadline bounds the queue too.
 func TestQueueModeRespectsTheRouteDeadline(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {api: {url: %q}}
 routes:
   r: {path: "/{p:*}", upstream: api, deadline: 1s, plugins: {rate_limit: {rate: 1, per: 5s, burst: 1, key: route, mode: queue, max_wait: 10s}}}
 `, up.URL))
-	proxytest.Do(t, "GET", gw.URL+"/x", "")
+	testkit.Do(t, "GET", gw.URL+"/x", "")
 	start := time.Now()
-	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/x", ""), 429, "rate_limited")
+	testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/x", ""), 429, "rate_limited")
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("took %v: waited past the 1s deadline", took)
 	}
@@ -334,14 +334,14 @@ func TestProviderRetryAfterStopsCalls(t *testing.T) {
 		}
 		ctx.SetBodyString("ok")
 	}, `{normalize_errors: {message: /message}, rate_limit: {respect_upstream: true}}`, "")
-	resp := proxytest.Do(t, "GET", gw.URL+"/r/x", "")
-	p := proxytest.WantProblem(t, resp, 429, "upstream_rate_limited")
+	resp := testkit.Do(t, "GET", gw.URL+"/r/x", "")
+	p := testkit.WantProblem(t, resp, 429, "upstream_rate_limited")
 	if resp.Header.Get("Retry-After") != "30" || p["detail"] != "slow down" {
 		t.Errorf("provider's 429: %v %s", resp.Header, resp.Body)
 	}
 	for _, path := range []string{"/r/y", "/s/z"} {
-		resp = proxytest.Do(t, "GET", gw.URL+path, "")
-		proxytest.WantProblem(t, resp, 429, "upstream_rate_limited")
+		resp = testkit.Do(t, "GET", gw.URL+path, "")
+		testkit.WantProblem(t, resp, 429, "upstream_rate_limited")
 		if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 25 || ra > 30 {
 			t.Errorf("%s: Retry-After %q, want about 30", path, resp.Header.Get("Retry-After"))
 		}
@@ -349,7 +349,7 @@ func TestProviderRetryAfterStopsCalls(t *testing.T) {
 	if up.Count() != 1 {
 		t.Errorf("upstream got %d calls, want 1: the pause did not hold calls back", up.Count())
 	}
-	resp = proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	resp = testkit.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
 	if !strings.Contains(string(resp.Body), `"paused": true`) {
 		t.Errorf("/admin/upstreams does not show the pause: %s", resp.Body)
 	}
@@ -394,18 +394,18 @@ func TestProviderQuotaHeaders(t *testing.T) {
 					ctx.Response.Header.Set(h[i], h[i+1])
 				}
 			}, `{rate_limit: {respect_upstream: true}}`, "")
-			proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+			testkit.Do(t, "GET", gw.URL+"/r/x", "")
 			if v := metric(t, gw, "sluice_upstream_quota_remaining", "upstream", "api"); v != tc.quota {
 				t.Errorf("sluice_upstream_quota_remaining = %v, want %v", v, tc.quota)
 			}
-			resp := proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+			resp := testkit.Do(t, "GET", gw.URL+"/r/x", "")
 			if !tc.pause {
 				if resp.Status != 200 || up.Count() != 2 {
 					t.Errorf("paused without cause: %d, %d upstream calls", resp.Status, up.Count())
 				}
 				return
 			}
-			proxytest.WantProblem(t, resp, 429, "upstream_rate_limited")
+			testkit.WantProblem(t, resp, 429, "upstream_rate_limited")
 			if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 15 || ra > 21 {
 				t.Errorf("Retry-After %q, want about 20", resp.Header.Get("Retry-After"))
 			}
@@ -421,7 +421,7 @@ func TestProvider503WithoutRetryAfterDoesNotPause(t *testing.T) {
 	t.Parallel()
 	up, gw := gateway(t, func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(503) }, `{rate_limit: {respect_upstream: true}}`, "")
 	for range 3 {
-		proxytest.Do(t, "GET", gw.URL+"/r/x", "")
+		testkit.Do(t, "GET", gw.URL+"/r/x", "")
 	}
 	if up.Count() != 3 {
 		t.Errorf("upstream got %d calls, want 3", up.Count())
@@ -445,23 +445,23 @@ func TestConfigErrors(t *testing.T) {
 		{`{rate: 1, nodes: -1}`, "nodes", "must be 0"},
 		{`{rate: 1, max_keys: 0}`, "max_keys", "at least 1"},
 	} {
-		probs := proxytest.ConfigProblems(t, gatewayYAML("http://127.0.0.1:1", "", "{rate_limit: "+tc.block+"}", ""))
-		proxytest.WantOneProblem(t, probs, strings.TrimSuffix("upstreams.api.plugins.rate_limit."+tc.path, "."), tc.msg)
+		probs := testkit.ConfigProblems(t, gatewayYAML("http://127.0.0.1:1", "", "{rate_limit: "+tc.block+"}", ""))
+		testkit.WantOneProblem(t, probs, strings.TrimSuffix("upstreams.api.plugins.rate_limit."+tc.path, "."), tc.msg)
 	}
 }
 
 // Buckets live across reloads that keep their settings.
 func TestBucketsSurviveReload(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, nil)
+	up := testkit.NewUpstream(t, nil)
 	yaml := gatewayYAML(up.URL, "", `{rate_limit: {rate: 1, per: 1m, burst: 2}}`, "")
-	gw := proxytest.StartGateway(t, yaml)
+	gw := testkit.StartGateway(t, yaml)
 	burst(t, 2, gw.URL+"/r/x")
-	proxytest.WriteFile(t, gw.File, yaml+"\n# touched\n")
+	testkit.WriteFile(t, gw.File, yaml+"\n# touched\n")
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	proxytest.WantProblem(t, proxytest.Do(t, "GET", gw.URL+"/r/x", ""), 429, "rate_limited")
+	testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/r/x", ""), 429, "rate_limited")
 }
 
 // A route with caller limits only reports no "rate_limit" section: the
@@ -469,15 +469,15 @@ func TestBucketsSurviveReload(t *testing.T) {
 // route's upstream limits.
 func TestCallerOnlyRouteDoesNotHideUpstreamStatus(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {api: {url: %q}}
 routes:
   r: {path: "/r/{p:*}", upstream: api, plugins: {rate_limit: {rate: 5, key: ip}}}
   s: {path: "/s/{p:*}", upstream: api, plugins: {rate_limit: {rate: 7, key: upstream}}}
 `, up.URL))
-	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
+	resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/upstreams", "")
 	var view struct {
 		Upstreams []struct {
 			Status map[string]struct {

@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"bytes"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 

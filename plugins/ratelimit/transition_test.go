@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 // call is one request of the transition test: when it was sent, when its
@@ -21,7 +21,7 @@ type call struct {
 // recorder runs the test's load against the gateways and keeps every call.
 type recorder struct {
 	t     *testing.T
-	gws   []*proxytest.Gateway
+	gws   []*testkit.Gateway
 	mu    sync.Mutex
 	calls []call
 	other map[int]int // statuses other than 200 and 429
@@ -35,7 +35,7 @@ func (r *recorder) round(n int, gap time.Duration) {
 		wg.Go(func() {
 			for range n {
 				start := time.Now()
-				resp, err := proxytest.TryDo("GET", gw.URL+"/r/x", "")
+				resp, err := testkit.TryDo("GET", gw.URL+"/r/x", "")
 				c := call{start: start, end: time.Now()}
 				r.mu.Lock()
 				switch {
@@ -113,8 +113,8 @@ func TestRedisTransitionsKeepTheLimit(t *testing.T) {
 		// gateway, past its grace, takes it.
 		slack = 1
 	)
-	rd := proxytest.StartRedis(t)
-	up := proxytest.NewUpstream(t, nil)
+	rd := testkit.StartRedis(t)
+	up := testkit.NewUpstream(t, nil)
 	gws := cluster(t, 2, rd, up, `{rate_limit: {rate: 20, per: 1s, burst: 10, key: upstream, nodes: 2}}`)
 	r := &recorder{t: t, gws: gws, other: map[int]int{}}
 	refill := time.Duration(float64(burst) / rate * float64(time.Second))

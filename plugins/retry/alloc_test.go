@@ -5,7 +5,7 @@ package retry_test
 import (
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
@@ -13,7 +13,7 @@ import (
 // and with circuit_breaker) adds no allocation to the proxied request, for a
 // retryable GET and for a POST that is not retried.
 func TestRetryPassThroughAllocs(t *testing.T) {
-	im := proxytest.NewInMemory(t, `
+	im := testkit.NewInMemory(t, `
 log: {access_log: false}
 upstreams:
   up: {url: "http://upstream.test"}
@@ -21,7 +21,7 @@ upstreams:
 routes:
   retry: {path: "/retry", upstream: up, plugins: {retry: {}}}
   both: {path: "/both", upstream: pool, plugins: {retry: {}, circuit_breaker: {}}}
-`, func(ctx *fasthttp.RequestCtx) { ctx.Response.SetBodyRaw(proxytest.Body1K) })
+`, func(ctx *fasthttp.RequestCtx) { ctx.Response.SetBodyRaw(testkit.Body1K) })
 	for _, c := range []struct{ method, uri string }{
 		{"GET", "http://gateway/retry"}, {"POST", "http://gateway/retry"}, {"GET", "http://gateway/both"},
 	} {

@@ -8,17 +8,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
 
-func TestMain(m *testing.M) { proxytest.RunWithoutLeaks(m) }
+func TestMain(m *testing.M) { testkit.RunWithoutLeaks(m) }
 
 // gateway serves one route "/" to an upstream with the given upstream lines
 // and plugins block.
-func gateway(t *testing.T, upstream, plugins string) *proxytest.Gateway {
+func gateway(t *testing.T, upstream, plugins string) *testkit.Gateway {
 	t.Helper()
-	return proxytest.StartGateway(t, fmt.Sprintf(`
+	return testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams:
   up:
@@ -29,7 +29,7 @@ routes:
 `, upstream, plugins))
 }
 
-func metric(t *testing.T, gw *proxytest.Gateway, name string, labels ...string) float64 {
+func metric(t *testing.T, gw *testkit.Gateway, name string, labels ...string) float64 {
 	t.Helper()
 	v, _ := gw.Metrics(t).Value(name, labels...)
 	return v
@@ -37,18 +37,18 @@ func metric(t *testing.T, gw *proxytest.Gateway, name string, labels ...string) 
 
 func TestRetriesIdempotentRequests(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
+	up := testkit.NewFaultUpstream(t)
 	gw := gateway(t, `url: "`+up.URL+`"`, `{retry: {attempts: 3, backoff: 1ms}}`)
-	up.Script(proxytest.Err503, proxytest.Fault{Status: 502}, proxytest.OK)
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+	up.Script(testkit.Err503, testkit.Fault{Status: 502}, testkit.OK)
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 		t.Fatalf("status %d, want 200 after two retries", resp.Status)
 	}
 	if up.Hits() != 3 {
 		t.Errorf("hits = %d, want 3", up.Hits())
 	}
 	// attempts bounds the tries.
-	up.Script(proxytest.Err503, proxytest.Err503, proxytest.Err503, proxytest.OK)
-	if resp := proxytest.Do(t, "PUT", gw.URL+"/x", "v"); resp.Status != 503 {
+	up.Script(testkit.Err503, testkit.Err503, testkit.Err503, testkit.OK)
+	if resp := testkit.Do(t, "PUT", gw.URL+"/x", "v"); resp.Status != 503 {
 		t.Fatalf("status %d, want the third 503", resp.Status)
 	}
 	if up.Hits() != 6 {
@@ -61,8 +61,8 @@ func TestRetriesIdempotentRequests(t *testing.T) {
 		t.Errorf("retries{reason=502} = %v, want 1", v)
 	}
 	// A status not listed in on is not retried.
-	up.Script(proxytest.Err500, proxytest.OK)
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 500 {
+	up.Script(testkit.Err500, testkit.OK)
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 500 {
 		t.Errorf("500 (not in on): status %d, want it passed through", resp.Status)
 	}
 	if up.Hits() != 7 {
@@ -74,19 +74,19 @@ func TestRetriesIdempotentRequests(t *testing.T) {
 // the same body and key on every attempt.
 func TestPostNeedsIdempotencyKey(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
+	up := testkit.NewFaultUpstream(t)
 	gw := gateway(t, `url: "`+up.URL+`"`, `{retry: {attempts: 3, backoff: 1ms, methods: [GET, POST, PATCH]}}`)
-	for _, f := range []proxytest.Fault{proxytest.Err503, proxytest.ResetConn, proxytest.Delayed(0)} {
+	for _, f := range []testkit.Fault{testkit.Err503, testkit.ResetConn, testkit.Delayed(0)} {
 		before := up.Hits()
-		up.Script(f, proxytest.OK)
-		proxytest.Do(t, "POST", gw.URL+"/charge", `{"amount":100}`)
+		up.Script(f, testkit.OK)
+		testkit.Do(t, "POST", gw.URL+"/charge", `{"amount":100}`)
 		if got := up.Hits() - before; got != 1 {
 			t.Errorf("POST without Idempotency-Key after %+v: upstream hit %d times, want 1", f, got)
 		}
 	}
 	before := up.Hits()
-	up.Script(proxytest.Err503, proxytest.ResetConn, proxytest.OK)
-	resp := proxytest.Do(t, "POST", gw.URL+"/charge", `{"amount":100}`, "Idempotency-Key", "order-42")
+	up.Script(testkit.Err503, testkit.ResetConn, testkit.OK)
+	resp := testkit.Do(t, "POST", gw.URL+"/charge", `{"amount":100}`, "Idempotency-Key", "order-42")
 	if resp.Status != 200 {
 		t.Fatalf("POST with Idempotency-Key: %d, want 200 after retries", resp.Status)
 	}
@@ -107,14 +107,14 @@ var uuidV4 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-
 // every attempt, a new one per request; the caller's own key is kept.
 func TestGeneratedIdempotencyKey(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
+	up := testkit.NewFaultUpstream(t)
 	gw := gateway(t, `url: "`+up.URL+`"`, `{retry: {attempts: 3, backoff: 1ms, idempotency_key: generate}}`)
-	up.Script(proxytest.Err503, proxytest.Err503, proxytest.OK)
-	if resp := proxytest.Do(t, "POST", gw.URL+"/charge", "a=1"); resp.Status != 200 {
+	up.Script(testkit.Err503, testkit.Err503, testkit.OK)
+	if resp := testkit.Do(t, "POST", gw.URL+"/charge", "a=1"); resp.Status != 200 {
 		t.Fatalf("status %d", resp.Status)
 	}
-	up.Script(proxytest.Err503, proxytest.OK)
-	if resp := proxytest.Do(t, "PATCH", gw.URL+"/charge", "a=2"); resp.Status != 200 {
+	up.Script(testkit.Err503, testkit.OK)
+	if resp := testkit.Do(t, "PATCH", gw.URL+"/charge", "a=2"); resp.Status != 200 {
 		t.Fatalf("status %d", resp.Status)
 	}
 	reqs := up.Requests()
@@ -137,8 +137,8 @@ func TestGeneratedIdempotencyKey(t *testing.T) {
 			t.Errorf("attempt %d: key %q, want %q (the same on every attempt)", i, got, want)
 		}
 	}
-	up.Script(proxytest.OK)
-	proxytest.Do(t, "POST", gw.URL+"/charge", "", "Idempotency-Key", "mine")
+	up.Script(testkit.OK)
+	testkit.Do(t, "POST", gw.URL+"/charge", "", "Idempotency-Key", "mine")
 	if got := up.Requests()[5].Header.Values("Idempotency-Key"); len(got) != 1 || got[0] != "mine" {
 		t.Errorf("caller's key became %q", got)
 	}
@@ -147,11 +147,11 @@ func TestGeneratedIdempotencyKey(t *testing.T) {
 // Transport failures are retried as conn_error and timeout.
 func TestRetriesTransportFailures(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
+	up := testkit.NewFaultUpstream(t)
 	gw := gateway(t, `url: "`+up.URL+`"
     timeout: 200ms`, `{retry: {attempts: 5, backoff: 1ms}}`)
-	up.Script(proxytest.Delayed(time.Second), proxytest.Garbage, proxytest.HalfBody, proxytest.ResetConn, proxytest.OK)
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 || string(resp.Body) != "ok" {
+	up.Script(testkit.Delayed(time.Second), testkit.Garbage, testkit.HalfBody, testkit.ResetConn, testkit.OK)
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 || string(resp.Body) != "ok" {
 		t.Fatalf("status %d %q, want 200 ok", resp.Status, resp.Body)
 	}
 	if up.Hits() != 5 {
@@ -171,8 +171,8 @@ func TestRetriesTransportFailures(t *testing.T) {
 // the retries at once with the provider's answer.
 func TestRetryAfter(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	gw := proxytest.StartGateway(t, `
+	up := testkit.NewFaultUpstream(t)
+	gw := testkit.StartGateway(t, `
 log: {access_log: false}
 upstreams:
   up:
@@ -184,18 +184,18 @@ routes:
   r: {path: "/{p:*}", upstream: up}
   short: {path: "/short", upstream: up, deadline: 2s}
 `)
-	up.Script(proxytest.Fault{Status: 429, Header: []string{"Retry-After: 1"}}, proxytest.OK)
+	up.Script(testkit.Fault{Status: 429, Header: []string{"Retry-After: 1"}}, testkit.OK)
 	start := time.Now()
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 		t.Fatalf("status %d", resp.Status)
 	}
 	if d := time.Since(start); d < time.Second {
 		t.Errorf("retried after %v, before the provider's Retry-After of 1s", d)
 	}
-	up.Script(proxytest.Fault{Status: 503, Header: []string{"Retry-After: 30"}}, proxytest.OK)
+	up.Script(testkit.Fault{Status: 503, Header: []string{"Retry-After: 30"}}, testkit.OK)
 	before := up.Hits()
 	start = time.Now()
-	resp := proxytest.Do(t, "GET", gw.URL+"/short", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/short", "")
 	if resp.Status != 503 || resp.Header.Get("Retry-After") != "30" {
 		t.Errorf("status %d Retry-After %q, want the provider's 503 and its Retry-After", resp.Status, resp.Header.Get("Retry-After"))
 	}
@@ -211,15 +211,15 @@ routes:
 // The retry budget caps retries under a sustained failure.
 func TestRetryBudget(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Err503)
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Err503)
 	gw := gateway(t, `url: "`+up.URL+`"`, `{retry: {attempts: 3, backoff: 1ms, budget: 0.2, min_retries: 0, budget_window: 1m}}`)
 	const n = 50
 	var wg sync.WaitGroup
 	for range 5 {
 		wg.Go(func() {
 			for range n / 5 {
-				if _, err := proxytest.TryDo("GET", gw.URL+"/x", ""); err != nil {
+				if _, err := testkit.TryDo("GET", gw.URL+"/x", ""); err != nil {
 					t.Error(err)
 				}
 			}
@@ -243,13 +243,13 @@ func TestRetryBudget(t *testing.T) {
 // The deadline covers every attempt and the waits between them.
 func TestDeadlineHolds(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Delayed(2 * time.Second))
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Delayed(2 * time.Second))
 	gw := gateway(t, `url: "`+up.URL+`"
     timeout: 300ms
     deadline: 700ms`, `{retry: {attempts: 10, backoff: 50ms, max_backoff: 50ms}}`)
 	start := time.Now()
-	resp := proxytest.Do(t, "GET", gw.URL+"/x", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/x", "")
 	elapsed := time.Since(start)
 	var p struct {
 		Code string `json:"code"`
@@ -269,14 +269,14 @@ func TestDeadlineHolds(t *testing.T) {
 // Each attempt goes to another target when there are several.
 func TestRetryGoesToAnotherTarget(t *testing.T) {
 	t.Parallel()
-	bad, good := proxytest.NewFaultUpstream(t), proxytest.NewFaultUpstream(t)
-	bad.SetDefault(proxytest.Err503)
+	bad, good := testkit.NewFaultUpstream(t), testkit.NewFaultUpstream(t)
+	bad.SetDefault(testkit.Err503)
 	for _, cb := range []string{"", ", circuit_breaker: {consecutive_failures: 100}"} {
 		gw := gateway(t, fmt.Sprintf(`targets: ["%s", "%s"]
     outlier: {enabled: false}`, bad.URL, good.URL), `{retry: {attempts: 2, backoff: 1ms}`+cb+`}`)
 		b0, g0 := bad.Hits(), good.Hits()
 		for i := range 10 {
-			if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+			if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 				t.Fatalf("%q request %d: %d, want the retry to reach the good target", cb, i, resp.Status)
 			}
 		}
@@ -289,10 +289,10 @@ func TestRetryGoesToAnotherTarget(t *testing.T) {
 // An open circuit is not retried: the breaker answers, the upstream rests.
 func TestRetryStopsAtOpenCircuit(t *testing.T) {
 	t.Parallel()
-	up := proxytest.NewFaultUpstream(t)
-	up.SetDefault(proxytest.Err503)
+	up := testkit.NewFaultUpstream(t)
+	up.SetDefault(testkit.Err503)
 	gw := gateway(t, `url: "`+up.URL+`"`, `{retry: {attempts: 5, backoff: 1ms}, circuit_breaker: {consecutive_failures: 2, open_for: 1m}}`)
-	resp := proxytest.Do(t, "GET", gw.URL+"/x", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/x", "")
 	var p struct {
 		Code string `json:"code"`
 	}
@@ -321,7 +321,7 @@ func TestRetryConfigErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			probs := proxytest.ConfigProblems(t, fmt.Sprintf(`
+			probs := testkit.ConfigProblems(t, fmt.Sprintf(`
 upstreams:
   up: {url: "http://127.0.0.1:1"}
 routes:
@@ -331,7 +331,7 @@ routes:
     plugins:
       retry: %s
 `, c.block))
-			proxytest.WantOneProblem(t, probs, "routes.r.plugins.retry."+c.path, c.msg)
+			testkit.WantOneProblem(t, probs, "routes.r.plugins.retry."+c.path, c.msg)
 		})
 	}
 }
@@ -342,7 +342,7 @@ func TestRetriedAnswerIsFaithful(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	n := 0
-	up := proxytest.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		mu.Lock()
 		n++
 		first := n == 1
@@ -358,7 +358,7 @@ func TestRetriedAnswerIsFaithful(t *testing.T) {
 		ctx.SetBodyString("raw bytes")
 	})
 	gw := gateway(t, `url: "`+up.URL+`"`, `{retry: {backoff: 1ms}}`)
-	resp := proxytest.Do(t, "GET", gw.URL+"/x", "")
+	resp := testkit.Do(t, "GET", gw.URL+"/x", "")
 	if resp.Status != 200 || string(resp.Body) != "raw bytes" || resp.Header.Get("X-Good") != "1" {
 		t.Fatalf("got %d %v %q", resp.Status, resp.Header, resp.Body)
 	}

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"net"
 	"net/url"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sluice-gw/sluice/proxy/httpx"
 )
 
 // Config is the whole gateway configuration (schema v1, see docs/configuration.md). It is

@@ -2,16 +2,16 @@ package config_test
 
 import (
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // problems checks yaml like `sluice validate` and returns every problem as
@@ -19,7 +19,7 @@ import (
 func problems(t *testing.T, yaml string) []string {
 	t.Helper()
 	var out []string
-	for _, p := range proxytest.ConfigProblems(t, yaml) {
+	for _, p := range testkit.ConfigProblems(t, yaml) {
 		out = append(out, p.Error())
 	}
 	return out

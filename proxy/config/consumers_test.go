@@ -1,13 +1,13 @@
 package config_test
 
 import (
-	"github.com/sluice-gw/sluice/proxy/config"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 func TestConsumersConfig(t *testing.T) {
@@ -28,8 +28,8 @@ func TestConsumersConfig(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			probs := proxytest.ConfigProblems(t, minimal+"consumers: "+c.consumers+"\n")
-			proxytest.WantOneProblem(t, probs, c.path, c.msg)
+			probs := testkit.ConfigProblems(t, minimal+"consumers: "+c.consumers+"\n")
+			testkit.WantOneProblem(t, probs, c.path, c.msg)
 			for _, p := range probs {
 				if strings.Contains(p.Msg, "0123456789") {
 					t.Errorf("a problem shows a key: %v", p)
@@ -43,7 +43,7 @@ func TestSecretFromFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "admin-token")
-	proxytest.WriteFile(t, file, "file-secret-value-1\n")
+	testkit.WriteFile(t, file, "file-secret-value-1\n")
 	doc := minimal + "admin: {token: \"file:" + file + "\"}\nconsumers: {billing: {keys: [\"file:" + file + "\"]}}\n"
 	cfg, err := config.LoadBytes([]byte(doc))
 	if err != nil {
@@ -60,7 +60,7 @@ func TestSecretFromFile(t *testing.T) {
 	}
 
 	// A reload reads the file again.
-	proxytest.WriteFile(t, file, "file-secret-value-2")
+	testkit.WriteFile(t, file, "file-secret-value-2")
 	cfg, err = config.LoadBytes([]byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -73,12 +73,12 @@ func TestSecretFromFile(t *testing.T) {
 		{"file:" + filepath.Join(dir, "missing"), "cannot read secret file"},
 		{"file:relative/path", "absolute path"},
 	} {
-		probs := proxytest.ConfigProblems(t, minimal+"admin: {token: \""+c.value+"\"}\n")
-		proxytest.WantOneProblem(t, probs, "admin.token", c.msg)
+		probs := testkit.ConfigProblems(t, minimal+"admin: {token: \""+c.value+"\"}\n")
+		testkit.WantOneProblem(t, probs, "admin.token", c.msg)
 	}
 	empty := filepath.Join(dir, "empty")
 	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	proxytest.WantOneProblem(t, proxytest.ConfigProblems(t, minimal+"admin: {token: \"file:"+empty+"\"}\n"), "admin.token", "is empty")
+	testkit.WantOneProblem(t, testkit.ConfigProblems(t, minimal+"admin: {token: \"file:"+empty+"\"}\n"), "admin.token", "is empty")
 }

@@ -3,7 +3,6 @@ package config_test
 import (
 	"bytes"
 	"errors"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // yamlPosition matches the position a YAML parse error gives ("[3:7]", "line 3").

@@ -517,10 +517,9 @@ func describeKey(k any) string {
 	return fmt.Sprintf("a %T", k)
 }
 
-// ExpandEnv expands ${VAR}, ${VAR:-default} and $$ in s from the process
-// environment. It fails on an unset VAR without default and on an unclosed ${.
-func ExpandEnv(s string) (string, error) { return expandEnv(s, nil) }
-
+// expandEnv expands ${VAR}, ${VAR:-default} and $$ in s from the process
+// environment, telling seen each variable it used. It fails on an unset VAR
+// without default and on an unclosed ${.
 func expandEnv(s string, seen func(name, value string)) (string, error) {
 	if !strings.Contains(s, "$") {
 		return s, nil

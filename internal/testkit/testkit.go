@@ -1,8 +1,11 @@
-// Package proxytest starts real servers on 127.0.0.1 for tests: upstreams
+// Package testkit starts real servers on 127.0.0.1 for tests: upstreams
 // that record what they receive, and a complete gateway built from YAML with
 // its proxy and admin listeners. Nothing is mocked; everything is torn down
 // by t.Cleanup.
-package proxytest
+//
+// It is for tests only: no production package may import it (it imports
+// every plugin, and it is no API). TestOnlyTestsImportTheKit checks that.
+package testkit
 
 import (
 	"bytes"
@@ -10,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"io"
 	"net"
 	"net/http"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 )
 
@@ -298,6 +301,12 @@ func stringsReader(s string) io.Reader { return strings.NewReader(s) }
 // A file that cannot be parsed at all fails the test.
 func ConfigProblems(t testing.TB, yaml string) []*config.FieldError {
 	t.Helper()
+	return ConfigProblemsWith(t, plugins.Registry(), yaml)
+}
+
+// ConfigProblemsWith is ConfigProblems with the given plugins.
+func ConfigProblemsWith(t testing.TB, reg *proxy.Registry, yaml string) []*config.FieldError {
+	t.Helper()
 	file := t.TempDir() + "/sluice.yaml"
 	WriteFile(t, file, yaml)
 	cfg, err := config.Load(file)
@@ -309,7 +318,7 @@ func ConfigProblems(t testing.TB, yaml string) []*config.FieldError {
 	case err != nil:
 		t.Fatalf("config cannot be read: %v", err)
 	}
-	if errors.As(proxy.Check(cfg, plugins.Registry()), &ce) {
+	if errors.As(proxy.Check(cfg, reg), &ce) {
 		for _, p := range ce.Problems {
 			if !slices.ContainsFunc(out, func(q *config.FieldError) bool { return *q == *p }) {
 				out = append(out, p)
@@ -370,7 +379,7 @@ func WithPlugin(after string, f *proxy.Factory) *proxy.Registry {
 	places := plugins.Pipeline()
 	i := slices.Index(plugins.Registry().Stages(), after)
 	if i < 0 {
-		panic("proxytest: no place named " + after)
+		panic("testkit: no place named " + after)
 	}
 	return proxy.NewRegistry(slices.Insert(places, i+1, proxy.Place(f))...)
 }

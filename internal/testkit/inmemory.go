@@ -1,14 +1,14 @@
-package proxytest
+package testkit
 
 import (
 	"context"
-	"github.com/sluice-gw/sluice/proxy/config"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )

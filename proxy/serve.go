@@ -1,0 +1,277 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// serve is the fasthttp handler: limits, routing, then the route's pipeline.
+func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
+	st := g.state.Load()
+	st.active.Add(1)
+	n := g.metrics.inflight.Add(1)
+	switch {
+	case st.maxInflight > 0 && n > st.maxInflight:
+		st.reject(ctx, errOverloaded)
+	case hasDotSegment(ctx.Request.URI().PathOriginal()):
+		st.reject(ctx, errDotSegment)
+	case !isHTTP1(ctx.Request.Header.Protocol()):
+		st.reject(ctx, errHTTPVersion)
+	case !validHost(ctx.Request.Header.Host(), ctx.Request.Header.IsHTTP11()):
+		st.reject(ctx, errHost)
+	default:
+		if h := st.table.lookup(ctx); h != nil {
+			h(ctx)
+		} else {
+			st.reject(ctx, st.notFound(ctx))
+		}
+	}
+	g.metrics.inflight.Add(-1)
+	st.active.Add(-1)
+}
+
+// serveError answers requests that fasthttp could not read: they never reach
+// a route or an upstream.
+func (g *Gateway) serveError(ctx *fasthttp.RequestCtx, err error) {
+	st := g.state.Load()
+	var e *Error
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		e = Errorf(CodeRequestTooLarge, "the request body is larger than %s (server.max_request_body)", st.cfg.Server.MaxRequestBody)
+	case errors.As(err, &small):
+		e = Errorf(CodeRequestTooLarge, "the request head is larger than %s (server.max_header_size)", st.cfg.Server.MaxHeaderSize)
+		e.Status = fasthttp.StatusRequestHeaderFieldsTooLarge
+	case errors.As(err, &netErr) && netErr.Timeout():
+		e = NewError(CodeBadRequest, "the request was not received within server.read_timeout")
+		e.Status = fasthttp.StatusRequestTimeout
+	default:
+		e = NewError(CodeBadRequest, "malformed HTTP request")
+	}
+	e.Err = err
+	st.reject(ctx, e)
+}
+
+// reject answers a request that no route serves.
+func (st *state) reject(ctx *fasthttp.RequestCtx, err *Error) {
+	ex := acquireExchange()
+	ex.begin(ctx, nil)
+	st.writeError(ctx, ex, err)
+	st.finish(ctx, ex, st.unmatched)
+	releaseExchange(ex)
+}
+
+func (st *state) notFound(ctx *fasthttp.RequestCtx) *Error {
+	if allow := st.table.allowed(ctx); len(allow) > 0 {
+		e := Errorf(CodeMethodNotAllowed, "%s is not allowed here; allowed: %s", ctx.Method(), strings.Join(allow, ", "))
+		e.Allow = strings.Join(allow, ", ")
+		return e
+	}
+	return Errorf(CodeRouteNotFound, "no route matches %s %s", ctx.Method(), ctx.Request.URI().PathOriginal())
+}
+
+// serve runs one request through the route's pipeline and writes the answer.
+func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
+	st := rt.st
+	ex := acquireExchange()
+	var head requestHead
+	scanRequestHead(ctx.Request.Header.RawHeaders(), &head)
+	ex.begin(ctx, &head)
+	ex.Route, ex.Upstream = rt, rt.Upstream
+	if rt.Deadline > 0 {
+		ex.deadline = ex.startNano + int64(rt.Deadline)
+	}
+	switch {
+	case head.badName:
+		st.writeError(ctx, ex, errHeaderName)
+	case head.expect != nil && !asciiEqualFold100Continue(head.expect):
+		st.writeError(ctx, ex, errExpect)
+	case head.hops&methodOverrides != 0:
+		st.writeError(ctx, ex, errMethodOverride)
+	case !rt.reserveRequestBody(ctx, ex):
+		st.writeError(ctx, ex, errRequestBodyBudget)
+	default:
+		prepareRequest(ctx, ex, &head)
+		if err := rt.run(ctx, ex); err != nil {
+			st.writeError(ctx, ex, err)
+		}
+	}
+	st.finish(ctx, ex, rt.metrics)
+	ex.settleBodies(&ctx.Response)
+	releaseExchange(ex)
+}
+
+// reserveRequestBody takes the request body's share of the body budget; a
+// request without a body costs nothing.
+func (rt *Route) reserveRequestBody(ctx *fasthttp.RequestCtx, ex *Exchange) bool {
+	n := int64(len(ctx.Request.Body()))
+	if n == 0 {
+		return true
+	}
+	b := rt.Upstream.bodies
+	if !b.take(n) {
+		return false
+	}
+	ex.reqHeld, ex.budget = n, b
+	return true
+}
+
+// run calls the pipeline; a panic in any stage becomes an internal_error.
+func (rt *Route) run(ctx *fasthttp.RequestCtx, ex *Exchange) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rt.st.log.Error("panic in pipeline", "route", rt.Name, "request_id", string(ex.requestID),
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = NewError(CodeInternalError, "internal error")
+		}
+	}()
+	return rt.handler.Handle(ctx, ex)
+}
+
+var strAllow = []byte("Allow")
+
+// writeError renders err as problem+json: the one place gateway errors are written.
+func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
+	e := Classify(err)
+	ex.Err = e
+	p := ProblemFor(e, ctx, ex)
+	p.Write(ctx, ex)
+	if e.Allow != "" {
+		ctx.Response.Header.SetBytesKV(strAllow, []byte(e.Allow))
+	}
+	if e.Authenticate != "" {
+		ctx.Response.Header.Set("WWW-Authenticate", e.Authenticate)
+	}
+	if e.Code == CodeInternalError {
+		st.log.Error("request failed", "code", e.Code.String(), "request_id", string(ex.requestID), "error", e.Error())
+	} else if e.Err != nil && st.log.Enabled(context.Background(), slog.LevelDebug) {
+		st.log.Debug("request failed", "code", e.Code.String(), "request_id", string(ex.requestID), "error", e.Error())
+	}
+}
+
+// finish completes every response: X-Request-Id, metrics, access log.
+func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics) {
+	if len(ex.addHeader) > 0 {
+		ex.applyResponseHeaders(&ctx.Response)
+	}
+	ctx.Response.Header.SetCanonical(strXRequestID, ex.requestID)
+	status := ctx.Response.StatusCode()
+	elapsed := since(ex.startNano)
+	rm.countRequest(ctx.Method(), status)
+	rm.duration.Observe(elapsed.Seconds())
+	if ex.problem != 0 {
+		rm.countError(ex.problem - 1)
+	}
+	if st.accessLog {
+		st.logAccess(ctx, ex, rm, status, elapsed)
+	}
+}
+
+func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics, status int, elapsed time.Duration) {
+	attrs := make([]slog.Attr, 0, 14)
+	attrs = append(attrs,
+		slog.String("route", rm.route),
+		slog.String("upstream", rm.upstream),
+		slog.String("method", string(ctx.Method())),
+		slog.String("path", string(ex.Path())),
+		slog.Int("status", status),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		slog.Int("bytes_in", len(ctx.Request.Body())),
+		slog.Int("bytes_out", len(ctx.Response.Body())),
+		slog.String("request_id", string(ex.requestID)),
+		slog.String("remote", string(appendRemoteIP(nil, ctx.RemoteAddr()))),
+	)
+	if ex.Attempts > 0 {
+		attrs = append(attrs, slog.Int("attempts", ex.Attempts), slog.String("target", ex.Target.URL))
+	}
+	if ex.Consumer != "" {
+		attrs = append(attrs, slog.String("consumer", ex.Consumer))
+	}
+	if ex.problem != 0 {
+		attrs = append(attrs, slog.String("code", (ex.problem-1).String()))
+	}
+	st.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+}
+
+// upstreamCall is the terminal handler of one route: it sends the request to
+// a target of the route's upstream and reads the answer into ctx.Response.
+type upstreamCall struct {
+	u           *Upstream
+	stripPrefix string
+}
+
+var (
+	strHTTPS = []byte("https")
+)
+
+// Handle makes one attempt. The request URI is rebuilt from the caller's raw
+// path and query on every attempt (a retry may go to another target). Unless
+// an outer stage chose the target (Exchange.UseTarget), a retry goes to
+// another target than the attempt before when there are several.
+func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
+	u := c.u
+	timeout := u.Timeout
+	if left := ex.Remaining(); left < timeout {
+		if left <= 0 {
+			return errDeadline
+		}
+		timeout = left // the attempt may not outlive the call's deadline
+	}
+	t := ex.nextTarget
+	if t == nil {
+		t = u.PickExcept(ex.Target)
+	}
+	ex.Target, ex.nextTarget = t, nil
+	ex.Attempts++
+
+	req := &ctx.Request
+	ex.uri = ex.appendOutboundURI(ex.uri[:0], t, c.stripPrefix)
+	req.SetRequestURIBytes(ex.uri)
+	req.Header.SetHostBytes(t.host)
+	if t.scheme[len(t.scheme)-1] == 's' {
+		req.URI().SetSchemeBytes(strHTTPS)
+	}
+
+	t.health.inflight.Add(1)
+	start := nanotime()
+	err := u.roundTrip(t, ctx, ex, timeout)
+	elapsed := since(start).Seconds()
+	t.health.inflight.Add(-1)
+	if err != nil {
+		if err == errCallerGone { // says nothing about the target
+			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
+			return err
+		}
+		ce := Classify(&transportError{err})
+		switch ce.Code {
+		case CodeUpstreamTimeout:
+			u.metrics.byOutcome[OutcomeTimeout].Observe(elapsed)
+		case CodeOverloaded: // our own max_conns: says nothing about the target
+			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
+			return ce
+		default:
+			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
+		}
+		u.observe(t, true)
+		return ce
+	}
+	if ctx.Response.StatusCode() >= 500 {
+		u.metrics.byOutcome[OutcomeErrorStatus].Observe(elapsed)
+		u.observe(t, true)
+	} else {
+		u.metrics.byOutcome[OutcomeOK].Observe(elapsed)
+		u.observe(t, false)
+	}
+	stripHopByHopResponse(&ctx.Response.Header, ex)
+	ex.FromUpstream = true
+	return nil
+}
