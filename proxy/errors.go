@@ -104,12 +104,22 @@ type Error struct {
 	RetryAfter time.Duration
 	// Err is the cause, logged but never sent to the caller.
 	Err error
-	// Allow is the Allow header of a 405 answer.
-	Allow string
-	// Authenticate is the WWW-Authenticate header of a 401 answer.
-	Authenticate string
+	// Header holds headers the answer needs besides the problem body: Allow
+	// on a 405, WWW-Authenticate on a 401. Set them with WithHeader when the
+	// error is built (once, for a prebuilt error): writing them allocates
+	// nothing.
+	Header []HeaderField
 
 	retry retryClass
+}
+
+// HeaderField is one header of an error's answer.
+type HeaderField struct{ Name, Value []byte }
+
+// WithHeader adds a header to the error's answer and returns e.
+func (e *Error) WithHeader(name, value string) *Error {
+	e.Header = append(e.Header, HeaderField{[]byte(name), []byte(value)})
+	return e
 }
 
 // NewError returns an *Error with the code's default status and retry rule.

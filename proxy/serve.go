@@ -73,8 +73,7 @@ func (st *state) reject(ctx *fasthttp.RequestCtx, err *Error) {
 func (st *state) notFound(ctx *fasthttp.RequestCtx) *Error {
 	if allow := st.table.allowed(ctx); len(allow) > 0 {
 		e := Errorf(CodeMethodNotAllowed, "%s is not allowed here; allowed: %s", ctx.Method(), strings.Join(allow, ", "))
-		e.Allow = strings.Join(allow, ", ")
-		return e
+		return e.WithHeader("Allow", strings.Join(allow, ", "))
 	}
 	return Errorf(CodeRouteNotFound, "no route matches %s %s", ctx.Method(), ctx.Request.URI().PathOriginal())
 }
@@ -137,19 +136,14 @@ func (rt *Route) run(ctx *fasthttp.RequestCtx, ex *Exchange) (err error) {
 	return rt.handler.Handle(ctx, ex)
 }
 
-var strAllow = []byte("Allow")
-
 // writeError renders err as problem+json: the one place gateway errors are written.
 func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
 	e := Classify(err)
 	ex.Err = e
 	p := ProblemFor(e, ctx, ex)
 	p.Write(ctx, ex)
-	if e.Allow != "" {
-		ctx.Response.Header.SetBytesKV(strAllow, []byte(e.Allow))
-	}
-	if e.Authenticate != "" {
-		ctx.Response.Header.Set("WWW-Authenticate", e.Authenticate)
+	for _, h := range e.Header {
+		ctx.Response.Header.SetBytesKV(h.Name, h.Value)
 	}
 	if e.Code == CodeInternalError {
 		st.log.Error("request failed", "code", e.Code.String(), "request_id", string(ex.requestID), "error", e.Error())

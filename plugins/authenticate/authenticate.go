@@ -165,16 +165,14 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	// Prebuilt answers: a refused call costs no allocation either.
 	a.errMissing = unauthorized("this route needs a consumer key: send it in X-Api-Key or as Authorization: Bearer <key>")
 	a.errInvalidKey = unauthorized("the consumer key is not valid")
-	a.errInvalidToken = unauthorized("the bearer token is not valid")
-	a.errInvalidToken.Authenticate = `Bearer realm="sluice", error="invalid_token"`
+	a.errInvalidToken = proxy.NewError(proxy.CodeUnauthorized, "the bearer token is not valid").
+		WithHeader("WWW-Authenticate", `Bearer realm="sluice", error="invalid_token"`)
 	a.errForbidden = proxy.NewError(proxy.CodeForbidden, "this consumer is not allowed on this route")
 	return a, nil
 }
 
 func unauthorized(detail string) *proxy.Error {
-	e := proxy.NewError(proxy.CodeUnauthorized, detail)
-	e.Authenticate = challenge
-	return e
+	return proxy.NewError(proxy.CodeUnauthorized, detail).WithHeader("WWW-Authenticate", challenge)
 }
 
 func listOf(names []string) string {

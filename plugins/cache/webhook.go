@@ -57,16 +57,15 @@ func newWebhook(w *WebhookConfig, seen *seenSet) (*webhook, error) {
 }
 
 var (
-	errSignature = proxy.NewError(proxy.CodeUnauthorized, "the webhook signature is missing, malformed, stale or does not match")
-	errReplay    = proxy.NewError(proxy.CodeUnauthorized, "this webhook delivery was already accepted: a replay is refused")
+	errSignature     = proxy.NewError(proxy.CodeUnauthorized, "the webhook signature is missing, malformed, stale or does not match")
+	errReplay        = proxy.NewError(proxy.CodeUnauthorized, "this webhook delivery was already accepted: a replay is refused")
+	errWebhookMethod = proxy.NewError(proxy.CodeMethodNotAllowed, "webhooks are delivered with POST").WithHeader("Allow", "POST")
 )
 
 // handle verifies and applies one webhook; the upstream is never called.
 func (w *webhook) handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, s *Store) error {
 	if !ctx.IsPost() {
-		e := proxy.NewError(proxy.CodeMethodNotAllowed, "webhooks are delivered with POST")
-		e.Allow = "POST"
-		return e
+		return errWebhookMethod
 	}
 	body := ctx.Request.Body()
 	mac, expires, ok := w.verify(ctx.Request.Header.PeekBytes(w.header), body)
