@@ -31,30 +31,72 @@ const (
 
 var allParts = []string{PartMethod, PartPath, PartQuery, PartTimestamp, PartBody}
 
-func (c *Credential) checkHMAC(at func(string) string, p *config.Problems) {
+// hmacCredential is type hmac: each request is signed (see README for the
+// exact string to sign).
+type hmacCredential struct {
+	// Secret is the signing key.
+	Secret config.Secret `koanf:"secret" json:"secret,omitempty"`
+	// Algorithm is sha256 (default) or sha512.
+	Algorithm string `koanf:"algorithm" json:"algorithm,omitempty"`
+	// Header receives the signature. Default "X-Signature".
+	Header string `koanf:"header" json:"header,omitempty"`
+	// TimestampHeader receives the Unix time in seconds the request was
+	// signed at. Default "X-Timestamp" when the timestamp is signed, else
+	// none.
+	TimestampHeader string `koanf:"timestamp_header" json:"timestamp_header,omitempty"`
+	// Sign lists the signed parts, in this order: method, path, query,
+	// timestamp, body (hex SHA-256 of the body). Default all five.
+	Sign []string `koanf:"sign" json:"sign,omitempty"`
+	// Encoding of the signature: hex (default) or base64.
+	Encoding string `koanf:"encoding" json:"encoding,omitempty"`
+	// Prefix is written before the signature, e.g. "sha256=". Default none.
+	Prefix string `koanf:"prefix" json:"prefix,omitempty"`
+}
+
+// Defaults sets the defaults that depend on no other setting.
+func (c *hmacCredential) Defaults() {
+	c.Algorithm = defaultHMACAlgorithm
+	c.Header = defaultHMACHeader
+	c.Sign = slices.Clone(allParts)
+	c.Encoding = defaultHMACEncoding
+}
+
+func (*hmacCredential) kind() string { return TypeHMAC }
+
+// settle fills what is written empty with its default, and the timestamp
+// header when the timestamp is signed.
+func (c *hmacCredential) settle() credential {
+	s := *c
+	if s.Algorithm == "" {
+		s.Algorithm = defaultHMACAlgorithm
+	}
+	if s.Encoding == "" {
+		s.Encoding = defaultHMACEncoding
+	}
+	if s.Header == "" {
+		s.Header = defaultHMACHeader
+	}
+	if len(s.Sign) == 0 {
+		s.Sign = slices.Clone(allParts)
+	}
+	if s.TimestampHeader == "" && slices.Contains(s.Sign, PartTimestamp) {
+		s.TimestampHeader = defaultTimestampHdr
+	}
+	return &s
+}
+
+func (c *hmacCredential) check(at func(string) string, p *config.Problems) {
 	if !c.Secret.IsSet() {
 		p.Add(at("secret"), "is required (is its ${VAR} or file: source empty?)")
-	}
-	if c.Algorithm == "" {
-		c.Algorithm = defaultHMACAlgorithm
 	}
 	if c.Algorithm != "sha256" && c.Algorithm != "sha512" {
 		p.Addf(at("algorithm"), "unknown algorithm %q: want sha256 or sha512", c.Algorithm)
 	}
-	if c.Encoding == "" {
-		c.Encoding = defaultHMACEncoding
-	}
 	if c.Encoding != "hex" && c.Encoding != "base64" {
 		p.Addf(at("encoding"), "unknown encoding %q: want hex or base64", c.Encoding)
 	}
-	if c.Header == "" {
-		c.Header = defaultHMACHeader
-	}
 	if !httpx.ValidToken(c.Header) || reservedHeader(c.Header) {
 		p.Addf(at("header"), "invalid header name %q", c.Header)
-	}
-	if len(c.Sign) == 0 {
-		c.Sign = slices.Clone(allParts)
 	}
 	seen := map[string]bool{}
 	for i, part := range c.Sign {
@@ -67,9 +109,6 @@ func (c *Credential) checkHMAC(at func(string) string, p *config.Problems) {
 		}
 		seen[part] = true
 	}
-	if seen[PartTimestamp] && c.TimestampHeader == "" {
-		c.TimestampHeader = defaultTimestampHdr
-	}
 	if c.TimestampHeader != "" && (!httpx.ValidToken(c.TimestampHeader) || reservedHeader(c.TimestampHeader)) {
 		p.Addf(at("timestamp_header"), "invalid header name %q", c.TimestampHeader)
 	}
@@ -77,6 +116,8 @@ func (c *Credential) checkHMAC(at func(string) string, p *config.Problems) {
 		p.Add(at("prefix"), "must not contain CR, LF or NUL")
 	}
 }
+
+func (c *hmacCredential) newInjector(*proxy.Build) (injector, error) { return newHMAC(c), nil }
 
 // hmacSigner signs each request. The string to sign is the selected parts,
 // in the order method, path, query, timestamp, body, joined by "\n" (see
@@ -101,7 +142,7 @@ type signState struct {
 	out [8 + 2*sha512.Size]byte // the header value, when the prefix is short
 }
 
-func newHMAC(c *Credential) (*hmacSigner, error) {
+func newHMAC(c *hmacCredential) *hmacSigner {
 	newHash := sha256.New
 	if c.Algorithm == "sha512" {
 		newHash = sha512.New
@@ -118,7 +159,7 @@ func newHMAC(c *Credential) (*hmacSigner, error) {
 	}
 	s.hasTS = slices.Contains(c.Sign, PartTimestamp)
 	s.macs.New = func() any { return &signState{mac: hmac.New(newHash, key)} }
-	return s, nil
+	return s
 }
 
 func (s *hmacSigner) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {

@@ -8,19 +8,20 @@
 // It runs after the cache and outside retry and the circuit breaker: the
 // credential is attached once per call and kept by every retry. It does not
 // authenticate callers (authenticate does) and never shows a secret: every
-// secret field is a proxy.Secret.
+// secret field is a config.Secret.
 package injectauth
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -42,74 +43,96 @@ const (
 
 var types = []string{TypeBearer, TypeHeader, TypeQuery, TypeBasic, TypeOAuth2, TypeHMAC}
 
-// Credential is one way of authenticating to the provider. Which fields
-// apply depends on Type; setting a field another type uses is an error.
-type Credential struct {
-	// Type is bearer, header, query, basic, oauth2_client_credentials or hmac. Required.
-	Type string `koanf:"type" json:"type"`
+// credential is the settings of one credential type: one struct per type
+// (bearerCredential, headerCredential, queryCredential, basicCredential,
+// oauth2Credential, hmacCredential), whose koanf tags are the keys the type
+// accepts. A block is decoded strictly onto the struct of its type, made by
+// newCredential with the type's defaults.
+type credential interface {
+	// kind is the type's name in YAML.
+	kind() string
+	// settle returns the credential with the defaults that depend on other
+	// settings (or replace a value written empty) in place: a copy when any
+	// is needed. check and newInjector are called on settled credentials.
+	settle() credential
+	// check reports the credential's problems at the key paths at makes. It
+	// changes nothing.
+	check(at func(key string) string, p *config.Problems)
+	// newInjector builds the credential's injector for one route.
+	newInjector(b *proxy.Build) (injector, error)
+}
 
-	// Token is the bearer token (type bearer): sent as "Authorization: Bearer TOKEN".
-	Token config.Secret `koanf:"token" json:"token,omitempty"`
-	// Name is the header (type header) or query parameter (type query) that carries Value.
-	Name string `koanf:"name" json:"name,omitempty"`
-	// Value is the header or query parameter value (types header, query).
-	Value config.Secret `koanf:"value" json:"value,omitempty"`
-	// Keys is a pool of tokens or values (types bearer, header, query) used
-	// instead of Token/Value, one per request in turn (round-robin), so that
-	// a per-key quota is multiplied.
-	Keys []config.Secret `koanf:"keys" json:"keys,omitempty"`
-	// Username and Password are sent as HTTP Basic credentials (type basic).
-	Username string        `koanf:"username" json:"username,omitempty"`
-	Password config.Secret `koanf:"password" json:"password,omitempty"`
+// newCredential returns the settings struct of type typ holding its
+// defaults, or nil when typ is not a credential type.
+func newCredential(typ string) credential {
+	var c credential
+	switch typ {
+	case TypeBearer:
+		c = &bearerCredential{}
+	case TypeHeader:
+		c = &headerCredential{}
+	case TypeQuery:
+		c = &queryCredential{}
+	case TypeBasic:
+		c = &basicCredential{}
+	case TypeOAuth2:
+		c = &oauth2Credential{}
+	case TypeHMAC:
+		c = &hmacCredential{}
+	default:
+		return nil
+	}
+	if d, ok := c.(interface{ Defaults() }); ok {
+		d.Defaults()
+	}
+	return c
+}
 
-	// OAuth2 client credentials (RFC 6749 §4.4).
-	// TokenURL is the provider's token endpoint (http or https).
-	TokenURL string `koanf:"token_url" json:"token_url,omitempty"`
-	// ClientID and ClientSecret identify the gateway's OAuth2 app.
-	ClientID     string        `koanf:"client_id" json:"client_id,omitempty"`
-	ClientSecret config.Secret `koanf:"client_secret" json:"client_secret,omitempty"`
-	// Scopes are requested space-separated in "scope"; none by default.
-	Scopes []string `koanf:"scopes" json:"scopes,omitempty"`
-	// Audience, when set, is sent as "audience" (Auth0 and others need it).
-	Audience string `koanf:"audience" json:"audience,omitempty"`
-	// AuthStyle is how the client authenticates to the token endpoint:
-	// header (HTTP Basic, the default) or body (client_id and client_secret
-	// form fields).
-	AuthStyle string `koanf:"auth_style" json:"auth_style,omitempty"`
-	// RefreshBefore is how long before its expiry a token is replaced, in the
-	// background (with up to 10% jitter). Default 60s; for short-lived tokens
-	// at most half their lifetime is used.
-	RefreshBefore config.Duration `koanf:"refresh_before" json:"refresh_before,omitempty"`
+// typeKeys lists the keys of each type, in the order of its struct's fields,
+// as the structs declare them.
+var typeKeys = func() map[string][]string {
+	m := map[string][]string{}
+	for _, typ := range types {
+		t := reflect.TypeOf(newCredential(typ)).Elem()
+		for i := range t.NumField() {
+			if key, _, _ := strings.Cut(t.Field(i).Tag.Get("koanf"), ","); key != "" {
+				m[typ] = append(m[typ], key)
+			}
+		}
+	}
+	return m
+}()
 
-	// HMAC request signing (see README for the exact string to sign).
-	// Secret is the signing key.
-	Secret config.Secret `koanf:"secret" json:"secret,omitempty"`
-	// Algorithm is sha256 (default) or sha512.
-	Algorithm string `koanf:"algorithm" json:"algorithm,omitempty"`
-	// Header receives the signature. Default "X-Signature".
-	Header string `koanf:"header" json:"header,omitempty"`
-	// TimestampHeader receives the Unix time in seconds the request was
-	// signed at. Default "X-Timestamp".
-	TimestampHeader string `koanf:"timestamp_header" json:"timestamp_header,omitempty"`
-	// Sign lists the signed parts, in this order: method, path, query,
-	// timestamp, body (hex SHA-256 of the body). Default all five.
-	Sign []string `koanf:"sign" json:"sign,omitempty"`
-	// Encoding of the signature: hex (default) or base64.
-	Encoding string `koanf:"encoding" json:"encoding,omitempty"`
-	// Prefix is written before the signature, e.g. "sha256=". Default none.
-	Prefix string `koanf:"prefix" json:"prefix,omitempty"`
+// block is one credential block: the plugin's own or a consumer's override.
+type block struct {
+	// typ is the type as written; "" in an override means the main block's.
+	typ string
+	// cred holds the block's other keys, decoded onto the struct of its
+	// (effective) type; nil when that type is missing or unknown.
+	cred credential
 }
 
 // Config of the inject_auth plugin: one credential, and optionally another
-// per consumer.
+// per consumer. The YAML block is flat: its type, the keys of that type and
+// consumers, e.g. {type: bearer, token: "...", consumers: {billing: {...}}}.
+//
+// The block is decoded in two steps, both strict and with the core's decoder
+// (config.DecodeBlock): type and consumers first, then the other keys onto
+// the struct of the type, so that a key of another type is refused by the
+// decoder itself. The core's decoder (mapstructure) hands the whole block to
+// UnmarshalMapstructure, which does both; Validate only checks.
 type Config struct {
-	Credential `koanf:",squash"`
+	main block
 	// Consumers overrides the credential for some consumers (as identified by
 	// authenticate): {billing: {type: bearer, token: "..."}}. Each entry has
 	// the shape of the main block; its type defaults to the main block's.
 	// Consumers without an entry get the main credential. With overrides,
 	// answers depend on the caller: the cache keeps consumers apart.
-	Consumers map[string]*Credential `koanf:"consumers" json:"consumers,omitempty"`
+	Consumers map[string]*block
+	// decodeErr holds the problems found while decoding, and foreignErr
+	// the keys of another type that were refused; Validate reports them
+	// (see UnmarshalMapstructure).
+	decodeErr, foreignErr error
 }
 
 var (
@@ -124,114 +147,235 @@ func (*Config) AccessPolicy() {}
 // VariesByConsumer reports whether the credential depends on the consumer.
 func (c *Config) VariesByConsumer() bool { return len(c.Consumers) > 0 }
 
-// Validate checks the main credential and every override, and fills defaults.
+// UnmarshalMapstructure decodes the plugin's block (the core's decoder calls
+// it: config.DecodeBlock). It picks each credential's struct by its type and
+// decodes the block's other keys onto it strictly. It records the problems
+// it finds for Validate instead of returning them, because an error returned
+// here reaches the user as one message at the block's path, without the key
+// paths the problems carry.
+func (c *Config) UnmarshalMapstructure(in any) error {
+	m, ok := in.(map[string]any)
+	if !ok {
+		return fmt.Errorf("expected a map of settings, got %T", in)
+	}
+	*c = Config{}
+	var p, foreign config.Problems
+	type rawBlock struct {
+		Type     string         `koanf:"type"`
+		Settings map[string]any `koanf:",remain"` // the type's keys
+	}
+	var raw struct {
+		rawBlock  `koanf:",squash"`
+		Consumers map[string]*rawBlock `koanf:"consumers"`
+	}
+	p.AddErr("", config.DecodeBlock(m, &raw))
+	c.main = *decodeBlock(raw.Type, raw.Type, raw.Settings, "", &p, &foreign)
+	if len(raw.Consumers) > 0 {
+		c.Consumers = make(map[string]*block, len(raw.Consumers))
+	}
+	for _, name := range sortedKeys(raw.Consumers) {
+		o := raw.Consumers[name]
+		if o == nil {
+			c.Consumers[name] = nil // Validate: needs a credential
+			continue
+		}
+		typ := o.Type
+		if typ == "" {
+			typ = raw.Type
+		}
+		c.Consumers[name] = decodeBlock(o.Type, typ, o.Settings, "consumers."+name, &p, &foreign)
+	}
+	c.decodeErr, c.foreignErr = p.Err(), foreign.Err()
+	return nil
+}
+
+// decodeBlock decodes the keys of a block other than type (and consumers)
+// onto the struct of type typ. written is the type as written in the block.
+// Problems are recorded with prefix, the block's path: in p, or in foreign
+// for the keys that belong to another type (reported with the checks, as
+// mistakes in a block that decoded).
+func decodeBlock(written, typ string, settings map[string]any, prefix string, p, foreign *config.Problems) *block {
+	b := &block{typ: written, cred: newCredential(typ)}
+	main := prefix == ""
+	if b.cred == nil {
+		// The type is missing or unknown (Validate says so): any type's key
+		// may be meant; keys of none are reported.
+		for _, key := range sortedKeys(settings) {
+			if len(typesWith(key)) == 0 {
+				p.Add(joinPath(prefix, key), "unknown key"+config.Suggest(key, knownKeys("", main)))
+			}
+		}
+		return b
+	}
+	err := config.DecodeBlock(settings, b.cred)
+	var ce *config.ConfigError
+	if !errors.As(err, &ce) {
+		p.AddErr(prefix, err)
+		return b
+	}
+	for _, fe := range ce.Problems {
+		switch {
+		case !strings.HasPrefix(fe.Msg, "unknown key"):
+			p.Add(joinPath(prefix, fe.Path), fe.Msg)
+		case len(typesWith(fe.Path)) > 0:
+			foreign.Addf(joinPath(prefix, fe.Path), "does not apply to type %s (it uses %s)", typ, strings.Join(typeKeys[typ], ", "))
+		default:
+			p.Add(joinPath(prefix, fe.Path), "unknown key"+config.Suggest(fe.Path, knownKeys(typ, main)))
+		}
+	}
+	return b
+}
+
+// typesWith lists the types that have the key.
+func typesWith(key string) []string {
+	var out []string
+	for _, typ := range types {
+		if slices.Contains(typeKeys[typ], key) {
+			out = append(out, typ)
+		}
+	}
+	return out
+}
+
+// knownKeys lists, sorted, the keys a block of type typ may hold (of every
+// type when typ is ""); main: the plugin's own block, which has consumers.
+func knownKeys(typ string, main bool) []string {
+	keys := []string{"type"}
+	if main {
+		keys = append(keys, "consumers")
+	}
+	for _, t := range types {
+		if typ == "" || t == typ {
+			keys = append(keys, typeKeys[t]...)
+		}
+	}
+	slices.Sort(keys)
+	return slices.Compact(keys)
+}
+
+// Validate reports the problems found while decoding, or else the keys of
+// another type and the problems of the main credential and of every
+// override. It changes nothing.
 func (c *Config) Validate() error {
+	if c.decodeErr != nil {
+		return c.decodeErr
+	}
 	var p config.Problems
-	c.Credential.check("", &p)
+	p.AddErr("", c.foreignErr)
+	c.main.check("", c.main.typ, &p)
 	for _, name := range sortedKeys(c.Consumers) {
 		o := c.Consumers[name]
 		if o == nil {
 			p.Add("consumers."+name, "needs a credential, e.g. {token: \"${TOKEN}\"}")
 			continue
 		}
-		if o.Type == "" {
-			o.Type = c.Type
+		typ := o.typ
+		if typ == "" {
+			typ = c.main.typ
 		}
-		o.check("consumers."+name, &p)
+		o.check("consumers."+name, typ, &p)
 	}
 	return p.Err()
 }
 
-func (c *Credential) check(prefix string, p *config.Problems) {
-	at := func(key string) string {
-		if prefix == "" {
-			return key
-		}
-		return prefix + "." + key
-	}
-	if c.Type == "" {
+// check checks a block whose effective type is typ; prefix is its path.
+func (b *block) check(prefix, typ string, p *config.Problems) {
+	at := func(key string) string { return joinPath(prefix, key) }
+	switch {
+	case typ == "":
 		p.Addf(at("type"), "is required: one of %s", strings.Join(types, ", "))
-		return
-	}
-	if !slices.Contains(types, c.Type) {
-		p.Addf(at("type"), "unknown type %q: want one of %s", c.Type, strings.Join(types, ", "))
-		return
-	}
-	// Fields each type uses; any other field set is a mistake worth reporting.
-	uses := map[string][]string{
-		TypeBearer: {"token", "keys"},
-		TypeHeader: {"name", "value", "keys"},
-		TypeQuery:  {"name", "value", "keys"},
-		TypeBasic:  {"username", "password"},
-		TypeOAuth2: {"token_url", "client_id", "client_secret", "scopes", "audience", "auth_style", "refresh_before"},
-		TypeHMAC:   {"secret", "algorithm", "header", "timestamp_header", "sign", "encoding", "prefix"},
-	}[c.Type]
-	for key, set := range map[string]bool{
-		"token": c.Token.IsSet(), "name": c.Name != "", "value": c.Value.IsSet(), "keys": len(c.Keys) > 0,
-		"username": c.Username != "", "password": c.Password.IsSet(),
-		"token_url": c.TokenURL != "", "client_id": c.ClientID != "", "client_secret": c.ClientSecret.IsSet(),
-		"scopes": len(c.Scopes) > 0, "audience": c.Audience != "", "auth_style": c.AuthStyle != "", "refresh_before": c.RefreshBefore != 0,
-		"secret": c.Secret.IsSet(), "algorithm": c.Algorithm != "", "header": c.Header != "", "timestamp_header": c.TimestampHeader != "",
-		"sign": len(c.Sign) > 0, "encoding": c.Encoding != "", "prefix": c.Prefix != "",
-	} {
-		if set && !slices.Contains(uses, key) {
-			p.Addf(at(key), "does not apply to type %s (it uses %s)", c.Type, strings.Join(uses, ", "))
-		}
-	}
-	switch c.Type {
-	case TypeBearer:
-		c.checkValueOrKeys(at, "token", c.Token, p)
-	case TypeHeader, TypeQuery:
-		c.checkValueOrKeys(at, "value", c.Value, p)
-		switch {
-		case c.Name == "":
-			p.Add(at("name"), "is required")
-		case c.Type == TypeHeader && !httpx.ValidToken(c.Name):
-			p.Addf(at("name"), "invalid header name %q", c.Name)
-		case c.Type == TypeHeader && reservedHeader(c.Name):
-			p.Addf(at("name"), "header %q cannot carry a credential here (the gateway owns it)", c.Name)
-		}
-	case TypeBasic:
-		if c.Username == "" {
-			p.Add(at("username"), "is required")
-		} else if strings.ContainsAny(c.Username, ":\r\n") {
-			p.Add(at("username"), "must not contain ':' or line breaks")
-		}
-		if !c.Password.IsSet() {
-			p.Add(at("password"), "is required (is its ${VAR} or file: source empty?)")
-		}
-	case TypeOAuth2:
-		c.checkOAuth2(at, p)
-	case TypeHMAC:
-		c.checkHMAC(at, p)
+	case b.cred == nil:
+		p.Addf(at("type"), "unknown type %q: want one of %s", typ, strings.Join(types, ", "))
+	default:
+		b.cred.settle().check(at, p)
 	}
 }
 
-func (c *Credential) checkValueOrKeys(at func(string) string, field string, v config.Secret, p *config.Problems) {
+// MarshalJSON shows the block as it is written, flat: its type and its
+// type's settings, with their defaults (secrets redacted).
+func (b *block) MarshalJSON() ([]byte, error) {
+	typ := b.typ
+	settings := []byte("{}")
+	if b.cred != nil {
+		typ = b.cred.kind()
+		var err error
+		if settings, err = json.Marshal(b.cred.settle()); err != nil {
+			return nil, err
+		}
+	}
+	head, err := json.Marshal(struct {
+		Type string `json:"type"`
+	}{typ})
+	if err != nil {
+		return nil, err
+	}
+	return joinObjects(head, settings), nil
+}
+
+// MarshalJSON shows the config for /admin/config as it is written: the main
+// block's type and settings, and the overrides under consumers.
+func (c *Config) MarshalJSON() ([]byte, error) {
+	out, err := c.main.MarshalJSON()
+	if err != nil || len(c.Consumers) == 0 {
+		return out, err
+	}
+	consumers, err := json.Marshal(struct {
+		Consumers map[string]*block `json:"consumers"`
+	}{c.Consumers})
+	if err != nil {
+		return nil, err
+	}
+	return joinObjects(out, consumers), nil
+}
+
+// joinObjects returns the JSON object holding the members of objects a and b.
+func joinObjects(a, b []byte) []byte {
+	if len(b) <= 2 {
+		return a
+	}
+	out := append(a[:len(a)-1:len(a)-1], ',')
+	return append(out, b[1:]...)
+}
+
+func joinPath(prefix, key string) string {
+	if prefix == "" {
+		return key
+	}
+	return prefix + "." + key
+}
+
+// checkValueOrKeys checks the one secret (field: its key) or the pool of
+// keys of a bearer, header or query credential.
+func checkValueOrKeys(at func(string) string, field string, v config.Secret, keys []config.Secret, p *config.Problems) {
 	switch {
-	case v.IsSet() && len(c.Keys) > 0:
+	case v.IsSet() && len(keys) > 0:
 		p.Addf(at(field), "set %s or keys, not both", field)
-	case !v.IsSet() && len(c.Keys) == 0:
+	case !v.IsSet() && len(keys) == 0:
 		p.Addf(at(field), "is required (or keys, a pool); is its ${VAR} or file: source empty?")
 	}
-	vals := c.Keys
-	if v.IsSet() {
-		vals = []config.Secret{v}
-	}
-	for i, k := range c.Keys {
+	for i, k := range keys {
 		if !k.IsSet() {
 			p.Addf(at(fmt.Sprintf("keys[%d]", i)), "is empty")
 		}
 	}
-	for i, k := range vals {
+	for i, k := range pool(v, keys) {
 		if strings.ContainsAny(k.Reveal(), "\r\n\x00") {
 			key := at(field)
-			if len(c.Keys) > 0 {
+			if len(keys) > 0 {
 				key = at(fmt.Sprintf("keys[%d]", i))
 			}
 			p.Add(key, "must not contain CR, LF or NUL")
 		}
 	}
+}
+
+// pool is the secrets a static credential takes turns with: v alone when it
+// is set, else keys.
+func pool(v config.Secret, keys []config.Secret) []config.Secret {
+	if v.IsSet() {
+		return []config.Secret{v}
+	}
+	return keys
 }
 
 func reservedHeader(name string) bool {
@@ -269,7 +413,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 		return nil, err
 	}
 	ia := &InjectAuth{}
-	main, err := newInjector(&c.Credential, b)
+	main, err := c.main.cred.settle().newInjector(b)
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +421,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	if len(c.Consumers) > 0 {
 		ia.byConsumer = map[string]injector{}
 		for _, name := range sortedKeys(c.Consumers) {
-			in, err := newInjector(c.Consumers[name], b)
+			in, err := c.Consumers[name].cred.settle().newInjector(b)
 			if err != nil {
 				var fe *config.FieldError
 				if errors.As(err, &fe) {
@@ -290,18 +434,6 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 		}
 	}
 	return ia, nil
-}
-
-func newInjector(c *Credential, b *proxy.Build) (injector, error) {
-	switch c.Type {
-	case TypeBearer, TypeHeader, TypeQuery, TypeBasic:
-		return newStatic(c), nil
-	case TypeOAuth2:
-		return newOAuth2(c, b)
-	case TypeHMAC:
-		return newHMAC(c)
-	}
-	return nil, &config.FieldError{Path: "type", Msg: "unknown type " + c.Type}
 }
 
 // Handle attaches the consumer's (or the route's) credential and calls next.

@@ -37,7 +37,53 @@ const (
 	maxBackoff   = time.Minute
 )
 
-func (c *Credential) checkOAuth2(at func(string) string, p *config.Problems) {
+// oauth2Credential is type oauth2_client_credentials (RFC 6749 §4.4): a
+// token fetched from the provider's token endpoint, cached and refreshed.
+type oauth2Credential struct {
+	// TokenURL is the provider's token endpoint (http or https).
+	TokenURL string `koanf:"token_url" json:"token_url,omitempty"`
+	// ClientID and ClientSecret identify the gateway's OAuth2 app.
+	ClientID     string        `koanf:"client_id" json:"client_id,omitempty"`
+	ClientSecret config.Secret `koanf:"client_secret" json:"client_secret,omitempty"`
+	// Scopes are requested space-separated in "scope"; none by default.
+	Scopes []string `koanf:"scopes" json:"scopes,omitempty"`
+	// Audience, when set, is sent as "audience" (Auth0 and others need it).
+	Audience string `koanf:"audience" json:"audience,omitempty"`
+	// AuthStyle is how the client authenticates to the token endpoint:
+	// header (HTTP Basic, the default) or body (client_id and client_secret
+	// form fields).
+	AuthStyle string `koanf:"auth_style" json:"auth_style,omitempty"`
+	// RefreshBefore is how long before its expiry a token is replaced, in the
+	// background (with up to 10% jitter). Default 60s; for short-lived tokens
+	// at most half their lifetime is used.
+	RefreshBefore config.Duration `koanf:"refresh_before" json:"refresh_before,omitempty"`
+}
+
+// Defaults sets the defaults that depend on no other setting.
+func (c *oauth2Credential) Defaults() {
+	c.AuthStyle = defaultOAuthAuthStyle
+	c.RefreshBefore = config.Duration(defaultRefreshBefore)
+}
+
+func (*oauth2Credential) kind() string { return TypeOAuth2 }
+
+// settle fills what is written empty (auth_style: "", refresh_before: 0s)
+// with its default.
+func (c *oauth2Credential) settle() credential {
+	if c.AuthStyle != "" && c.RefreshBefore != 0 {
+		return c
+	}
+	s := *c
+	if s.AuthStyle == "" {
+		s.AuthStyle = defaultOAuthAuthStyle
+	}
+	if s.RefreshBefore == 0 {
+		s.RefreshBefore = config.Duration(defaultRefreshBefore)
+	}
+	return &s
+}
+
+func (c *oauth2Credential) check(at func(string) string, p *config.Problems) {
 	if c.TokenURL == "" {
 		p.Add(at("token_url"), "is required")
 	} else if err := config.CheckHTTPURL(c.TokenURL); err != nil {
@@ -49,14 +95,8 @@ func (c *Credential) checkOAuth2(at func(string) string, p *config.Problems) {
 	if !c.ClientSecret.IsSet() {
 		p.Add(at("client_secret"), "is required (is its ${VAR} or file: source empty?)")
 	}
-	if c.AuthStyle == "" {
-		c.AuthStyle = defaultOAuthAuthStyle
-	}
 	if c.AuthStyle != "header" && c.AuthStyle != "body" {
 		p.Addf(at("auth_style"), "unknown style %q: want header (HTTP Basic) or body", c.AuthStyle)
-	}
-	if c.RefreshBefore == 0 {
-		c.RefreshBefore = config.Duration(defaultRefreshBefore)
 	}
 	for i, s := range c.Scopes {
 		if s == "" || strings.ContainsAny(s, " \t\r\n\"\\") {
@@ -64,6 +104,8 @@ func (c *Credential) checkOAuth2(at func(string) string, p *config.Problems) {
 		}
 	}
 }
+
+func (c *oauth2Credential) newInjector(b *proxy.Build) (injector, error) { return newOAuth2(c, b) }
 
 // token is one access token; immutable once published.
 type token struct {
@@ -192,7 +234,7 @@ type sourceKey struct {
 	secret                                                    [8]byte
 }
 
-func newOAuth2(c *Credential, b *proxy.Build) (*oauth2, error) {
+func newOAuth2(c *oauth2Credential, b *proxy.Build) (*oauth2, error) {
 	m := sharedOAuthMetrics(b)
 	secretSum := sha256.Sum256([]byte(c.ClientSecret.Reveal()))
 	key := sourceKey{upstream: b.Upstream.Name, tokenURL: c.TokenURL, clientID: c.ClientID,

@@ -24,12 +24,7 @@ func TestTokenSourceSingleFlight(t *testing.T) {
 	}))
 	defer srv.Close()
 
-	c := &Credential{Type: TypeOAuth2, TokenURL: srv.URL, ClientID: "id", ClientSecret: "secret"}
-	var p config.Problems
-	c.check("", &p)
-	if err := p.Err(); err != nil {
-		t.Fatal(err)
-	}
+	c := checkedOAuth2(t, srv.URL)
 	b, _, release := proxy.NewBuild("r", "u")
 	defer release()
 	o, err := newOAuth2(c, b)
@@ -78,9 +73,7 @@ func testTokenIsReused(t *testing.T, expiresIn string) {
 		_, _ = w.Write([]byte(`{"access_token":"short","expires_in":` + expiresIn + `}`))
 	}))
 	defer srv.Close()
-	c := &Credential{Type: TypeOAuth2, TokenURL: srv.URL, ClientID: "id", ClientSecret: "secret"}
-	var p config.Problems
-	c.check("", &p)
+	c := checkedOAuth2(t, srv.URL)
 	b, _, release := proxy.NewBuild("r", "u")
 	defer release()
 	o, err := newOAuth2(c, b)
@@ -95,4 +88,19 @@ func testTokenIsReused(t *testing.T, expiresIn string) {
 	if n := calls.Load(); n != 1 {
 		t.Errorf("%d fetches for 20 quick calls with expires_in %s, want 1", n, expiresIn)
 	}
+}
+
+// checkedOAuth2 returns the oauth2 credential of a block with tokenURL,
+// decoded and checked as the gateway does, with its defaults.
+func checkedOAuth2(t *testing.T, tokenURL string) *oauth2Credential {
+	t.Helper()
+	cfg := Factory.NewConfig().(*Config)
+	block := map[string]any{"type": TypeOAuth2, "token_url": tokenURL, "client_id": "id", "client_secret": "secret"}
+	if err := config.DecodeBlock(block, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.main.cred.settle().(*oauth2Credential)
 }

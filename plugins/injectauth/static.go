@@ -1,14 +1,124 @@
 package injectauth
 
 import (
-	"encoding/base64"
 	"net/url"
+	"strings"
 	"sync/atomic"
 
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
+
+// bearerCredential is type bearer: "Authorization: Bearer TOKEN".
+type bearerCredential struct {
+	// Token is the bearer token.
+	Token config.Secret `koanf:"token" json:"token,omitempty"`
+	// Keys is a pool of tokens used instead of Token, one per request in
+	// turn (round-robin), so that a per-key quota is multiplied.
+	Keys []config.Secret `koanf:"keys" json:"keys,omitempty"`
+}
+
+func (*bearerCredential) kind() string         { return TypeBearer }
+func (c *bearerCredential) settle() credential { return c }
+
+func (c *bearerCredential) check(at func(string) string, p *config.Problems) {
+	checkValueOrKeys(at, "token", c.Token, c.Keys, p)
+}
+
+func (c *bearerCredential) newInjector(*proxy.Build) (injector, error) {
+	s := &static{name: strAuthorization}
+	for _, k := range pool(c.Token, c.Keys) {
+		s.values = append(s.values, []byte("Bearer "+k.Reveal()))
+	}
+	return s, nil
+}
+
+// headerCredential is type header: the header Name carries Value.
+type headerCredential struct {
+	// Name is the header that carries the value.
+	Name string `koanf:"name" json:"name,omitempty"`
+	// Value is the header's value.
+	Value config.Secret `koanf:"value" json:"value,omitempty"`
+	// Keys is a pool of values used instead of Value, in turn.
+	Keys []config.Secret `koanf:"keys" json:"keys,omitempty"`
+}
+
+func (*headerCredential) kind() string         { return TypeHeader }
+func (c *headerCredential) settle() credential { return c }
+
+func (c *headerCredential) check(at func(string) string, p *config.Problems) {
+	checkValueOrKeys(at, "value", c.Value, c.Keys, p)
+	switch {
+	case c.Name == "":
+		p.Add(at("name"), "is required")
+	case !httpx.ValidToken(c.Name):
+		p.Addf(at("name"), "invalid header name %q", c.Name)
+	case reservedHeader(c.Name):
+		p.Addf(at("name"), "header %q cannot carry a credential here (the gateway owns it)", c.Name)
+	}
+}
+
+func (c *headerCredential) newInjector(*proxy.Build) (injector, error) {
+	s := &static{name: []byte(c.Name)}
+	for _, k := range pool(c.Value, c.Keys) {
+		s.values = append(s.values, []byte(k.Reveal()))
+	}
+	return s, nil
+}
+
+// queryCredential is type query: the query parameter Name carries Value.
+type queryCredential struct {
+	// Name is the query parameter that carries the value.
+	Name string `koanf:"name" json:"name,omitempty"`
+	// Value is the parameter's value.
+	Value config.Secret `koanf:"value" json:"value,omitempty"`
+	// Keys is a pool of values used instead of Value, in turn.
+	Keys []config.Secret `koanf:"keys" json:"keys,omitempty"`
+}
+
+func (*queryCredential) kind() string         { return TypeQuery }
+func (c *queryCredential) settle() credential { return c }
+
+func (c *queryCredential) check(at func(string) string, p *config.Problems) {
+	checkValueOrKeys(at, "value", c.Value, c.Keys, p)
+	if c.Name == "" {
+		p.Add(at("name"), "is required")
+	}
+}
+
+func (c *queryCredential) newInjector(*proxy.Build) (injector, error) {
+	s := &static{query: true, name: []byte(url.QueryEscape(c.Name))}
+	for _, k := range pool(c.Value, c.Keys) {
+		s.values = append(s.values, []byte(url.QueryEscape(k.Reveal())))
+	}
+	return s, nil
+}
+
+// basicCredential is type basic: HTTP Basic credentials.
+type basicCredential struct {
+	Username string        `koanf:"username" json:"username,omitempty"`
+	Password config.Secret `koanf:"password" json:"password,omitempty"`
+}
+
+func (*basicCredential) kind() string         { return TypeBasic }
+func (c *basicCredential) settle() credential { return c }
+
+func (c *basicCredential) check(at func(string) string, p *config.Problems) {
+	if c.Username == "" {
+		p.Add(at("username"), "is required")
+	} else if strings.ContainsAny(c.Username, ":\r\n") {
+		p.Add(at("username"), "must not contain ':' or line breaks")
+	}
+	if !c.Password.IsSet() {
+		p.Add(at("password"), "is required (is its ${VAR} or file: source empty?)")
+	}
+}
+
+func (c *basicCredential) newInjector(*proxy.Build) (injector, error) {
+	return &static{name: strAuthorization, values: [][]byte{[]byte("Basic " + basic(c.Username, c.Password.Reveal()))}}, nil
+}
 
 // static attaches a fixed credential, or one of a pool in turn. Values are
 // built once, at config load: a request copies bytes and allocates nothing.
@@ -20,41 +130,6 @@ type static struct {
 }
 
 var strAuthorization = []byte("Authorization")
-
-func newStatic(c *Credential) *static {
-	s := &static{}
-	secrets := c.Keys
-	switch c.Type {
-	case TypeBearer:
-		if c.Token.IsSet() {
-			secrets = []config.Secret{c.Token}
-		}
-		s.name = strAuthorization
-		for _, k := range secrets {
-			s.values = append(s.values, []byte("Bearer "+k.Reveal()))
-		}
-	case TypeHeader, TypeQuery:
-		if c.Value.IsSet() {
-			secrets = []config.Secret{c.Value}
-		}
-		s.query = c.Type == TypeQuery
-		s.name = []byte(c.Name)
-		if s.query {
-			s.name = []byte(url.QueryEscape(c.Name))
-		}
-		for _, k := range secrets {
-			v := k.Reveal()
-			if s.query {
-				v = url.QueryEscape(v)
-			}
-			s.values = append(s.values, []byte(v))
-		}
-	case TypeBasic:
-		s.name = strAuthorization
-		s.values = [][]byte{[]byte("Basic " + base64.StdEncoding.EncodeToString([]byte(c.Username+":"+c.Password.Reveal())))}
-	}
-	return s
-}
 
 func (s *static) pick() []byte {
 	if len(s.values) == 1 {
