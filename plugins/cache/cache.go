@@ -57,8 +57,8 @@ var (
 	strLastModified    = []byte("Last-Modified")
 )
 
-// Cache is the plugin built for one route.
-type Cache struct {
+// Plugin is the plugin built for one route.
+type Plugin struct {
 	store   *Store
 	route   string
 	results [numResults]prometheus.Counter
@@ -83,7 +83,7 @@ type Cache struct {
 	webhook       *webhook
 }
 
-var _ proxy.Plugin = (*Cache)(nil)
+var _ proxy.Plugin = (*Plugin)(nil)
 
 // build builds the plugin for one route.
 func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
@@ -101,7 +101,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	store.log.Store(b.Logger)
 
 	keep, all, _ := c.queryMode()
-	p := &Cache{
+	p := &Plugin{
 		store: store, route: b.Route.Name, upstream: b.Upstream.Name,
 		scope:       routeScope(b),
 		credHeaders: credentialHeaders(c.CredentialHeaders),
@@ -177,7 +177,7 @@ func checkTags(tags []string, path string) error {
 }
 
 // Handle answers from the cache or calls next and stores its answer.
-func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	if c.webhook != nil {
 		return c.webhook.handle(ctx, ex, c.store)
 	}
@@ -247,7 +247,7 @@ func (c *Cache) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.
 
 // fill fetches a missing entry; concurrent misses for one key wait for the
 // first (request collapsing) and share its answer through the store.
-func (c *Cache) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key []byte, varied bool) error {
+func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key []byte, varied bool) error {
 	f, leader := c.store.join(key)
 	if !leader {
 		if !f.wait(ex.Remaining()) {
@@ -288,7 +288,7 @@ func (c *Cache) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Ha
 }
 
 // lookup finds the entry for the request (following a vary marker).
-func (c *Cache) lookup(ctx *fasthttp.RequestCtx, kb *keyBuf) []byte {
+func (c *Plugin) lookup(ctx *fasthttp.RequestCtx, kb *keyBuf) []byte {
 	b := c.store.get(kb.key, &kb.digest)
 	if b != nil && b[0] == kindVary {
 		var v varyMarker
@@ -306,7 +306,7 @@ func (c *Cache) lookup(ctx *fasthttp.RequestCtx, kb *keyBuf) []byte {
 // within the stale-if-error window.
 // background is true for a stale-while-revalidate refresh: its caller was
 // already answered (and counted as stale), so it is not counted again.
-func (c *Cache) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key, stale []byte, background bool) error {
+func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key, stale []byte, background bool) error {
 	count := func(r int) {
 		if !background {
 			c.results[r].Inc()
@@ -359,7 +359,7 @@ func (c *Cache) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 // staleOnError reports whether the outcome of next is a failure that a
 // stale entry may bridge: the upstream unreachable, timing out, its circuit
 // open, or answering 500, 502, 503, 504 or 429.
-func (c *Cache) staleOnError(err error, ex *proxy.Exchange, ctx *fasthttp.RequestCtx) bool {
+func (c *Plugin) staleOnError(err error, ex *proxy.Exchange, ctx *fasthttp.RequestCtx) bool {
 	if err != nil {
 		pe := proxy.Classify(err)
 		switch pe.Code {
@@ -382,7 +382,7 @@ func (c *Cache) staleOnError(err error, ex *proxy.Exchange, ctx *fasthttp.Reques
 // refreshed stores e again after a 304: stored now, with the freshness the
 // 304 carries (or the entry's own lifetime when it carries none), and its
 // updated header values (RFC 9111 section 4.3.4).
-func (c *Cache) refreshed(ctx *fasthttp.RequestCtx, e *entry, key, old []byte) *entry {
+func (c *Plugin) refreshed(ctx *fasthttp.RequestCtx, e *entry, key, old []byte) *entry {
 	h := &ctx.Response.Header
 	now := time.Now()
 	d := parseCacheControl(h)
@@ -474,7 +474,7 @@ func etagListMatches(list, etag []byte) bool {
 // passUnsafe forwards a request the cache does not answer and, for unsafe
 // methods the upstream accepted, invalidates what it changed. (Requests
 // with a method-override header never get here: the gateway refuses them.)
-func (c *Cache) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, method []byte) error {
+func (c *Plugin) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, method []byte) error {
 	c.results[resBypass].Inc()
 	err := next.Handle(ctx, ex)
 	if err != nil || !ex.FromUpstream {
@@ -492,7 +492,7 @@ func (c *Cache) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 // forwardQuery makes the request forwarded upstream carry only the query
 // parameters the key keeps, when it drops some: an answer is stored only
 // under what the provider saw.
-func (c *Cache) forwardQuery(ex *proxy.Exchange, kb *keyBuf) {
+func (c *Plugin) forwardQuery(ex *proxy.Exchange, kb *keyBuf) {
 	if kb.narrowed {
 		ex.SetUpstreamQuery(kb.query)
 	}
@@ -509,7 +509,7 @@ func isUnsafe(m []byte) bool {
 // invalidateFor removes the request URI and the Location/Content-Location
 // of the answer (RFC 9111 section 4.4), in the caller's partition and the
 // shared one, and runs the route's invalidate rules.
-func (c *Cache) invalidateFor(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, method []byte) {
+func (c *Plugin) invalidateFor(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, method []byte) {
 	kb := keyPool.Get().(*keyBuf)
 	defer keyPool.Put(kb)
 	var keys []string
@@ -600,7 +600,7 @@ func stripBase(p []byte, ex *proxy.Exchange) []byte {
 // refresh re-fetches an entry in the background for stale-while-revalidate:
 // a detached copy of the request goes through the rest of the pipeline
 // after the caller has been answered.
-func (c *Cache) refresh(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, key, stale []byte) {
+func (c *Plugin) refresh(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, key, stale []byte) {
 	bctx := new(fasthttp.RequestCtx)
 	bctx.Init(&ctx.Request, ctx.RemoteAddr(), nil)
 	bex := ex.Detach()

@@ -32,7 +32,7 @@ var keyPool = sync.Pool{New: func() any { return &keyBuf{key: make([]byte, 0, 25
 
 // appendQuery appends the query as the route keys it ("?" + params), or
 // nothing when it keeps no parameter.
-func (c *Cache) appendQuery(dst []byte, q []byte, kb *keyBuf) []byte {
+func (c *Plugin) appendQuery(dst []byte, q []byte, kb *keyBuf) []byte {
 	if len(q) == 0 || (!c.queryAll && len(c.queryKeep) == 0) {
 		return dst
 	}
@@ -101,7 +101,7 @@ func compareParamNames(a, b []byte) int {
 // buildKey fills kb.key (scope: upstream, route and the route's
 // credential policy; path after strip_prefix, normalized query, partition),
 // kb.uri (caller path and normalized query) and kb.query/kb.narrowed.
-func (c *Cache) buildKey(ctx *fasthttp.RequestCtx, path, query []byte, consumer string, kb *keyBuf) {
+func (c *Plugin) buildKey(ctx *fasthttp.RequestCtx, path, query []byte, consumer string, kb *keyBuf) {
 	kb.uri = c.appendQuery(append(kb.uri[:0], path...), query, kb)
 	kb.query = nil
 	if len(kb.uri) > len(path) {
@@ -126,7 +126,7 @@ func (c *Cache) buildKey(ctx *fasthttp.RequestCtx, path, query []byte, consumer 
 // the route partitions by consumer, a hash of the request's own
 // credential headers (Authorization, Cookie, X-Api-Key and
 // credential_headers) when it carries any (partition auto or consumer).
-func (c *Cache) appendPartition(k []byte, ctx *fasthttp.RequestCtx, consumer string, kb *keyBuf) []byte {
+func (c *Plugin) appendPartition(k []byte, ctx *fasthttp.RequestCtx, consumer string, kb *keyBuf) []byte {
 	k = append(k, 0)
 	if c.byConsumer {
 		// Length-prefixed: no consumer name can run into what follows.
@@ -147,7 +147,7 @@ func (c *Cache) appendPartition(k []byte, ctx *fasthttp.RequestCtx, consumer str
 // appendCredentials appends every value of every credential header the
 // request carries, each with its header's index in the list (so that the
 // same value under two names differs); nothing when it carries none.
-func (c *Cache) appendCredentials(dst []byte, h *fasthttp.RequestHeader) []byte {
+func (c *Plugin) appendCredentials(dst []byte, h *fasthttp.RequestHeader) []byte {
 	for i, name := range c.credHeaders {
 		for _, v := range h.PeekAll(name) {
 			dst = append(dst, byte(i), byte(i>>8))
@@ -159,7 +159,7 @@ func (c *Cache) appendCredentials(dst []byte, h *fasthttp.RequestHeader) []byte 
 }
 
 // hasCredentials reports whether the request carries a credential header.
-func (c *Cache) hasCredentials(h *fasthttp.RequestHeader) bool {
+func (c *Plugin) hasCredentials(h *fasthttp.RequestHeader) bool {
 	for _, name := range c.credHeaders {
 		if len(h.PeekAll(name)) > 0 {
 			return true

@@ -23,7 +23,7 @@ func skipStored(k []byte) bool {
 
 // storeResponse stores the upstream's answer in ctx.Response under the keys
 // in kb when RFC 9111 and the route's settings allow it.
-func (c *Cache) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *keyBuf) bool {
+func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *keyBuf) bool {
 	if !ex.FromUpstream {
 		return false // an inner stage's own answer, not the provider's
 	}
@@ -164,7 +164,7 @@ func sameNames(enc []byte, names []string) bool {
 
 // entryTags fills the route's tag templates from the path parameters
 // (matched against the route's path pattern).
-func (c *Cache) entryTags(path []byte) []string {
+func (c *Plugin) entryTags(path []byte) []string {
 	if len(c.tags) == 0 {
 		return nil
 	}
@@ -196,7 +196,7 @@ func parseVary(lines [][]byte) (names []string, ok bool) {
 
 // relPath returns the path of a caller URI relative to the upstream (after
 // strip_prefix, without the query), as Resource names it.
-func (c *Cache) relPath(uri []byte) []byte {
+func (c *Plugin) relPath(uri []byte) []byte {
 	if i := bytes.IndexByte(uri, '?'); i >= 0 {
 		uri = uri[:i]
 	}

@@ -394,13 +394,13 @@ type injector interface {
 	inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error
 }
 
-// InjectAuth is the compiled plugin for one route.
-type InjectAuth struct {
+// Plugin is the compiled plugin for one route.
+type Plugin struct {
 	main       injector
 	byConsumer map[string]injector // nil without per-consumer overrides
 }
 
-var _ proxy.Plugin = (*InjectAuth)(nil)
+var _ proxy.Plugin = (*Plugin)(nil)
 
 func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	var p config.Problems
@@ -412,7 +412,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
-	ia := &InjectAuth{}
+	ia := &Plugin{}
 	main, err := c.main.cred.settle().newInjector(b)
 	if err != nil {
 		return nil, err
@@ -437,7 +437,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 }
 
 // Handle attaches the consumer's (or the route's) credential and calls next.
-func (ia *InjectAuth) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+func (ia *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	in := ia.main
 	if ia.byConsumer != nil && ex.Consumer != "" {
 		if o, ok := ia.byConsumer[ex.Consumer]; ok {
