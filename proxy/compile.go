@@ -32,7 +32,8 @@ type state struct {
 	active   atomic.Int64 // requests being served with this state
 	checkers []*healthChecker
 	shared   *sharedStore
-	held     []*sharedEntry // the shared resources this state holds (see Share)
+	held     []*sharedEntry // the shared resources this state holds, in the order taken (see Share)
+	holds    map[*sharedEntry]bool
 	sections map[string]any // plugin-owned top-level sections, decoded, by key
 	onStart  []func()       // see Build.OnStart
 }

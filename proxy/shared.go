@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -43,8 +44,8 @@ type sharedKey struct {
 type sharedEntry struct {
 	key        sharedKey
 	value      any
-	holders    int
-	started    bool
+	holders    int         // guarded by sharedStore.mu
+	started    atomic.Bool // a retiring state may release while a new one starts
 	collectors []prometheus.Collector
 }
 
@@ -72,7 +73,11 @@ func (s *sharedStore) acquire(b *Build, k sharedKey, create func() any) any {
 		s.mu.Lock()
 		s.creating = outer
 	}
-	if !slices.Contains(b.st.held, e) {
+	if !b.st.holds[e] {
+		if b.st.holds == nil {
+			b.st.holds = map[*sharedEntry]bool{}
+		}
+		b.st.holds[e] = true
 		e.holders++
 		b.st.held = append(b.st.held, e)
 	}
@@ -85,19 +90,19 @@ func (s *sharedStore) acquire(b *Build, k sharedKey, create func() any) any {
 func (s *sharedStore) start(held []*sharedEntry) error {
 	var startedNow []*sharedEntry
 	for _, e := range held {
-		if e.started {
+		if e.started.Load() {
 			continue
 		}
 		if st, ok := e.value.(Starter); ok {
 			if err := st.Start(); err != nil {
 				for _, done := range slices.Backward(startedNow) {
 					closeValue(done.value)
-					done.started = false
+					done.started.Store(false)
 				}
 				return fmt.Errorf("starting %s: %w", e.key.typ, err)
 			}
 		}
-		e.started = true
+		e.started.Store(true)
 		startedNow = append(startedNow, e)
 	}
 	return nil
@@ -117,7 +122,7 @@ func (s *sharedStore) release(held []*sharedEntry) error {
 		if !last {
 			continue
 		}
-		if _, needsStart := e.value.(Starter); e.started || !needsStart {
+		if _, needsStart := e.value.(Starter); e.started.Load() || !needsStart {
 			if err := closeValue(e.value); err != nil {
 				errs = append(errs, fmt.Errorf("closing %s: %w", e.key.typ, err))
 			}

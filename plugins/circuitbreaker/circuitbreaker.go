@@ -15,7 +15,7 @@
 // upstream as a whole: open when every target's breaker is open, half-open
 // when some are not closed, closed when all are.
 //
-// Breakers live across reloads (Build.Shared), keyed by upstream, settings
+// Breakers live across reloads (proxy.Share), keyed by upstream, settings
 // and target URL: a reload that changes neither keeps an open circuit open.
 //
 // The implementation is our own rather than sony/gobreaker: gobreaker takes

@@ -129,7 +129,7 @@ func (t *token) usable(now time.Time) bool {
 
 // tokenSource fetches and caches the token of one OAuth2 app for one
 // upstream. It is shared by every route of the upstream with the same
-// settings and survives reloads (Build.Shared); a background goroutine,
+// settings and survives reloads (proxy.Share); a background goroutine,
 // running while at least one started plugin uses it, refreshes the token
 // ahead of its expiry.
 type tokenSource struct {
