@@ -46,6 +46,18 @@ func (e *events) count(s string) int {
 	return n
 }
 
+// nth is the index of the n-th (from 1) event s; -1 when there is none.
+func (e *events) nth(s string, n int) int {
+	for i, x := range e.list() {
+		if x == s {
+			if n--; n == 0 {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
 // matching lists the events that start with prefix, in order.
 func (e *events) matching(prefix string) []string {
 	var out []string
@@ -401,6 +413,10 @@ func TestRejectedConfigStartsNothing(t *testing.T) {
 	}
 	if n := p.ev.count("start r3"); n != 2 || p.ev.count("create res r3") != 2 || p.ev.count("start s1") != 1 {
 		t.Errorf("after the good reload: %v", p.ev.list())
+	}
+	// OnStart runs for the config that starts serving, after its resources started.
+	if p.ev.count("onstart a") != 2 || p.ev.nth("onstart a", 2) < p.ev.nth("start r3", 2) {
+		t.Errorf("OnStart of the good reload: %v", p.ev.list())
 	}
 	if err := gw.shutdown(); err != nil {
 		t.Fatal(err)
