@@ -138,7 +138,7 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 			rt.Deadline = u.Deadline
 		}
 		rt.plugins = g.buildPlugins(st, rt, &rc, blocks, &p)
-		rt.handler = g.opts.Plugins.chain(rt.plugins, &upstreamCall{u: u, stripPrefix: rc.StripPrefix})
+		rt.handler = g.opts.Plugins.chain(rt.plugins, &upstreamCall{u: u, stripPrefix: rc.StripPrefix}, &p)
 		if err := st.table.add(name, &rc, rt.serve); err != nil {
 			p.AddErr("routes."+name+".path", err)
 			continue

@@ -133,8 +133,10 @@ type builtPlugin struct {
 }
 
 // chain links the route's plugin parts in the registry's order in front of
-// terminal.
-func (r *Registry) chain(plugins []builtPlugin, terminal Handler) Handler {
+// terminal. A part the plugin does not declare is an error of the plugin's
+// block (a programming error, reported like a config problem rather than
+// crashing a reload).
+func (r *Registry) chain(plugins []builtPlugin, terminal Handler, problems *config.Problems) Handler {
 	type placed struct {
 		rank int
 		p    Plugin
@@ -148,7 +150,8 @@ func (r *Registry) chain(plugins []builtPlugin, terminal Handler) Handler {
 			}
 			rank, ok := r.rank[place{f, part}]
 			if !ok {
-				panic(fmt.Sprintf("proxy: plugin %q built a part %q it does not declare", bp.name, part))
+				problems.Addf(bp.source, "plugin %q built a part %q it does not declare (a bug in the plugin)", bp.name, part)
+				continue
 			}
 			all = append(all, placed{rank, p})
 		}

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"slices"
@@ -8,9 +9,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
 )
 
 // mustPanic fails the test unless fn panics with a message containing want.
@@ -116,20 +117,21 @@ func TestReplaceKeepsPositions(t *testing.T) {
 	// A stand-in with a part the original does not place cannot be placed.
 	mustPanic(t, `part "extra" of plugin "cache" is not placed`, func() { base.Replace(nopParts("cache", "extra")) })
 	// WithPlugin inserts right after the named place.
-	r = proxytest.WithPlugin("retry", nop("fresh"))
+	r = testkit.WithPlugin("retry", nop("fresh"))
 	i := slices.Index(r.Stages(), "retry")
 	if i < 0 || i+1 >= len(r.Stages()) || r.Stages()[i+1] != "fresh" {
 		t.Errorf("WithPlugin(retry) stages %v", r.Stages())
 	}
 }
 
-// A plugin that builds a part it does not declare is a programming error:
-// compiling a config that uses it panics (New, Apply and Check alike).
-func TestUndeclaredPartPanicsAtChainTime(t *testing.T) {
+// A plugin that builds a part it does not declare is a programming error,
+// reported as a problem of its block: New, Apply and Check refuse the
+// config, and a reload (SIGHUP) never crashes the process on it.
+func TestUndeclaredPartIsAProblemOfTheBlock(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
 	var log []string
-	reg := proxytest.WithStandIns(proxy.DefineParts("cache", nil, func(*struct{}, *proxy.Build) (proxy.Parts, error) {
+	reg := testkit.WithStandIns(proxy.DefineParts("cache", nil, func(*struct{}, *proxy.Build) (proxy.Parts, error) {
 		return proxy.Parts{"": &tracer{name: "cache", mu: &mu, log: &log}, "bogus": &tracer{name: "bogus", mu: &mu, log: &log}}, nil
 	}))
 	cfg := mustLoad(t, `
@@ -137,10 +139,26 @@ log: {access_log: false}
 upstreams: {up: {url: "http://127.0.0.1:9"}}
 routes: {r: {path: "/", upstream: up, plugins: {cache: {}}}}
 `)
-	mustPanic(t, `plugin "cache" built a part "bogus" it does not declare`, func() {
-		_, _ = proxy.New(cfg, proxy.Options{Plugins: reg, LogOutput: io.Discard})
-	})
-	mustPanic(t, `plugin "cache" built a part "bogus" it does not declare`, func() { _ = proxy.Check(cfg, reg) })
+	const want = `routes.r.plugins.cache: plugin "cache" built a part "bogus" it does not declare`
+	if _, err := proxy.New(cfg, proxy.Options{Plugins: reg, LogOutput: io.Discard}); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("New: %v, want %s", err, want)
+	}
+	if err := proxy.Check(cfg, reg); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Check: %v, want %s", err, want)
+	}
+	good := mustLoad(t, `
+log: {access_log: false}
+upstreams: {up: {url: "http://127.0.0.1:9"}}
+routes: {r: {path: "/", upstream: up}}
+`)
+	g, err := proxy.New(good, proxy.Options{Plugins: reg, LogOutput: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = g.Shutdown(context.Background()) }()
+	if err := g.Apply(cfg); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Apply: %v, want %s", err, want)
+	}
 }
 
 // A part left nil (a nil interface or a nil pointer) adds no stage: the
@@ -150,7 +168,7 @@ func TestNilPartIsNotLinked(t *testing.T) {
 	var mu sync.Mutex
 	var log []string
 	tr := func(name string) *tracer { return &tracer{name: name, mu: &mu, log: &log} }
-	reg := proxytest.WithStandIns(
+	reg := testkit.WithStandIns(
 		proxy.DefineParts("rate_limit", []string{"upstream_quota"}, func(c *struct {
 			NilPointer bool `koanf:"nil_pointer"`
 		}, _ *proxy.Build) (proxy.Parts, error) {
@@ -162,19 +180,19 @@ func TestNilPartIsNotLinked(t *testing.T) {
 		proxy.Define("cache", func(*struct{}, *proxy.Build) (proxy.Plugin, error) { return nil, nil }),
 		proxy.Define("retry", func(*struct{}, *proxy.Build) (proxy.Plugin, error) { return tr("retry"), nil }),
 	)
-	up := proxytest.NewUpstream(t, nil)
-	gw := proxytest.StartGateway(t, fmt.Sprintf(`
+	up := testkit.NewUpstream(t, nil)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 upstreams: {up: {url: %q}}
 routes:
   a: {path: "/a", upstream: up, plugins: {rate_limit: {}, cache: {}, retry: {}}}
   b: {path: "/b", upstream: up, plugins: {rate_limit: {nil_pointer: true}, cache: {}, retry: {}}}
-`, up.URL), proxytest.Options{Registry: reg})
+`, up.URL), testkit.Options{Registry: reg})
 	for _, path := range []string{"/a", "/b"} {
 		mu.Lock()
 		log = nil
 		mu.Unlock()
-		if resp := proxytest.Do(t, "GET", gw.URL+path, ""); resp.Status != 200 || string(resp.Body) != "ok" {
+		if resp := testkit.Do(t, "GET", gw.URL+path, ""); resp.Status != 200 || string(resp.Body) != "ok" {
 			t.Fatalf("%s: %d %s", path, resp.Status, resp.Body)
 		}
 		mu.Lock()

@@ -11,7 +11,7 @@ import (
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/proxy/proxytest"
+	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 // probeSection is the top-level "probe:" section of the sectioned test plugin.
@@ -46,7 +46,7 @@ func (s *sectioned) last() *probeSection {
 }
 
 func (s *sectioned) registry() *proxy.Registry {
-	return proxytest.WithPlugin("retry", proxy.Define("sectioned", func(_ *struct{}, b *proxy.Build) (proxy.Plugin, error) {
+	return testkit.WithPlugin("retry", proxy.Define("sectioned", func(_ *struct{}, b *proxy.Build) (proxy.Plugin, error) {
 		sec, _ := b.Section().(*probeSection)
 		s.mu.Lock()
 		s.seen = append(s.seen, sec)
@@ -135,7 +135,7 @@ routes: {r: {path: "/", upstream: up}}
 func TestSectionDefaultsReloadAndAdmin(t *testing.T) {
 	t.Parallel()
 	s := &sectioned{}
-	up := proxytest.NewUpstream(t, nil)
+	up := testkit.NewUpstream(t, nil)
 	yaml := func(section string) string {
 		return fmt.Sprintf(`
 log: {access_log: false}
@@ -144,15 +144,15 @@ upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {sectioned: {}}}}
 `, section, up.URL)
 	}
-	gw := proxytest.StartGateway(t, yaml(`probe: {label: first}`), proxytest.Options{Registry: s.registry()})
+	gw := testkit.StartGateway(t, yaml(`probe: {label: first}`), testkit.Options{Registry: s.registry()})
 	if sec := s.last(); sec == nil || *sec != (probeSection{Slots: 4, Label: "first"}) {
 		t.Fatalf("build got section %+v, want slots 4 (default), label first", sec)
 	}
-	if resp := proxytest.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
+	if resp := testkit.Do(t, "GET", gw.URL+"/x", ""); resp.Status != 200 {
 		t.Fatalf("status %d", resp.Status)
 	}
 
-	resp := proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "")
+	resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/config", "")
 	var view struct {
 		Probe *probeSection `json:"probe"`
 	}
@@ -161,7 +161,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {sectioned: {}}}}
 	}
 
 	const warning = "apply only after a restart"
-	proxytest.WriteFile(t, gw.File, yaml(`probe: {label: second}`))
+	testkit.WriteFile(t, gw.File, yaml(`probe: {label: second}`))
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {sectioned: {}}}}
 	if strings.Contains(gw.Logs.String(), warning) {
 		t.Errorf("a change to an untagged field logged a restart warning:\n%s", gw.Logs.String())
 	}
-	proxytest.WriteFile(t, gw.File, yaml(`probe: {label: second, slots: 8}`))
+	testkit.WriteFile(t, gw.File, yaml(`probe: {label: second, slots: 8}`))
 	if err := gw.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {sectioned: {}}}}
 	if strings.Count(logs, warning) != 1 || !strings.Contains(logs, `"keys":"probe.slots"`) {
 		t.Errorf("no restart warning naming probe.slots (and only it):\n%s", logs)
 	}
-	resp = proxytest.Do(t, "GET", gw.AdminURL+"/admin/config", "")
+	resp = testkit.Do(t, "GET", gw.AdminURL+"/admin/config", "")
 	view.Probe = nil
 	if err := json.Unmarshal(resp.Body, &view); err != nil || view.Probe == nil || *view.Probe != (probeSection{Slots: 8, Label: "second"}) {
 		t.Errorf("/admin/config after reload: %v %s", err, resp.Body)

@@ -85,25 +85,21 @@ func (s *sharedStore) acquire(b *Build, k sharedKey, create func() any) any {
 	return e.value
 }
 
-// start starts the resources of a state that are not running yet. On an
-// error, the ones it started are closed again, and the error is returned.
+// start starts the resources of a state that are not running yet, in the
+// order the state took them. It stops at the first error: the caller then
+// releases the state, which closes what this call started (and not the one
+// that failed).
 func (s *sharedStore) start(held []*sharedEntry) error {
-	var startedNow []*sharedEntry
 	for _, e := range held {
 		if e.started.Load() {
 			continue
 		}
 		if st, ok := e.value.(Starter); ok {
 			if err := st.Start(); err != nil {
-				for _, done := range slices.Backward(startedNow) {
-					closeValue(done.value)
-					done.started.Store(false)
-				}
 				return fmt.Errorf("starting %s: %w", e.key.typ, err)
 			}
 		}
 		e.started.Store(true)
-		startedNow = append(startedNow, e)
 	}
 	return nil
 }
@@ -116,7 +112,13 @@ func (s *sharedStore) release(held []*sharedEntry) error {
 		e.holders--
 		last := e.holders == 0
 		if last {
+			// Gone from the store and the registry at once: a config that
+			// asks for the key from now on makes (and registers) a new one,
+			// even while this one is still closing.
 			delete(s.m, e.key)
+			for _, c := range e.collectors {
+				s.registry.Unregister(c)
+			}
 		}
 		s.mu.Unlock()
 		if !last {
@@ -126,9 +128,6 @@ func (s *sharedStore) release(held []*sharedEntry) error {
 			if err := closeValue(e.value); err != nil {
 				errs = append(errs, fmt.Errorf("closing %s: %w", e.key.typ, err))
 			}
-		}
-		for _, c := range e.collectors {
-			s.registry.Unregister(c)
 		}
 	}
 	return errors.Join(errs...)
