@@ -8,10 +8,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/internal/testkit"
 )
 
 // probeSection is the top-level "probe:" section of the sectioned test plugin.
