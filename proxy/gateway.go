@@ -70,13 +70,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	g := &Gateway{opts: opts, metrics: NewMetrics(), pools: newClientPools(), started: time.Now()}
 	g.shared.registry = g.metrics.Registry
 	g.logLevel.Set(parseLevel(cfg.Log.Level))
-	st, err := g.compile(cfg, g.pools)
-	if err == nil {
-		err = st.start()
-	}
+	st, err := g.prepare(cfg, nil)
 	if err != nil {
-		st.close()
-		st.dropCluster(nil)
 		return nil, err
 	}
 	st.bindMetrics(g.metrics)

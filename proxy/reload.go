@@ -20,13 +20,8 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
 	old := g.state.Load()
-	st, err := g.compile(cfg, g.pools)
-	if err == nil {
-		err = st.start()
-	}
+	st, err := g.prepare(cfg, old)
 	if err != nil {
-		st.close()
-		st.dropCluster(old)
 		old.claimHealth() // a failed start may have claimed target health
 		return g.rejectReload(err)
 	}
@@ -49,6 +44,23 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.health.keep(st.upstreams)
 	go g.retire(old, st, g.pools.release(st.clientKeys))
 	return nil
+}
+
+// prepare compiles cfg and starts it, ready to be swapped in. A config that
+// fails either is let go again: its shared resources are released and its
+// Redis client closed unless serving (the state that keeps serving, or nil)
+// uses the same.
+func (g *Gateway) prepare(cfg *config.Config, serving *state) (*state, error) {
+	st, err := g.compile(cfg, g.pools)
+	if err == nil {
+		err = st.start()
+	}
+	if err != nil {
+		st.close()
+		st.dropCluster(serving)
+		return nil, err
+	}
+	return st, nil
 }
 
 // Reload reads Options.ConfigPath again and applies it.

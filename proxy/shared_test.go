@@ -1,9 +1,7 @@
 package proxy_test
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -181,16 +179,6 @@ func (passThrough) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pro
 
 func newShareProbe() *shareProbe { return &shareProbe{ev: &events{}, got: map[string]any{}} }
 
-// served is a gateway built with proxy.New and served on 127.0.0.1, which
-// the test may shut down itself (once; cleanup does it otherwise).
-type served struct {
-	*proxy.Gateway
-	URL      string
-	AdminURL string
-	Logs     *testkit.SyncBuffer
-	shutdown func() error
-}
-
 func mustLoad(t *testing.T, yaml string) *config.Config {
 	t.Helper()
 	cfg, err := config.LoadBytes([]byte(yaml))
@@ -200,39 +188,9 @@ func mustLoad(t *testing.T, yaml string) *config.Config {
 	return cfg
 }
 
-func serveGateway(t *testing.T, reg *proxy.Registry, yaml string) *served {
+func serveGateway(t *testing.T, reg *proxy.Registry, yaml string) *testkit.Gateway {
 	t.Helper()
-	logs := &testkit.SyncBuffer{}
-	g, err := proxy.New(mustLoad(t, yaml), proxy.Options{Plugins: reg, LogOutput: logs})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = g.Serve(ln); close(done) }()
-	go func() { _ = g.ServeAdmin(adminLn) }()
-	var once sync.Once
-	var shutErr error
-	s := &served{Gateway: g, URL: "http://" + ln.Addr().String(), AdminURL: "http://" + adminLn.Addr().String(), Logs: logs}
-	s.shutdown = func() error {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			shutErr = g.Shutdown(ctx)
-			_ = adminLn.Close()
-			<-done
-		})
-		return shutErr
-	}
-	t.Cleanup(func() { _ = s.shutdown() })
-	return s
+	return testkit.StartGateway(t, yaml, testkit.Options{Registry: reg})
 }
 
 // shareYAML is a config with routes a, b and c, each with its share_probe block.
@@ -323,7 +281,7 @@ func TestShareLifecycleAcrossRoutesAndReloads(t *testing.T) {
 	}
 
 	// Shutdown closes what the serving config holds, once.
-	if err := gw.shutdown(); err != nil {
+	if err := gw.Stop(); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
 	if n, m := p.ev.count("close k1"), p.ev.count("close k2"); n != 1 || m != 1 {
@@ -341,7 +299,7 @@ func TestShareClosesInReverseOrder(t *testing.T) {
 	p := newShareProbe()
 	up := testkit.NewUpstream(t, nil)
 	gw := serveGateway(t, shareRegistry(p), shareYAML(up.URL, `{res: [x1, x2], closers: [x3]}`, `{res: [x4]}`, `{}`))
-	if err := gw.shutdown(); err != nil {
+	if err := gw.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	// Routes build in name order: a acquires x1, x2, x3; b acquires x4.
@@ -418,7 +376,7 @@ func TestRejectedConfigStartsNothing(t *testing.T) {
 	if p.ev.count("onstart a") != 2 || p.ev.nth("onstart a", 2) < p.ev.nth("start r3", 2) {
 		t.Errorf("OnStart of the good reload: %v", p.ev.list())
 	}
-	if err := gw.shutdown(); err != nil {
+	if err := gw.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	if n, m := p.ev.count("close s1"), p.ev.count("close r3"); n != 1 || m != 2 {

@@ -138,6 +138,8 @@ type Gateway struct {
 	AdminURL string // admin listener
 	Logs     *SyncBuffer
 	File     string // the config file (for reloads)
+
+	stop func() error
 }
 
 // Options tune StartGateway.
@@ -185,15 +187,22 @@ func StartGateway(t testing.TB, yaml string, opt ...Options) *Gateway {
 	served := make(chan struct{})
 	go func() { _ = g.Serve(ln); close(served) }()
 	go func() { _ = g.ServeAdmin(adminLn) }()
-	t.Cleanup(func() {
+	gw := &Gateway{Gateway: g, URL: "http://" + ln.Addr().String(), AdminURL: "http://" + adminLn.Addr().String(), Logs: logs, File: file}
+	gw.stop = sync.OnceValue(func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = g.Shutdown(ctx)
+		err := g.Shutdown(ctx)
 		_ = adminLn.Close()
 		<-served
+		return err
 	})
-	return &Gateway{Gateway: g, URL: "http://" + ln.Addr().String(), AdminURL: "http://" + adminLn.Addr().String(), Logs: logs, File: file}
+	t.Cleanup(func() { _ = gw.Stop() })
+	return gw
 }
+
+// Stop shuts the gateway down (once: the test's cleanup does it otherwise)
+// and returns Shutdown's error.
+func (g *Gateway) Stop() error { return g.stop() }
 
 // WriteFile writes content to path or fails the test.
 func WriteFile(t testing.TB, path, content string) {

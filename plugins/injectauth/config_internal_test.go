@@ -38,7 +38,7 @@ func TestBlockDecodesOntoItsType(t *testing.T) {
 	if o := c.Consumers["billing"]; o == nil || o.typ != "" || !reflect.DeepEqual(o.cred, billing) {
 		t.Errorf("billing: %#v, want type as written (none) and %#v", o, billing)
 	}
-	crm := &headerCredential{Name: "X-Key", Keys: []config.Secret{"a", "b"}}
+	crm := &headerCredential{namedValue{Name: "X-Key", Keys: []config.Secret{"a", "b"}}}
 	if o := c.Consumers["crm"]; o == nil || o.typ != TypeHeader || !reflect.DeepEqual(o.cred, crm) {
 		t.Errorf("crm: %#v, want %#v", o, crm)
 	}

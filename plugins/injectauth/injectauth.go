@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -93,12 +94,7 @@ func newCredential(typ string) credential {
 var typeKeys = func() map[string][]string {
 	m := map[string][]string{}
 	for _, typ := range types {
-		t := reflect.TypeOf(newCredential(typ)).Elem()
-		for i := range t.NumField() {
-			if key, _, _ := strings.Cut(t.Field(i).Tag.Get("koanf"), ","); key != "" {
-				m[typ] = append(m[typ], key)
-			}
-		}
+		m[typ] = structKeys(reflect.TypeOf(newCredential(typ)).Elem())
 	}
 	return m
 }()
@@ -173,7 +169,7 @@ func (c *Config) UnmarshalMapstructure(in any) error {
 	if len(raw.Consumers) > 0 {
 		c.Consumers = make(map[string]*block, len(raw.Consumers))
 	}
-	for _, name := range sortedKeys(raw.Consumers) {
+	for _, name := range slices.Sorted(maps.Keys(raw.Consumers)) {
 		o := raw.Consumers[name]
 		if o == nil {
 			c.Consumers[name] = nil // Validate: needs a credential
@@ -200,7 +196,7 @@ func decodeBlock(written, typ string, settings map[string]any, prefix string, p,
 	if b.cred == nil {
 		// The type is missing or unknown (Validate says so): any type's key
 		// may be meant; keys of none are reported.
-		for _, key := range sortedKeys(settings) {
+		for _, key := range slices.Sorted(maps.Keys(settings)) {
 			if len(typesWith(key)) == 0 {
 				p.Add(joinPath(prefix, key), "unknown key"+config.Suggest(key, knownKeys("", main)))
 			}
@@ -263,7 +259,7 @@ func (c *Config) Validate() error {
 	var p config.Problems
 	p.AddErr("", c.foreignErr)
 	c.main.check("", c.main.typ, &p)
-	for _, name := range sortedKeys(c.Consumers) {
+	for _, name := range slices.Sorted(maps.Keys(c.Consumers)) {
 		o := c.Consumers[name]
 		if o == nil {
 			p.Add("consumers."+name, "needs a credential, e.g. {token: \"${TOKEN}\"}")
@@ -404,7 +400,7 @@ var _ proxy.Plugin = (*Plugin)(nil)
 
 func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	var p config.Problems
-	for _, name := range sortedKeys(c.Consumers) {
+	for _, name := range slices.Sorted(maps.Keys(c.Consumers)) {
 		if _, ok := b.Consumers[name]; !ok {
 			p.Addf("consumers."+name, "unknown consumer %q (not in the top-level consumers)", name)
 		}
@@ -420,7 +416,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	ia.main = main
 	if len(c.Consumers) > 0 {
 		ia.byConsumer = map[string]injector{}
-		for _, name := range sortedKeys(c.Consumers) {
+		for _, name := range slices.Sorted(maps.Keys(c.Consumers)) {
 			in, err := c.Consumers[name].cred.settle().newInjector(b)
 			if err != nil {
 				var fe *config.FieldError
@@ -447,11 +443,18 @@ func (ia *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next prox
 	return in.inject(ctx, ex, next)
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+// structKeys lists the koanf keys of a struct, squashed structs included.
+func structKeys(t reflect.Type) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		key, opts, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+		switch {
+		case opts == "squash":
+			keys = append(keys, structKeys(f.Type)...)
+		case key != "":
+			keys = append(keys, key)
+		}
 	}
-	slices.Sort(keys)
 	return keys
 }

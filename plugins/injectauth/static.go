@@ -35,24 +35,37 @@ func (c *bearerCredential) newInjector(*proxy.Build) (injector, error) {
 	return s, nil
 }
 
+// namedValue is what types header and query are made of: Name carries
+// Value, or one of Keys in turn.
+type namedValue struct {
+	// Name is the header or query parameter that carries the value.
+	Name string `koanf:"name" json:"name,omitempty"`
+	// Value is its value.
+	Value config.Secret `koanf:"value" json:"value,omitempty"`
+	// Keys is a pool of values used instead of Value, one per request in
+	// turn (round-robin).
+	Keys []config.Secret `koanf:"keys" json:"keys,omitempty"`
+}
+
+func (c *namedValue) check(at func(string) string, p *config.Problems) {
+	checkValueOrKeys(at, "value", c.Value, c.Keys, p)
+	if c.Name == "" {
+		p.Add(at("name"), "is required")
+	}
+}
+
 // headerCredential is type header: the header Name carries Value.
 type headerCredential struct {
-	// Name is the header that carries the value.
-	Name string `koanf:"name" json:"name,omitempty"`
-	// Value is the header's value.
-	Value config.Secret `koanf:"value" json:"value,omitempty"`
-	// Keys is a pool of values used instead of Value, in turn.
-	Keys []config.Secret `koanf:"keys" json:"keys,omitempty"`
+	namedValue `koanf:",squash"`
 }
 
 func (*headerCredential) kind() string         { return TypeHeader }
 func (c *headerCredential) settle() credential { return c }
 
 func (c *headerCredential) check(at func(string) string, p *config.Problems) {
-	checkValueOrKeys(at, "value", c.Value, c.Keys, p)
+	c.namedValue.check(at, p)
 	switch {
 	case c.Name == "":
-		p.Add(at("name"), "is required")
 	case !httpx.ValidToken(c.Name):
 		p.Addf(at("name"), "invalid header name %q", c.Name)
 	case reservedHeader(c.Name):
@@ -70,23 +83,11 @@ func (c *headerCredential) newInjector(*proxy.Build) (injector, error) {
 
 // queryCredential is type query: the query parameter Name carries Value.
 type queryCredential struct {
-	// Name is the query parameter that carries the value.
-	Name string `koanf:"name" json:"name,omitempty"`
-	// Value is the parameter's value.
-	Value config.Secret `koanf:"value" json:"value,omitempty"`
-	// Keys is a pool of values used instead of Value, in turn.
-	Keys []config.Secret `koanf:"keys" json:"keys,omitempty"`
+	namedValue `koanf:",squash"`
 }
 
 func (*queryCredential) kind() string         { return TypeQuery }
 func (c *queryCredential) settle() credential { return c }
-
-func (c *queryCredential) check(at func(string) string, p *config.Problems) {
-	checkValueOrKeys(at, "value", c.Value, c.Keys, p)
-	if c.Name == "" {
-		p.Add(at("name"), "is required")
-	}
-}
 
 func (c *queryCredential) newInjector(*proxy.Build) (injector, error) {
 	s := &static{query: true, name: []byte(url.QueryEscape(c.Name))}
