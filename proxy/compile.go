@@ -145,7 +145,7 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 		}
 		st.routes[name] = rt
 	}
-	return st, p.Err()
+	return st, cfg.Explain(p.Err())
 }
 
 // bindMetrics resolves the metric children of a compiled state.

@@ -95,17 +95,34 @@ func decodeConfig(raw map[string]any, envKeys map[string]string) (*Config, error
 		p.list = kept
 	}
 
-	if len(envKeys) > 0 {
-		for _, fe := range p.list {
-			for key, name := range envKeys {
-				if fe.Path == key || strings.HasPrefix(fe.Path, key+".") || strings.HasPrefix(key, fe.Path+".") {
-					fe.Msg += " (set by environment variable " + name + ")"
-					break
+	cfg.envKeys = envKeys
+	cfg.explain(p.list)
+	return cfg, p.Err()
+}
+
+// Explain adds to each problem of err (a *ConfigError) the environment
+// variable that set its key, if one did: a problem found after loading
+// (in a plugin block or section, when the pipeline is compiled) reads like
+// one found while loading. Other errors are returned as they are.
+func (c *Config) Explain(err error) error {
+	var ce *ConfigError
+	if c != nil && errors.As(err, &ce) {
+		c.explain(ce.Problems)
+	}
+	return err
+}
+
+func (c *Config) explain(list []*FieldError) {
+	for _, fe := range list {
+		for key, name := range c.envKeys {
+			if fe.Path == key || strings.HasPrefix(fe.Path, key+".") || strings.HasPrefix(key, fe.Path+".") {
+				if suffix := " (set by environment variable " + name + ")"; !strings.HasSuffix(fe.Msg, suffix) {
+					fe.Msg += suffix
 				}
+				break
 			}
 		}
 	}
-	return cfg, p.Err()
 }
 
 // recoverEntries decodes, leniently, the entries of raw[section] that are
