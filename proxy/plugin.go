@@ -94,19 +94,23 @@ func DefineParts[C any](name string, parts []string, build func(c *C, b *Build) 
 	f := &Factory{
 		name:  name,
 		parts: append([]string{""}, parts...),
-		newConfig: func() any {
-			c := new(C)
-			if d, ok := any(c).(interface{ Defaults() }); ok {
-				d.Defaults()
-			}
-			return c
-		},
+		newConfig: newWithDefaults[C],
 		build: func(cfg any, b *Build) (Parts, error) { return build(cfg.(*C), b) },
 	}
 	for _, o := range opts {
 		o(f)
 	}
 	return f
+}
+
+// newWithDefaults returns a new *T, with its Defaults() applied if it has
+// that method: the first step of decoding a block or section.
+func newWithDefaults[T any]() any {
+	v := new(T)
+	if d, ok := any(v).(interface{ Defaults() }); ok {
+		d.Defaults()
+	}
+	return v
 }
 
 // Part is the place of one named part of a plugin, for the registry. The
@@ -144,13 +148,7 @@ type section struct {
 // changes them says so in the log. Build.Section returns it.
 func WithSection[S any](key string) Option {
 	return func(f *Factory) {
-		f.section = &section{key: key, newConfig: func() any {
-			s := new(S)
-			if d, ok := any(s).(interface{ Defaults() }); ok {
-				d.Defaults()
-			}
-			return s
-		}}
+		f.section = &section{key: key, newConfig: newWithDefaults[S]}
 	}
 }
 
