@@ -1,16 +1,16 @@
 package proxy
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // Load balancing and target health.
 //
-// Every target has a health record that lives as long as the gateway and is
-// keyed by upstream name and target URL: a reload that keeps a target keeps
-// its ejection, its failure count and its in-flight count. Two things take a
+// Every target has a health record, shared (see Share) by the configs that
+// have the target and keyed by upstream name and target URL: a reload that
+// keeps a target keeps its ejection, its failure count and its in-flight
+// count. Two things take a
 // target out of the rotation:
 //
 //   - passive health (outlier ejection): ConsecutiveFailures failed attempts
@@ -38,43 +38,10 @@ type targetHealth struct {
 	owner        atomic.Pointer[healthChecker]
 }
 
-// healthStore keeps the health records by "upstream\x00url" across reloads.
-type healthStore struct {
-	mu sync.Mutex
-	m  map[string]*targetHealth
-}
-
-func (s *healthStore) get(upstream, url string) *targetHealth {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	key := upstream + "\x00" + url
-	if h, ok := s.m[key]; ok {
-		return h
-	}
-	if s.m == nil {
-		s.m = map[string]*targetHealth{}
-	}
-	h := &targetHealth{}
-	s.m[key] = h
-	return h
-}
-
-// keep drops the records of targets that the serving config no longer has.
-func (s *healthStore) keep(ups map[string]*Upstream) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	used := map[*targetHealth]bool{}
-	for _, u := range ups {
-		for _, t := range u.Targets {
-			used[t.health] = true
-		}
-	}
-	for k, h := range s.m {
-		if !used[h] {
-			delete(s.m, k)
-		}
-	}
-}
+// healthKey names a target's health record among the shared resources: a
+// reload that keeps the target keeps its record; it is released with the
+// last config that has the target.
+type healthKey struct{ upstream, url string }
 
 // available reports whether t takes traffic: not ejected, not down.
 func (t *Target) available(now *int64) bool {

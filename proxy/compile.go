@@ -94,7 +94,7 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
 		uc := cfg.Upstreams[name]
-		u, err := g.buildUpstream(name, &uc, pools, st.clientKeys)
+		u, err := g.buildUpstream(st, name, &uc, pools)
 		if err != nil {
 			p.AddErr("upstreams."+name, err)
 			continue
@@ -159,7 +159,7 @@ func (st *state) bindMetrics(m *Metrics) {
 	}
 }
 
-func (g *Gateway) buildUpstream(name string, uc *config.UpstreamConfig, pools *clientPools, keys map[string]bool) (*Upstream, error) {
+func (g *Gateway) buildUpstream(st *state, name string, uc *config.UpstreamConfig, pools *clientPools) (*Upstream, error) {
 	urls := uc.Targets
 	if uc.URL != "" {
 		urls = []string{uc.URL}
@@ -179,9 +179,9 @@ func (g *Gateway) buildUpstream(name string, uc *config.UpstreamConfig, pools *c
 			p.AddErr("", err)
 			continue
 		}
-		keys[key] = true
+		st.clientKeys[key] = true
 		t.index = len(u.Targets)
-		t.health = g.health.get(name, raw)
+		t.health = share(st, healthKey{name, raw}, func() *targetHealth { return &targetHealth{} })
 		u.Targets = append(u.Targets, t)
 	}
 	if err := p.Err(); err != nil {
@@ -304,7 +304,6 @@ func (g *Gateway) buildPlugins(st *state, rt *Route, rc *config.RouteConfig, blo
 			Registerer: sharedRegisterer{&g.shared},
 			Cluster:    st.cluster,
 			st:         st,
-			g:          g,
 			peers:      peers,
 		}
 		if sec := db.factory.section; sec != nil {

@@ -39,7 +39,6 @@ type Gateway struct {
 	metrics *Metrics
 	pools   *clientPools
 	shared  sharedStore
-	health  healthStore // target health across reloads (balance.go)
 
 	state    atomic.Pointer[state]
 	logLevel slog.LevelVar

@@ -92,10 +92,10 @@ func Define[C any](name string, build func(c *C, b *Build) (Plugin, error), opts
 // main one; the registry places each with Factory.Part.
 func DefineParts[C any](name string, parts []string, build func(c *C, b *Build) (Parts, error), opts ...Option) *Factory {
 	f := &Factory{
-		name:  name,
-		parts: append([]string{""}, parts...),
+		name:      name,
+		parts:     append([]string{""}, parts...),
 		newConfig: newWithDefaults[C],
-		build: func(cfg any, b *Build) (Parts, error) { return build(cfg.(*C), b) },
+		build:     func(cfg any, b *Build) (Parts, error) { return build(cfg.(*C), b) },
 	}
 	for _, o := range opts {
 		o(f)
@@ -177,7 +177,6 @@ type Build struct {
 	Cluster *Cluster
 
 	st      *state
-	g       *Gateway
 	section any
 	peers   []any // the effective configs of the route's plugins, in pipeline order
 }

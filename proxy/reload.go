@@ -41,7 +41,6 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 		st.log.Warn("config reloaded, but these settings apply only after a restart", "keys", strings.Join(restart, ", "))
 	}
 	st.log.Info("config reloaded", "routes", len(st.routes), "upstreams", len(st.upstreams))
-	g.health.keep(st.upstreams)
 	go g.retire(old, st, g.pools.release(st.clientKeys))
 	return nil
 }

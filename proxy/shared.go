@@ -29,8 +29,12 @@ import (
 // that is only checked); if T has Close() error, it is called once, when the
 // resource is released (after Start, if it has one). Collectors registered
 // through Build.Registerer inside create are unregistered on release.
-func Share[T any](b *Build, key any, create func() T) T {
-	return b.g.shared.acquire(b, sharedKey{reflect.TypeFor[T](), key}, func() any { return create() }).(T)
+func Share[T any](b *Build, key any, create func() T) T { return share(b.st, key, create) }
+
+// share is Share for a state being compiled: the core keeps its own state
+// that outlives a config (target health) the same way.
+func share[T any](st *state, key any, create func() T) T {
+	return st.shared.acquire(st, sharedKey{reflect.TypeFor[T](), key}, func() any { return create() }).(T)
 }
 
 // sharedKey names one shared resource: its type and its key.
@@ -57,7 +61,7 @@ type sharedStore struct {
 	creating *sharedEntry // the entry whose create runs (registrations go to it)
 }
 
-func (s *sharedStore) acquire(b *Build, k sharedKey, create func() any) any {
+func (s *sharedStore) acquire(st *state, k sharedKey, create func() any) any {
 	s.mu.Lock()
 	e, ok := s.m[k]
 	if !ok {
@@ -73,13 +77,13 @@ func (s *sharedStore) acquire(b *Build, k sharedKey, create func() any) any {
 		s.mu.Lock()
 		s.creating = outer
 	}
-	if !b.st.holds[e] {
-		if b.st.holds == nil {
-			b.st.holds = map[*sharedEntry]bool{}
+	if !st.holds[e] {
+		if st.holds == nil {
+			st.holds = map[*sharedEntry]bool{}
 		}
-		b.st.holds[e] = true
+		st.holds[e] = true
 		e.holders++
-		b.st.held = append(b.st.held, e)
+		st.held = append(st.held, e)
 	}
 	s.mu.Unlock()
 	return e.value
@@ -188,6 +192,6 @@ func NewBuild(route, upstream string) (b *Build, start func() error, release fun
 	st := &state{shared: &g.shared, admin: map[string]AdminEndpoint{}, log: slog.New(slog.DiscardHandler)}
 	u := &Upstream{Name: upstream}
 	b = &Build{Route: &Route{Name: route, Upstream: u}, Upstream: u, Logger: st.log,
-		Registerer: sharedRegisterer{&g.shared}, st: st, g: g}
+		Registerer: sharedRegisterer{&g.shared}, st: st}
 	return b, func() error { return g.shared.start(st.held) }, func() { _ = g.shared.release(st.held) }
 }
