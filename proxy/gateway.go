@@ -82,7 +82,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 
 // Check compiles cfg without serving it: plugin blocks are decoded and
 // validated, plugins built (not started), routes registered. It returns every
-// problem in one *ConfigError. This is `sluice validate`.
+// problem in one *ConfigError (see Validate for a whole file).
 func Check(cfg *config.Config, plugins *Registry) error {
 	g := &Gateway{opts: Options{Plugins: plugins, LogOutput: io.Discard}, metrics: NewMetrics()}
 	g.shared.registry = g.metrics.Registry
@@ -90,6 +90,24 @@ func Check(cfg *config.Config, plugins *Registry) error {
 	st.close()
 	st.dropCluster(nil)
 	return err
+}
+
+// Validate returns every problem of a config file in one *config.ConfigError,
+// sorted by key path: the loader's (loadErr, as config.Load returned it with
+// cfg) and, when the file could be read, Check's. A loadErr that is not a
+// list of problems (the file cannot be read or parsed) is returned as is.
+// This is `sluice validate`.
+func Validate(cfg *config.Config, loadErr error, plugins *Registry) error {
+	var ce *config.ConfigError
+	if loadErr != nil && !errors.As(loadErr, &ce) {
+		return loadErr
+	}
+	var p config.Problems
+	p.AddErr("", loadErr)
+	if cfg != nil {
+		p.AddErr("", Check(cfg, plugins))
+	}
+	return p.Err()
 }
 
 // Metrics returns the gateway's metrics (its Prometheus registry).

@@ -85,42 +85,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // validate prints every problem of the file (schema and plugins) with its key path.
 func validate(path string, cfg *config.Config, loadErr error, stdout, stderr io.Writer) int {
-	var problems []*config.FieldError
+	err := proxy.Validate(cfg, loadErr, plugins.Registry())
 	var ce *config.ConfigError
 	switch {
-	case errors.As(loadErr, &ce):
-		problems = append(problems, ce.Problems...)
-	case loadErr != nil:
-		fmt.Fprintln(stderr, "sluice:", loadErr)
-		return 1
-	}
-	if cfg != nil {
-		if errors.As(proxy.Check(cfg, plugins.Registry()), &ce) {
-			for _, p := range ce.Problems {
-				if !containsProblem(problems, p) {
-					problems = append(problems, p)
-				}
-			}
-		}
-	}
-	if len(problems) == 0 {
+	case err == nil:
 		fmt.Fprintf(stdout, "%s: OK\n", path)
 		return 0
+	case !errors.As(err, &ce):
+		fmt.Fprintln(stderr, "sluice:", err)
+		return 1
 	}
-	fmt.Fprintf(stderr, "%s: %d problem(s)\n", path, len(problems))
-	for _, p := range problems {
+	fmt.Fprintf(stderr, "%s: %d problem(s)\n", path, len(ce.Problems))
+	for _, p := range ce.Problems {
 		fmt.Fprintf(stderr, "  %s\n", p)
 	}
 	return 1
-}
-
-func containsProblem(list []*config.FieldError, p *config.FieldError) bool {
-	for _, q := range list {
-		if *q == *p {
-			return true
-		}
-	}
-	return false
 }
 
 func defaultConfigPath() string {

@@ -319,22 +319,15 @@ func ConfigProblemsWith(t testing.TB, reg *proxy.Registry, yaml string) []*confi
 	file := t.TempDir() + "/sluice.yaml"
 	WriteFile(t, file, yaml)
 	cfg, err := config.Load(file)
-	var out []*config.FieldError
+	err = proxy.Validate(cfg, err, reg)
 	var ce *config.ConfigError
-	switch {
-	case errors.As(err, &ce):
-		out = append(out, ce.Problems...)
-	case err != nil:
+	if err != nil && !errors.As(err, &ce) {
 		t.Fatalf("config cannot be read: %v", err)
 	}
-	if errors.As(proxy.Check(cfg, reg), &ce) {
-		for _, p := range ce.Problems {
-			if !slices.ContainsFunc(out, func(q *config.FieldError) bool { return *q == *p }) {
-				out = append(out, p)
-			}
-		}
+	if ce == nil {
+		return nil
 	}
-	return out
+	return ce.Problems
 }
 
 // WantOneProblem fails the test unless probs is exactly one problem at path
