@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -104,6 +105,34 @@ func (r *Redis) Do(args ...string) (string, error) {
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimRight(line, "\r\n"), err
+}
+
+// Subscribers returns how many clients are subscribed to channel (PUBSUB
+// NUMSUB), reading the whole reply: Do returns its first line only, which
+// for this command is the array header "*2", whatever the count.
+func (r *Redis) Subscribers(channel string) (int, error) {
+	c, err := net.DialTimeout("tcp", r.Addr, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := fmt.Fprintf(c, "*3\r\n$6\r\nPUBSUB\r\n$6\r\nNUMSUB\r\n$%d\r\n%s\r\n", len(channel), channel); err != nil {
+		return 0, err
+	}
+	br := bufio.NewReader(c)
+	var lines []string
+	for range 4 { // *2, $len, channel, :count
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return 0, err
+		}
+		lines = append(lines, strings.TrimRight(line, "\r\n"))
+	}
+	if lines[0] != "*2" || lines[2] != channel || !strings.HasPrefix(lines[3], ":") {
+		return 0, fmt.Errorf("unexpected PUBSUB NUMSUB reply %q", lines)
+	}
+	return strconv.Atoi(lines[3][1:])
 }
 
 func (r *Redis) ping() error {

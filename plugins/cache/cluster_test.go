@@ -48,8 +48,8 @@ routes:
 	}
 	// Subscriptions are made in Start: wait until both are listening.
 	testkit.Eventually(t, 5*time.Second, func() bool {
-		out, _ := rd.Do("PUBSUB", "NUMSUB", "sluice:cache:invalidate")
-		return strings.Contains(out, "2")
+		n, _ := rd.Subscribers("sluice:cache:invalidate")
+		return n == 2
 	}, "both gateways subscribed")
 
 	warm("/a", "/b", "/c")
@@ -113,8 +113,8 @@ routes:
 	g1 := testkit.StartGateway(t, yaml)
 	g2 := testkit.StartGateway(t, yaml)
 	testkit.Eventually(t, 5*time.Second, func() bool {
-		out, _ := rd.Do("PUBSUB", "NUMSUB", "sluice:cache:invalidate")
-		return strings.Contains(out, "2")
+		n, _ := rd.Subscribers("sluice:cache:invalidate")
+		return n == 2
 	}, "both gateways subscribed")
 	hit := func(url string) bool { return get(t, url).Header.Get("Cache-Status") == "sluice; hit" }
 	urls := []string{g1.URL + "/a/items/1?x=1", g1.URL + "/b/items/1", g2.URL + "/a/items/1", g2.URL + "/b/items/1?y=2"}
