@@ -256,6 +256,9 @@ func decodeChecked(path string, raw map[string]any, newConfig func() any, p *con
 		p.AddErr(path, err)
 		return nil, false
 	}
+	if s, ok := cfg.(Settler); ok {
+		s.Settle()
+	}
 	if v, isV := cfg.(Validator); isV {
 		if err := v.Validate(); err != nil {
 			p.AddErr(path, err)

@@ -38,14 +38,17 @@ type Parts map[string]Plugin
 // it. Every plugin is made the same way, once per route and config:
 //
 //  1. its config struct is made with its defaults (a Defaults() method on
-//     the struct, if it has one);
+//     the struct, if it has one): they come first, so that what the block
+//     says (an explicit false or 0 included) wins;
 //  2. the YAML block is decoded onto it strictly (koanf tags; unknown keys,
 //     bad durations and sizes are errors naming the key);
-//  3. Validate() error, if the struct has it, checks it and changes nothing;
+//  3. Settle(), if the struct has it, fills the defaults that depend on
+//     other settings (see Settler);
+//  4. Validate() error, if the struct has it, checks it and changes nothing;
 //     errors may be *config.FieldError/*config.ConfigError with key paths
 //     relative to the block;
-//  4. build makes the plugin for one route from the checked config and a
-//     *Build. Defaults that depend on other settings are settled here.
+//  5. build makes the plugin for one route from the checked config and a
+//     *Build.
 //
 // Building has no side effects (`sluice validate` builds every plugin
 // without serving): anything that runs in the background or holds
@@ -155,6 +158,12 @@ func WithSection[S any](key string) Option {
 // Validator is implemented by plugin configs (and sections) that check
 // themselves. Validate must not change the config.
 type Validator interface{ Validate() error }
+
+// Settler is implemented by plugin configs (and sections) with defaults that
+// depend on other settings (retry's methods depend on idempotency_key):
+// Settle fills the fields the block left unset, after decoding and before
+// Validate, so that /admin/config shows what is in effect.
+type Settler interface{ Settle() }
 
 // Build is what a plugin is told about the route it is built for. It is
 // only valid during the build.

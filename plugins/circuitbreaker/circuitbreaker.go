@@ -72,7 +72,7 @@ type Config struct {
 }
 
 // Defaults sets the defaults above; consecutive_failures and max_open_for
-// depend on other settings and are settled at build.
+// depend on other settings and are settled after decoding.
 func (c *Config) Defaults() {
 	*c = Config{
 		MinRequests:      20,
@@ -80,6 +80,17 @@ func (c *Config) Defaults() {
 		OpenFor:          config.Duration(30 * time.Second),
 		HalfOpenRequests: 1,
 		FailureStatuses:  []string{"5xx"},
+	}
+}
+
+// Settle sets consecutive_failures to 5 when neither it nor failure_ratio is
+// set, and max_open_for to 5m (at least open_for) when unset.
+func (c *Config) Settle() {
+	if c.ConsecutiveFailures == 0 && c.FailureRatio == 0 {
+		c.ConsecutiveFailures = 5
+	}
+	if c.MaxOpenFor == 0 {
+		c.MaxOpenFor = max(config.Duration(5*time.Minute), c.OpenFor)
 	}
 }
 
@@ -101,7 +112,7 @@ func (c *Config) Validate() error {
 	if c.OpenFor <= 0 {
 		p.Add("open_for", "must be a positive duration")
 	}
-	if c.MaxOpenFor != 0 && c.MaxOpenFor < c.OpenFor {
+	if c.MaxOpenFor < c.OpenFor {
 		p.Addf("max_open_for", "%s is shorter than open_for %s", c.MaxOpenFor, c.OpenFor)
 	}
 	if c.HalfOpenRequests < 1 || c.HalfOpenRequests > 1000 {
@@ -159,19 +170,12 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 		return m
 	})
 
-	consecutive, maxOpenFor := c.ConsecutiveFailures, c.MaxOpenFor
-	if consecutive == 0 && c.FailureRatio == 0 {
-		consecutive = 5
-	}
-	if maxOpenFor == 0 {
-		maxOpenFor = max(config.Duration(5*time.Minute), c.OpenFor)
-	}
 	s := settings{
-		consecutive: int64(consecutive),
+		consecutive: int64(c.ConsecutiveFailures),
 		ratio:       c.FailureRatio,
 		minRequests: int64(c.MinRequests),
 		openFor:     c.OpenFor.D(),
-		maxOpenFor:  maxOpenFor.D(),
+		maxOpenFor:  c.MaxOpenFor.D(),
 		probes:      int64(c.HalfOpenRequests),
 	}
 	key := groupKey{b.Upstream.Name, s, c.Window.D(), strings.Join(c.FailureStatuses, ",")}

@@ -72,7 +72,7 @@ type Config struct {
 	MinRetries int `koanf:"min_retries" json:"min_retries"`
 }
 
-// Defaults sets the defaults above; methods are settled at build (their
+// Defaults sets the defaults above; methods is settled after decoding (its
 // default depends on idempotency_key).
 func (c *Config) Defaults() {
 	*c = Config{
@@ -159,17 +159,16 @@ type budgetKey struct {
 	window   config.Duration
 }
 
-// retryMethods are the methods retried: methods, else the idempotent ones,
-// with POST and PATCH when idempotency_key is generate.
-func (c *Config) retryMethods() []string {
+// Settle sets the methods retried when the block names none: the
+// idempotent ones, with POST and PATCH when idempotency_key is generate.
+func (c *Config) Settle() {
 	if c.Methods != nil {
-		return c.Methods
+		return
 	}
-	m := slices.Clone(idempotentMethods)
+	c.Methods = slices.Clone(idempotentMethods)
 	if c.IdempotencyKey == "generate" {
-		m = append(m, "POST", "PATCH")
+		c.Methods = append(c.Methods, "POST", "PATCH")
 	}
-	return m
 }
 
 func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
@@ -191,7 +190,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 		attempts:   c.Attempts,
 		backoff:    c.Backoff.D(),
 		maxBackoff: c.MaxBackoff.D(),
-		methods:    c.retryMethods(),
+		methods:    c.Methods,
 		generate:   c.IdempotencyKey == "generate",
 		ratio:      c.Budget,
 		minRetries: int64(c.MinRetries),
