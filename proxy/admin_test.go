@@ -146,3 +146,45 @@ func wantAdminProblem(t *testing.T, r *testkit.Response, status int, code string
 		t.Errorf("got %d %s %s, want %d problem+json code %s", r.Status, r.Header.Get("Content-Type"), r.Body, status, code)
 	}
 }
+
+// /admin/config shows the settings in effect, defaults that depend on other
+// settings included (settled after decoding): retry's methods follow
+// idempotency_key, circuit_breaker's consecutive_failures and max_open_for
+// follow failure_ratio and open_for.
+func TestAdminConfigShowsSettledDefaults(t *testing.T) {
+	t.Parallel()
+	gw := testkit.StartGateway(t, `
+log: {access_log: false}
+admin: {token: "admin-secret-123"}
+upstreams: {up: {url: "http://127.0.0.1:9"}}
+routes:
+  r: {path: "/r", upstream: up, plugins: {retry: {}, circuit_breaker: {open_for: 10m}}}
+  g: {path: "/g", upstream: up, plugins: {retry: {idempotency_key: generate}, circuit_breaker: {failure_ratio: 0.5}}}
+`)
+	resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/config", "", "Authorization", "Bearer admin-secret-123")
+	var view struct {
+		Routes map[string]struct {
+			Plugins map[string]struct {
+				Config map[string]any `json:"config"`
+			} `json:"plugins"`
+		} `json:"routes"`
+	}
+	if err := json.Unmarshal(resp.Body, &view); err != nil {
+		t.Fatalf("%v: %s", err, resp.Body)
+	}
+	got := func(route, plugin, key string) string {
+		return fmt.Sprint(view.Routes[route].Plugins[plugin].Config[key])
+	}
+	for _, c := range []struct{ route, plugin, key, want string }{
+		{"r", "retry", "methods", "[GET HEAD OPTIONS PUT DELETE]"},
+		{"g", "retry", "methods", "[GET HEAD OPTIONS PUT DELETE POST PATCH]"},
+		{"r", "circuit_breaker", "consecutive_failures", "5"},
+		{"r", "circuit_breaker", "max_open_for", "10m0s"},
+		{"g", "circuit_breaker", "consecutive_failures", "0"},
+		{"g", "circuit_breaker", "max_open_for", "5m0s"},
+	} {
+		if v := got(c.route, c.plugin, c.key); v != c.want {
+			t.Errorf("routes.%s.plugins.%s.%s = %s, want %s", c.route, c.plugin, c.key, v, c.want)
+		}
+	}
+}
