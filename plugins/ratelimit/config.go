@@ -75,41 +75,57 @@ const (
 )
 
 // Defaults sets mode, max_wait, max_keys and idle_timeout; the defaults of
-// each limit depend on its other settings and are filled by limits().
+// each limit depend on its other settings and are filled by Settle.
 func (c *Config) Defaults() {
 	*c = Config{Mode: modeReject, MaxWait: config.Duration(time.Second), MaxKeys: 100000,
 		IdleTimeout: config.Duration(10 * time.Minute)}
 }
 
-// limits returns the limits of the block with their defaults filled in.
+// single reports whether the block holds a limit of its own (rate, per...
+// at the top) rather than, or besides, a limits list.
+func (c *Config) single() bool {
+	return c.Rate != 0 || c.Key != "" || c.Burst != 0 || c.Per != 0 || c.Name != "" || c.Distributed != nil
+}
+
+// Settle fills each limit's unset settings: per 1s, key upstream, burst the
+// rate rounded up (at least 1), name the key.
+func (c *Config) Settle() {
+	if c.single() {
+		c.Limit.settle()
+	}
+	for i := range c.Limits {
+		c.Limits[i].settle()
+	}
+}
+
+func (l *Limit) settle() {
+	if l.Per == 0 {
+		l.Per = config.Duration(time.Second)
+	}
+	if l.Key == "" {
+		l.Key = "upstream"
+	}
+	if l.Burst == 0 && l.Rate > 0 {
+		l.Burst = max(1, int(math.Ceil(l.Rate)))
+	}
+	if l.Name == "" {
+		l.Name = strings.ToLower(l.Key)
+	}
+}
+
+// limits returns the limits of the block: its own, then its list.
 func (c *Config) limits() []Limit {
 	var ls []Limit
-	if c.Rate != 0 || c.Key != "" || c.Burst != 0 || c.Per != 0 || c.Name != "" || c.Distributed != nil {
+	if c.single() {
 		ls = append(ls, c.Limit)
 	}
-	ls = append(ls, c.Limits...)
-	for i := range ls {
-		l := &ls[i]
-		if l.Per == 0 {
-			l.Per = config.Duration(time.Second)
-		}
-		if l.Key == "" {
-			l.Key = "upstream"
-		}
-		if l.Burst == 0 && l.Rate > 0 {
-			l.Burst = max(1, int(math.Ceil(l.Rate)))
-		}
-		if l.Name == "" {
-			l.Name = strings.ToLower(l.Key)
-		}
-	}
-	return ls
+	return append(ls, c.Limits...)
 }
 
 // Validate checks every limit and the options.
 func (c *Config) Validate() error {
 	var p config.Problems
-	single := c.Rate != 0 || c.Key != "" || c.Burst != 0 || c.Per != 0 || c.Name != "" || c.Distributed != nil
+	single := c.single()
 	if single && len(c.Limits) > 0 {
 		p.Add("limits", "use either rate/per/burst/key at the top or a limits list, not both")
 		return p.Err()
