@@ -161,20 +161,8 @@ routes:
   r: {path: "/r", upstream: up, plugins: {retry: {}, circuit_breaker: {open_for: 10m}}}
   g: {path: "/g", upstream: up, plugins: {retry: {idempotency_key: generate}, circuit_breaker: {failure_ratio: 0.5}}}
 `)
-	resp := testkit.Do(t, "GET", gw.AdminURL+"/admin/config", "", "Authorization", "Bearer admin-secret-123")
-	var view struct {
-		Routes map[string]struct {
-			Plugins map[string]struct {
-				Config map[string]any `json:"config"`
-			} `json:"plugins"`
-		} `json:"routes"`
-	}
-	if err := json.Unmarshal(resp.Body, &view); err != nil {
-		t.Fatalf("%v: %s", err, resp.Body)
-	}
-	got := func(route, plugin, key string) string {
-		return fmt.Sprint(view.Routes[route].Plugins[plugin].Config[key])
-	}
+	configs, _ := gw.PluginConfigs(t, "Authorization", "Bearer admin-secret-123")
+	got := func(route, plugin, key string) string { return fmt.Sprint(configs[route][plugin][key]) }
 	for _, c := range []struct{ route, plugin, key, want string }{
 		{"r", "retry", "methods", "[GET HEAD OPTIONS PUT DELETE]"},
 		{"g", "retry", "methods", "[GET HEAD OPTIONS PUT DELETE POST PATCH]"},

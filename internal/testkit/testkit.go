@@ -200,6 +200,35 @@ func StartGateway(t testing.TB, yaml string, opt ...Options) *Gateway {
 	return gw
 }
 
+// PluginConfigs reads /admin/config (header: e.g. the admin token) and
+// returns each route's plugin configs as shown there, route → plugin →
+// config, with the raw answer.
+func (g *Gateway) PluginConfigs(t testing.TB, header ...string) (map[string]map[string]map[string]any, []byte) {
+	t.Helper()
+	r := Do(t, "GET", g.AdminURL+"/admin/config", "", header...)
+	if r.Status != 200 {
+		t.Fatalf("/admin/config: %d %s", r.Status, r.Body)
+	}
+	var view struct {
+		Routes map[string]struct {
+			Plugins map[string]struct {
+				Config map[string]any `json:"config"`
+			} `json:"plugins"`
+		} `json:"routes"`
+	}
+	if err := json.Unmarshal(r.Body, &view); err != nil {
+		t.Fatalf("/admin/config: %v: %s", err, r.Body)
+	}
+	out := map[string]map[string]map[string]any{}
+	for route, rv := range view.Routes {
+		out[route] = map[string]map[string]any{}
+		for name, pv := range rv.Plugins {
+			out[route][name] = pv.Config
+		}
+	}
+	return out, r.Body
+}
+
 // Stop shuts the gateway down (once: the test's cleanup does it otherwise)
 // and returns Shutdown's error.
 func (g *Gateway) Stop() error { return g.stop() }
