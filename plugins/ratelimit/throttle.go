@@ -22,7 +22,7 @@ type pause struct {
 	gauge     prometheus.Gauge
 	hub       atomic.Pointer[pauseHub] // cluster mode: pauses are published to the other gateways
 	hubsMu    sync.Mutex
-	hubs      []*pauseHub // one entry per started config in cluster mode; the last one publishes
+	hubs      []*pauseHub // the hubs linked to it (one per Redis client in use); the latest publishes
 	errs      [maxPrebuilt + 1]*proxy.Error
 	detail    string
 }
@@ -46,9 +46,9 @@ func sharedPause(b *proxy.Build, m *metrics) *pause {
 	})
 }
 
-// attach makes the pause publish through hub (a config with
-// respect_upstream in cluster mode started); the latest started config's
-// hub is used.
+// attach makes the pause publish through hub (hubLink.Start: a config with
+// respect_upstream in cluster mode started). While a reload that changes
+// cluster.redis is under way, two hubs are linked: the latest is used.
 func (p *pause) attach(hub *pauseHub) {
 	p.hubsMu.Lock()
 	defer p.hubsMu.Unlock()
@@ -56,8 +56,9 @@ func (p *pause) attach(hub *pauseHub) {
 	p.hub.Store(hub)
 }
 
-// detach undoes attach (that config closed): the pause publishes through
-// the hub of the latest config still started, or not at all.
+// detach undoes attach (hubLink.Close: no config uses that hub with this
+// pause any more): the pause publishes through the latest hub still linked,
+// or not at all.
 func (p *pause) detach(hub *pauseHub) {
 	p.hubsMu.Lock()
 	defer p.hubsMu.Unlock()
