@@ -185,3 +185,24 @@ routes:
 	}
 	testkit.WantProblem(t, testkit.Do(t, "GET", gw.URL+"/gone", ""), 404, "route_not_found")
 }
+
+// admin.pprof is read when the admin listener starts: a reload that
+// changes it says that it needs a restart.
+func TestReloadSaysPprofNeedsARestart(t *testing.T) {
+	t.Parallel()
+	up := testkit.NewUpstream(t, nil)
+	const yaml = `
+log: {access_log: false}
+admin: {pprof: %t}
+upstreams: {up: {url: "%s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`
+	gw := testkit.StartGateway(t, fmt.Sprintf(yaml, false, up.URL))
+	testkit.WriteFile(t, gw.File, fmt.Sprintf(yaml, true, up.URL))
+	if err := gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(gw.Logs.String(), `"keys":"admin.pprof"`) {
+		t.Errorf("no restart warning naming admin.pprof:\n%s", gw.Logs.String())
+	}
+}
