@@ -3,11 +3,8 @@
 package bench
 
 import (
-	"context"
 	"testing"
-	"time"
 
-	"github.com/allegro/bigcache/v3"
 	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
@@ -18,17 +15,7 @@ import (
 // copy of the value and a copy of the stored key it compares (measured
 // below, so that the budget follows the library).
 func TestCacheHitAllocs(t *testing.T) {
-	bc, err := bigcache.New(context.Background(), bigcache.Config{Shards: 4, LifeWindow: time.Hour,
-		MaxEntriesInWindow: 64, MaxEntrySize: 2048, HardMaxCacheSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = bc.Set("0123456789abcdef", testkit.Body1K)
-	var sink []byte
-	getAllocs := testing.AllocsPerRun(1000, func() { sink, _ = bc.Get("0123456789abcdef") })
-	if len(sink) != 1024 {
-		t.Fatal("bigcache lost the value")
-	}
+	getAllocs := testkit.BigcacheGetAllocs(t)
 	t.Logf("bigcache.Get: %v allocs", getAllocs)
 
 	im := testkit.NewInMemory(t, cacheYAML, cacheOrigin)

@@ -3,11 +3,8 @@
 package cache_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
-	"github.com/allegro/bigcache/v3"
 	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/valyala/fasthttp"
 )
@@ -18,13 +15,7 @@ import (
 // counted over the whole process, as bench/TestCacheHitAllocs does for a
 // plain hit.
 func TestCredentialHitAllocs(t *testing.T) {
-	bc, err := bigcache.New(context.Background(), bigcache.Config{Shards: 4, LifeWindow: time.Hour,
-		MaxEntriesInWindow: 64, MaxEntrySize: 2048, HardMaxCacheSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = bc.Set("0123456789abcdef", testkit.Body1K)
-	getAllocs := testing.AllocsPerRun(1000, func() { _, _ = bc.Get("0123456789abcdef") })
+	getAllocs := testkit.BigcacheGetAllocs(t)
 	// A vary'd hit is two Gets: the marker, then the variant.
 	budget := 2 * getAllocs
 
