@@ -95,6 +95,37 @@ func TestRoutesNeverShareEntries(t *testing.T) {
 	})
 }
 
+// A reload that rotates the injected credential (same type, new token, or
+// a new per-consumer override) starts the route over: an answer fetched
+// with the old token is not served under the new one.
+func TestRotatedCredentialStartsTheRouteOver(t *testing.T) {
+	o := echoOrigin(t)
+	block := func(token, override string) string {
+		return `{authenticate: {}, inject_auth: {type: bearer, token: "` + token + `"` + override + `}, cache: {ttl: 60s}}`
+	}
+	gw := testkit.StartGateway(t, twoRoutesYAML(o.URL, block(providerToken, "")))
+	priv := func() *testkit.Response {
+		return get(t, gw.URL+"/private/echo", "X-Api-Key", "billing-key-0123456789")
+	}
+	priv()
+	if r := priv(); r.Header.Get("Cache-Status") != "sluice; hit" {
+		t.Fatalf("before the reload: %q, want a hit", r.Header.Get("Cache-Status"))
+	}
+	for _, c := range []struct{ name, token, override string }{
+		{"new token", "rotated-provider-token-0123456", ""},
+		{"new override", "rotated-provider-token-0123456", `, consumers: {billing: {token: "billing-provider-token-0123"}}`},
+	} {
+		testkit.WriteFile(t, gw.File, twoRoutesYAML(o.URL, block(c.token, c.override)))
+		if err := gw.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		r := priv()
+		if r.Header.Get("Cache-Status") == "sluice; hit" {
+			t.Errorf("%s: the answer fetched under the old credential was served: %q", c.name, r.Body)
+		}
+	}
+}
+
 // B1: with partition auto, every credential header the caller passes
 // through keeps its answers apart, not only Authorization.
 func TestCredentialHeadersPartition(t *testing.T) {
