@@ -59,12 +59,12 @@ type Target struct {
 }
 
 // Host is the host (and port, if the URL has one) of the target's base URL,
-// as the Host header sends it.
-func (t *Target) Host() string { return string(t.host) }
+// as the Host header sends it. It is not a copy: a target never changes.
+func (t *Target) Host() string { return b2s(t.host) }
 
 // BasePath is the path of the target's base URL, without a trailing slash
 // (empty for a bare host); request paths are appended to it.
-func (t *Target) BasePath() string { return string(t.basePath) }
+func (t *Target) BasePath() string { return b2s(t.basePath) }
 
 // appendRequestURI appends the outbound request URI: the target's base path,
 // then the caller's raw path minus the route's strip_prefix, then the raw

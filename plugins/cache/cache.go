@@ -590,7 +590,7 @@ func sameHost(loc, target string) bool {
 func stripBase(p []byte, ex *proxy.Exchange) []byte {
 	if t := ex.Target; t != nil {
 		base := t.BasePath()
-		if base != "" && bytes.HasPrefix(p, []byte(base)) && (len(p) == len(base) || p[len(base)] == '/' || p[len(base)] == '?') {
+		if base != "" && strings.HasPrefix(b2s(p), base) && (len(p) == len(base) || p[len(base)] == '/' || p[len(base)] == '?') {
 			return p[len(base):]
 		}
 	}
