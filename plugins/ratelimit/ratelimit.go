@@ -120,13 +120,6 @@ type part struct {
 	pause      *pause        // respect_upstream
 }
 
-func (p *part) pauseOf() *pause {
-	if p == nil {
-		return nil
-	}
-	return p.pause
-}
-
 const (
 	hdrPolicy    = "RateLimit-Policy"
 	hdrRateLimit = "RateLimit"
