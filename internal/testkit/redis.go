@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -26,18 +25,11 @@ type Redis struct {
 	cmd *exec.Cmd
 }
 
-// StartRedis starts redis-server for the test and stops it at cleanup. When
-// redis-server is not installed the test is skipped, unless
-// SLUICE_REQUIRE_REDIS=1 (set by .ci/run), which makes it fail instead.
+// StartRedis starts redis-server for the test and stops it at cleanup. A
+// missing redis-server fails the test (see Tool).
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("SLUICE_REQUIRE_REDIS") == "1" {
-			t.Fatalf("redis-server is not installed (SLUICE_REQUIRE_REDIS=1): apt-get install -y redis-server")
-		}
-		t.Skip("redis-server is not installed; cluster tests skipped (apt-get install -y redis-server)")
-	}
+	bin := Tool(t, "redis-server", "redis-server")
 	r := &Redis{Addr: freeLoopbackAddr(t), t: t, bin: bin}
 	r.Start()
 	t.Cleanup(r.Stop)
