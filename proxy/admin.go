@@ -78,7 +78,7 @@ func (g *Gateway) AdminHandler() http.Handler {
 		}
 		writeAdminProblem(w, r, code.Status(), code, "no admin endpoint "+r.Method+" "+r.URL.Path)
 	}))
-	return mux
+	return withRequestID(mux)
 }
 
 // ServeAdmin serves the admin API on ln until Shutdown has drained the proxy
@@ -213,24 +213,17 @@ func (g *Gateway) adminReload(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"result": "success", "routes": len(g.state.Load().routes)})
 		return
 	}
-	body := map[string]any{
-		"type": "about:blank", "title": "Unprocessable Content", "status": http.StatusUnprocessableEntity,
-		"code": CodeBadRequest.String(), "detail": "the new config was rejected; the previous config keeps serving",
-		"instance": r.URL.Path, "retryable": false,
-	}
+	p := &Problem{Status: http.StatusUnprocessableEntity, Code: CodeBadRequest,
+		Detail: "the new config was rejected; the previous config keeps serving"}
 	var ce *config.ConfigError
 	if errors.As(err, &ce) {
-		problems := make([]string, len(ce.Problems))
-		for i, p := range ce.Problems {
-			problems[i] = p.Error()
+		for _, cp := range ce.Problems {
+			p.Problems = append(p.Problems, cp.Error())
 		}
-		body["problems"] = problems
 	} else {
-		body["problems"] = []string{err.Error()}
+		p.Problems = []string{err.Error()}
 	}
-	w.Header().Set("Content-Type", ProblemContentType)
-	w.WriteHeader(http.StatusUnprocessableEntity)
-	_ = json.NewEncoder(w).Encode(body)
+	writeAdminProblemOf(w, r, p)
 }
 
 // requireToken guards mutating calls with the admin bearer token. Without a
@@ -316,12 +309,34 @@ func loopbackIP(host string) bool {
 }
 
 func writeAdminProblem(w http.ResponseWriter, r *http.Request, status int, code Code, detail string) {
+	writeAdminProblemOf(w, r, &Problem{Status: status, Code: code, Detail: detail})
+}
+
+// writeAdminProblemOf writes p with the proxy's encoder, so an admin error has
+// the same members in the same order as a proxy error, request_id included
+// (the one withRequestID put on the response).
+func writeAdminProblemOf(w http.ResponseWriter, r *http.Request, p *Problem) {
+	body := p.appendJSON(nil, []byte(instance(r)), []byte(w.Header().Get(headerRequestID)))
 	w.Header().Set("Content-Type", ProblemContentType)
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{
-		"type": "about:blank", "title": http.StatusText(status), "status": status,
-		"code": code.String(), "detail": detail, "instance": instance(r), "retryable": false,
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// headerRequestID is the header the proxy reads a caller's request id from
+// and answers with; the admin API does the same.
+var headerRequestID = string(strXRequestID)
+
+// withRequestID gives every admin answer an X-Request-Id: the caller's when
+// it is a valid one, a new one otherwise, as the proxy does.
+func withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := []byte(r.Header.Get(headerRequestID))
+		if !validRequestID(id) {
+			id = newRequestID(nil)
+		}
+		w.Header().Set(headerRequestID, string(id))
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -175,4 +176,70 @@ routes:
 			t.Errorf("routes.%s.plugins.%s.%s = %s, want %s", c.route, c.plugin, c.key, v, c.want)
 		}
 	}
+}
+
+// An admin error has the proxy error's shape: the same members in the same
+// order, request_id included, and the caller's X-Request-Id is kept.
+func TestAdminProblemsHaveTheProxyShape(t *testing.T) {
+	t.Parallel()
+	const token = "admin-secret-0123456789"
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+admin: {token: %q}
+upstreams: {dead: {url: "http://127.0.0.1:9"}}
+routes: {r: {path: "/r", upstream: dead}}
+`, token))
+	proxyErr := testkit.Do(t, "GET", gw.URL+"/r", "")
+	adminErr := testkit.Do(t, "GET", gw.AdminURL+"/admin/nope", "", "Authorization", "Bearer "+token)
+	wantAdminProblem(t, adminErr, 404, "route_not_found")
+	pk, ak := jsonKeys(t, proxyErr.Body), jsonKeys(t, adminErr.Body)
+	// The admin error has no upstream; every member it has comes in the
+	// proxy's order.
+	var common []string
+	for _, k := range pk {
+		if slices.Contains(ak, k) {
+			common = append(common, k)
+		}
+	}
+	if !slices.Equal(common, ak) || !slices.Contains(ak, "request_id") {
+		t.Errorf("admin problem members %v, want the proxy's order %v with request_id", ak, pk)
+	}
+	var body struct {
+		RequestID string `json:"request_id"`
+	}
+	_ = json.Unmarshal(adminErr.Body, &body)
+	if body.RequestID == "" || body.RequestID != adminErr.Header.Get("X-Request-Id") {
+		t.Errorf("request_id %q, X-Request-Id %q: want the same, not empty", body.RequestID, adminErr.Header.Get("X-Request-Id"))
+	}
+	r := testkit.Do(t, "GET", gw.AdminURL+"/admin/config", "", "X-Request-Id", "caller-id-42")
+	_ = json.Unmarshal(r.Body, &body)
+	if r.Status != 401 || body.RequestID != "caller-id-42" || r.Header.Get("X-Request-Id") != "caller-id-42" {
+		t.Errorf("caller's X-Request-Id: %d %s (header %q), want 401 carrying caller-id-42", r.Status, r.Body, r.Header.Get("X-Request-Id"))
+	}
+	r = testkit.Do(t, "GET", gw.AdminURL+"/healthz", "", "X-Request-Id", "bad id\twith tab")
+	if id := r.Header.Get("X-Request-Id"); id == "" || strings.ContainsAny(id, " \t") {
+		t.Errorf("an invalid caller id must be replaced, got %q", id)
+	}
+}
+
+// jsonKeys lists the top-level member names of a JSON object, in order.
+func jsonKeys(t *testing.T, body []byte) []string {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		t.Fatalf("not a JSON object: %s", body)
+	}
+	var keys []string
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		keys = append(keys, tok.(string))
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+	}
+	return keys
 }

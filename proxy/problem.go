@@ -37,6 +37,9 @@ type Problem struct {
 	// UpstreamBody is the provider's original body (keep_body: true). Valid
 	// JSON is embedded as is; anything else as a JSON string.
 	UpstreamBody []byte
+	// Problems lists the individual findings behind the error, when there
+	// are several (a config the admin API's reload rejected).
+	Problems []string
 }
 
 // ProblemFor builds the Problem for err on this exchange.
@@ -90,6 +93,12 @@ func (p *Problem) WriteOver(ctx *fasthttp.RequestCtx, ex *Exchange) {
 
 // Append appends the JSON body of p to dst.
 func (p *Problem) Append(dst []byte, ex *Exchange) []byte {
+	return p.appendJSON(dst, ex.Path(), ex.requestID)
+}
+
+// appendJSON writes the one problem+json shape of every Sluice error, proxy
+// and admin API alike: same members, same order.
+func (p *Problem) appendJSON(dst, instance, requestID []byte) []byte {
 	dst = append(dst, `{"type":"about:blank","title":`...)
 	dst = appendJSONString(dst, fasthttp.StatusMessage(p.Status))
 	dst = append(dst, `,"status":`...)
@@ -101,12 +110,12 @@ func (p *Problem) Append(dst []byte, ex *Exchange) []byte {
 		dst = append(dst, `,"detail":`...)
 		dst = appendJSONString(dst, p.Detail)
 	}
-	if path := ex.Path(); len(path) > 0 {
+	if len(instance) > 0 {
 		dst = append(dst, `,"instance":`...)
-		dst = appendJSONBytes(dst, path)
+		dst = appendJSONBytes(dst, instance)
 	}
 	dst = append(dst, `,"request_id":`...)
-	dst = appendJSONBytes(dst, ex.requestID)
+	dst = appendJSONBytes(dst, requestID)
 	if p.Upstream != "" {
 		dst = append(dst, `,"upstream":`...)
 		dst = appendJSONString(dst, p.Upstream)
@@ -131,6 +140,16 @@ func (p *Problem) Append(dst []byte, ex *Exchange) []byte {
 		} else {
 			dst = appendJSONBytes(dst, p.UpstreamBody)
 		}
+	}
+	if len(p.Problems) > 0 {
+		dst = append(dst, `,"problems":[`...)
+		for i, s := range p.Problems {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, s)
+		}
+		dst = append(dst, ']')
 	}
 	return append(dst, '}')
 }
