@@ -11,22 +11,23 @@ import (
 )
 
 // Limit is one token bucket: Rate calls per Per, up to Burst at once, counted
-// per Key.
+// per Key. Its JSON (/admin/config) omits unset members, so that a block in
+// the limits-list form does not show an empty single limit beside the list.
 type Limit struct {
 	// Rate is the number of calls allowed per Per. Required, > 0; fractions
 	// are fine (rate: 0.5, per: 1s is one call every two seconds).
-	Rate float64 `koanf:"rate" json:"rate"`
+	Rate float64 `koanf:"rate" json:"rate,omitempty"`
 	// Per is the period of Rate. Default 1s.
-	Per config.Duration `koanf:"per" json:"per"`
+	Per config.Duration `koanf:"per" json:"per,omitempty"`
 	// Burst is how many calls may go at once on a full bucket. Default: Rate
 	// rounded up (at least 1).
-	Burst int `koanf:"burst" json:"burst"`
+	Burst int `koanf:"burst" json:"burst,omitempty"`
 	// Key says what is counted apart: upstream (default: one bucket for the
 	// upstream, shared by all its routes, counted per attempt after the
 	// cache), route, consumer, ip (the caller's TCP peer address) or
 	// header:NAME. Calls with no consumer or without the header share one
 	// bucket (the empty key).
-	Key string `koanf:"key" json:"key"`
+	Key string `koanf:"key" json:"key,omitempty"`
 	// Name names the limit in the RateLimit headers and in the scope label
 	// of the metrics. Default: the key ("consumer", "header:x-tenant").
 	Name string `koanf:"name" json:"name,omitempty"`

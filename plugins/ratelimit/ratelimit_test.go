@@ -496,3 +496,30 @@ routes:
 		t.Errorf("rate_limit/route:r section %v: %s", ls, resp.Body)
 	}
 }
+
+// /admin/config shows a block as written: the limits-list form without an
+// empty single limit ("rate":0,"per":"0s") beside its list, the single form
+// with its settled members.
+func TestAdminConfigShowsOnlyTheLimitsInUse(t *testing.T) {
+	gw := testkit.StartGateway(t, `
+log: {access_log: false}
+upstreams: {up: {url: "http://127.0.0.1:9"}}
+routes:
+  list:   {path: "/l", upstream: up, plugins: {rate_limit: {limits: [{name: a, rate: 5, per: 1m, key: route}]}}}
+  single: {path: "/s", upstream: up, plugins: {rate_limit: {rate: 3, key: route}}}
+`)
+	configs, _ := gw.PluginConfigs(t)
+	list := configs["list"]["rate_limit"]
+	for _, k := range []string{"rate", "per", "burst", "key"} {
+		if v, ok := list[k]; ok {
+			t.Errorf("limits-list form shows %s=%v beside its limits", k, v)
+		}
+	}
+	if l, _ := list["limits"].([]any); len(l) != 1 {
+		t.Errorf("limits = %v, want the one limit", list["limits"])
+	}
+	single := configs["single"]["rate_limit"]
+	if single["rate"] != 3.0 || single["per"] != "1s" || single["burst"] != 3.0 || single["key"] != "route" {
+		t.Errorf("single form = %v, want rate 3, per 1s, burst 3, key route", single)
+	}
+}
