@@ -101,7 +101,13 @@ func topNames() []string {
 	return names
 }
 
-func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" || a == "--h" }
+// isHelpFlag: Go's flag package takes -h, -help and their "--" forms for help.
+func isHelpFlag(a string) bool {
+	return a == "-h" || a == "-help" || a == "--help" || a == "--h"
+}
+
+// isVersionFlag: the spellings of peers (--version, -version, -v, -V). They
+// are recognized as the first argument only.
 func isVersionFlag(a string) bool {
 	return a == "-v" || a == "-V" || a == "-version" || a == "--version"
 }
@@ -121,7 +127,7 @@ func (c *cli) main(args []string) int {
 	case a == "config":
 		return c.configGroup(args[1:])
 	}
-	if cmd := lookup(args[0]); cmd != nil {
+	if cmd := lookup(args[0]); cmd != nil && !strings.Contains(args[0], " ") {
 		return c.exec(cmd, args[1:])
 	}
 	return c.unknownCommand(args[0], topNames(), "sluice")
@@ -130,7 +136,8 @@ func (c *cli) main(args []string) int {
 // configGroup dispatches "sluice config SUBCOMMAND".
 func (c *cli) configGroup(args []string) int {
 	if len(args) == 0 {
-		return c.usageError(nil, `"sluice config" needs a subcommand: `+cmdConfigSchema.synopsis)
+		fmt.Fprintf(c.stderr, "sluice: \"sluice config\" needs a subcommand: %s\nRun 'sluice config --help' for usage.\n", cmdConfigSchema.synopsis)
+		return exitUsage
 	}
 	if isHelpFlag(args[0]) {
 		fmt.Fprint(c.stdout, configGroupHelp)
@@ -198,10 +205,6 @@ func (c *cli) exec(cmd *command, args []string) int {
 // usageError prints what is wrong with the command line, the command's usage
 // line and where to read more, and returns exit code 2.
 func (c *cli) usageError(cmd *command, msg string) int {
-	if cmd == nil {
-		fmt.Fprintf(c.stderr, "sluice: %s\nRun 'sluice --help' for usage.\n", msg)
-		return exitUsage
-	}
 	fmt.Fprintf(c.stderr, "sluice %s: %s\nusage: %s\nRun 'sluice %s --help' for details.\n", cmd.name, msg, cmd.synopsis, cmd.name)
 	return exitUsage
 }

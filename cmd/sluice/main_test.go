@@ -862,6 +862,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"unexpected argument", []string{"-config", "x.yaml", "extra"}, []string{`"extra"`, "usage:"}},
 		{"config file without -config", []string{"validate", "my.yaml"}, []string{`unexpected argument "my.yaml"`, "-config FILE"}},
 		{"unknown command", []string{"valdate"}, []string{`unknown command "valdate"; did you mean "validate"?`, "sluice --help"}},
+		{"a command with a space", []string{"config schema"}, []string{`unknown command "config schema"`}},
 		{"unknown command, nothing close", []string{"frobnicate"}, []string{`unknown command "frobnicate" (known: config, healthcheck, help, run, validate, version)`}},
 		{"a file as command", []string{"config.yaml"}, []string{`unknown command "config.yaml"`, "sluice -config config.yaml"}},
 		{"config without subcommand", []string{"config"}, []string{"sluice config schema"}},
@@ -933,6 +934,22 @@ func TestConfigSearchOrder(t *testing.T) {
 	}
 	wd, err := os.Getwd()
 	if err != nil {
+		t.Fatal(err)
+	}
+	// run says which file the search found. Its server.listen is taken, so
+	// it stops right after loading it.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	writeFile(t, "config.yaml", configYAML(held.Addr().String(), closedAddr(t), "", "http://127.0.0.1:18080", "svc"))
+	_, stderr, code := runCLI(nil, search, "run")
+	if code != 1 || !strings.Contains(stderr, "sluice: config file config.yaml (found by the search path") ||
+		!strings.Contains(stderr, "server.listen: ") {
+		t.Errorf("sluice run, config.yaml found by the search: exit %d, stderr %q; want 1, the file named, then the listen error", code, stderr)
+	}
+	if err := os.Remove("config.yaml"); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"validate"}, {"run"}, {"healthcheck"}} {
