@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/sluice-gw/sluice/internal/testkit"
@@ -69,15 +72,26 @@ func baseEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// runSluice runs the binary to completion (at most 10s) and returns its output
-// and exit code.
+// runSluice runs the binary to completion (at most 10s) in a fresh temporary
+// working directory and returns its output and exit code.
 func runSluice(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return runSluiceIn(t, t.TempDir(), env, args...)
+}
+
+// runSluiceIn is runSluice with dir as the working directory.
+func runSluiceIn(t *testing.T, dir string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	return runBinary(t, sluiceBin, dir, env, args...)
+}
+
+func runBinary(t *testing.T, bin, dir string, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, sluiceBin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = env
-	cmd.Dir = t.TempDir()
+	cmd.Dir = dir
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -514,24 +528,194 @@ func logLines(t *testing.T, out string) []map[string]any {
 // ---------------------------------------------------------------------------
 // command line
 
+// Every spelling prints the same text; its first line is "sluice VERSION".
 func TestVersion(t *testing.T) {
 	t.Parallel()
-	stdout, stderr, code := runSluice(t, baseEnv(), "version")
-	if code != 0 {
-		t.Fatalf("exit code %d, want 0; stderr: %s", code, stderr)
+	want, stderr, code := runSluice(t, baseEnv(), "version")
+	if code != 0 || stderr != "" {
+		t.Fatalf("sluice version: exit code %d, stderr %q; want 0 and nothing", code, stderr)
 	}
-	v, ok := strings.CutPrefix(strings.TrimSpace(stdout), "sluice ")
-	if !ok || v == "" || strings.ContainsAny(v, " \n") {
-		t.Fatalf("stdout %q, want \"sluice <version>\"", stdout)
+	first, rest, _ := strings.Cut(want, "\n")
+	v, ok := strings.CutPrefix(first, "sluice ")
+	if !ok || v == "" || strings.ContainsAny(v, " \t") {
+		t.Fatalf("first line %q, want \"sluice <version>\"", first)
+	}
+	for _, line := range []string{
+		"  go:       " + runtime.Version() + "\n",
+		"  platform: " + runtime.GOOS + "/" + runtime.GOARCH + "\n",
+	} {
+		if !strings.Contains(rest, line) {
+			t.Errorf("sluice version does not print %q:\n%s", line, want)
+		}
+	}
+	for _, spelling := range []string{"--version", "-version", "-v", "-V"} {
+		got, stderr, code := runSluice(t, baseEnv(), spelling)
+		if code != 0 || got != want || stderr != "" {
+			t.Errorf("sluice %s: exit %d, stdout %q, stderr %q; want 0 and the output of sluice version", spelling, code, got, stderr)
+		}
 	}
 }
 
-func TestHelpExitsZero(t *testing.T) {
+// The version stamped by -ldflags (as deploy/Dockerfile does) is what it prints.
+func TestVersionStamped(t *testing.T) {
 	t.Parallel()
-	stdout, _, code := runSluice(t, baseEnv(), "-h")
-	if code != 0 || !strings.Contains(stdout, "sluice validate") {
-		t.Fatalf("sluice -h: exit %d, stdout %q; want 0 and the usage", code, stdout)
+	bin := filepath.Join(t.TempDir(), "sluice")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X main.version=v9.8.7-test", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	stdout, _, code := runBinary(t, bin, t.TempDir(), baseEnv(), "--version")
+	if first, _, _ := strings.Cut(stdout, "\n"); code != 0 || first != "sluice v9.8.7-test" {
+		t.Fatalf("exit %d, first line %q; want 0 and \"sluice v9.8.7-test\"", code, first)
+	}
+}
+
+// The overview: every spelling prints it to stdout and exits 0; it lists
+// every command and the config search path.
+func TestHelpOverview(t *testing.T) {
+	t.Parallel()
+	var want string
+	for _, spelling := range []string{"--help", "-h", "-help", "help"} {
+		stdout, stderr, code := runSluice(t, baseEnv(), spelling)
+		if code != 0 || stderr != "" || stdout == "" {
+			t.Fatalf("sluice %s: exit %d, stderr %q, stdout %q; want 0 and the overview on stdout", spelling, code, stderr, stdout)
+		}
+		if want == "" {
+			want = stdout
+		} else if stdout != want {
+			t.Errorf("sluice %s prints something else than sluice --help:\n%s", spelling, stdout)
+		}
+	}
+	for _, cmd := range commands {
+		if !strings.Contains(want, "\n  "+cmd.name+" ") {
+			t.Errorf("the overview does not list %q", cmd.name)
+		}
+	}
+	for _, s := range append([]string{"$SLUICE_CONFIG", "Examples:\n  sluice "}, defaultSearchPath...) {
+		if !strings.Contains(want, s) {
+			t.Errorf("the overview does not mention %q", s)
+		}
+	}
+	if t.Failed() {
+		t.Logf("overview:\n%s", want)
+	}
+}
+
+// Every command has a help with its usage line, every flag it defines and
+// examples, printed on stdout with exit code 0 whichever way it is asked for;
+// every example parses with the command's real flags.
+func TestHelpOfEveryCommand(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range commands {
+		t.Run(strings.ReplaceAll(cmd.name, " ", "_"), func(t *testing.T) {
+			t.Parallel()
+			words := strings.Fields(cmd.name)
+			var want string
+			for _, args := range [][]string{
+				append([]string{"help"}, words...),
+				append(slices.Clone(words), "--help"),
+				append(slices.Clone(words), "-h"),
+			} {
+				stdout, stderr, code := runSluice(t, baseEnv(), args...)
+				if code != 0 || stderr != "" {
+					t.Fatalf("sluice %s: exit %d, stderr %q; want 0 and nothing on stderr", strings.Join(args, " "), code, stderr)
+				}
+				if want == "" {
+					want = stdout
+				} else if stdout != want {
+					t.Errorf("sluice %s differs from sluice help %s:\n%s", strings.Join(args, " "), cmd.name, stdout)
+				}
+			}
+			if !strings.HasPrefix(want, "usage: "+cmd.synopsis+"\n\n") {
+				t.Errorf("help does not start with its usage line %q:\n%s", cmd.synopsis, want)
+			}
+			fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+			cmd.define(fs)
+			_, flags, _ := strings.Cut(want, "\nFlags:\n")
+			flags, _, _ = strings.Cut(flags, "\n\n")
+			fs.VisitAll(func(f *flag.Flag) {
+				if !strings.Contains(flags, "-"+f.Name+" ") {
+					t.Errorf("the Flags section of the help does not document -%s:\n%s", f.Name, flags)
+				}
+			})
+			examples := helpExamples(want)
+			if len(examples) == 0 {
+				t.Fatalf("help has no examples:\n%s", want)
+			}
+			for _, ex := range examples {
+				if err := parseExample(ex); err != nil {
+					t.Errorf("example %q: %v", ex, err)
+				}
+			}
+		})
+	}
+	// The "config" group has a help of its own.
+	for _, args := range [][]string{{"config", "--help"}, {"help", "config"}} {
+		stdout, _, code := runSluice(t, baseEnv(), args...)
+		if code != 0 || stdout != configGroupHelp {
+			t.Errorf("sluice %s: exit %d, stdout %q; want 0 and the config group help", strings.Join(args, " "), code, stdout)
+		}
+	}
+}
+
+// helpExamples returns the sluice command lines of the help's Examples
+// section (lines that run something else, like a Dockerfile line, are left
+// out), cut at the first pipe or redirection.
+func helpExamples(help string) [][]string {
+	_, section, ok := strings.Cut(help, "\nExamples:\n")
+	if !ok {
+		return nil
+	}
+	var out [][]string
+	for _, line := range strings.Split(section, "\n") {
+		fields := strings.Fields(line)
+		for len(fields) > 0 && strings.Contains(fields[0], "=") && !strings.HasPrefix(fields[0], "-") {
+			fields = fields[1:] // VAR=value before the command
+		}
+		if len(fields) == 0 || fields[0] != "sluice" {
+			continue
+		}
+		for i, f := range fields {
+			if f == "|" || f == ">" || f == "&&" {
+				fields = fields[:i]
+				break
+			}
+		}
+		out = append(out, fields[1:])
+	}
+	return out
+}
+
+// parseExample finds the command of "sluice ARGS..." the way main does and
+// parses its flags, without running anything.
+func parseExample(args []string) error {
+	cmd, rest := cmdRun, args
+	switch {
+	case len(args) == 0:
+	case isHelpFlag(args[0]) || args[0] == "help":
+		return nil
+	case isVersionFlag(args[0]):
+		cmd, rest = cmdVersion, args[1:]
+	case strings.HasPrefix(args[0], "-"):
+	case args[0] == "config" && len(args) > 1:
+		cmd, rest = lookup("config "+args[1]), args[2:]
+	default:
+		cmd, rest = lookup(args[0]), args[1:]
+	}
+	if cmd == nil {
+		return fmt.Errorf("no such command")
+	}
+	fs := flag.NewFlagSet(cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cmd.define(fs)
+	if err := fs.Parse(rest); err != nil && !errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	if cmd != cmdHelp && fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }
 
 func TestValidateOK(t *testing.T) {
@@ -664,27 +848,470 @@ func TestMissingConfigFile(t *testing.T) {
 	}
 }
 
+// A command line that cannot be understood exits 2 with the problem on
+// stderr, the command's usage line and where to read more; nothing on stdout.
 func TestUsageErrorsExitTwo(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		args []string
-		want string
+		want []string
 	}{
-		{"unknown flag", []string{"-no-such-flag"}, "-no-such-flag"},
-		{"unknown validate flag", []string{"validate", "-no-such-flag"}, "-no-such-flag"},
-		{"unexpected argument", []string{"-config", "x.yaml", "extra"}, `"extra"`},
+		{"unknown flag", []string{"-no-such-flag"}, []string{"-no-such-flag", "usage: sluice [run]", "sluice run --help"}},
+		{"unknown validate flag", []string{"validate", "-no-such-flag"}, []string{"-no-such-flag", "usage: sluice validate", "sluice validate --help"}},
+		{"unexpected argument", []string{"-config", "x.yaml", "extra"}, []string{`"extra"`, "usage:"}},
+		{"config file without -config", []string{"validate", "my.yaml"}, []string{`unexpected argument "my.yaml"`, "-config FILE"}},
+		{"unknown command", []string{"valdate"}, []string{`unknown command "valdate"; did you mean "validate"?`, "sluice --help"}},
+		{"a command with a space", []string{"config schema"}, []string{`unknown command "config schema"`}},
+		{"unknown command, nothing close", []string{"frobnicate"}, []string{`unknown command "frobnicate" (known: config, healthcheck, help, run, validate, version)`}},
+		{"a file as command", []string{"config.yaml"}, []string{`unknown command "config.yaml"`, "sluice -config config.yaml"}},
+		{"config without subcommand", []string{"config"}, []string{"sluice config schema"}},
+		{"unknown config subcommand", []string{"config", "shema"}, []string{`unknown command "config shema"; did you mean "config schema"?`}},
+		{"help of an unknown command", []string{"help", "healthchek"}, []string{`unknown command "healthchek"; did you mean "healthcheck"?`}},
+		{"version with an argument", []string{"version", "extra"}, []string{`unexpected argument "extra"`, "usage: sluice version"}},
+		{"--version with an argument", []string{"--version", "extra"}, []string{`unexpected argument "extra"`}},
+		{"healthcheck: bad -url", []string{"healthcheck", "-url", "127.0.0.1:9090"}, []string{`-url "127.0.0.1:9090": want http://HOST:PORT`, "usage: sluice healthcheck"}},
+		{"healthcheck: -url and -config", []string{"healthcheck", "-url", "http://127.0.0.1:9090", "-config", "x.yaml"}, []string{"-config and -url exclude each other"}},
+		{"healthcheck: -timeout 0", []string{"healthcheck", "-url", "http://127.0.0.1:9090", "-timeout", "0s"}, []string{"-timeout 0s: must be positive"}},
+		{"healthcheck: bad -timeout", []string{"healthcheck", "-timeout", "2"}, []string{`invalid value "2" for flag -timeout`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, stderr, code := runSluice(t, baseEnv(), tc.args...)
+			stdout, stderr, code := runSluice(t, baseEnv(), tc.args...)
 			if code != 2 {
 				t.Fatalf("exit code %d, want 2; stderr: %s", code, stderr)
 			}
-			if !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "usage:") {
-				t.Errorf("stderr %q should name %s and show the usage", stderr, tc.want)
+			for _, want := range append(tc.want, "--help") {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr does not contain %q:\n%s", want, stderr)
+				}
+			}
+			if stdout != "" {
+				t.Errorf("stdout %q, want nothing", stdout)
 			}
 		})
+	}
+}
+
+// ---------------------------------------------------------------------------
+// config search path
+
+// searchFixture is a working directory with config.yaml and
+// config.example.yaml, and a stand-in for /etc/sluice/config.yaml elsewhere.
+// Each file is valid and distinct.
+func searchFixture(t *testing.T) (etc string, search []string) {
+	t.Helper()
+	etc = filepath.Join(t.TempDir(), "etc-sluice-config.yaml")
+	cwd := t.TempDir()
+	t.Chdir(cwd)
+	for i, p := range []string{etc, "config.yaml", "config.example.yaml"} {
+		writeFile(t, p, configYAML(fmt.Sprintf("127.0.0.1:%d", 18181+i), "127.0.0.1:19191", "", "http://127.0.0.1:18080", "svc"))
+	}
+	return etc, []string{etc, "config.yaml", "config.example.yaml"}
+}
+
+// runCLI runs the command line in this process with env as the whole
+// environment seen by the search (SLUICE_CONFIG) and search as the path.
+func runCLI(env map[string]string, search []string, args ...string) (stdout, stderr string, code int) {
+	var out, errOut bytes.Buffer
+	c := &cli{stdout: &out, stderr: &errOut, getenv: func(k string) string { return env[k] }, searchPath: search}
+	code = c.main(args)
+	return out.String(), errOut.String(), code
+}
+
+// The production path wins over the working directory, ./config.yaml over
+// the demo config; with none, the error names every path tried.
+func TestConfigSearchOrder(t *testing.T) {
+	etc, search := searchFixture(t)
+	for _, want := range []string{etc, "config.yaml", "config.example.yaml"} {
+		stdout, stderr, code := runCLI(nil, search, "validate")
+		if code != 0 || stdout != want+": OK\n" {
+			t.Fatalf("validate without -config: exit %d, stdout %q, stderr %q; want %s: OK", code, stdout, stderr, want)
+		}
+		if err := os.Remove(want); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// run says which file the search found. Its server.listen is taken, so
+	// it stops right after loading it.
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	writeFile(t, "config.yaml", configYAML(held.Addr().String(), closedAddr(t), "", "http://127.0.0.1:18080", "svc"))
+	_, stderr, code := runCLI(nil, search, "run")
+	if code != 1 || !strings.Contains(stderr, "sluice: config file config.yaml (found by the search path") ||
+		!strings.Contains(stderr, "server.listen: ") {
+		t.Errorf("sluice run, config.yaml found by the search: exit %d, stderr %q; want 1, the file named, then the listen error", code, stderr)
+	}
+	if err := os.Remove("config.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"validate"}, {"run"}, {"healthcheck"}} {
+		stdout, stderr, code := runCLI(nil, search, args...)
+		if code != 1 || stdout != "" {
+			t.Errorf("sluice %s with no config anywhere: exit %d, stdout %q; want 1 and nothing", args[0], code, stdout)
+		}
+		for _, want := range []string{"no config file found", etc, "./config.yaml", "./config.example.yaml", wd, "-config FILE", "SLUICE_CONFIG"} {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("sluice %s: stderr does not name %q:\n%s", args[0], want, stderr)
+			}
+		}
+	}
+}
+
+// SLUICE_CONFIG, when set, is the only file tried; -config wins over it.
+func TestConfigSearchEnv(t *testing.T) {
+	_, search := searchFixture(t)
+	chosen := filepath.Join(t.TempDir(), "chosen.yaml")
+	writeFile(t, chosen, configYAML("127.0.0.1:18191", "127.0.0.1:19192", "", "http://127.0.0.1:18080", "svc"))
+
+	stdout, stderr, code := runCLI(map[string]string{"SLUICE_CONFIG": chosen}, search, "validate")
+	if code != 0 || stdout != chosen+": OK\n" {
+		t.Errorf("SLUICE_CONFIG=%s: exit %d, stdout %q, stderr %q", chosen, code, stdout, stderr)
+	}
+	stdout, _, code = runCLI(map[string]string{"SLUICE_CONFIG": chosen}, search, "validate", "-c", "config.yaml")
+	if code != 0 || stdout != "config.yaml: OK\n" {
+		t.Errorf("-c config.yaml with SLUICE_CONFIG set: exit %d, stdout %q; want config.yaml: OK", code, stdout)
+	}
+
+	missing := filepath.Join(t.TempDir(), "missing.yaml")
+	for _, cmd := range []string{"validate", "run", "healthcheck"} {
+		stdout, stderr, code := runCLI(map[string]string{"SLUICE_CONFIG": missing}, search, cmd)
+		if code != 1 || stdout != "" || !strings.Contains(stderr, missing) || !strings.Contains(stderr, "SLUICE_CONFIG") {
+			t.Errorf("sluice %s with SLUICE_CONFIG=%s (missing), other files present: exit %d, stdout %q, stderr %q; "+
+				"want 1 naming the file and the variable, no fallback", cmd, missing, code, stdout, stderr)
+		}
+	}
+}
+
+// A path that cannot be checked for another reason than not existing stops
+// the search there and is reported: the demo config must not take over.
+func TestConfigSearchStopsAtBrokenPath(t *testing.T) {
+	_, search := searchFixture(t)
+	notDir := filepath.Join(t.TempDir(), "a-file")
+	writeFile(t, notDir, "x")
+	broken := filepath.Join(notDir, "config.yaml") // stat: not a directory
+	stdout, stderr, code := runCLI(nil, append([]string{broken}, search...), "validate")
+	if code != 1 || !strings.Contains(stderr, broken) || !strings.Contains(stderr, "not a directory") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want 1 naming %s", code, stdout, stderr, broken)
+	}
+}
+
+// The binary's own list, as documented: production first, demo last.
+func TestDefaultSearchPath(t *testing.T) {
+	t.Parallel()
+	want := []string{"/etc/sluice/config.yaml", "config.yaml", "config.example.yaml"}
+	if !slices.Equal(defaultSearchPath, want) {
+		t.Fatalf("defaultSearchPath %q, want %q (docs/cli.md, README.md and the help say so)", defaultSearchPath, want)
+	}
+	// The binary reads SLUICE_CONFIG from its environment.
+	path := filepath.Join(t.TempDir(), "sluice.yaml")
+	writeFile(t, path, configYAML("127.0.0.1:18181", "127.0.0.1:19191", "", "http://127.0.0.1:18080", "svc"))
+	stdout, stderr, code := runSluice(t, baseEnv("SLUICE_CONFIG="+path), "validate")
+	if code != 0 || stdout != path+": OK\n" {
+		t.Fatalf("SLUICE_CONFIG=%s sluice validate: exit %d, stdout %q, stderr %q", path, code, stdout, stderr)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// healthcheck
+
+// closedAddr is a 127.0.0.1 address nothing listens on (a moment ago).
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestHealthcheckReadyGateway(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, "hc")
+	g := newGateway(t, up, "", baseEnv(), "svc")
+	readyz := "http://" + g.admin + "/readyz"
+
+	check := func(name string, env []string, args ...string) (stdout, stderr string) {
+		t.Helper()
+		stdout, stderr, code := runSluice(t, env, append([]string{"healthcheck"}, args...)...)
+		if code != 0 || !strings.Contains(stdout, readyz) || !strings.Contains(stdout, "200") {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 0 and GET %s 200", name, code, stdout, stderr, readyz)
+		}
+		return stdout, stderr
+	}
+	check("-config", baseEnv(), "-config", g.cfgPath)
+	check("-c", baseEnv(), "-c", g.cfgPath)
+	check("SLUICE_CONFIG", baseEnv("SLUICE_CONFIG="+g.cfgPath))
+	check("-url without a path", baseEnv(), "-url", "http://"+g.admin)
+	check("-url", baseEnv(), "-url", readyz, "-timeout", "5s")
+
+	// admin.listen comes from the environment too, and a listener on every
+	// interface is checked on 127.0.0.1 (the gateway listens there only: the
+	// healthcheck alone is told 0.0.0.0 or [::]).
+	_, port, _ := net.SplitHostPort(g.admin)
+	other := filepath.Join(t.TempDir(), "other.yaml")
+	dead := closedAddr(t)
+	writeFile(t, other, configYAML(closedAddr(t), dead, "", up.URL, "svc"))
+	for _, listen := range []string{g.admin, "0.0.0.0:" + port, "[::]:" + port, ":" + port} {
+		check("SLUICE_ADMIN__LISTEN="+listen, baseEnv("SLUICE_ADMIN__LISTEN="+listen), "-config", other)
+	}
+	// Without the override: the file's address, where nothing listens.
+	stdout, stderr, code := runSluice(t, baseEnv(), "healthcheck", "-config", other)
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "http://"+dead+"/readyz") || !strings.Contains(stderr, "connection refused") {
+		t.Errorf("nothing listening: exit %d, stdout %q, stderr %q; want 1 naming %s", code, stdout, stderr, dead)
+	}
+	if n := strings.Count(strings.TrimSpace(stderr), "\n"); n != 0 {
+		t.Errorf("the reason takes %d lines, want one:\n%s", n+1, stderr)
+	}
+
+	// Problems elsewhere in the file (what a rejected reload leaves behind)
+	// do not hide a running gateway; a note says so.
+	broken := filepath.Join(t.TempDir(), "broken.yaml")
+	writeFile(t, broken, configYAML(g.listen, g.admin, "", "ftp://x", "svc"))
+	_, stderr = check("problems elsewhere", baseEnv(), "-config", broken)
+	if !strings.Contains(stderr, "note: "+broken+" has 1 problem(s)") {
+		t.Errorf("no note about the config's problem on stderr: %q", stderr)
+	}
+}
+
+// A gateway that drains answers /readyz with 503: the healthcheck fails with
+// the status and the body.
+func TestHealthcheckDrainingGateway(t *testing.T) {
+	t.Parallel()
+	slow := newHeldUpstream(t)
+	g := newGateway(t, &upstream{Server: slow.Server}, "", baseEnv(), "slow")
+	res := inFlight(t, slow, "http://"+g.listen+"/slow/x")
+	g.signal(syscall.SIGTERM)
+	if !eventually(5*time.Second, func() bool {
+		status, _ := get(t, "http://"+g.admin+"/readyz")
+		return status == http.StatusServiceUnavailable
+	}) {
+		t.Fatal("/readyz did not turn 503 after SIGTERM")
+	}
+	stdout, stderr, code := runSluice(t, baseEnv(), "healthcheck", "-config", g.cfgPath)
+	want := "GET http://" + g.admin + `/readyz: 503 Service Unavailable: {"status":"draining"}`
+	if code != 1 || stdout != "" || strings.TrimSpace(stderr) != "sluice healthcheck: "+want {
+		t.Errorf("while draining: exit %d, stdout %q, stderr %q; want 1 and %q", code, stdout, stderr, want)
+	}
+	slow.release()
+	<-res
+	if code := g.waitExit(10 * time.Second); code != 0 {
+		t.Errorf("exit code %d after the drain, want 0", code)
+	}
+}
+
+// Plain servers stand for every other answer.
+func TestHealthcheckAnswers(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var paths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/readyz":
+			fmt.Fprintln(w, "fine")
+		case "/unready":
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, "not ready: warming up\nsecond line\n")
+		case "/empty":
+			w.WriteHeader(http.StatusInternalServerError)
+		case "/moved":
+			http.Redirect(w, r, "/readyz", http.StatusFound)
+		case "/slow":
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+
+	for _, tc := range []struct {
+		name, url string
+		args      []string
+		code      int
+		want      string
+	}{
+		{"200", srv.URL, nil, 0, "GET " + srv.URL + "/readyz: 200 OK fine"},
+		{"503", srv.URL + "/unready", nil, 1, "GET " + srv.URL + "/unready: 503 Service Unavailable: not ready: warming up"},
+		{"500 without a body", srv.URL + "/empty", nil, 1, "500 Internal Server Error: (empty body)"},
+		{"a redirect is not followed", srv.URL + "/moved", nil, 1, "302 Found"},
+		{"no answer in time", srv.URL + "/slow", []string{"-timeout", "300ms"}, 1, "GET " + srv.URL + "/slow: no answer within 300ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			stdout, stderr, code := runSluice(t, baseEnv(), append([]string{"healthcheck", "-url", tc.url}, tc.args...)...)
+			out := stdout
+			if tc.code != 0 {
+				out = stderr
+				if stdout != "" {
+					t.Errorf("stdout %q, want nothing", stdout)
+				}
+			}
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want %d and %q", code, stdout, stderr, tc.code, tc.want)
+			}
+			if strings.Contains(stderr, "second line") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+				t.Errorf("want one line, got %q", out)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("took %v", d)
+			}
+		})
+	}
+}
+
+// A password in -url is not repeated in the messages.
+func TestHealthcheckHidesURLPassword(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	for _, u := range []string{
+		"http://probe:s3cret-pw@" + host + "/readyz", // answers 503
+		"http://probe:s3cret-pw@" + closedAddr(t),    // no answer
+		"probe:s3cret-pw@" + host,                    // not a URL: a usage error
+	} {
+		stdout, stderr, code := runSluice(t, baseEnv(), "healthcheck", "-url", u)
+		if code == 0 || strings.Contains(stdout+stderr, "s3cret-pw") {
+			t.Errorf("-url %s: exit %d, output %q; want a failure without the password", u, code, stdout+stderr)
+		}
+	}
+}
+
+// admin.listen off, or itself wrong: exit 1 saying so, without a request.
+func TestHealthcheckNoAdminAddress(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	off := filepath.Join(dir, "off.yaml")
+	writeFile(t, off, configYAML("127.0.0.1:18181", "", "", "http://127.0.0.1:18080", "svc"))
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, configYAML("127.0.0.1:18181", "9090", "", "http://127.0.0.1:18080", "svc"))
+	missing := filepath.Join(dir, "missing.yaml")
+	for _, tc := range []struct{ path, want string }{
+		{off, "admin.listen is empty in " + off},
+		{bad, bad + `: admin.listen: invalid address "9090"`},
+		{missing, missing},
+	} {
+		stdout, stderr, code := runSluice(t, baseEnv(), "healthcheck", "-config", tc.path)
+		if code != 1 || stdout != "" || !strings.Contains(stderr, tc.want) {
+			t.Errorf("healthcheck -config %s: exit %d, stdout %q, stderr %q; want 1 and %q", tc.path, code, stdout, stderr, tc.want)
+		}
+	}
+}
+
+func TestConnectAddr(t *testing.T) {
+	t.Parallel()
+	for listen, want := range map[string]string{
+		"0.0.0.0:9090":     "127.0.0.1:9090",
+		"[::]:9090":        "127.0.0.1:9090",
+		":9090":            "127.0.0.1:9090",
+		"127.0.0.1:9090":   "127.0.0.1:9090",
+		"[::1]:9090":       "[::1]:9090",
+		"10.1.2.3:9090":    "10.1.2.3:9090",
+		"localhost:9090":   "localhost:9090",
+		"admin.local:9090": "admin.local:9090",
+	} {
+		if got := connectAddr(listen); got != want {
+			t.Errorf("connectAddr(%q) = %q, want %q", listen, got, want)
+		}
+	}
+}
+
+// The health checks of deploy/Dockerfile and deploy/compose.yaml run this
+// binary with their exact arguments (only the config file is this test's),
+// with the environment compose gives the container, against a live gateway.
+func TestDeployHealthchecks(t *testing.T) {
+	t.Parallel()
+	dockerfile, err := os.ReadFile("../../deploy/Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.ReplaceAll(string(dockerfile), "\\\n", " ")
+	var docker []string
+	for _, line := range strings.Split(joined, "\n") {
+		if !strings.HasPrefix(line, "HEALTHCHECK ") {
+			continue
+		}
+		_, argv, ok := strings.Cut(line, " CMD ")
+		if !ok || json.Unmarshal([]byte(argv), &docker) != nil {
+			t.Fatalf("HEALTHCHECK is not in exec form (CMD [\"...\"]): %q", line)
+		}
+	}
+	if len(docker) == 0 {
+		t.Fatal("deploy/Dockerfile has no HEALTHCHECK")
+	}
+	if !strings.Contains(string(dockerfile), "COPY --from=build /out/sluice "+docker[0]+"\n") {
+		t.Errorf("HEALTHCHECK runs %s, which is not where the Dockerfile puts the binary", docker[0])
+	}
+
+	composeYAML, err := os.ReadFile("../../deploy/compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `json:"environment"`
+			Healthcheck struct {
+				Test []string `json:"test"`
+			} `json:"healthcheck"`
+		} `json:"services"`
+	}
+	raw, err := yaml.Parser().Unmarshal(composeYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(raw)
+	if err := json.Unmarshal(b, &compose); err != nil {
+		t.Fatal(err)
+	}
+	svc := compose.Services["sluice"]
+	test := svc.Healthcheck.Test
+	if len(test) < 2 || test[0] != "CMD" {
+		t.Fatalf("compose healthcheck test %q: want [\"CMD\", \"/usr/local/bin/sluice\", ...]", test)
+	}
+
+	up := newUpstream(t, "deploy")
+	g := newGateway(t, up, "", baseEnv(), "svc")
+	_, port, _ := net.SplitHostPort(g.admin)
+	for name, argv := range map[string][]string{"Dockerfile": docker, "compose.yaml": test[1:]} {
+		if argv[0] != "/usr/local/bin/sluice" || len(argv) < 2 || argv[1] != "healthcheck" {
+			t.Errorf("%s: health check %q does not run /usr/local/bin/sluice healthcheck", name, argv)
+			continue
+		}
+		args := slices.Clone(argv[1:])
+		i := slices.Index(args, "-config")
+		if i < 0 || i+1 >= len(args) || args[i+1] != "/etc/sluice/config.yaml" {
+			t.Errorf("%s: %q does not name the image's config (-config /etc/sluice/config.yaml)", name, argv)
+			continue
+		}
+		args[i+1] = g.cfgPath
+		// The container's admin address: compose binds every interface, on
+		// the live gateway's port here. (Its other variables concern the
+		// proxy and the upstream, not the check.)
+		listen, ok := svc.Environment["SLUICE_ADMIN__LISTEN"]
+		if !ok || !strings.HasSuffix(listen, ":9090") {
+			t.Fatalf("compose.yaml: SLUICE_ADMIN__LISTEN %q, want HOST:9090", listen)
+		}
+		env := baseEnv("SLUICE_ADMIN__LISTEN=" + strings.TrimSuffix(listen, "9090") + port)
+		stdout, stderr, code := runSluice(t, env, args...)
+		if code != 0 {
+			t.Errorf("%s: sluice %q: exit %d, stdout %q, stderr %q; want 0", name, args, code, stdout, stderr)
+		}
 	}
 }
 
