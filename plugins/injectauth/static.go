@@ -99,7 +99,9 @@ func (c *queryCredential) newInjector(*proxy.Build) (injector, error) {
 
 // basicCredential is type basic: HTTP Basic credentials.
 type basicCredential struct {
-	Username string        `koanf:"username" json:"username,omitempty"`
+	// Username is the account name.
+	Username string `koanf:"username" json:"username,omitempty"`
+	// Password is the account's password.
 	Password config.Secret `koanf:"password" json:"password,omitempty"`
 }
 

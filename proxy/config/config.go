@@ -10,14 +10,26 @@ import (
 // expansion, decodes strictly and validates. Plugin blocks stay raw maps here;
 // each plugin decodes its own block when the pipeline is compiled.
 type Config struct {
-	Server    ServerConfig              `koanf:"server" json:"server"`
-	Log       LogConfig                 `koanf:"log" json:"log"`
-	Admin     AdminConfig               `koanf:"admin" json:"admin"`
-	Cluster   ClusterConfig             `koanf:"cluster" json:"cluster"`
+	// Server configures the proxy listener, where callers send their calls.
+	Server ServerConfig `koanf:"server" json:"server"`
+	// Log configures logging and the access log.
+	Log LogConfig `koanf:"log" json:"log"`
+	// Admin configures the admin listener (/metrics, /healthz, /readyz, /admin/...).
+	Admin AdminConfig `koanf:"admin" json:"admin"`
+	// Cluster makes several gateways share state through Redis. Absent: one node.
+	Cluster ClusterConfig `koanf:"cluster" json:"cluster"`
+	// Consumers are the callers of the gateway (backend services) by name,
+	// each known by its API keys.
 	Consumers map[string]ConsumerConfig `koanf:"consumers" json:"consumers,omitempty"`
-	Plugins   PluginBlocks              `koanf:"plugins" json:"-"`
+	// Plugins are the plugin blocks that apply to every route, by plugin
+	// name; an upstream's or a route's block for the same plugin replaces one.
+	Plugins PluginBlocks `koanf:"plugins" json:"-"`
+	// Upstreams are the provider APIs by name (lower-case letters, digits,
+	// '-' and '_').
 	Upstreams map[string]UpstreamConfig `koanf:"upstreams" json:"upstreams"`
-	Routes    map[string]RouteConfig    `koanf:"routes" json:"routes"`
+	// Routes map caller requests to upstreams, by name (lower-case letters,
+	// digits, '-' and '_').
+	Routes map[string]RouteConfig `koanf:"routes" json:"routes"`
 	// Sections holds the other top-level sections, raw: each belongs to a
 	// plugin (cache: belongs to the cache plugin), which decodes and checks
 	// it when the pipeline is compiled. A key no plugin owns is an error then.
