@@ -249,8 +249,11 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 		switch ce.Code {
 		case CodeUpstreamTimeout:
 			u.metrics.byOutcome[OutcomeTimeout].Observe(elapsed)
-		case CodeOverloaded: // our own max_conns: says nothing about the target
-			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
+		case CodeOverloaded:
+			// Our own max_conns: nothing was sent and nothing is known about
+			// the target, so it is no attempt outcome (counted as conn_error,
+			// it made SluiceUpstreamFailing blame a healthy provider for a
+			// full pool); sluice_errors_total{code="overloaded"} counts it.
 			return ce
 		default:
 			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)

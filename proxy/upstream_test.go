@@ -391,4 +391,16 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if s := <-done; s != 200 {
 		t.Errorf("the request holding the connection got %d", s)
 	}
+	// The refusal is the gateway's own: no attempt outcome (a conn_error
+	// would blame the provider), one overloaded error on the route.
+	m := gw.Metrics(t)
+	if v, _ := m.Value("sluice_upstream_duration_seconds", "upstream", "up", "outcome", "conn_error"); v != 0 {
+		t.Errorf("max_conns refusal observed as %v conn_error attempt(s)", v)
+	}
+	if v, _ := m.Value("sluice_upstream_duration_seconds", "upstream", "up", "outcome", "ok"); v != 1 {
+		t.Errorf("ok attempts = %v, want 1", v)
+	}
+	if v, _ := m.Value("sluice_errors_total", "route", "r", "code", "overloaded"); v != 1 {
+		t.Errorf("sluice_errors_total{code=overloaded} = %v, want 1", v)
+	}
 }
