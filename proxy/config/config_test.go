@@ -225,7 +225,7 @@ func TestSizes(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "MiB", "-1KiB", "10 XB", "ten"} {
+	for _, in := range []string{"", "MiB", "-1KiB", "10 XB", "ten", "nan", "NaN MiB", "inf", "+Inf", "0x1p10"} {
 		if _, err := config.ParseSize(in); err == nil {
 			t.Errorf("ParseSize(%q) accepted", in)
 		}

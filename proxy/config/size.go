@@ -36,7 +36,9 @@ func ParseSize(s string) (Size, error) {
 		}
 	}
 	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n < 0 {
+	// ParseFloat also takes "nan", "inf" and hex floats ("0x1p10"): a size
+	// is decimal digits with an optional fraction, nothing else.
+	if err != nil || !plainDecimal(t) {
 		return 0, fmt.Errorf("invalid size %q: want a byte count such as 1048576, \"512KiB\" or \"10MiB\"", s)
 	}
 	v := n * float64(mult)
@@ -44,6 +46,22 @@ func ParseSize(s string) (Size, error) {
 		return 0, fmt.Errorf("size %q is too large", s)
 	}
 	return Size(v), nil
+}
+
+// plainDecimal reports whether s is digits with at most one '.' among them.
+func plainDecimal(s string) bool {
+	digits, dots := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			digits++
+		case c == '.':
+			dots++
+		default:
+			return false
+		}
+	}
+	return digits > 0 && dots <= 1
 }
 
 // String formats the size with the largest binary unit that divides it.
