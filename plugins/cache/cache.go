@@ -165,7 +165,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	}
 	b.HandleAdmin("POST /admin/cache/purge", proxy.AdminEndpoint{Mutating: true, Handler: store.purgeHandler})
 	b.ReportStatus("cache", func() any {
-		return map[string]any{"entries": store.Len(), "bytes": store.Capacity(), "shards": store.shards}
+		return map[string]any{"entries": store.Len(), "bytes": store.Bytes(), "capacity_bytes": store.Capacity(), "shards": store.shards}
 	})
 	return p, nil
 }
