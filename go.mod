@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/allegro/bigcache/v3 v3.1.0
+	github.com/dunglas/httpsfv v1.1.2
 	github.com/fasthttp/router v1.5.4
 	github.com/go-viper/mapstructure/v2 v2.5.0
 	github.com/golang-jwt/jwt/v5 v5.3.1

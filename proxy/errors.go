@@ -36,6 +36,7 @@ const (
 	CodeUpstreamClientError             // upstream 4xx (status kept)
 	CodeOverloaded                      // 503: a Sluice capacity limit
 	CodeUpstreamAuthFailed              // 502: the provider's credentials could not be obtained (token endpoint)
+	CodeNotCached                       // 504: only-if-cached and nothing usable stored (RFC 9111 5.2.1.7)
 	numCodes
 )
 
@@ -70,6 +71,8 @@ var codeInfo = [numCodes]struct {
 	CodeOverloaded:          {"overloaded", 503, retryAlways},
 	// Nothing reached the provider: the token endpoint failed first.
 	CodeUpstreamAuthFailed: {"upstream_auth_failed", 502, retryAlways},
+	// The caller asked for a stored answer only; nothing was sent upstream.
+	CodeNotCached: {"not_cached", 504, retryNever},
 }
 
 // String returns the code's wire name, e.g. "route_not_found".

@@ -279,9 +279,9 @@ func (ex *Exchange) Release() { releaseExchange(ex) }
 // gateway's server gives every response stay (no Content-Type is invented
 // for an answer that has none; see Gateway.newServer). ex.FromUpstream is
 // cleared with it, and the answer's share of the body budget given back.
+// (The next attempt's answer keeps its own Date: see ClearResponse.)
 func ResetResponse(ctx *fasthttp.RequestCtx, ex *Exchange) {
 	ex.releaseResponseBody()
-	ctx.Response.Reset()
-	ctx.Response.Header.SetNoDefaultContentType(true)
+	ClearResponse(&ctx.Response)
 	ex.FromUpstream = false
 }

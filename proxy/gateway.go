@@ -130,6 +130,7 @@ func (g *Gateway) newServer(sc *config.ServerConfig) *fasthttp.Server {
 		ExpectHandler:         g.expectContinue, // 413 before 100 Continue (edge.go)
 		NoDefaultServerHeader: true,             // the upstream's Server header, if any, passes; none is invented
 		NoDefaultContentType:  true,             // never invent a Content-Type
+		NoDefaultDate:         true,             // keep the origin's (or a stored) Date; finish adds one when missing (date.go)
 		LazyRequestTime:       true,             // durations use the monotonic clock (see clock.go)
 		ReadTimeout:           sc.ReadTimeout.D(),
 		WriteTimeout:          sc.WriteTimeout.D(),

@@ -152,12 +152,13 @@ func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
 	}
 }
 
-// finish completes every response: X-Request-Id, metrics, access log.
+// finish completes every response: X-Request-Id, Date, metrics, access log.
 func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics) {
 	if len(ex.addHeader) > 0 {
 		ex.applyResponseHeaders(&ctx.Response)
 	}
 	ctx.Response.Header.SetCanonical(strXRequestID, ex.requestID)
+	ensureDate(&ctx.Response.Header)
 	status := ctx.Response.StatusCode()
 	elapsed := since(ex.startNano)
 	rm.countRequest(ctx.Method(), status)

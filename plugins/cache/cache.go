@@ -47,6 +47,7 @@ var (
 	csStaleStored   = []byte("sluice; fwd=stale; stored")
 	csStale         = []byte("sluice; fwd=stale")
 	csCollapsed     = []byte("sluice; hit; detail=collapsed")
+	csMaxStale      = []byte("sluice; hit; detail=max-stale")
 
 	strCacheStatus     = []byte("Cache-Status")
 	strAge             = []byte("Age")
@@ -55,7 +56,13 @@ var (
 	strIfModifiedSince = []byte("If-Modified-Since")
 	strETag            = []byte("ETag")
 	strLastModified    = []byte("Last-Modified")
+	strDate            = []byte("Date")
+	strRange           = []byte("Range")
+	strIfRange         = []byte("If-Range")
+	strContentRange    = []byte("Content-Range")
 )
+
+var errNotCached = proxy.NewError(proxy.CodeNotCached, "the request says only-if-cached and no stored answer it accepts is in the cache")
 
 // Plugin is the plugin built for one route.
 type Plugin struct {
@@ -81,6 +88,8 @@ type Plugin struct {
 	pattern       pattern  // the route's path, to fill tags
 	rules         []rule
 	webhook       *webhook
+	targets       []string // targeted cache-control fields, in order (RFC 9213)
+	honorRequest  bool     // request_directives: honor
 }
 
 var _ proxy.Plugin = (*Plugin)(nil)
@@ -108,7 +117,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 		queryAll:    all, sorted: c.Sorted,
 		ttl: int64(c.TTL), swr: int64(c.StaleWhileRevalidate), sie: int64(c.StaleIfError),
 		override: c.Override, maxEntry: int(cc.MaxEntrySize),
-		tags: c.Tags,
+		tags: c.Tags, targets: c.Targets, honorRequest: c.RequestDirectives == "honor",
 	}
 	for _, k := range keep {
 		p.queryKeep = append(p.queryKeep, []byte(k))
@@ -156,7 +165,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	}
 	b.HandleAdmin("POST /admin/cache/purge", proxy.AdminEndpoint{Mutating: true, Handler: store.purgeHandler})
 	b.ReportStatus("cache", func() any {
-		return map[string]any{"entries": store.Len(), "bytes": store.Capacity(), "shards": store.shards}
+		return map[string]any{"entries": store.Len(), "bytes": store.Bytes(), "capacity_bytes": store.Capacity(), "shards": store.shards}
 	})
 	return p, nil
 }
@@ -198,6 +207,12 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 
 	var stale []byte // a stale entry, for revalidation and stale serving
 	varied := false
+	var rd reqDirectives // the caller's directives, with request_directives: honor
+	if c.honorRequest {
+		rd = parseRequestDirectives(req)
+	} else {
+		rd.maxAge, rd.minFresh, rd.maxStale = -1, -1, -1
+	}
 	if b := c.store.get(key, &kb.digest); b != nil {
 		if b[0] == kindVary {
 			var v varyMarker
@@ -213,12 +228,18 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		if b != nil && decodeEntry(b, &e) == nil {
 			now := time.Now().UnixNano()
 			age := e.initialAge + now - e.storedAt
-			if age < e.lifetime && e.flags&flagNoCache == 0 {
+			use := requestUse(&rd, &e, age)
+			if use == useFresh || use == useAsUsual && age < e.lifetime && e.flags&flagNoCache == 0 {
 				c.results[resHit].Inc()
 				serveHit(ctx, ex, &e, age, csHit)
 				return nil
 			}
-			if w := max(c.swr, e.swr); e.flags&(flagMustRevalidate|flagNoCache) == 0 && age-e.lifetime < w && isGet {
+			if use == useStale {
+				c.results[resStale].Inc()
+				serveHit(ctx, ex, &e, age, csMaxStale)
+				return nil
+			}
+			if w := max(c.swr, e.swr); use == useAsUsual && e.flags&(flagMustRevalidate|flagNoCache) == 0 && age-e.lifetime < w && isGet {
 				if c.store.startRefresh(key) {
 					c.refresh(ctx, ex, next, key, b)
 				}
@@ -228,6 +249,12 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 			}
 			stale = b
 		}
+	}
+	if rd.onlyIfCached {
+		// RFC 9111 section 5.2.1.7: no stored answer the request accepts,
+		// and the caller forbids asking the provider.
+		c.results[resMiss].Inc()
+		return errNotCached
 	}
 	if isHead && stale == nil {
 		// HEAD is answered from a GET entry; a miss goes upstream unstored.
@@ -385,7 +412,7 @@ func (c *Plugin) staleOnError(err error, ex *proxy.Exchange, ctx *fasthttp.Reque
 func (c *Plugin) refreshed(ctx *fasthttp.RequestCtx, e *entry, key, old []byte) *entry {
 	h := &ctx.Response.Header
 	now := time.Now()
-	d := parseCacheControl(h)
+	d := c.responseDirectives(h)
 	lifetime, age, explicit := freshness(h, &d, now)
 	ne := *e
 	ne.storedAt = now.UnixNano()
@@ -418,35 +445,130 @@ func serveEntry(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int6
 	serve(ctx, ex, e, age, status, false)
 }
 
-// serveHit writes a stored answer, or 304 Not Modified when the caller's
-// If-None-Match names the entry's ETag (RFC 9110 section 13.1.2).
+// serveHit writes a stored answer to a GET or HEAD, evaluating the
+// caller's conditions and Range against it: 304 Not Modified, 206 Partial
+// Content or 416 Range Not Satisfiable where they apply.
 func serveHit(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, status []byte) {
 	serve(ctx, ex, e, age, status, true)
 }
 
+// serve writes e with its stored headers, its stored Date among them (the
+// origin's, or the time it was received: the answer's Date, not the hit's).
 func serve(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, status []byte, conditional bool) {
 	resp := &ctx.Response
-	resp.Reset()
-	var etag []byte
+	proxy.ClearResponse(resp) // keeps the server's no-default-Date: Date is the stored one
+	var etag, lastMod, date []byte
 	it := newHeaderIter(e.headers)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		resp.Header.AddBytesKV(k, v)
-		if len(k) == 4 && bytes.EqualFold(k, strETag) {
+		switch {
+		case len(k) == 4 && bytes.EqualFold(k, strETag):
 			etag = v
+		case len(k) == 4 && bytes.EqualFold(k, strDate):
+			date = v
+		case len(k) == 13 && bytes.EqualFold(k, strLastModified):
+			lastMod = v
 		}
 	}
-	var buf [20]byte
+	code := e.status
+	var first, last int64
+	if conditional && e.status >= 200 && e.status < 300 {
+		req := &ctx.Request.Header
+		if notModified(req, etag, lastMod, date, e.storedAt) {
+			code = fasthttp.StatusNotModified
+		} else if rng := req.PeekBytes(strRange); len(rng) > 0 && e.status == fasthttp.StatusOK && req.IsGet() &&
+			ifRangeHolds(req.PeekBytes(strIfRange), etag, lastMod, date) {
+			var out int
+			first, last, out = parseRange(rng, int64(len(e.body)))
+			switch out {
+			case rangeSatisfiable:
+				code = fasthttp.StatusPartialContent
+			case rangeUnsatisfiable:
+				code = fasthttp.StatusRequestedRangeNotSatisfiable
+			}
+		}
+	}
+	it = newHeaderIter(e.headers)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		if code == fasthttp.StatusNotModified && !keptOn304(k) {
+			continue
+		}
+		resp.Header.AddBytesKV(k, v) // Date is dropped here by fasthttp: set below
+	}
+	if len(date) > 0 {
+		proxy.SetDate(&resp.Header, date)
+	}
+	var buf [64]byte
 	resp.Header.SetBytesKV(strAge, fasthttp.AppendUint(buf[:0], int(max(age, 0)/int64(time.Second))))
 	resp.Header.AddBytesKV(strCacheStatus, status)
 	ex.FromUpstream = true
-	if conditional && len(etag) > 0 && e.status == fasthttp.StatusOK {
-		if inm := ctx.Request.Header.PeekBytes(strIfNoneMatch); len(inm) > 0 && etagListMatches(inm, etag) {
-			resp.SetStatusCode(fasthttp.StatusNotModified)
-			return
+	resp.SetStatusCode(code)
+	switch code {
+	case fasthttp.StatusNotModified:
+	case fasthttp.StatusPartialContent:
+		resp.Header.SetBytesKV(strContentRange, appendContentRange(buf[:0], first, last, int64(len(e.body))))
+		resp.SetBodyRaw(e.body[first : last+1])
+	case fasthttp.StatusRequestedRangeNotSatisfiable:
+		resp.Header.SetBytesKV(strContentRange, appendInt(append(buf[:0], "bytes */"...), int64(len(e.body))))
+	default:
+		resp.SetBodyRaw(e.body)
+	}
+}
+
+// keptOn304 lists the stored headers a 304 carries (RFC 9110 section
+// 15.4.5): those a 200 would have that guide caches, no representation
+// metadata.
+func keptOn304(k []byte) bool {
+	for _, n := range [...]string{"Cache-Control", "Content-Location", "Date", "ETag", "Expires", "Vary"} {
+		if len(k) == len(n) && bytes.EqualFold(k, []byte(n)) {
+			return true
 		}
 	}
-	resp.SetStatusCode(e.status)
-	resp.SetBodyRaw(e.body)
+	return false
+}
+
+// notModified evaluates If-None-Match, else If-Modified-Since, against a
+// stored answer (RFC 9110 section 13.2.2, steps 3 and 4; the caller checked
+// the method is GET or HEAD). If-Modified-Since is compared with the stored
+// Last-Modified, else its Date, else the time it was stored (RFC 9111
+// section 4.3.2); an invalid date, or one in the future, is ignored (RFC
+// 9110 section 13.1.3).
+func notModified(req *fasthttp.RequestHeader, etag, lastMod, date []byte, storedAt int64) bool {
+	if inm := req.PeekBytes(strIfNoneMatch); len(inm) > 0 {
+		return etagListMatches(inm, etag)
+	}
+	ims := req.PeekBytes(strIfModifiedSince)
+	if len(ims) == 0 {
+		return false
+	}
+	since, ok := httpDate(ims)
+	if !ok || since.After(time.Now()) {
+		return false
+	}
+	modified, ok := httpDate(lastMod)
+	if !ok {
+		if modified, ok = httpDate(date); !ok {
+			modified = time.Unix(0, storedAt)
+		}
+	}
+	return !modified.After(since)
+}
+
+// ifRangeHolds evaluates If-Range (RFC 9110 section 13.1.5): absent, or an
+// entity tag equal to the stored ETag by strong comparison, or a date equal
+// to the stored Last-Modified when that is a strong validator (the Date is
+// at least a second later, RFC 9110 section 8.8.2.2). Otherwise the Range
+// is ignored and the whole answer sent.
+func ifRangeHolds(v, etag, lastMod, date []byte) bool {
+	if len(v) == 0 {
+		return true
+	}
+	if v[0] == '"' || bytes.HasPrefix(v, []byte("W/")) {
+		return v[0] == '"' && len(etag) > 0 && etag[0] == '"' && bytes.Equal(v, etag)
+	}
+	t, ok := httpDate(v)
+	lm, ok2 := httpDate(lastMod)
+	d, ok3 := httpDate(date)
+	return ok && ok2 && ok3 && t.Equal(lm) && !d.Before(lm.Add(time.Second))
 }
 
 // etagListMatches reports whether an If-None-Match list ("*" or
@@ -462,9 +584,9 @@ func etagListMatches(list, etag []byte) bool {
 		}
 		item = bytes.TrimSpace(item)
 		if len(item) == 1 && item[0] == '*' {
-			return true
+			return true // any current representation: this one
 		}
-		if bytes.Equal(bytes.TrimPrefix(item, []byte("W/")), etag) {
+		if len(item) > 0 && len(etag) > 0 && bytes.Equal(bytes.TrimPrefix(item, []byte("W/")), etag) {
 			return true
 		}
 	}

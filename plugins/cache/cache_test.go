@@ -82,6 +82,9 @@ func TestFreshnessRules(t *testing.T) {
 		case "/500":
 			ctx.Response.Header.Set("Cache-Control", "max-age=60")
 			ctx.SetStatusCode(500)
+		case "/599":
+			ctx.Response.Header.Set("Cache-Control", "max-age=60")
+			ctx.SetStatusCode(599)
 		case "/aged":
 			ctx.Response.Header.Set("Cache-Control", "max-age=100")
 			ctx.Response.Header.Set("Age", "30")
@@ -95,7 +98,10 @@ func TestFreshnessRules(t *testing.T) {
 	}{
 		{"/maxage", true}, {"/smaxage", true}, {"/expires", true}, {"/expired", false},
 		{"/nostore", false}, {"/private", false}, {"/none", false}, {"/zero", false},
-		{"/cookie", false}, {"/500", false}, {"/aged", true},
+		{"/cookie", false}, {"/aged", true},
+		// RFC 9111 section 3: any status the cache understands, with
+		// explicit freshness; never one it does not know.
+		{"/500", true}, {"/599", false},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			first := get(t, gw.URL+"/api"+tc.path)
@@ -129,7 +135,7 @@ func TestFreshnessRules(t *testing.T) {
 		}
 	})
 	m := gw.Metrics(t)
-	if v, _ := m.Value("sluice_cache_requests_total", "route", "r", "result", "hit"); v != 5 {
-		t.Errorf("hits counted %v, want 5", v)
+	if v, _ := m.Value("sluice_cache_requests_total", "route", "r", "result", "hit"); v != 6 {
+		t.Errorf("hits counted %v, want 6", v)
 	}
 }

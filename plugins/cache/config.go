@@ -63,6 +63,19 @@ type Config struct {
 	// Webhook turns the route into a signed invalidation endpoint: it
 	// answers webhooks itself and never calls its upstream.
 	Webhook *WebhookConfig `koanf:"webhook" json:"webhook,omitempty"`
+	// Targets are targeted cache-control fields (RFC 9213) this cache obeys,
+	// in order: ["Sluice-Cache-Control", "CDN-Cache-Control"]. The first one
+	// an answer carries with a valid value decides its caching here, and its
+	// Cache-Control and Expires are then ignored by this cache (they still
+	// reach the caller). Default none: CDN-Cache-Control addresses the
+	// provider's own CDN, which the provider can purge and Sluice cannot.
+	Targets []string `koanf:"targets" json:"targets,omitempty"`
+	// RequestDirectives is "ignore" (default) or "honor": whether callers'
+	// Cache-Control request directives (no-cache, no-store, max-age,
+	// max-stale, min-fresh, only-if-cached) apply. Ignored by default: one
+	// caller of a shared gateway must not be able to send every request to
+	// the provider (and spend the quota of all).
+	RequestDirectives string `koanf:"request_directives" json:"request_directives,omitempty"`
 }
 
 // Rule purges tags when a request with one of Methods whose path matches
@@ -100,8 +113,8 @@ type WebhookConfig struct {
 	Tags []string `koanf:"tags" json:"tags"`
 }
 
-// Defaults sets sorted and partition: auto.
-func (c *Config) Defaults() { c.Sorted, c.Partition = true, "auto" }
+// Defaults sets sorted, partition: auto and request_directives: ignore.
+func (c *Config) Defaults() { c.Sorted, c.Partition, c.RequestDirectives = true, "auto", "ignore" }
 
 var (
 	paramRE = regexp.MustCompile(`\{([A-Za-z_][A-Za-z0-9_]*)(:\*)?\}`)
@@ -134,6 +147,22 @@ func (c *Config) Validate() error {
 		if !httpx.ValidToken(h) {
 			p.Addf(fmt.Sprintf("credential_headers[%d]", i), "invalid header name %q", h)
 		}
+	}
+	for i, t := range c.Targets {
+		key := fmt.Sprintf("targets[%d]", i)
+		switch {
+		case !httpx.ValidToken(t):
+			p.Addf(key, "invalid header name %q", t)
+		case strings.EqualFold(t, "Cache-Control"):
+			p.Addf(key, "Cache-Control is what targets take precedence over: list only targeted fields, e.g. CDN-Cache-Control")
+		case slices.ContainsFunc(c.Targets[:i], func(o string) bool { return strings.EqualFold(o, t) }):
+			p.Addf(key, "%q is listed twice", t)
+		}
+	}
+	switch c.RequestDirectives {
+	case "ignore", "honor":
+	default:
+		p.Addf("request_directives", "unknown value %q: want ignore or honor", c.RequestDirectives)
 	}
 	for i, t := range c.Tags {
 		if t == "" {

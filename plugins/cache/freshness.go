@@ -2,7 +2,6 @@ package cache
 
 import (
 	"bytes"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -16,6 +15,8 @@ type directives struct {
 	mustRevalidate, proxyRevalidate    bool
 	maxAge, sMaxAge, swr, sie          time.Duration
 	qualifiedNoCache, qualifiedPrivate bool // no-cache="field", private="field"
+	mustUnderstand                     bool
+	targeted                           bool // read from a targeted field (RFC 9213): Expires does not apply
 }
 
 // parseCacheControl reads every Cache-Control line of h.
@@ -64,6 +65,8 @@ func parseCacheControl(h *fasthttp.ResponseHeader) directives {
 				d.mustRevalidate = true
 			case "proxy-revalidate":
 				d.proxyRevalidate = true
+			case "must-understand":
+				d.mustUnderstand = true
 			case "max-age":
 				d.maxAge = secs()
 			case "s-maxage":
@@ -79,22 +82,29 @@ func parseCacheControl(h *fasthttp.ResponseHeader) directives {
 }
 
 // heuristicallyCacheable are the statuses a cache may store without explicit
-// freshness (RFC 9110 section 15.1): route ttl applies to these only.
+// freshness (RFC 9110 section 15.1): route ttl applies to these only. 206 is
+// one, but this cache stores only complete answers (see understood).
 func heuristicallyCacheable(status int) bool {
 	switch status {
-	case 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501:
+	case 200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501:
 		return true
 	}
 	return false
 }
 
-// httpDate parses an HTTP date; ok is false when absent or invalid.
-func httpDate(v []byte) (time.Time, bool) {
-	if len(v) == 0 {
-		return time.Time{}, false
+// understood reports whether the cache understands a final status well
+// enough to store an answer with it (RFC 9111 section 3): the statuses RFC
+// 9110 and RFC 6585 (429) define. 206 and 304 are understood but never
+// stored as such: partial content is not stored (a complete answer serves
+// ranges), and a 304 only refreshes a stored answer.
+func understood(status int) bool {
+	switch {
+	case status >= 200 && status <= 205, status >= 300 && status <= 303, status == 305,
+		status == 307, status == 308, status >= 400 && status <= 417, status == 421, status == 422,
+		status == 426, status == 429, status >= 500 && status <= 505:
+		return true
 	}
-	t, err := http.ParseTime(string(v))
-	return t, err == nil
+	return false
 }
 
 // freshness computes the lifetime and initial age of an answer received at
@@ -108,7 +118,7 @@ func freshness(h *fasthttp.ResponseHeader, d *directives, now time.Time) (lifeti
 		lifetime, explicit = d.sMaxAge, true
 	case d.maxAge >= 0:
 		lifetime, explicit = d.maxAge, true
-	default:
+	case !d.targeted:
 		if v := h.Peek(fasthttp.HeaderExpires); len(v) > 0 {
 			explicit = true
 			exp, ok := httpDate(v)
@@ -121,13 +131,34 @@ func freshness(h *fasthttp.ResponseHeader, d *directives, now time.Time) (lifeti
 			} // an invalid Expires means already expired
 		}
 	}
-	if v := h.Peek(fasthttp.HeaderAge); len(v) > 0 {
-		if n, err := strconv.ParseInt(string(v), 10, 64); err == nil && n > 0 {
-			age = time.Duration(n) * time.Second
-		}
-	}
+	age = parseAge(h.Peek(fasthttp.HeaderAge))
 	// The apparent age (now - Date) is not used: Date has a resolution of
 	// a second and provider clocks drift, which would make short-lived
 	// answers stale on arrival. Age is the upstream's Age header.
 	return lifetime, max(age, 0), explicit
+}
+
+// parseAge reads an Age value (the first line, as fasthttp's Peek returns).
+// RFC 9111 section 5.1: Age is a singleton, but a cache that finds a list
+// SHOULD use its first member and discard the rest; a value that is then
+// invalid (anything other than a non-negative integer) SHOULD be ignored,
+// that is read as no Age at all. A value too large is capped at 2^31 s.
+func parseAge(v []byte) time.Duration {
+	if i := bytes.IndexByte(v, ','); i >= 0 {
+		v = v[:i]
+	}
+	v = bytes.Trim(v, " \t")
+	if len(v) == 0 {
+		return 0
+	}
+	n := int64(0)
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		if n < 1<<31 {
+			n = n*10 + int64(c-'0')
+		}
+	}
+	return time.Duration(min(n, 1<<31)) * time.Second
 }

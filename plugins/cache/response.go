@@ -30,13 +30,19 @@ func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb 
 	resp := &ctx.Response
 	h := &resp.Header
 	status := resp.StatusCode()
-	if status == fasthttp.StatusNotModified || status == fasthttp.StatusPartialContent || status < 200 {
+	// RFC 9111 section 3: a final status the cache understands. Partial
+	// content is not stored (ranges are served from complete answers), and
+	// a 304 only refreshes what is stored.
+	if !understood(status) || status == fasthttp.StatusNotModified || status == fasthttp.StatusPartialContent {
 		return false
 	}
 	if len(h.PeekAll(fasthttp.HeaderSetCookie)) > 0 {
 		return false
 	}
-	d := parseCacheControl(h)
+	if c.honorRequest && requestNoStore(&ctx.Request.Header) {
+		return false // RFC 9111 section 5.2.1.5
+	}
+	d := c.responseDirectives(h)
 	now := time.Now()
 	e := entry{status: status, storedAt: now.UnixNano(), uri: kb.uri}
 	// RFC 9111 section 3.5: a request with credentials the cache does not
@@ -47,11 +53,16 @@ func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb 
 	if c.override {
 		// Override ignores the answer's directives, public and s-maxage
 		// included: it never makes an answer to such a request shared.
-		if shared || !heuristicallyCacheable(status) {
+		if shared || !heuristicallyCacheable(status) || status == fasthttp.StatusPartialContent {
 			return false
 		}
 		e.lifetime = c.ttl
 	} else {
+		if d.mustUnderstand {
+			// RFC 9111 section 5.2.2.3: a cache that understands the
+			// status (checked above) ignores no-store.
+			d.noStore = false
+		}
 		if d.noStore || d.private || d.qualifiedPrivate {
 			return false
 		}
@@ -65,10 +76,14 @@ func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb 
 		if d.noCache {
 			explicit = true // stored, revalidated before every use (needs a validator, below)
 		}
+		// RFC 9111 section 3: any understood status with explicit
+		// freshness; heuristic freshness (the route's ttl) only for the
+		// heuristically cacheable statuses or an answer marked public
+		// (RFC 9111 section 4.2.2).
 		switch {
-		case explicit && (heuristicallyCacheable(status) || status == 302 || status == 307):
+		case explicit:
 			e.lifetime, e.initialAge = int64(lifetime), int64(age)
-		case !explicit && c.ttl > 0 && heuristicallyCacheable(status):
+		case !explicit && c.ttl > 0 && (heuristicallyCacheable(status) || d.public):
 			e.lifetime, e.initialAge = c.ttl, int64(age)
 		default:
 			return false
@@ -102,11 +117,18 @@ func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb 
 	}
 
 	var hdrs [][2][]byte
+	dated := false
 	for k, v := range h.All() {
 		if skipStored(k) {
 			continue
 		}
+		dated = dated || bytes.EqualFold(k, strDate)
 		hdrs = append(hdrs, [2][]byte{bytes.Clone(k), bytes.Clone(v)})
+	}
+	if !dated {
+		// RFC 9110 section 6.6.1: a recipient that caches an answer without
+		// Date records the time it was received as its Date.
+		hdrs = append(hdrs, [2][]byte{strDate, proxy.AppendHTTPDate(nil, now)})
 	}
 	tags := c.entryTags(ex.Path())
 	tags = append(tags, resourceTag(c.upstream, string(c.relPath(kb.uri))))

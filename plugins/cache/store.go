@@ -34,6 +34,9 @@ type Store struct {
 
 	pubMu sync.Mutex
 	pub   *subscriber // the cluster link in use, nil in single-node mode
+
+	sizeMu sync.Mutex   // see setCounted
+	stored atomic.Int64 // bytes of the entries stored, see Bytes
 }
 
 // newStore makes the store for cc. It starts no goroutine.
@@ -69,6 +72,7 @@ func (s *Store) onRemove(key string, e []byte, reason bigcache.RemoveReason) {
 	if reason == bigcache.NoSpace {
 		s.m.evictions.Inc()
 	}
+	s.stored.Add(-int64(len(e)))
 	e = unwrap(e)
 	if len(e) > 0 && e[0] == kindResponse {
 		var ent entry
@@ -133,7 +137,7 @@ func (s *Store) set(key string, val []byte, tags []string) bool {
 	dk := string(digest([]byte(key), &d))
 	wrapped := make([]byte, 0, 2+len(key)+len(val))
 	wrapped = appendBytes16(wrapped, []byte(key))
-	if err := s.bc.Set(dk, append(wrapped, val...)); err != nil {
+	if err := s.setCounted(dk, append(wrapped, val...)); err != nil {
 		return false
 	}
 	if len(tags) == 0 {
@@ -155,8 +159,30 @@ func (s *Store) set(key string, val []byte, tags []string) bool {
 // Len is the number of entries (answers, variants and vary markers).
 func (s *Store) Len() int { return s.bc.Len() }
 
-// Capacity is the memory the store's queues hold, in bytes.
+// Capacity is the memory the store's queues hold, in bytes (bounded by
+// cache.max_size): not what is stored in them, see Bytes.
 func (s *Store) Capacity() int { return s.bc.Capacity() }
+
+// Bytes is the size of the entries stored (keys, headers, bodies, tags).
+func (s *Store) Bytes() int64 { return max(s.stored.Load(), 0) }
+
+// setCounted sets a value and keeps Bytes in step: bigcache calls
+// OnRemove for deleted and evicted entries but not for one that Set
+// replaces, so the size of the entry replaced is read first. sizeMu keeps
+// two sets of one key from both subtracting the same old entry.
+func (s *Store) setCounted(dk string, v []byte) error {
+	s.sizeMu.Lock()
+	defer s.sizeMu.Unlock()
+	old := 0
+	if b, err := s.bc.Get(dk); err == nil {
+		old = len(b)
+	}
+	if err := s.bc.Set(dk, v); err != nil {
+		return err
+	}
+	s.stored.Add(int64(len(v) - old))
+	return nil
+}
 
 // Invalidation describes one invalidation, as applied by every gateway of a
 // cluster and reported to OnInvalidate hooks. Several fields may be set;
@@ -213,6 +239,7 @@ func (s *Store) apply(inv *Invalidation) int {
 	if inv.All {
 		n := s.bc.Len()
 		_ = s.bc.Reset()
+		s.stored.Store(0) // bigcache's Reset calls no OnRemove
 		s.tagMu.Lock()
 		clear(s.tags)
 		s.tagMu.Unlock()
@@ -435,9 +462,12 @@ func newMetrics(reg prometheus.Registerer, store func() *Store) *metrics {
 		Name: "sluice_cache_entries", Help: "Entries in the cache store (answers, variants and vary markers).",
 	}, func() float64 { return float64(store().Len()) })
 	bytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "sluice_cache_bytes", Help: "Memory held by the cache store's queues, in bytes (bounded by cache.max_size).",
+		Name: "sluice_cache_bytes", Help: "Size of the entries in the cache store, in bytes (keys, headers, bodies).",
+	}, func() float64 { return float64(store().Bytes()) })
+	capacity := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sluice_cache_capacity_bytes", Help: "Memory held by the cache store's queues, in bytes (grows in steps up to cache.max_size).",
 	}, func() float64 { return float64(store().Capacity()) })
-	for _, c := range []prometheus.Collector{m.requests, m.invalidations, m.evictions, entries, bytes} {
+	for _, c := range []prometheus.Collector{m.requests, m.invalidations, m.evictions, entries, bytes, capacity} {
 		_ = reg.Register(c)
 	}
 	return m
