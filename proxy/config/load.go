@@ -83,6 +83,7 @@ func decodeConfig(raw map[string]any, envKeys map[string]string) (*Config, error
 	}
 	cfg.validate(&p)
 	cfg.fromEnv = x.values
+	cfg.secretFiles = secretFilePaths(raw)
 
 	// A value whose ${VAR} failed is reported once, not again as, say, a bad URL.
 	if len(x.failed) > 0 {

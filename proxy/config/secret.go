@@ -3,9 +3,11 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -120,4 +122,47 @@ func redactSecretFiles(s string) string {
 		}
 	}
 	return s
+}
+
+// SecretFiles lists, sorted, the files the config's "file:/abs/path" values
+// name: those of the main config, and those of plugin blocks and sections,
+// which are read later, when the pipeline is compiled. The config watcher
+// (reload.watch) watches them.
+//
+// It is every "file:/abs/path" string of the document after ${VAR}
+// expansion and SLUICE_ overrides. That is enough: a secret is read from a
+// file only for such a string of the document, wherever a plugin decodes it
+// (plugins decode the blocks they are given, which are parts of the same
+// document). It may name a few files more than were read, when a value that
+// is not a secret happens to start with "file:/": watching one of those
+// costs a reload that changes nothing, should that file change.
+func (c *Config) SecretFiles() []string { return slices.Clone(c.secretFiles) }
+
+// secretFilePaths collects the absolute paths of the "file:" values in a
+// document tree (see SecretFiles).
+func secretFilePaths(tree any) []string {
+	found := map[string]bool{}
+	var walk func(any)
+	walk = func(node any) {
+		switch v := node.(type) {
+		case map[string]any:
+			for _, child := range v {
+				walk(child)
+			}
+		case map[any]any:
+			for _, child := range v {
+				walk(child)
+			}
+		case []any:
+			for _, child := range v {
+				walk(child)
+			}
+		case string:
+			if path, ok := strings.CutPrefix(v, SecretFilePrefix); ok && filepath.IsAbs(path) {
+				found[filepath.Clean(path)] = true
+			}
+		}
+	}
+	walk(tree)
+	return slices.Sorted(maps.Keys(found))
 }
