@@ -43,7 +43,8 @@ type Gateway struct {
 	state    atomic.Pointer[state]
 	logLevel slog.LevelVar
 
-	reloadMu sync.Mutex // one reload at a time
+	reloadMu sync.Mutex  // one reload at a time
+	applied  applyNotice // a config started serving: wakes the config watcher (watch.go)
 	ready    atomic.Bool
 	draining atomic.Bool
 

@@ -30,6 +30,7 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.logLevel.Set(parseLevel(cfg.Log.Level))
 	g.state.Store(st)
 	g.metrics.reloads.WithLabelValues("success").Inc()
+	g.applied.notify()
 	for name, ort := range old.routes {
 		if nrt, ok := st.routes[name]; !ok {
 			g.metrics.forgetRoute(name)
