@@ -208,13 +208,18 @@ func (w *configWatcher) sync() {
 			delete(w.base, p)
 		}
 	}
-	// Watch first, then read: a change in between is seen as an event.
 	w.addWatches()
+	// Start from what the serving config was made of, as its loader read
+	// the files, then look at them once: a change made between that load and
+	// these watches, which no event reports, is caught too.
 	for _, p := range w.order {
-		if _, known := w.base[p]; !known {
-			w.base[p] = sumFile(p)
+		if sum, ok := cfg.FileSum(p); ok {
+			w.base[p] = fileSum{sum: sum, ok: true}
+		} else if _, known := w.base[p]; !known {
+			w.base[p] = sumFile(p) // a config given to Apply, not loaded from files
 		}
 	}
+	w.arm()
 	if started {
 		w.g.Logger().Info("watching the config files for changes", "files", w.order, "debounce", w.debounce.String())
 	}

@@ -83,6 +83,12 @@ func runFile(t *testing.T, site watchSite, path string) *running {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	return runConfig(t, site, path, cfg)
+}
+
+// runConfig is runFile with the config already loaded from path.
+func runConfig(t *testing.T, site watchSite, path string, cfg *config.Config) *running {
+	t.Helper()
 	logs := &testkit.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -257,6 +263,25 @@ func TestWatchReloadsAnEditedConfig(t *testing.T) {
 	if n := gw.logLines(gone); n != 2 {
 		t.Errorf("the file was reported gone %d times, want twice (once each time)", n)
 	}
+}
+
+// A change made after the config was loaded and before the watcher
+// started (no event reports it) is caught: the watcher starts from what the
+// loader read.
+func TestWatchCatchesAChangeMadeBeforeItStarted(t *testing.T) {
+	up := testkit.NewUpstream(t, nil)
+	site := newWatchSite(t)
+	const reload = "{watch: true, debounce: 100ms}"
+	file := filepath.Join(t.TempDir(), "sluice.yaml")
+	testkit.WriteFile(t, file, site.doc(reload, genBody(up.URL, 0)))
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.WriteFile(t, file, site.doc(reload, genBody(up.URL, 1)))
+	gw := runConfig(t, site, file, cfg)
+	gw.waitGeneration(t, 1)
+	gw.waitLog(t, `"trigger":"watch"`, `"reason":"config file changed"`)
 }
 
 // k8sVolume lays files out as the kubelet does in a ConfigMap or Secret
@@ -511,6 +536,9 @@ func TestWatchStopsWithRun(t *testing.T) {
 	if err := gw.stop(); err != nil {
 		t.Fatalf("proxy.Run: %v", err)
 	}
-	testkit.Eventually(t, 5*time.Second, func() bool { return len(watcherGoroutines()) == 0 },
-		fmt.Sprintf("watcher goroutines left after proxy.Run returned:\n%s", strings.Join(watcherGoroutines(), "\n\n")))
+	for deadline := time.Now().Add(5 * time.Second); len(watcherGoroutines()) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("watcher goroutines left 5s after proxy.Run returned:\n%s", strings.Join(watcherGoroutines(), "\n\n"))
+		}
+	}
 }

@@ -25,9 +25,10 @@ type Config struct {
 	// it when the pipeline is compiled. A key no plugin owns is an error then.
 	Sections map[string]any `koanf:",remain" json:"-"`
 
-	fromEnv     []envValue        // values taken from the environment by ${VAR} (see Redact)
-	envKeys     map[string]string // key paths set by SLUICE_* overrides, and the variable (see Explain)
-	secretFiles []string          // see SecretFiles
+	fromEnv     []envValue          // values taken from the environment by ${VAR} (see Redact)
+	envKeys     map[string]string   // key paths set by SLUICE_* overrides, and the variable (see Explain)
+	secretFiles []string            // see SecretFiles
+	fileSums    map[string][32]byte // see FileSum
 }
 
 // Redact replaces, in s, every value the config took from the environment by

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"crypto/sha256"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -79,5 +80,29 @@ routes:
 	}
 	if got, _ := config.LoadBytes([]byte(minimal)); len(got.SecretFiles()) != 0 {
 		t.Errorf("a config without file: values has SecretFiles() = %q", got.SecretFiles())
+	}
+}
+
+// FileSum is the hash of what Load read: the config file by its absolute
+// path, and the secret files.
+func TestFileSumsOfALoadedConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	testkit.WriteFile(t, token, "secret-value-0123456789")
+	doc := "admin: {token: \"file:" + token + "\"}\n" + minimal
+	file := filepath.Join(dir, "sluice.yaml")
+	testkit.WriteFile(t, file, doc)
+	cfg, err := config.Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, content := range map[string]string{file: doc, token: "secret-value-0123456789"} {
+		if sum, ok := cfg.FileSum(path); !ok || sum != sha256.Sum256([]byte(content)) {
+			t.Errorf("FileSum(%s) = %x, %v; want the hash of its content", path, sum, ok)
+		}
+	}
+	if _, ok := cfg.FileSum(filepath.Join(dir, "other")); ok {
+		t.Error("FileSum of a file the config does not name is ok")
 	}
 }

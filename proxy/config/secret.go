@@ -1,7 +1,9 @@
 package config
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -137,6 +139,37 @@ func redactSecretFiles(s string) string {
 // is not a secret happens to start with "file:/": watching one of those
 // costs a reload that changes nothing, should that file change.
 func (c *Config) SecretFiles() []string { return slices.Clone(c.secretFiles) }
+
+// FileSum returns the SHA-256 of a file the config was read from, as Load
+// read it: the config file (by its absolute path) and the files of
+// SecretFiles (read just before the config was decoded; a plugin reads its
+// secret files a moment later, when compiled). ok is false for a file that
+// could not be read, or that is no regular file. The config watcher starts
+// from these: what the serving config was made of.
+func (c *Config) FileSum(path string) (sum [sha256.Size]byte, ok bool) {
+	sum, ok = c.fileSums[path]
+	return sum, ok
+}
+
+// hashFile returns the SHA-256 of a regular file's content. It reads
+// nothing else: a "file:" value that is no secret could name a device or a
+// pipe.
+func hashFile(path string) (sum [sha256.Size]byte, ok bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return sum, false
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, false
+	}
+	h.Sum(sum[:0])
+	return sum, true
+}
 
 // secretFilePaths collects the absolute paths of the "file:" values in a
 // document tree (see SecretFiles).
