@@ -43,8 +43,9 @@ type Gateway struct {
 	state    atomic.Pointer[state]
 	logLevel slog.LevelVar
 
-	reloadMu sync.Mutex  // one reload at a time
-	applied  applyNotice // a config started serving: wakes the config watcher (watch.go)
+	reloadMu sync.Mutex // one reload at a time
+	reloaded reloadNotice
+	rejected atomic.Pointer[config.Config] // the last config a reload rejected, nil after one succeeds
 	ready    atomic.Bool
 	draining atomic.Bool
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"github.com/sluice-gw/sluice/proxy/config"
 )
 
 // Why a watched file matters: the reason logged with the reload it causes.
@@ -32,21 +33,22 @@ type watchReload struct {
 	path   string
 }
 
-// applyNotice wakes the config watcher when a config starts serving (by
-// SIGHUP, POST /admin/reload, the watcher's own reload or Apply): the new
-// config may switch watching on or off, change the debounce or name other
-// secret files. Its zero value is ready to use.
-type applyNotice struct {
+// reloadNotice wakes the config watcher after every reload, by SIGHUP, POST
+// /admin/reload, the watcher itself or Apply. An applied config may switch
+// watching on or off, change the debounce or name other secret files; a
+// rejected one may name a secret file that is not there yet. Its zero value
+// is ready to use.
+type reloadNotice struct {
 	once sync.Once
 	ch   chan struct{}
 }
 
-func (n *applyNotice) c() chan struct{} {
+func (n *reloadNotice) c() chan struct{} {
 	n.once.Do(func() { n.ch = make(chan struct{}, 1) })
 	return n.ch
 }
 
-func (n *applyNotice) notify() {
+func (n *reloadNotice) notify() {
 	select {
 	case n.c() <- struct{}{}:
 	default: // one pending notice is enough: the watcher reads the config then
@@ -119,6 +121,7 @@ type configWatcher struct {
 	timer    *time.Timer
 	timerC   <-chan time.Time // nil when no check is pending
 	first    time.Time        // first event since the last check
+	cfg      *config.Config   // the serving config the files were last taken from
 }
 
 func newConfigWatcher(g *Gateway, configPath string, out chan<- watchReload) *configWatcher {
@@ -144,7 +147,7 @@ func (w *configWatcher) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-w.g.applied.c():
+		case <-w.g.reloaded.c():
 			w.sync()
 		case _, open := <-events:
 			if !open {
@@ -195,12 +198,22 @@ func (w *configWatcher) sync() {
 		w.fs, started = fs, true
 	}
 
+	// The files: the config file, the serving config's secret files and
+	// those of the config the last reload rejected, if it got that far: a
+	// rejected config may name a secret file that is not there yet (a
+	// Kubernetes ConfigMap updated before the Secret it goes with).
+	rejected := w.g.rejected.Load()
 	w.paths = map[string]string{w.file: reasonConfigFile}
 	w.order = []string{w.file}
-	for _, p := range cfg.SecretFiles() {
-		if _, dup := w.paths[p]; !dup {
-			w.paths[p] = reasonSecretFile
-			w.order = append(w.order, p)
+	for _, c := range []*config.Config{cfg, rejected} {
+		if c == nil {
+			continue
+		}
+		for _, p := range c.SecretFiles() {
+			if _, dup := w.paths[p]; !dup {
+				w.paths[p] = reasonSecretFile
+				w.order = append(w.order, p)
+			}
 		}
 	}
 	for p := range w.base {
@@ -209,14 +222,27 @@ func (w *configWatcher) sync() {
 		}
 	}
 	w.addWatches()
-	// Start from what the serving config was made of, as its loader read
-	// the files, then look at them once: a change made between that load and
-	// these watches, which no event reports, is caught too.
+
+	// What each file held: as the loader of the config just applied read
+	// them, or after a rejected reload, as that reload read them (taking the
+	// serving config's content then would retry the rejected one forever).
+	// Then every file is read once more (w.arm below): a change made between
+	// that load and these watches, which no event reports, is caught too.
+	// A file no load read (a config that could not be parsed, one given to
+	// Apply) is as the watcher last read it, or as it is now.
+	from := rejected
+	if cfg != w.cfg {
+		from, w.cfg = cfg, cfg
+	}
 	for _, p := range w.order {
-		if sum, ok := cfg.FileSum(p); ok {
-			w.base[p] = fileSum{sum: sum, ok: true}
-		} else if _, known := w.base[p]; !known {
-			w.base[p] = sumFile(p) // a config given to Apply, not loaded from files
+		if from != nil {
+			if sum, ok := from.FileSum(p); ok {
+				w.base[p] = fileSum{sum: sum, ok: true}
+				continue
+			}
+		}
+		if _, known := w.base[p]; !known {
+			w.base[p] = sumFile(p)
 		}
 	}
 	w.arm()
@@ -337,7 +363,7 @@ func (w *configWatcher) closeFS() {
 		w.timer.Stop()
 	}
 	w.timerC, w.first = nil, time.Time{}
-	w.paths, w.order = nil, nil
+	w.paths, w.order, w.cfg = nil, nil, nil
 	clear(w.base)
 }
 

@@ -435,6 +435,38 @@ func TestWatchRotatedSecretReachesTheUpstream(t *testing.T) {
 	}
 }
 
+// A config that names a secret file not there yet is rejected; when the
+// file arrives (a Kubernetes Secret updated after the ConfigMap that uses
+// it), the config is reloaded.
+func TestWatchPicksUpASecretFileThatArrivesAfterTheConfig(t *testing.T) {
+	up := testkit.NewUpstream(t, nil)
+	site := newWatchSite(t)
+	const reload = "{watch: true, debounce: 100ms}"
+	file := filepath.Join(t.TempDir(), "sluice.yaml")
+	testkit.WriteFile(t, file, site.doc(reload, genBody(up.URL, 0)))
+	gw := runFile(t, site, file)
+	gw.waitLog(t, watchingMsg)
+
+	later := filepath.Join(t.TempDir(), "token")
+	testkit.WriteFile(t, file, site.doc(reload, secretBody(up.URL, later)))
+	testkit.Eventually(t, 5*time.Second, func() bool { return gw.reloads(t, "failure") == 1 }, "the config naming a missing file was not rejected")
+	gw.waitLog(t, `"msg":"a watched file is missing, empty or unreadable; the running config keeps serving"`, `"path":"`+later+`"`)
+	if got := gw.generation(); got != "0" {
+		t.Errorf("after a rejected edit the gateway serves generation %q, want 0", got)
+	}
+
+	testkit.WriteFile(t, later, "token-later-0123456789")
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		resp, err := testkit.TryDo("GET", gw.url+"/x", "")
+		return err == nil && resp.Status == 200 && up.Last(t).Header.Get("Authorization") == "Bearer token-later-0123456789"
+	}, fmt.Sprintf("the config was not reloaded when its secret file arrived\n%s", gw.logs))
+	gw.waitLog(t, `"reason":"secret file changed"`, `"path":"`+later+`"`)
+	testkit.Eventually(t, 5*time.Second, func() bool { return gw.reloads(t, "success") == 1 }, "the reload was not counted")
+	if n := gw.reloads(t, "failure"); n != 1 {
+		t.Errorf("reloads{failure} = %v, want 1: a rejected config is tried once per change", n)
+	}
+}
+
 func TestWatchKeepsServingThroughAnInvalidEdit(t *testing.T) {
 	up := testkit.NewUpstream(t, nil)
 	site := newWatchSite(t)
@@ -451,11 +483,22 @@ func TestWatchKeepsServingThroughAnInvalidEdit(t *testing.T) {
 		t.Errorf("after a rejected edit the gateway serves generation %q, want 0", got)
 	}
 
+	// An unparsable edit, reloaded at once by hand as well: the hand reload
+	// and the watcher reject it once each, and the watcher does not retry
+	// it. (A load that cannot parse the file returns no config to tell what
+	// it read, so the watcher cannot know that the hand reload saw the same
+	// content.)
+	testkit.WriteFile(t, file, site.doc(reload, "routes: [\n"))
+	if resp := testkit.Do(t, "POST", "http://"+site.admin+"/admin/reload", "", "Authorization", "Bearer "+watchAdminToken); resp.Status == 200 {
+		t.Fatalf("POST /admin/reload accepted an unparsable file: %s", resp.Body)
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return gw.reloads(t, "failure") >= 3 }, "the unparsable edit was not rejected by the watcher")
+
 	testkit.WriteFile(t, file, site.doc(reload, genBody(up.URL, 1)))
 	gw.waitGeneration(t, 1)
 	testkit.Eventually(t, 5*time.Second, func() bool { return gw.reloads(t, "success") == 1 }, "the valid edit was not counted")
-	if n := gw.reloads(t, "failure"); n != 1 {
-		t.Errorf("reloads{failure} = %v, want 1", n)
+	if n := gw.reloads(t, "failure"); n != 3 {
+		t.Errorf("reloads{failure} = %v, want 3: the invalid edit once, the unparsable one by hand and by the watcher\n%s", n, gw.logs)
 	}
 }
 
