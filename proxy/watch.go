@@ -55,44 +55,40 @@ func (n *reloadNotice) notify() {
 	}
 }
 
-// fileSum is what a watched path holds: the file it resolves to (symlinks
-// followed, as a Kubernetes volume's ..data link) and a hash of its content.
+// fileSum is what a watched path holds: a hash of the content of the file
+// it resolves to (symlinks followed, as a Kubernetes volume's ..data link).
 // ok is false when the path does not resolve to a readable, non-empty
 // regular file.
 type fileSum struct {
-	resolved string
-	sum      [sha256.Size]byte
-	ok       bool
+	sum [sha256.Size]byte
+	ok  bool
 }
 
 func sumFile(path string) fileSum {
-	resolved, err := filepath.EvalSymlinks(path)
+	f, err := os.Open(path) // follows symlinks
 	if err != nil {
 		return fileSum{}
-	}
-	fs := fileSum{resolved: resolved}
-	f, err := os.Open(resolved)
-	if err != nil {
-		return fs
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 {
 		// A directory or a pipe (reading one could block), or an empty file:
 		// one a writer has truncated and not written yet, most likely (an
 		// empty config file is valid, and would serve no routes).
-		return fs
+		return fileSum{}
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return fs
+		return fileSum{}
 	}
+	var fs fileSum
 	h.Sum(fs.sum[:0])
 	fs.ok = true
 	return fs
 }
 
 // configWatcher reloads the gateway when the config file or one of the
-// serving config's "file:" secrets changes on disk (reload.watch). It
+// "file:" secrets of the serving config (or of the config the last reload
+// rejected) changes on disk (reload.watch). It
 // watches the directories that hold them, and the files they resolve to:
 // a Kubernetes ConfigMap or Secret volume changes by swapping its ..data
 // symlink (the file's own inode never changes: the event is on the
@@ -116,7 +112,7 @@ type configWatcher struct {
 	debounce time.Duration
 	paths    map[string]string  // watched path -> reason
 	order    []string           // paths, the config file first
-	base     map[string]fileSum // what each path held when last read
+	base     map[string]fileSum // what each path holds, as last loaded or read
 	warned   map[string]bool    // problems logged, not to be repeated while they last
 	timer    *time.Timer
 	timerC   <-chan time.Time // nil when no check is pending
@@ -219,6 +215,7 @@ func (w *configWatcher) sync() {
 	for p := range w.base {
 		if _, kept := w.paths[p]; !kept {
 			delete(w.base, p)
+			delete(w.warned, "gone:"+p)
 		}
 	}
 	w.addWatches()
