@@ -43,7 +43,9 @@ type Gateway struct {
 	state    atomic.Pointer[state]
 	logLevel slog.LevelVar
 
-	reloadMu sync.Mutex // one reload at a time
+	reloadMu sync.Mutex                    // one reload at a time
+	reloaded reloadNotice                  // wakes the config watcher (watch.go)
+	rejected atomic.Pointer[config.Config] // the last config a reload rejected, nil after one succeeds
 	ready    atomic.Bool
 	draining atomic.Bool
 

@@ -23,13 +23,15 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	st, err := g.prepare(cfg, old)
 	if err != nil {
 		old.claimHealth() // a failed start may have claimed target health
-		return g.rejectReload(err)
+		return g.rejectReload(cfg, err)
 	}
 	st.bindMetrics(g.metrics)
 	g.metrics.bodies.setLimit(int64(cfg.Server.MaxBodyMemory))
 	g.logLevel.Set(parseLevel(cfg.Log.Level))
 	g.state.Store(st)
 	g.metrics.reloads.WithLabelValues("success").Inc()
+	g.rejected.Store(nil)
+	g.reloaded.notify()
 	for name, ort := range old.routes {
 		if nrt, ok := st.routes[name]; !ok {
 			g.metrics.forgetRoute(name)
@@ -69,15 +71,19 @@ func (g *Gateway) Reload() error {
 	}
 	cfg, err := config.Load(g.opts.ConfigPath)
 	if err != nil {
-		return g.rejectReload(err)
+		return g.rejectReload(cfg, err) // cfg is nil if the file could not be read or parsed
 	}
 	return g.Apply(cfg)
 }
 
-// rejectReload counts and logs a rejected config and returns err.
-func (g *Gateway) rejectReload(err error) error {
+// rejectReload counts and logs a rejected config and returns err. The
+// config watcher is told: it watches the secret files cfg names too, so
+// that one that was missing is seen when it arrives.
+func (g *Gateway) rejectReload(cfg *config.Config, err error) error {
 	g.metrics.reloads.WithLabelValues("failure").Inc()
 	g.state.Load().log.Error("config reload rejected; the previous config keeps serving", "error", err.Error())
+	g.rejected.Store(cfg)
+	g.reloaded.notify()
 	return err
 }
 

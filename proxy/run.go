@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -14,9 +15,10 @@ import (
 )
 
 // Run serves cfg until SIGTERM or SIGINT (or ctx is done): the proxy on
-// server.listen, the admin API on admin.listen. SIGHUP reloads the config file.
-// On SIGTERM/SIGINT it stops accepting, drains in-flight requests for at most
-// server.drain_timeout, and returns nil.
+// server.listen, the admin API on admin.listen. SIGHUP reloads the config file;
+// so does a change to it or to a "file:" secret when reload.watch is on
+// (watch.go). On SIGTERM/SIGINT it stops accepting, drains in-flight requests
+// for at most server.drain_timeout, and returns nil.
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	g, err := New(cfg, opts)
 	if err != nil {
@@ -48,6 +50,19 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			}
 		}()
 	}
+	// The config watcher runs for as long as Run serves; it follows
+	// reload.watch through reloads (watching nothing while it is off) and
+	// asks this loop for its reloads, so that they never overlap SIGHUP's.
+	watchReloads := make(chan watchReload, 1)
+	watchCtx, cancelWatch := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		newConfigWatcher(g, opts.ConfigPath, watchReloads).run(watchCtx)
+	}()
+	stopWatching := sync.OnceFunc(func() { cancelWatch(); <-watchDone })
+	defer stopWatching()
+
 	log.Info("sluice started", "version", opts.Version, "listen", ln.Addr().String(), "admin", cfg.Admin.Listen,
 		"routes", len(g.state.Load().routes), "upstreams", len(g.state.Load().upstreams))
 	if adminLn != nil && !cfg.Admin.Token.IsSet() && !LoopbackListen(cfg.Admin.Listen) {
@@ -64,6 +79,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 				continue
 			}
 			g.Logger().Info("draining", "signal", sig.String(), "drain_timeout", g.Config().Server.DrainTimeout.String())
+		case rq := <-watchReloads:
+			g.Logger().Info("reloading config", "trigger", "watch", "reason", rq.reason, "path", rq.path)
+			_ = g.Reload() // as for SIGHUP
+			continue
 		case <-ctx.Done():
 			g.Logger().Info("draining", "reason", "context done")
 		case err := <-serveErr:
@@ -74,6 +93,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		}
 		break
 	}
+	stopWatching() // no reloads while draining
 	drain := g.Config().Server.DrainTimeout.D()
 	sctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()

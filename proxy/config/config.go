@@ -3,6 +3,7 @@ package config
 import (
 	"reflect"
 	"strings"
+	"time"
 )
 
 // Config is the whole gateway configuration (schema v1, see docs/configuration.md). It is
@@ -18,6 +19,9 @@ type Config struct {
 	Admin AdminConfig `koanf:"admin" json:"admin"`
 	// Cluster makes several gateways share state through Redis. Absent: one node.
 	Cluster ClusterConfig `koanf:"cluster" json:"cluster"`
+	// Reload makes the gateway reload by itself when its config file or a
+	// file: secret changes. Off by default.
+	Reload ReloadConfig `koanf:"reload" json:"reload"`
 	// Consumers are the callers of the gateway (backend services) by name,
 	// each known by its API keys.
 	Consumers map[string]ConsumerConfig `koanf:"consumers" json:"consumers,omitempty"`
@@ -35,8 +39,10 @@ type Config struct {
 	// it when the pipeline is compiled. A key no plugin owns is an error then.
 	Sections map[string]any `koanf:",remain" json:"-"`
 
-	fromEnv []envValue        // values taken from the environment by ${VAR} (see Redact)
-	envKeys map[string]string // key paths set by SLUICE_* overrides, and the variable (see Explain)
+	fromEnv     []envValue          // values taken from the environment by ${VAR} (see Redact)
+	envKeys     map[string]string   // key paths set by SLUICE_* overrides, and the variable (see Explain)
+	secretFiles []string            // see SecretFiles
+	fileSums    map[string][32]byte // see FileSum
 }
 
 // Redact replaces, in s, every value the config took from the environment by
@@ -122,6 +128,25 @@ type AdminConfig struct {
 	// listener private when it is on.
 	Pprof bool `koanf:"pprof" json:"pprof"`
 }
+
+// ReloadConfig makes the gateway reload by itself when the config file or a
+// "file:" secret changes on disk, as SIGHUP does. It applies at reload:
+// switching watch on or off, or changing debounce, takes effect with the
+// config that says so.
+type ReloadConfig struct {
+	// Watch turns watching on. Default false.
+	Watch bool `koanf:"watch" json:"watch"`
+	// Debounce is how long the files must stay unchanged before the reload:
+	// the changes of a burst (an editor's save, a Kubernetes volume update)
+	// make one reload. Default 1s; from MinReloadDebounce to MaxReloadDebounce.
+	Debounce Duration `koanf:"debounce" json:"debounce"`
+}
+
+// Bounds of reload.debounce.
+const (
+	MinReloadDebounce = Duration(10 * time.Millisecond)
+	MaxReloadDebounce = Duration(time.Minute)
+)
 
 // ClusterConfig makes several gateways share state. Absent (the default), a
 // gateway keeps all its state in-process.

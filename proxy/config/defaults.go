@@ -16,8 +16,9 @@ func DefaultConfig() *Config {
 			DrainTimeout:   Duration(15 * time.Second),
 			MaxBodyMemory:  512 << 20,
 		},
-		Log:   LogConfig{Level: "info", Format: "json", AccessLog: true},
-		Admin: AdminConfig{Listen: "127.0.0.1:9090"},
+		Log:    LogConfig{Level: "info", Format: "json", AccessLog: true},
+		Admin:  AdminConfig{Listen: "127.0.0.1:9090"},
+		Reload: ReloadConfig{Debounce: Duration(time.Second)},
 	}
 }
 

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -13,7 +15,6 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env"
-	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
 )
 
@@ -29,12 +30,16 @@ const EnvPrefix = "SLUICE_"
 //
 // The returned Config is nil only when the file cannot be read or parsed.
 func Load(path string) (*Config, error) {
-	k := koanf.New(".")
-	if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+	doc, err := os.ReadFile(path)
+	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, UnwrapPathErr(err))
 	}
+	k := koanf.New(".")
+	if err := k.Load(rawBytes(doc), yaml.Parser()); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
 	envKeys := map[string]string{} // key path -> variable that set it
-	err := k.Load(env.ProviderWithValue(EnvPrefix, ".", func(name, value string) (string, any) {
+	err = k.Load(env.ProviderWithValue(EnvPrefix, ".", func(name, value string) (string, any) {
 		rest := strings.TrimPrefix(name, EnvPrefix)
 		if !strings.Contains(rest, "__") {
 			// SLUICE_ADMIN_TOKEN and the like are values for ${VAR}, not overrides.
@@ -47,7 +52,21 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("environment overrides: %w", err)
 	}
-	return decodeConfig(k.Raw(), envKeys)
+	cfg, err := decodeConfig(k.Raw(), envKeys)
+	if abs, absErr := filepath.Abs(path); absErr == nil {
+		cfg.fileSums[abs] = sha256.Sum256(doc)
+	}
+	return cfg, err
+}
+
+// rawBytes is a koanf provider of a document already read: Load reads the
+// file once, so that the hash it records (FileSum) is of what it parsed.
+type rawBytes []byte
+
+func (b rawBytes) ReadBytes() ([]byte, error) { return b, nil }
+
+func (b rawBytes) Read() (map[string]any, error) {
+	return nil, errors.New("rawBytes needs a parser")
 }
 
 // LoadBytes is Load for a YAML document held in memory (used by tests and
@@ -66,6 +85,15 @@ func decodeConfig(raw map[string]any, envKeys map[string]string) (*Config, error
 	x.tree(raw, "", &p)
 
 	cfg := DefaultConfig()
+	// Before decoding, which reads the secret files: a file that changes
+	// meanwhile is seen as changed by the watcher, never as unchanged.
+	cfg.secretFiles = secretFilePaths(raw)
+	cfg.fileSums = map[string][sha256.Size]byte{}
+	for _, path := range cfg.secretFiles {
+		if sum, ok := hashFile(path); ok {
+			cfg.fileSums[path] = sum
+		}
+	}
 	if err := decodeStrict(raw, cfg); err != nil {
 		p.AddErr("", err)
 		// A map entry with one bad field is dropped by the decoder; decode the

@@ -1,11 +1,15 @@
 package config
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -120,4 +124,78 @@ func redactSecretFiles(s string) string {
 		}
 	}
 	return s
+}
+
+// SecretFiles lists, sorted, the files the config's "file:/abs/path" values
+// name: those of the main config, and those of plugin blocks and sections,
+// which are read later, when the pipeline is compiled. The config watcher
+// (reload.watch) watches them.
+//
+// It is every "file:/abs/path" string of the document after ${VAR}
+// expansion and SLUICE_ overrides. That is enough: a secret is read from a
+// file only for such a string of the document, wherever a plugin decodes it
+// (plugins decode the blocks they are given, which are parts of the same
+// document). It may name a few files more than were read, when a value that
+// is not a secret happens to start with "file:/": watching one of those
+// costs a reload that changes nothing, should that file change.
+func (c *Config) SecretFiles() []string { return slices.Clone(c.secretFiles) }
+
+// FileSum returns the SHA-256 of a file the config was read from, as Load
+// read it: the config file (by its absolute path) and the files of
+// SecretFiles (read just before the config was decoded; a plugin reads its
+// secret files a moment later, when compiled). ok is false for a file that
+// could not be read, or that is no regular file. The config watcher starts
+// from these: what the serving config was made of.
+func (c *Config) FileSum(path string) (sum [sha256.Size]byte, ok bool) {
+	sum, ok = c.fileSums[path]
+	return sum, ok
+}
+
+// hashFile returns the SHA-256 of a regular file's content. It reads
+// nothing else: a "file:" value that is no secret could name a device or a
+// pipe.
+func hashFile(path string) (sum [sha256.Size]byte, ok bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return sum, false
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, false
+	}
+	h.Sum(sum[:0])
+	return sum, true
+}
+
+// secretFilePaths collects the absolute paths of the "file:" values in a
+// document tree (see SecretFiles).
+func secretFilePaths(tree any) []string {
+	found := map[string]bool{}
+	var walk func(any)
+	walk = func(node any) {
+		switch v := node.(type) {
+		case map[string]any:
+			for _, child := range v {
+				walk(child)
+			}
+		case map[any]any:
+			for _, child := range v {
+				walk(child)
+			}
+		case []any:
+			for _, child := range v {
+				walk(child)
+			}
+		case string:
+			if path, ok := strings.CutPrefix(v, SecretFilePrefix); ok && filepath.IsAbs(path) {
+				found[filepath.Clean(path)] = true
+			}
+		}
+	}
+	walk(tree)
+	return slices.Sorted(maps.Keys(found))
 }

@@ -66,6 +66,10 @@ func (c *Config) validate(p *Problems) {
 		p.Addf("admin.token", "must be at least %d characters, got %d", MinAdminTokenLen, len(t.Reveal()))
 	}
 
+	if d := c.Reload.Debounce; d < MinReloadDebounce || d > MaxReloadDebounce {
+		p.Addf("reload.debounce", "must be between %s and %s, got %s", MinReloadDebounce, MaxReloadDebounce, d)
+	}
+
 	if r := c.Cluster.Redis; r != nil {
 		r.validate("cluster.redis", p)
 	}
