@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	stopWatching := sync.OnceFunc(func() { cancelWatch(); <-watchDone })
 	defer stopWatching()
 
-	log.Info("sluice started", "version", opts.Version, "listen", ln.Addr().String(), "admin", cfg.Admin.Listen,
+	log.Info("sluice started", "version", opts.Version, "config", opts.ConfigPath, "listen", ln.Addr().String(), "admin", cfg.Admin.Listen,
 		"routes", len(g.state.Load().routes), "upstreams", len(g.state.Load().upstreams))
 	if adminLn != nil && !cfg.Admin.Token.IsSet() && !LoopbackListen(cfg.Admin.Listen) {
 		log.Warn("admin.token is not set: on this non-loopback admin listener only /metrics, /healthz and /readyz answer; "+
