@@ -81,6 +81,13 @@ type Plugin struct {
 	pattern       pattern  // the route's path, to fill tags
 	rules         []rule
 	webhook       *webhook
+
+	// The shared tier (l2.go): nil without cluster.redis or with
+	// cache.shared false.
+	l2        *l2
+	l2Max     int           // cache.shared_max_entry_size
+	l2Timeout time.Duration // cache.shared_timeout
+	l2Wait    time.Duration // cache.shared_wait
 }
 
 var _ proxy.Plugin = (*Plugin)(nil)
@@ -146,6 +153,15 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	}
 	for i := range p.results {
 		p.results[i] = m.requests.WithLabelValues(b.Route.Name, resultNames[i])
+	}
+	if b.Cluster != nil && cc.Shared {
+		lm := proxy.Share(b, struct{}{}, func() *l2Metrics { return newL2Metrics(b.Registerer) })
+		type l2Link struct {
+			cluster *proxy.Cluster
+			store   *Store
+		}
+		p.l2 = proxy.Share(b, l2Link{b.Cluster, store}, func() *l2 { return newL2(b.Cluster, store, lm) })
+		p.l2Max, p.l2Timeout, p.l2Wait = cc.sharedMaxEntry(), cc.SharedTimeout.D(), cc.SharedWait.D()
 	}
 	if b.Cluster != nil {
 		type link struct {
@@ -242,7 +258,7 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	if stale == nil {
 		return c.fill(ctx, ex, next, kb, key, varied)
 	}
-	return c.revalidate(ctx, ex, next, kb, key, stale, false)
+	return c.revalidate(ctx, ex, next, kb, key, stale, false, nil)
 }
 
 // fill fetches a missing entry; concurrent misses for one key wait for the
@@ -268,12 +284,25 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	} else {
 		defer c.store.leave(key, f)
 	}
+	var st fillState
+	if c.l2 != nil && leader {
+		if done, err := c.fillShared(ctx, ex, next, kb, &key, &varied, &st); done {
+			return err
+		}
+		defer func() { // the lock, if the write did not release it
+			if st.token != "" {
+				c.l2.unlock(&st.k, st.token, c.l2Timeout)
+			}
+		}()
+	}
 	c.results[resMiss].Inc()
 	c.forwardQuery(ex, kb)
+	gen := c.store.gen.Load()
 	if err := next.Handle(ctx, ex); err != nil {
 		return err
 	}
-	stored := c.storeResponse(ctx, ex, kb)
+	stored := c.storeResponse(ctx, ex, kb) && c.keepStored(kb, gen)
+	shared := stored && c.publishShared(ctx, kb, &st)
 	cs := csMiss
 	switch {
 	case varied && stored:
@@ -283,7 +312,7 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	case stored:
 		cs = csMissStored
 	}
-	ctx.Response.Header.AddBytesKV(strCacheStatus, cs)
+	ctx.Response.Header.AddBytesKV(strCacheStatus, c.sharedStatus(&st, cs, shared))
 	return nil
 }
 
@@ -306,10 +335,19 @@ func (c *Plugin) lookup(ctx *fasthttp.RequestCtx, kb *keyBuf) []byte {
 // within the stale-if-error window.
 // background is true for a stale-while-revalidate refresh: its caller was
 // already answered (and counted as stale), so it is not counted again.
-func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key, stale []byte, background bool) error {
+// st is what the fill learned from the shared tier when the stale entry
+// came from there; nil: the entry is the store's, and the shared tier is
+// asked first whether another gateway has a fresh one.
+func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key, stale []byte, background bool, st *fillState) error {
 	count := func(r int) {
 		if !background {
 			c.results[r].Inc()
+		}
+	}
+	if st == nil {
+		st = &fillState{}
+		if c.l2 != nil && c.revalidateShared(ctx, ex, kb, key, background, st) {
+			return nil
 		}
 	}
 	var e entry
@@ -330,12 +368,13 @@ func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 		}
 	}
 	c.forwardQuery(ex, kb)
+	gen := c.store.gen.Load()
 	err := next.Handle(ctx, ex)
 	now := time.Now().UnixNano()
 	age := e.initialAge + now - e.storedAt
 	if c.staleOnError(err, ex, ctx) && e.flags&flagMustRevalidate == 0 && age-e.lifetime < max(c.sie, e.sie) {
 		count(resStale)
-		serveEntry(ctx, ex, &e, age, csSIE)
+		serveEntry(ctx, ex, &e, age, c.sharedStatus(st, csSIE, false))
 		return nil
 	}
 	if err != nil {
@@ -344,15 +383,21 @@ func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 	if conditional && ex.FromUpstream && ctx.Response.StatusCode() == fasthttp.StatusNotModified {
 		count(resRevalidated)
 		fresh := c.refreshed(ctx, &e, key, stale)
-		serveEntry(ctx, ex, fresh, fresh.initialAge, csRevalidated)
+		shared := false
+		if c.keepStored(kb, gen) {
+			shared = c.publishShared(ctx, kb, st)
+		}
+		serveEntry(ctx, ex, fresh, fresh.initialAge, c.sharedStatus(st, csRevalidated, shared))
 		return nil
 	}
 	count(resMiss)
 	cs := csStale
-	if ctx.Request.Header.IsGet() && c.storeResponse(ctx, ex, kb) {
+	shared := false
+	if ctx.Request.Header.IsGet() && c.storeResponse(ctx, ex, kb) && c.keepStored(kb, gen) {
 		cs = csStaleStored
+		shared = c.publishShared(ctx, kb, st)
 	}
-	ctx.Response.Header.AddBytesKV(strCacheStatus, cs)
+	ctx.Response.Header.AddBytesKV(strCacheStatus, c.sharedStatus(st, cs, shared))
 	return nil
 }
 
@@ -622,7 +667,7 @@ func (c *Plugin) refresh(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next prox
 			path, query = raw[:i], raw[i+1:]
 		}
 		c.buildKey(bctx, path, query, bex.Consumer, kb)
-		if err := c.revalidate(bctx, bex, next, kb, []byte(k), staleCopy, true); err != nil {
+		if err := c.revalidate(bctx, bex, next, kb, []byte(k), staleCopy, true, nil); err != nil {
 			c.store.logger().Debug("background cache refresh failed", "route", c.route, "error", err.Error())
 		}
 	}()

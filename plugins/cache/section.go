@@ -86,8 +86,9 @@ func (c *Section) Validate() error {
 	switch {
 	case c.SharedMaxEntrySize != 0 && c.SharedMaxEntrySize < 1024:
 		p.Addf("shared_max_entry_size", "must be at least 1KiB (or 0 for max_entry_size), got %s", c.SharedMaxEntrySize)
-	case c.SharedMaxEntrySize > 512<<20:
-		p.Addf("shared_max_entry_size", "must be at most 512MiB (the largest Redis string), got %s", c.SharedMaxEntrySize)
+	case c.SharedMaxEntrySize > c.MaxEntrySize:
+		p.Addf("shared_max_entry_size", "%s is more than max_entry_size %s: the shared tier takes only what a gateway's own store took",
+			c.SharedMaxEntrySize, c.MaxEntrySize)
 	}
 	switch {
 	case c.SharedTimeout <= 0:
