@@ -301,8 +301,11 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	if err := next.Handle(ctx, ex); err != nil {
 		return err
 	}
-	stored := c.storeResponse(ctx, ex, kb) && c.keepStored(kb, gen)
+	// The shared tier's write is guarded on its own (tombstones): made
+	// before the store checks for an invalidation since the fetch began.
+	stored := c.storeResponse(ctx, ex, kb)
 	shared := stored && c.publishShared(ctx, kb, &st)
+	stored = stored && c.keepStored(kb, gen)
 	cs := csMiss
 	switch {
 	case varied && stored:
@@ -383,19 +386,19 @@ func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 	if conditional && ex.FromUpstream && ctx.Response.StatusCode() == fasthttp.StatusNotModified {
 		count(resRevalidated)
 		fresh := c.refreshed(ctx, &e, key, stale)
-		shared := false
-		if c.keepStored(kb, gen) {
-			shared = c.publishShared(ctx, kb, st)
-		}
+		shared := c.publishShared(ctx, kb, st)
+		c.keepStored(kb, gen)
 		serveEntry(ctx, ex, fresh, fresh.initialAge, c.sharedStatus(st, csRevalidated, shared))
 		return nil
 	}
 	count(resMiss)
 	cs := csStale
 	shared := false
-	if ctx.Request.Header.IsGet() && c.storeResponse(ctx, ex, kb) && c.keepStored(kb, gen) {
-		cs = csStaleStored
+	if ctx.Request.Header.IsGet() && c.storeResponse(ctx, ex, kb) {
 		shared = c.publishShared(ctx, kb, st)
+		if c.keepStored(kb, gen) {
+			cs = csStaleStored
+		}
 	}
 	ctx.Response.Header.AddBytesKV(strCacheStatus, c.sharedStatus(st, cs, shared))
 	return nil

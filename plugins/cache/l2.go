@@ -70,7 +70,8 @@ var errBadReply = errors.New("unexpected reply from Redis")
 // and the epoch, and takes the fill lock when there is no entry and
 // ARGV[1] (lock TTL, ms) is positive. A key of another type reads as none.
 // KEYS: e, x, epoch, l, x(primary). ARGV: lock ms, lock token.
-// Returns {entry or "", x, epoch, x(primary), locked 0/1}.
+// Returns {entry or "", x, epoch, x(primary), lock}: lock is 1 when taken,
+// 0 when another holds it, -1 when not tried.
 var lookupScript = redis.NewScript(`
 local function get(k)
   local v = redis.pcall('GET', k)
@@ -78,8 +79,9 @@ local function get(k)
   return v
 end
 local v = get(KEYS[1])
-local got = 0
+local got = -1
 if v == '' and tonumber(ARGV[1]) > 0 then
+  got = 0
   if redis.call('SET', KEYS[4], ARGV[2], 'NX', 'PX', ARGV[1]) then got = 1 end
 end
 return {v, get(KEYS[2]), get(KEYS[3]), get(KEYS[5]), got}
@@ -180,6 +182,20 @@ func newL2(c *proxy.Cluster, s *Store, m *l2Metrics) *l2 {
 // first config that uses it starts serving.
 func (l *l2) Start() error {
 	l.store.l2.Store(l)
+	// Load the scripts (and open a connection) now rather than on the first
+	// miss, whose shared_timeout a dial and EVALSHA, NOSCRIPT, EVAL could
+	// exceed. Redis away at start is the ordinary fallback case.
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		ctx, cancel := context.WithTimeout(l.ctx, 2*time.Second)
+		defer cancel()
+		for _, s := range []*redis.Script{lookupScript, pollScript, writeScript, unlockScript, purgeScript} {
+			if s.Load(ctx, l.rdb).Err() != nil {
+				return
+			}
+		}
+	}()
 	return nil
 }
 
@@ -289,8 +305,9 @@ type lookup struct {
 	entry []byte // the entry (or vary marker), checked; nil on a miss
 	x, xp string // tombstones of the key and of the primary key, as seen
 	epoch string
-	// locked: this gateway now holds the fill lock (only on a miss).
-	locked bool
+	// locked: this gateway now holds the fill lock; busy: another one
+	// holds it (only on a miss, when the lookup asked for it).
+	locked, busy bool
 }
 
 // get looks k up (with the tombstone of primary) within timeout, taking
@@ -330,7 +347,7 @@ func (l *l2) get(k, primary *l2Key, lockTTL, timeout time.Duration, token *strin
 	if !l.done("get", err) {
 		return lookup{}, false
 	}
-	r.locked = locked == 1
+	r.locked, r.busy = locked == 1, locked == 0
 	if !r.locked {
 		*token = ""
 	}
@@ -779,7 +796,7 @@ func (c *Plugin) fillShared(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 		return c.sharedAnswer(ctx, ex, next, kb, *key, r.entry, st, gen, false)
 	}
 	c.l2.m.lookups[lkMiss].Inc()
-	if st.token == "" && lockTTL > 0 {
+	if r.busy {
 		// Another gateway holds the lock: it is fetching this entry.
 		if b := c.waitShared(ex, &st.k); b != nil {
 			return c.sharedAnswer(ctx, ex, next, kb, *key, b, st, gen, true)
