@@ -18,8 +18,14 @@ import (
 const adminAuth = "Bearer admintoken-0123456789"
 
 // sharedYAML is a gateway of a cluster on rd with one cached route /api/...
-// (tags from the path, and a rule) and cache section extra.
+// (tags from the path, and a rule) and cache section extra. shared_timeout
+// is 1s unless extra sets it: these tests are about what the tier does, on
+// a small shared machine (and under the race detector); the fallback tests
+// set their own.
 func sharedYAML(redisAddr, upstream, extra string) string {
+	if !strings.Contains(extra, "shared_timeout") {
+		extra += ", shared_timeout: 1s"
+	}
 	return fmt.Sprintf(`
 log: {access_log: false}
 admin: {token: admintoken-0123456789}
@@ -143,9 +149,7 @@ func TestSharedTierCollapsesAcrossGateways(t *testing.T) {
 	})
 	var gws []*testkit.Gateway
 	for range 3 {
-		// A generous shared_timeout: 150 requests start at once on a small
-		// machine, and this test is about the lock, not the fallback.
-		gws = append(gws, testkit.StartGateway(t, sharedYAML(rd.Addr, up.URL, ", shared_timeout: 1s")))
+		gws = append(gws, testkit.StartGateway(t, sharedYAML(rd.Addr, up.URL, "")))
 	}
 	const perGateway = 50
 	var wg sync.WaitGroup
@@ -339,7 +343,7 @@ func TestSharedTierInvalidation(t *testing.T) {
 func TestSharedTierRedisDown(t *testing.T) {
 	rd := testkit.StartRedis(t)
 	o := sharedOrigin(t)
-	g := testkit.StartGateway(t, sharedYAML(rd.Addr, o.URL, ""))
+	g := testkit.StartGateway(t, sharedYAML(rd.Addr, o.URL, ", shared_timeout: 200ms"))
 	get(t, g.URL+"/api/items/1")
 	rd.Stop()
 	for i := range 20 {
