@@ -289,11 +289,7 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 		if done, err := c.fillShared(ctx, ex, next, kb, &key, &varied, &st); done {
 			return err
 		}
-		defer func() { // the lock, if the write did not release it
-			if st.token != "" {
-				c.l2.unlock(&st.k, st.token, c.l2Timeout)
-			}
-		}()
+		defer c.unlockFill(&st)
 	}
 	c.results[resMiss].Inc()
 	c.forwardQuery(ex, kb)

@@ -203,7 +203,9 @@ func (l *l2) Start() error {
 // that used it is retired.
 func (l *l2) Close() error {
 	l.store.l2.CompareAndSwap(l, nil)
+	l.mu.Lock() // no flush starts after this
 	l.cancel()
+	l.mu.Unlock()
 	l.wg.Wait()
 	return nil
 }
@@ -982,6 +984,13 @@ func (c *Plugin) publishShared(ctx *fasthttp.RequestCtx, kb *keyBuf, st *fillSta
 		return false
 	}
 	return c.l2.write(&st.p, &st.p, st.r.xp, st.r.xp, st.r.epoch, b, c.ttlFor(&e, now), append(entryTagList(&e), uriTag(e.uri)), c.tokenFor(st, &st.p), c.l2Timeout)
+}
+
+// unlockFill releases the fill lock if no write released it.
+func (c *Plugin) unlockFill(st *fillState) {
+	if st.token != "" {
+		c.l2.unlock(&st.k, st.token, c.l2Timeout)
+	}
 }
 
 // tokenFor hands the fill lock to the write of k when the lock is k's (the
