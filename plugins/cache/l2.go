@@ -88,6 +88,7 @@ return {v, get(KEYS[2]), get(KEYS[3]), get(KEYS[5]), got}
 `)
 
 // pollScript is a waiter's look: {entry or "", lock exists 0/1}.
+// KEYS: e, l (the lock may be another key's: a vary marker's primary).
 var pollScript = redis.NewScript(`
 local v = redis.pcall('GET', KEYS[1])
 if type(v) ~= 'string' then v = '' end
@@ -96,10 +97,12 @@ return {v, redis.call('EXISTS', KEYS[2])}
 
 // writeScript stores an entry unless a purge came since the writer's
 // lookup (tombstones or epoch changed), adds it to its tag sets (which
-// live at least as long), and releases the writer's lock.
+// live at least as long), and releases the writer's lock. It also drops up
+// to two members of each tag set whose entries are gone (expired or
+// evicted), so that a tag written for ever does not grow for ever.
 // KEYS: e, x, x(primary), epoch, l, tag sets... ARGV: value, ttl ms, seen
-// x, seen x(primary), seen epoch, digest, lock token ("" for none).
-// Returns 1 when stored, 0 when refused.
+// x, seen x(primary), seen epoch, digest, lock token ("" for none), key
+// prefix ("<prefix>cache:"). Returns 1 when stored, 0 when refused.
 var writeScript = redis.NewScript(`
 local function get(k)
   local v = redis.pcall('GET', k)
@@ -116,8 +119,11 @@ end
 local ttl = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 for i = 6, #KEYS do
-  if type(redis.pcall('SADD', KEYS[i], ARGV[6])) == 'number' and redis.call('PTTL', KEYS[i]) < ttl then
-    redis.call('PEXPIRE', KEYS[i], ttl)
+  if type(redis.pcall('SADD', KEYS[i], ARGV[6])) == 'number' then
+    if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+    for _, m in ipairs(redis.call('SRANDMEMBER', KEYS[i], 2)) do
+      if redis.call('EXISTS', ARGV[8] .. 'e:' .. m) == 0 then redis.call('SREM', KEYS[i], m) end
+    end
   end
 end
 unlock()
@@ -392,14 +398,14 @@ func validNames(b []byte) bool {
 }
 
 // poll is a waiter's look at k: the entry if it is there now, and whether
-// the lock is still held. ok false: Redis did not answer.
-func (l *l2) poll(k *l2Key, timeout time.Duration) (entry []byte, held, ok bool) {
+// lock's fill lock is still held. ok false: Redis did not answer.
+func (l *l2) poll(k, lock *l2Key, timeout time.Duration) (entry []byte, held, ok bool) {
 	if !l.usable() {
 		l.skipped("wait")
 		return nil, false, false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	res, err := pollScript.Run(ctx, l.rdb, []string{l.entryKey(k), l.lockKey(k)}).Slice()
+	res, err := pollScript.Run(ctx, l.rdb, []string{l.entryKey(k), l.lockKey(lock)}).Slice()
 	cancel()
 	var v string
 	var n int64
@@ -429,19 +435,20 @@ func (l *l2) poll(k *l2Key, timeout time.Duration) (entry []byte, held, ok bool)
 // tombstones of k and primary and the epoch were read as seen* (see
 // writeScript), with its tags, releasing token's lock. It reports
 // whether Redis took it.
-func (l *l2) write(k, primary *l2Key, seenX, seenXP, seenEpoch string, entry []byte, ttl time.Duration, tags []string, token string, timeout time.Duration) bool {
+// lock names the fill lock token releases.
+func (l *l2) write(k, primary *l2Key, seenX, seenXP, seenEpoch string, entry []byte, ttl time.Duration, tags []string, lock *l2Key, token string, timeout time.Duration) bool {
 	if !l.usable() {
 		l.skipped("set")
 		return false
 	}
 	keys := make([]string, 0, 5+len(tags))
-	keys = append(keys, l.entryKey(k), l.tombKey(k), l.tombKey(primary), l.epochKey(), l.lockKey(k))
+	keys = append(keys, l.entryKey(k), l.tombKey(k), l.tombKey(primary), l.epochKey(), l.lockKey(lock))
 	for _, t := range tags {
 		keys = append(keys, l.tagKey(t))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	n, err := writeScript.Run(ctx, l.rdb, keys, wrapShared(k, entry), max(ttl.Milliseconds(), 1000),
-		seenX, seenXP, seenEpoch, k.hex, token).Int64()
+		seenX, seenXP, seenEpoch, k.hex, token, l.prefix).Int64()
 	cancel()
 	if !l.done("set", err) {
 		return false
@@ -800,7 +807,7 @@ func (c *Plugin) fillShared(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 	c.l2.m.lookups[lkMiss].Inc()
 	if r.busy {
 		// Another gateway holds the lock: it is fetching this entry.
-		if b := c.waitShared(ex, &st.k); b != nil {
+		if b := c.waitShared(ctx, ex, kb, st, key, varied, gen); b != nil {
 			return c.sharedAnswer(ctx, ex, next, kb, *key, b, st, gen, true)
 		}
 	}
@@ -850,9 +857,12 @@ func entryTagList(e *entry) []string {
 }
 
 // waitShared waits (at most cache.shared_wait, never past the route's
-// deadline) for the gateway holding k's fill lock to store the entry, and
-// returns it; nil when it stored nothing, let the lock go, or took too long.
-func (c *Plugin) waitShared(ex *proxy.Exchange, k *l2Key) []byte {
+// deadline) for the gateway holding st.k's fill lock to store the entry,
+// and returns it; nil when it stored nothing, let the lock go, or took too
+// long. When it stores a vary marker, the wait goes on for this request's
+// variant (*key and *varied follow).
+func (c *Plugin) waitShared(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *keyBuf, st *fillState, key *[]byte, varied *bool, gen uint64) []byte {
+	k := st.k
 	deadline := time.Now().Add(min(c.l2Wait, ex.Remaining()))
 	pause := 5 * time.Millisecond
 	for {
@@ -860,15 +870,27 @@ func (c *Plugin) waitShared(ex *proxy.Exchange, k *l2Key) []byte {
 		if d <= 0 {
 			break
 		}
-		time.Sleep(min(pause, d))
-		pause = min(pause*2, 50*time.Millisecond)
-		b, held, ok := c.l2.poll(k, c.l2Timeout)
+		if pause > 0 {
+			time.Sleep(min(pause, d))
+		}
+		pause = min(max(pause*2, 5*time.Millisecond), 50*time.Millisecond)
+		b, held, ok := c.l2.poll(&k, &st.k, c.l2Timeout)
 		if !ok {
 			break
 		}
 		if b != nil && b[0] == kindResponse {
 			c.l2.m.waits[0].Inc()
 			return b
+		}
+		if b != nil && b[0] == kindVary && !*varied {
+			var v varyMarker
+			_ = decodeVary(b, &v) // checked by poll
+			c.putL1(kb.key, b, nil, gen)
+			variantKey(ctx, kb, &v)
+			*key, *varied = kb.vkey, true
+			k = c.l2.key(kb.vkey)
+			pause = 0 // the variant may be there already
+			continue
 		}
 		if !held {
 			break
@@ -974,16 +996,18 @@ func (c *Plugin) publishShared(ctx *fasthttp.RequestCtx, kb *keyBuf, st *fillSta
 		if vk.hex == st.k.hex {
 			seenX = st.r.x
 		}
-		if !c.l2.write(&st.p, &st.p, st.r.xp, st.r.xp, st.r.epoch, marker, ttl, []string{uriTag(v.uri)}, c.tokenFor(st, &st.p), c.l2Timeout) {
+		// The lock (the primary's or the variant's) goes with the last
+		// write: a waiter that sees the marker polls the variant until then.
+		if !c.l2.write(&st.p, &st.p, st.r.xp, st.r.xp, st.r.epoch, marker, ttl, []string{uriTag(v.uri)}, &st.k, "", c.l2Timeout) {
 			return false
 		}
-		return c.l2.write(&vk, &st.p, seenX, st.r.xp, st.r.epoch, eb, ttl, append(entryTagList(&e), uriTag(e.uri)), c.tokenFor(st, &vk), c.l2Timeout)
+		return c.l2.write(&vk, &st.p, seenX, st.r.xp, st.r.epoch, eb, ttl, append(entryTagList(&e), uriTag(e.uri)), &st.k, c.takeToken(st), c.l2Timeout)
 	}
 	var e entry
 	if decodeEntry(b, &e) != nil || !c.fitsShared(b) {
 		return false
 	}
-	return c.l2.write(&st.p, &st.p, st.r.xp, st.r.xp, st.r.epoch, b, c.ttlFor(&e, now), append(entryTagList(&e), uriTag(e.uri)), c.tokenFor(st, &st.p), c.l2Timeout)
+	return c.l2.write(&st.p, &st.p, st.r.xp, st.r.xp, st.r.epoch, b, c.ttlFor(&e, now), append(entryTagList(&e), uriTag(e.uri)), &st.k, c.takeToken(st), c.l2Timeout)
 }
 
 // unlockFill releases the fill lock if no write released it.
@@ -993,12 +1017,9 @@ func (c *Plugin) unlockFill(st *fillState) {
 	}
 }
 
-// tokenFor hands the fill lock to the write of k when the lock is k's (the
-// write releases it).
-func (c *Plugin) tokenFor(st *fillState, k *l2Key) string {
-	if st.token == "" || k.hex != st.k.hex {
-		return ""
-	}
+// takeToken hands the fill lock to a write (which releases it, stored or
+// refused).
+func (c *Plugin) takeToken(st *fillState) string {
 	t := st.token
 	st.token = ""
 	return t

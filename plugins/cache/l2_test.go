@@ -137,19 +137,32 @@ func TestSharedTierVary(t *testing.T) {
 }
 
 // 3 gateways x 50 concurrent misses on one key: the provider sees one call,
-// whichever gateway asks first; every caller gets its answer.
+// whichever gateway asks first; every caller gets its answer. Also for an
+// answer with Vary (the waiters follow the marker to their variant).
 func TestSharedTierCollapsesAcrossGateways(t *testing.T) {
+	for _, vary := range []bool{false, true} {
+		t.Run(fmt.Sprintf("vary=%v", vary), func(t *testing.T) { testCollapse(t, vary) })
+	}
+}
+
+func testCollapse(t *testing.T, vary bool) {
 	rd := testkit.StartRedis(t)
 	var calls atomic.Int64
 	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		n := calls.Add(1)
 		time.Sleep(300 * time.Millisecond) // a slow provider: everyone arrives while it works
 		ctx.Response.Header.Set("Cache-Control", "max-age=600")
+		if vary {
+			ctx.Response.Header.Set("Vary", "Accept-Language")
+		}
 		fmt.Fprintf(ctx, "answer#%d", n)
 	})
 	var gws []*testkit.Gateway
 	for range 3 {
-		gws = append(gws, testkit.StartGateway(t, sharedYAML(rd.Addr, up.URL, "")))
+		// Waits are bounded by design (past shared_wait a waiter calls the
+		// provider itself): generous here, since this test is about the lock
+		// and may run on a loaded machine under the race detector.
+		gws = append(gws, testkit.StartGateway(t, sharedYAML(rd.Addr, up.URL, ", shared_wait: 10s")))
 	}
 	const perGateway = 50
 	var wg sync.WaitGroup
@@ -162,7 +175,7 @@ func TestSharedTierCollapsesAcrossGateways(t *testing.T) {
 		for range perGateway {
 			wg.Go(func() {
 				<-start
-				r, err := testkit.TryDo("GET", g.URL+"/api/items/hot", "")
+				r, err := testkit.TryDo("GET", g.URL+"/api/items/hot", "", "Accept-Language", "ko")
 				if err != nil || r.Status != 200 {
 					failed.Add(1)
 					return
@@ -181,8 +194,11 @@ func TestSharedTierCollapsesAcrossGateways(t *testing.T) {
 	}
 	if n := calls.Load(); n != 1 {
 		t.Errorf("the provider was called %d times for one key, want 1 (Cache-Status seen: %v)", n, statuses)
-		for _, g := range gws {
-			t.Log(g.Logs.String())
+		for i, g := range gws {
+			t.Logf("gateway %d: waits through %v, fallbacks get %v wait %v; logs:\n%s", i,
+				metric(t, g, "sluice_cache_shared_waits_total", "result", "through"),
+				metric(t, g, "sluice_cache_shared_fallback_total", "op", "get"),
+				metric(t, g, "sluice_cache_shared_fallback_total", "op", "wait"), g.Logs.String())
 		}
 	}
 	if len(bodies) != 1 || bodies["answer#1"] != 3*perGateway {
@@ -629,4 +645,52 @@ func redisKeys(t *testing.T, rd *testkit.Redis, pattern string) []string {
 		t.Fatal(err)
 	}
 	return keys
+}
+
+// A tag set does not keep the digests of entries that are gone (expired or
+// evicted by Redis) for ever: writes under the tag drop some of them.
+func TestSharedTierTagSetsShed(t *testing.T) {
+	rd := testkit.StartRedis(t)
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		ctx.Response.Header.Set("Cache-Control", "max-age=600")
+		ctx.Response.Header.Set("Surrogate-Key", "grp")
+		fmt.Fprintf(ctx, "%s#%d", ctx.Path(), n)
+	})
+	g := testkit.StartGateway(t, sharedYAML(rd.Addr, o.URL, ""))
+	rc := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer rc.Close()
+	ctx := context.Background()
+	for i := range 10 {
+		get(t, fmt.Sprintf("%s/api/old/%d", g.URL, i))
+	}
+	sets := redisKeys(t, rd, "sluice:cache:t:*")
+	var grp string
+	for _, k := range sets {
+		if n, _ := rc.SCard(ctx, k).Result(); n == 10 {
+			grp = k
+		}
+	}
+	if grp == "" {
+		t.Fatalf("no tag set with the 10 entries among %v", sets)
+	}
+	// Redis evicts them (as maxmemory would).
+	if err := rc.Del(ctx, redisKeys(t, rd, "sluice:cache:e:*")...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		get(t, fmt.Sprintf("%s/api/new/%d", g.URL, i))
+	}
+	n, err := rc.SCard(ctx, grp).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("tag set: %d members after 10 gone and 10 new", n)
+	if n >= 20 || n < 10 {
+		t.Errorf("tag set has %d members after 10 entries went and 10 came, want fewer than 20 and the 10 live ones", n)
+	}
+	// The live ones are all still purged by the tag.
+	testkit.Do(t, "POST", g.AdminURL+"/admin/cache/purge", `{"tags":["grp"]}`, "Authorization", adminAuth)
+	if keys := redisKeys(t, rd, "sluice:cache:e:*"); len(keys) != 0 {
+		t.Errorf("entries left after the tag purge: %d", len(keys))
+	}
 }
