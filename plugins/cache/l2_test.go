@@ -694,3 +694,35 @@ func TestSharedTierTagSetsShed(t *testing.T) {
 		t.Errorf("entries left after the tag purge: %d", len(keys))
 	}
 }
+
+// cache.shared and its settings apply at reload: off, the gateway stops
+// using Redis for entries (and purges no longer reach it); on again, it
+// uses it again.
+func TestSharedTierReload(t *testing.T) {
+	rd := testkit.StartRedis(t)
+	o := sharedOrigin(t)
+	g := testkit.StartGateway(t, sharedYAML(rd.Addr, o.URL, ""))
+	if r := get(t, g.URL+"/api/items/1"); !strings.HasPrefix(cacheStatus(r), "sluice-shared; fwd=miss; stored") {
+		t.Fatalf("shared on: %q", cacheStatus(r))
+	}
+	testkit.WriteFile(t, g.File, sharedYAML(rd.Addr, o.URL, ", shared: false"))
+	if err := g.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if r := get(t, g.URL+"/api/items/2"); cacheStatus(r) != "sluice; fwd=miss; stored" {
+		t.Errorf("after a reload with shared: false: %q", cacheStatus(r))
+	}
+	if r := get(t, g.URL+"/api/items/1"); cacheStatus(r) != "sluice; hit" {
+		t.Errorf("the store lost its entry at reload: %q", cacheStatus(r))
+	}
+	if n := len(redisKeys(t, rd, "sluice:cache:e:*")); n != 1 {
+		t.Errorf("%d entries in Redis, want only the one written before the reload", n)
+	}
+	testkit.WriteFile(t, g.File, sharedYAML(rd.Addr, o.URL, ", shared_max_entry_size: 1KiB"))
+	if err := g.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if r := get(t, g.URL+"/api/items/3"); !strings.HasPrefix(cacheStatus(r), "sluice-shared; fwd=miss; stored") {
+		t.Errorf("shared on again: %q", cacheStatus(r))
+	}
+}
