@@ -83,7 +83,8 @@ func clusterKey(rc *config.RedisConfig) string {
 }
 
 // redisOptions are the client options for rc. Every limit on the time a
-// request can spend on Redis is here: one dial attempt of dial_timeout (go-redis
+// request can spend on Redis is here (or on the command's context, when it
+// has a shorter deadline): one dial attempt of dial_timeout (go-redis
 // would otherwise make DialerRetries=5 attempts with 100ms between them, 405ms
 // against a refusing Redis and 1.4s against one that drops packets, for the
 // request that happens to dial), no command retries, short reads and writes.
@@ -104,6 +105,11 @@ func redisOptions(rc *config.RedisConfig) *redis.Options {
 		PoolSize:        pool,
 		MaxRetries:      -1, // a failed command falls back at once; plugins decide
 		DisableIdentity: true,
+		// A deadline on a command's context bounds its reads and writes too
+		// (without it go-redis waits read_timeout whatever the context says):
+		// the cache's shared tier gives each lookup less than read_timeout.
+		// Commands without a deadline keep read_timeout and write_timeout.
+		ContextTimeoutEnabled: true,
 	}
 }
 

@@ -90,6 +90,13 @@ type Plugin struct {
 	webhook       *webhook
 	targets       []string // targeted cache-control fields, in order (RFC 9213)
 	honorRequest  bool     // request_directives: honor
+
+	// The shared tier (l2.go): nil without cluster.redis or with
+	// cache.shared false.
+	l2        *l2
+	l2Max     int           // cache.shared_max_entry_size
+	l2Timeout time.Duration // cache.shared_timeout
+	l2Wait    time.Duration // cache.shared_wait
 }
 
 var _ proxy.Plugin = (*Plugin)(nil)
@@ -155,6 +162,15 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	}
 	for i := range p.results {
 		p.results[i] = m.requests.WithLabelValues(b.Route.Name, resultNames[i])
+	}
+	if b.Cluster != nil && cc.Shared {
+		lm := proxy.Share(b, struct{}{}, func() *l2Metrics { return newL2Metrics(b.Registerer) })
+		type l2Link struct {
+			cluster *proxy.Cluster
+			store   *Store
+		}
+		p.l2 = proxy.Share(b, l2Link{b.Cluster, store}, func() *l2 { return newL2(b.Cluster, store, lm) })
+		p.l2Max, p.l2Timeout, p.l2Wait = cc.sharedMaxEntry(), cc.SharedTimeout.D(), cc.SharedWait.D()
 	}
 	if b.Cluster != nil {
 		type link struct {
@@ -269,7 +285,7 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	if stale == nil {
 		return c.fill(ctx, ex, next, kb, key, varied)
 	}
-	return c.revalidate(ctx, ex, next, kb, key, stale, false)
+	return c.revalidate(ctx, ex, next, kb, key, stale, false, nil)
 }
 
 // fill fetches a missing entry; concurrent misses for one key wait for the
@@ -295,12 +311,24 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	} else {
 		defer c.store.leave(key, f)
 	}
+	var st fillState
+	if c.l2 != nil && leader {
+		if done, err := c.fillShared(ctx, ex, next, kb, &key, &varied, &st); done {
+			return err
+		}
+		defer c.unlockFill(&st)
+	}
 	c.results[resMiss].Inc()
 	c.forwardQuery(ex, kb)
+	gen := c.store.gen.Load()
 	if err := next.Handle(ctx, ex); err != nil {
 		return err
 	}
+	// The shared tier's write is guarded on its own (tombstones): made
+	// before the store checks for an invalidation since the fetch began.
 	stored := c.storeResponse(ctx, ex, kb)
+	shared := stored && c.publishShared(ctx, kb, &st)
+	stored = stored && c.keepStored(kb, gen)
 	cs := csMiss
 	switch {
 	case varied && stored:
@@ -310,7 +338,7 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	case stored:
 		cs = csMissStored
 	}
-	ctx.Response.Header.AddBytesKV(strCacheStatus, cs)
+	ctx.Response.Header.AddBytesKV(strCacheStatus, c.sharedStatus(&st, cs, shared))
 	return nil
 }
 
@@ -333,10 +361,19 @@ func (c *Plugin) lookup(ctx *fasthttp.RequestCtx, kb *keyBuf) []byte {
 // within the stale-if-error window.
 // background is true for a stale-while-revalidate refresh: its caller was
 // already answered (and counted as stale), so it is not counted again.
-func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key, stale []byte, background bool) error {
+// st is what the fill learned from the shared tier when the stale entry
+// came from there; nil: the entry is the store's, and the shared tier is
+// asked first whether another gateway has a fresh one.
+func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler, kb *keyBuf, key, stale []byte, background bool, st *fillState) error {
 	count := func(r int) {
 		if !background {
 			c.results[r].Inc()
+		}
+	}
+	if st == nil {
+		st = &fillState{}
+		if c.l2 != nil && c.revalidateShared(ctx, ex, kb, key, background, st) {
+			return nil
 		}
 	}
 	var e entry
@@ -357,12 +394,13 @@ func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 		}
 	}
 	c.forwardQuery(ex, kb)
+	gen := c.store.gen.Load()
 	err := next.Handle(ctx, ex)
 	now := time.Now().UnixNano()
 	age := e.initialAge + now - e.storedAt
 	if c.staleOnError(err, ex, ctx) && e.flags&flagMustRevalidate == 0 && age-e.lifetime < max(c.sie, e.sie) {
 		count(resStale)
-		serveEntry(ctx, ex, &e, age, csSIE)
+		serveEntry(ctx, ex, &e, age, c.sharedStatus(st, csSIE, false))
 		return nil
 	}
 	if err != nil {
@@ -371,15 +409,21 @@ func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 	if conditional && ex.FromUpstream && ctx.Response.StatusCode() == fasthttp.StatusNotModified {
 		count(resRevalidated)
 		fresh := c.refreshed(ctx, &e, key, stale)
-		serveEntry(ctx, ex, fresh, fresh.initialAge, csRevalidated)
+		shared := c.publishShared(ctx, kb, st)
+		c.keepStored(kb, gen)
+		serveEntry(ctx, ex, fresh, fresh.initialAge, c.sharedStatus(st, csRevalidated, shared))
 		return nil
 	}
 	count(resMiss)
 	cs := csStale
+	shared := false
 	if ctx.Request.Header.IsGet() && c.storeResponse(ctx, ex, kb) {
-		cs = csStaleStored
+		shared = c.publishShared(ctx, kb, st)
+		if c.keepStored(kb, gen) {
+			cs = csStaleStored
+		}
 	}
-	ctx.Response.Header.AddBytesKV(strCacheStatus, cs)
+	ctx.Response.Header.AddBytesKV(strCacheStatus, c.sharedStatus(st, cs, shared))
 	return nil
 }
 
@@ -744,7 +788,7 @@ func (c *Plugin) refresh(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next prox
 			path, query = raw[:i], raw[i+1:]
 		}
 		c.buildKey(bctx, path, query, bex.Consumer, kb)
-		if err := c.revalidate(bctx, bex, next, kb, []byte(k), staleCopy, true); err != nil {
+		if err := c.revalidate(bctx, bex, next, kb, []byte(k), staleCopy, true, nil); err != nil {
 			c.store.logger().Debug("background cache refresh failed", "route", c.route, "error", err.Error())
 		}
 	}()

@@ -9,10 +9,15 @@
 // stale-while-revalidate and stale-if-error, and every way of invalidating
 // entries: unsafe methods, tag rules, POST /admin/cache/purge, signed
 // provider webhooks, the OnInvalidate/Invalidate Go hooks and Redis pub/sub
-// between the gateways of a cluster.
+// between the gateways of a cluster. With cluster.redis it also keeps a
+// second tier in Redis shared by the gateways (l2.go): looked up after a
+// miss of the store, written after a store, purged with it, and where
+// misses for one key are collapsed across gateways.
 //
 // It must not: write error bodies (gateway errors are returned as
 // *proxy.Error and rendered by the route), see or store credentials other
 // than through a partition hash, allocate on a hit beyond bigcache's own
-// Get, or block a request on Redis.
+// Get, ask Redis on a hit of the store, or make a request wait on Redis
+// longer than cache.shared_timeout per call (cache.shared_wait for another
+// gateway's fetch), or fail because Redis does.
 package cache

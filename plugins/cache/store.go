@@ -35,8 +35,10 @@ type Store struct {
 	pubMu sync.Mutex
 	pub   *subscriber // the cluster link in use, nil in single-node mode
 
-	sizeMu sync.Mutex   // see setCounted
-	stored atomic.Int64 // bytes of the entries stored, see Bytes
+	sizeMu sync.Mutex         // see setCounted
+	stored atomic.Int64       // bytes of the entries stored, see Bytes
+	l2     atomic.Pointer[l2] // the shared tier invalidations reach, nil without one
+	gen    atomic.Uint64      // counts invalidations applied: a fill that saw it change does not keep what it stored
 }
 
 // newStore makes the store for cc. It starts no goroutine.
@@ -236,6 +238,7 @@ func (inv *Invalidation) empty() bool {
 // apply removes what inv names and returns how many entries went. It does
 // not publish: see invalidate.
 func (s *Store) apply(inv *Invalidation) int {
+	s.gen.Add(1)
 	if inv.All {
 		n := s.bc.Len()
 		_ = s.bc.Reset()
@@ -309,11 +312,17 @@ func (s *Store) deleteMatching(match func(uri []byte) bool) int {
 	return n
 }
 
-// invalidate applies inv locally, counts it, tells the hooks and publishes
-// it to the other gateways of the cluster.
+// invalidate applies inv to the shared tier (when it is local: the gateway
+// it came from did that) and then locally, counts it, tells the hooks and
+// publishes it to the other gateways of the cluster. The shared tier goes
+// first: a miss here or on another gateway must not find there what was
+// just removed from the store.
 func (s *Store) invalidate(inv Invalidation) int {
 	if inv.empty() {
 		return 0
+	}
+	if l := s.l2.Load(); l != nil && !inv.Remote {
+		l.invalidate(&inv)
 	}
 	n := s.apply(&inv)
 	if inv.Remote {
