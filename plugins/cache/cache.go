@@ -81,6 +81,7 @@ type Plugin struct {
 	pattern       pattern  // the route's path, to fill tags
 	rules         []rule
 	webhook       *webhook
+	warm          *warmer // nil unless the route declares warm paths
 }
 
 var _ proxy.Plugin = (*Plugin)(nil)
@@ -153,6 +154,13 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 			store   *Store
 		}
 		proxy.Share(b, link{b.Cluster, store}, func() *subscriber { return newSubscriber(b.Cluster, store) })
+	}
+	if c.Warm != nil {
+		w, err := newWarmer(c.Warm, p, b)
+		if err != nil {
+			return nil, err
+		}
+		p.warm = w
 	}
 	b.HandleAdmin("POST /admin/cache/purge", proxy.AdminEndpoint{Mutating: true, Handler: store.purgeHandler})
 	b.ReportStatus("cache", func() any {

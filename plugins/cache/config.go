@@ -63,6 +63,9 @@ type Config struct {
 	// Webhook turns the route into a signed invalidation endpoint: it
 	// answers webhooks itself and never calls its upstream.
 	Webhook *WebhookConfig `koanf:"webhook" json:"webhook,omitempty"`
+	// Warm declares reads fetched at start and refreshed before they
+	// expire, so that callers find them fresh (warm.go).
+	Warm *WarmConfig `koanf:"warm" json:"warm,omitempty"`
 }
 
 // Rule purges tags when a request with one of Methods whose path matches
@@ -166,6 +169,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if w := c.Webhook; w != nil {
+		w.validate(&p)
+	}
+	if w := c.Warm; w != nil {
 		w.validate(&p)
 	}
 	return p.Err()

@@ -34,6 +34,8 @@ type Store struct {
 
 	pubMu sync.Mutex
 	pub   *subscriber // the cluster link in use, nil in single-node mode
+
+	gate fillGate // invalidations vs. warm fills in flight (gate.go)
 }
 
 // newStore makes the store for cc. It starts no goroutine.
@@ -207,9 +209,9 @@ func (inv *Invalidation) empty() bool {
 	return len(inv.StoreKeys) == 0 && len(inv.Resources) == 0 && len(inv.URIs) == 0 && inv.Prefix == "" && len(inv.Tags) == 0 && !inv.All
 }
 
-// apply removes what inv names and returns how many entries went. It does
-// not publish: see invalidate.
-func (s *Store) apply(inv *Invalidation) int {
+// remove removes what inv names and returns how many entries went. Use
+// apply (gate.go), which also tells the fills in flight.
+func (s *Store) remove(inv *Invalidation) int {
 	if inv.All {
 		n := s.bc.Len()
 		_ = s.bc.Reset()
