@@ -131,7 +131,7 @@ func (w *WarmConfig) validate(p *config.Problems) {
 			p.Add(key, "the value must not contain CR, LF or NUL")
 		}
 	}
-	if total, err := w.count(); err == nil && total > maxWarmPaths {
+	if total := w.count(); total > maxWarmPaths {
 		p.Addf("warm", "declares %d paths, more than %d", total, maxWarmPaths)
 	}
 }
@@ -202,20 +202,21 @@ func checkWarmValue(v string, rest bool) error {
 	return nil
 }
 
-// count returns how many paths the template makes, and paths besides.
-func (w *WarmConfig) count() (int, error) {
+// count returns how many paths the block declares (the template's
+// combinations and paths, repeats included), stopping past maxWarmPaths.
+func (w *WarmConfig) count() int {
 	total := len(w.Paths)
 	if w.Template == "" {
-		return total, nil
+		return total
 	}
 	n := 1
 	for _, name := range slices.Compact(slices.Sorted(slices.Values(paramNames(w.Template)))) {
 		n *= len(w.Values[name])
 		if n > maxWarmPaths {
-			return n + total, nil
+			break
 		}
 	}
-	return n + total, nil
+	return n + total
 }
 
 // expand returns the declared paths, template combinations after the
