@@ -36,6 +36,7 @@ type state struct {
 	holds    map[*sharedEntry]bool
 	sections map[string]any // plugin-owned top-level sections, decoded, by key
 	onStart  []func()       // see Build.OnStart
+	bg       background     // see Build.Background
 }
 
 // Route is one compiled route: its pipeline, ending at the upstream call.

@@ -30,6 +30,8 @@ type Exchange struct {
 	// Err is the gateway error rendered for this request, if any.
 	Err *Error
 
+	internal bool // made by the gateway itself (Route.Internal), no caller
+
 	problem Code // 1 + the code of the problem+json answer written, 0 if none
 
 	startNano int64 // nanotime when the gateway began serving the request
@@ -65,6 +67,7 @@ func releaseExchange(ex *Exchange) {
 	ex.Consumer = ""
 	ex.Attempts = 0
 	ex.FromUpstream = false
+	ex.internal = false
 	ex.problem = 0
 	ex.deadline = 0
 	ex.requestID = ex.requestID[:0]

@@ -78,6 +78,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	st.bindMetrics(g.metrics)
 	g.metrics.bodies.setLimit(int64(cfg.Server.MaxBodyMemory))
 	g.state.Store(st)
+	st.bg.start(st.log)
 	g.server = g.newServer(&cfg.Server)
 	return g, nil
 }

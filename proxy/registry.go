@@ -159,6 +159,9 @@ func (r *Registry) chain(plugins []builtPlugin, terminal Handler, problems *conf
 	slices.SortFunc(all, func(a, b placed) int { return a.rank - b.rank })
 	h := terminal
 	for i := len(all) - 1; i >= 0; i-- {
+		if c, ok := all[i].p.(Chained); ok {
+			c.Chained(h)
+		}
 		h = &link{p: all[i].p, next: h}
 	}
 	return h

@@ -29,6 +29,8 @@ func (g *Gateway) Apply(cfg *config.Config) error {
 	g.metrics.bodies.setLimit(int64(cfg.Server.MaxBodyMemory))
 	g.logLevel.Set(parseLevel(cfg.Log.Level))
 	g.state.Store(st)
+	old.bg.stop() // the old config's background work ends; retire waits for it
+	st.bg.start(st.log)
 	g.metrics.reloads.WithLabelValues("success").Inc()
 	g.rejected.Store(nil)
 	g.reloaded.notify()
@@ -172,6 +174,7 @@ func (st *state) start() error {
 // resources: those no other state holds are closed. A state that never
 // started (rejected, or only checked) is closed the same way.
 func (st *state) close() {
+	st.bg.wait()
 	for _, c := range st.checkers {
 		c.stop()
 	}

@@ -97,6 +97,7 @@ type Plugin struct {
 	l2Max     int           // cache.shared_max_entry_size
 	l2Timeout time.Duration // cache.shared_timeout
 	l2Wait    time.Duration // cache.shared_wait
+	warm          *warmer // nil unless the route declares warm paths
 }
 
 var _ proxy.Plugin = (*Plugin)(nil)
@@ -178,6 +179,13 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 			store   *Store
 		}
 		proxy.Share(b, link{b.Cluster, store}, func() *subscriber { return newSubscriber(b.Cluster, store) })
+	}
+	if c.Warm != nil {
+		w, err := newWarmer(c.Warm, p, b)
+		if err != nil {
+			return nil, err
+		}
+		p.warm = w
 	}
 	b.HandleAdmin("POST /admin/cache/purge", proxy.AdminEndpoint{Mutating: true, Handler: store.purgeHandler})
 	b.ReportStatus("cache", func() any {

@@ -76,6 +76,9 @@ type Config struct {
 	// caller of a shared gateway must not be able to send every request to
 	// the provider (and spend the quota of all).
 	RequestDirectives string `koanf:"request_directives" json:"request_directives,omitempty"`
+	// Warm declares reads fetched at start and refreshed before they
+	// expire, so that callers find them fresh (warm.go).
+	Warm *WarmConfig `koanf:"warm" json:"warm,omitempty"`
 }
 
 // Rule purges tags when a request with one of Methods whose path matches
@@ -195,6 +198,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if w := c.Webhook; w != nil {
+		w.validate(&p)
+	}
+	if w := c.Warm; w != nil {
 		w.validate(&p)
 	}
 	return p.Err()
