@@ -97,7 +97,7 @@ type Plugin struct {
 	l2Max     int           // cache.shared_max_entry_size
 	l2Timeout time.Duration // cache.shared_timeout
 	l2Wait    time.Duration // cache.shared_wait
-	warm          *warmer // nil unless the route declares warm paths
+	warm      *warmer       // nil unless the route declares warm paths
 }
 
 var _ proxy.Plugin = (*Plugin)(nil)
