@@ -1,9 +1,11 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
-	"sync"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -31,10 +33,18 @@ var (
 // are ignored), replacing any Date h had. It does not allocate once h has
 // room.
 func SetDate(h *fasthttp.ResponseHeader, v []byte) {
-	if bytes.ContainsAny(v, "\r\n") {
+	if bytes.IndexByte(v, '\r') >= 0 || bytes.IndexByte(v, '\n') >= 0 {
 		return
 	}
 	h.DelBytes(strDate)
+	AddDate(h, v)
+}
+
+// AddDate is SetDate for a header known to carry no Date yet (one
+// ClearResponse just emptied): v is a valid HTTP-date from a parsed header
+// or from the gateway's clock, so it is neither checked nor is a Date
+// looked for to replace.
+func AddDate(h *fasthttp.ResponseHeader, v []byte) {
 	h.AddBytesKV(datePlaceholder, v)
 	var last []byte
 	for k := range h.All() {
@@ -53,9 +63,30 @@ func ensureDate(h *fasthttp.ResponseHeader) {
 	if hasDate(h) {
 		return
 	}
-	var buf [32]byte
-	SetDate(h, AppendHTTPDate(buf[:0], time.Now()))
+	AddDate(h, currentDate())
 }
+
+// currentDate returns the current time as an IMF-fixdate, formatted at most
+// once a second (as fasthttp's server does for its own Date line): an
+// answer without Date would otherwise pay for a time format per request.
+// The slice is shared: read it, never write it.
+func currentDate() []byte {
+	now := time.Now()
+	sec := now.Unix()
+	if d := dateNow.Load(); d != nil && d.sec == sec {
+		return d.b
+	}
+	d := &stampedDate{sec: sec, b: AppendHTTPDate(make([]byte, 0, 29), now)}
+	dateNow.Store(d)
+	return d.b
+}
+
+type stampedDate struct {
+	sec int64
+	b   []byte
+}
+
+var dateNow atomic.Pointer[stampedDate]
 
 // AppendHTTPDate appends t as an IMF-fixdate (RFC 9110 section 5.6.7).
 func AppendHTTPDate(dst []byte, t time.Time) []byte {
@@ -69,27 +100,40 @@ func AppendHTTPDate(dst []byte, t time.Time) []byte {
 // stored one).
 func ClearResponse(resp *fasthttp.Response) {
 	resp.ResetBody()
-	r := headReaders.Get().(*headReader)
-	r.src.Reset(strEmptyHead)
-	r.br.Reset(&r.src)
-	if err := resp.Header.Read(&r.br); err != nil {
-		// Unreachable (the head above is valid); never leave a half answer.
-		resp.Reset()
-		resp.Header.SetNoDefaultContentType(true)
-	}
+	blankHeader.CopyTo(&resp.Header) // resets resp.Header, then takes the blank's settings
 	resp.SkipBody = false
-	headReaders.Put(r)
 }
 
-// headReader parses the empty head of ClearResponse: Read resets a header
-// without touching those settings, Reset does not.
-type headReader struct {
-	src bytes.Reader
-	br  bufio.Reader
+// blankHeader is an empty response header as the gateway's server hands one
+// to a request: no default Date, Content-Type or Server. fasthttp has no
+// setter for "no default Date" (Response.Reset turns it back on), so the
+// header is captured once from a server with those settings serving one
+// request over an in-memory connection; ClearResponse copies it, which costs
+// far less than parsing an empty head into the header would.
+var blankHeader = captureBlankHeader()
+
+func captureBlankHeader() *fasthttp.ResponseHeader {
+	h := new(fasthttp.ResponseHeader)
+	srv := &fasthttp.Server{
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		NoDefaultDate:         true,
+		Handler:               func(ctx *fasthttp.RequestCtx) { ctx.Response.Header.CopyTo(h) },
+	}
+	_ = srv.ServeConn(&oneRequestConn{in: strings.NewReader("GET / HTTP/1.1\r\nHost: blank\r\n\r\n")})
+	h.SetNoDefaultContentType(true)
+	return h
 }
 
-var headReaders = sync.Pool{New: func() any {
-	r := new(headReader)
-	r.br = *bufio.NewReaderSize(&r.src, 64)
-	return r
-}}
+// oneRequestConn is a net.Conn that reads one request and discards what is
+// written to it: enough for captureBlankHeader's single request.
+type oneRequestConn struct{ in io.Reader }
+
+func (c *oneRequestConn) Read(b []byte) (int, error)       { return c.in.Read(b) }
+func (c *oneRequestConn) Write(b []byte) (int, error)      { return len(b), nil }
+func (c *oneRequestConn) Close() error                     { return nil }
+func (c *oneRequestConn) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+func (c *oneRequestConn) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)} }
+func (c *oneRequestConn) SetDeadline(time.Time) error      { return nil }
+func (c *oneRequestConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *oneRequestConn) SetWriteDeadline(time.Time) error { return nil }

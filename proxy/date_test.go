@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 func TestDateIsTheOriginsOrTheGateways(t *testing.T) {
 	t.Parallel()
 	const originDate = "Tue, 15 Nov 1994 08:12:31 GMT"
+	var flaky atomic.Int32
 	// net/http lets a handler set Date, or send none (fasthttp's server
 	// always writes its own).
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -24,6 +26,12 @@ func TestDateIsTheOriginsOrTheGateways(t *testing.T) {
 			w.Header().Set("Date", originDate)
 		case "/missing":
 			w.Header()["Date"] = nil
+		case "/flaky": // fails once, then answers with its Date
+			if flaky.Add(1) == 1 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Date", originDate)
 		}
 		_, _ = w.Write([]byte("ok"))
 	}))
@@ -33,9 +41,15 @@ log: {access_log: false}
 upstreams: {up: {url: "%s"}}
 routes:
   r: {path: "/{p:*}", upstream: up}
+  retried: {path: "/flaky", upstream: up, plugins: {retry: {on: [503], backoff: 1ms}}}
 `, origin.URL))
 	if r := testkit.Do(t, "GET", gw.URL+"/dated", ""); r.Status != 200 || fmt.Sprint(r.Header.Values("Date")) != "["+originDate+"]" {
 		t.Errorf("origin with Date: %d, Date %q; want only the origin's", r.Status, r.Header.Values("Date"))
+	}
+	// A retried call's answer is cleared between attempts (ClearResponse):
+	// the answer that comes keeps its own Date too.
+	if r := testkit.Do(t, "GET", gw.URL+"/flaky", ""); r.Status != 200 || fmt.Sprint(r.Header.Values("Date")) != "["+originDate+"]" {
+		t.Errorf("retried call: %d, Date %q; want only the origin's", r.Status, r.Header.Values("Date"))
 	}
 	check := func(what string, r *testkit.Response) {
 		t.Helper()

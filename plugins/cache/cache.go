@@ -525,10 +525,12 @@ func serve(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, st
 	var first, last int64
 	if conditional && e.status >= 200 && e.status < 300 {
 		req := &ctx.Request.Header
-		if notModified(req, etag, lastMod, date, e.storedAt) {
+		var cond conditions
+		cond.scan(req)
+		if cond.notModified(etag, lastMod, date, e.storedAt) {
 			code = fasthttp.StatusNotModified
-		} else if rng := req.PeekBytes(strRange); len(rng) > 0 && e.status == fasthttp.StatusOK && req.IsGet() &&
-			ifRangeHolds(req.PeekBytes(strIfRange), etag, lastMod, date) {
+		} else if rng := cond.rng; len(rng) > 0 && e.status == fasthttp.StatusOK && req.IsGet() &&
+			ifRangeHolds(cond.ifRange, etag, lastMod, date) {
 			var out int
 			first, last, out = parseRange(rng, int64(len(e.body)))
 			switch out {
@@ -547,7 +549,7 @@ func serve(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, st
 		resp.Header.AddBytesKV(k, v) // Date is dropped here by fasthttp: set below
 	}
 	if len(date) > 0 {
-		proxy.SetDate(&resp.Header, date)
+		proxy.AddDate(&resp.Header, date) // ClearResponse left none
 	}
 	var buf [64]byte
 	resp.Header.SetBytesKV(strAge, fasthttp.AppendUint(buf[:0], int(max(age, 0)/int64(time.Second))))
@@ -578,17 +580,47 @@ func keptOn304(k []byte) bool {
 	return false
 }
 
+// conditions are the request headers a hit is evaluated against, found
+// in one pass over the request's headers: on a hit path that would
+// otherwise look each of them up in turn (a copy, a normalization and a
+// scan apiece), whether or not the caller sent any.
+type conditions struct {
+	ifNoneMatch, ifModifiedSince, rng, ifRange []byte
+}
+
+// scan takes the first value of each condition header of req.
+func (c *conditions) scan(req *fasthttp.RequestHeader) {
+	for k, v := range req.All() {
+		var dst *[]byte
+		switch {
+		case len(k) == len(strRange) && bytes.EqualFold(k, strRange):
+			dst = &c.rng
+		case len(k) == len(strIfRange) && bytes.EqualFold(k, strIfRange):
+			dst = &c.ifRange
+		case len(k) == len(strIfNoneMatch) && bytes.EqualFold(k, strIfNoneMatch):
+			dst = &c.ifNoneMatch
+		case len(k) == len(strIfModifiedSince) && bytes.EqualFold(k, strIfModifiedSince):
+			dst = &c.ifModifiedSince
+		default:
+			continue
+		}
+		if len(*dst) == 0 {
+			*dst = v
+		}
+	}
+}
+
 // notModified evaluates If-None-Match, else If-Modified-Since, against a
 // stored answer (RFC 9110 section 13.2.2, steps 3 and 4; the caller checked
 // the method is GET or HEAD). If-Modified-Since is compared with the stored
 // Last-Modified, else its Date, else the time it was stored (RFC 9111
 // section 4.3.2); an invalid date, or one in the future, is ignored (RFC
 // 9110 section 13.1.3).
-func notModified(req *fasthttp.RequestHeader, etag, lastMod, date []byte, storedAt int64) bool {
-	if inm := req.PeekBytes(strIfNoneMatch); len(inm) > 0 {
-		return etagListMatches(inm, etag)
+func (c *conditions) notModified(etag, lastMod, date []byte, storedAt int64) bool {
+	if len(c.ifNoneMatch) > 0 {
+		return etagListMatches(c.ifNoneMatch, etag)
 	}
-	ims := req.PeekBytes(strIfModifiedSince)
+	ims := c.ifModifiedSince
 	if len(ims) == 0 {
 		return false
 	}
