@@ -221,12 +221,7 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	}
 	kb := keyPool.Get().(*keyBuf)
 	defer keyPool.Put(kb)
-	raw := ex.RawURI()
-	path, query := raw, []byte(nil)
-	if i := bytes.IndexByte(raw, '?'); i >= 0 {
-		path, query = raw[:i], raw[i+1:]
-	}
-	c.buildKey(ctx, path, query, ex.Consumer, kb)
+	c.exchangeKey(ctx, ex, kb)
 	key := kb.key
 
 	var stale []byte // a stale entry, for revalidation and stale serving
@@ -843,3 +838,10 @@ func newNonce() uint64 { return nonceSeed ^ nonceCounter.Add(1)*0x9e3779b97f4a7c
 
 // b2s converts without copying; b must not change while the string is used.
 func b2s(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// exchangeKey builds in kb the key of the exchange's request: its path and
+// query as sent (RawURI), its consumer.
+func (c *Plugin) exchangeKey(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *keyBuf) {
+	path, query, _ := bytes.Cut(ex.RawURI(), []byte{'?'})
+	c.buildKey(ctx, path, query, ex.Consumer, kb)
+}

@@ -23,26 +23,12 @@ type directives struct {
 func parseCacheControl(h *fasthttp.ResponseHeader) directives {
 	d := directives{maxAge: -1, sMaxAge: -1, swr: -1, sie: -1}
 	for _, line := range h.PeekAll(fasthttp.HeaderCacheControl) {
-		for len(line) > 0 {
-			var item []byte
-			if i := bytes.IndexByte(line, ','); i >= 0 {
-				item, line = line[:i], line[i+1:]
-			} else {
-				item, line = line, nil
-			}
-			item = bytes.TrimSpace(item)
-			name, arg, hasArg := bytes.Cut(item, []byte{'='})
-			name = bytes.ToLower(bytes.TrimSpace(name))
-			arg = bytes.Trim(bytes.TrimSpace(arg), `"`)
+		forEachDirective(line, func(name, arg []byte, hasArg bool) {
 			secs := func() time.Duration {
-				n, err := strconv.ParseInt(string(arg), 10, 64)
-				if err != nil || n < 0 {
-					return 0 // invalid delta-seconds: treat as stale (RFC 9111 4.2.1)
+				if n, ok := deltaSeconds(arg); ok {
+					return n
 				}
-				if n > 1<<31 {
-					n = 1 << 31
-				}
-				return time.Duration(n) * time.Second
+				return 0 // invalid delta-seconds: treat as stale (RFC 9111 4.2.1)
 			}
 			switch string(name) {
 			case "no-store":
@@ -76,9 +62,35 @@ func parseCacheControl(h *fasthttp.ResponseHeader) directives {
 			case "stale-if-error":
 				d.sie = secs()
 			}
-		}
+		})
 	}
 	return d
+}
+
+// forEachDirective calls fn with each directive of one Cache-Control (or
+// targeted) field line, RFC 9111 section 5.2: its name lower-cased, its
+// argument without quotes, and whether it had one.
+func forEachDirective(line []byte, fn func(name, arg []byte, hasArg bool)) {
+	for len(line) > 0 {
+		var item []byte
+		if i := bytes.IndexByte(line, ','); i >= 0 {
+			item, line = line[:i], line[i+1:]
+		} else {
+			item, line = line, nil
+		}
+		name, arg, hasArg := bytes.Cut(bytes.TrimSpace(item), []byte{'='})
+		fn(bytes.ToLower(bytes.TrimSpace(name)), bytes.Trim(bytes.TrimSpace(arg), `"`), hasArg)
+	}
+}
+
+// deltaSeconds reads a delta-seconds argument (RFC 9111 section 1.2.2),
+// capped at 2^31 seconds; ok is false when it is not a non-negative number.
+func deltaSeconds(arg []byte) (d time.Duration, ok bool) {
+	n, err := strconv.ParseInt(string(arg), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return time.Duration(min(n, 1<<31)) * time.Second, true
 }
 
 // heuristicallyCacheable are the statuses a cache may store without explicit

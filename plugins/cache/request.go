@@ -2,7 +2,6 @@ package cache
 
 import (
 	"bytes"
-	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -28,22 +27,12 @@ func parseRequestDirectives(h *fasthttp.RequestHeader) (r reqDirectives) {
 		if !bytes.EqualFold(k, strCacheControl) {
 			return
 		}
-		for len(line) > 0 {
-			var item []byte
-			if i := bytes.IndexByte(line, ','); i >= 0 {
-				item, line = line[:i], line[i+1:]
-			} else {
-				item, line = line, nil
-			}
-			name, arg, hasArg := bytes.Cut(bytes.TrimSpace(item), []byte{'='})
-			name = bytes.ToLower(bytes.TrimSpace(name))
-			arg = bytes.Trim(bytes.TrimSpace(arg), `"`)
+		forEachDirective(line, func(name, arg []byte, hasArg bool) {
 			secs := func() time.Duration {
-				n, err := strconv.ParseInt(string(arg), 10, 64)
-				if err != nil || n < 0 {
-					return -1
+				if n, ok := deltaSeconds(arg); ok {
+					return n
 				}
-				return time.Duration(min(n, 1<<31)) * time.Second
+				return -1
 			}
 			switch string(name) {
 			case "no-cache":
@@ -65,7 +54,7 @@ func parseRequestDirectives(h *fasthttp.RequestHeader) (r reqDirectives) {
 					r.maxStale = secs()
 				}
 			}
-		}
+		})
 	})
 	return r
 }

@@ -516,12 +516,7 @@ func (w *warmer) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, f *warmFill)
 	ex.Consumer = w.consumer
 	kb := keyPool.Get().(*keyBuf)
 	defer keyPool.Put(kb)
-	raw := ex.RawURI()
-	path, query := raw, []byte(nil)
-	if i := bytes.IndexByte(raw, '?'); i >= 0 {
-		path, query = raw[:i], raw[i+1:]
-	}
-	c.buildKey(ctx, path, query, ex.Consumer, kb)
+	c.exchangeKey(ctx, ex, kb)
 	key := bytes.Clone(kb.key)
 	fl, leader := c.store.join(key)
 	if !leader {
