@@ -91,8 +91,11 @@ func TestWarmRateBudget(t *testing.T) {
 	for _, v := range values {
 		total += o.Hits("/items/" + v)
 	}
-	if float64(total) != got {
-		t.Errorf("upstream saw %d requests, warm ok = %v", total, got)
+	// Every fetch the metric counts reached the upstream; the upstream may
+	// also have seen the fetches in flight when the metric was read (at
+	// most concurrency of them), which are not counted yet.
+	if float64(total) < got || float64(total) > got+4 {
+		t.Errorf("upstream saw %d requests, warm ok = %v: want ok plus at most 4 in flight", total, got)
 	}
 }
 
