@@ -65,9 +65,17 @@ func appendBytes16(dst, b []byte) []byte {
 	return append(dst, b...)
 }
 
+// Where the caller URI starts in each kind of entry: after the kind, the
+// status, five int64 times and the flags of a response; after the kind
+// and the nonce of a vary marker.
+const (
+	responseURIAt = 1 + 2 + 5*8 + 1
+	varyURIAt     = 1 + 8
+)
+
 // decodeEntry decodes a response entry without copying or allocating.
 func decodeEntry(b []byte, e *entry) error {
-	if len(b) < 1+2+40+1 || b[0] != kindResponse {
+	if len(b) < responseURIAt || b[0] != kindResponse {
 		return errCorrupt
 	}
 	e.status = int(binary.LittleEndian.Uint16(b[1:]))
@@ -194,26 +202,26 @@ func decodeVary(b []byte, v *varyMarker) error {
 	v.nonce = binary.LittleEndian.Uint64(b[1:])
 	var ok bool
 	var p int
-	if v.uri, p, ok = read16(b, 9); !ok {
+	if v.uri, p, ok = read16(b, varyURIAt); !ok {
 		return errCorrupt
 	}
 	v.names = b[p:]
 	return nil
 }
 
-// entryURI returns the caller URI of any entry kind.
+// entryURI returns the caller URI of any entry kind, reading only the
+// start of b: it also works on a value cut after its URI (the shared tier's
+// prefix purge reads no more of each entry).
 func entryURI(b []byte) []byte {
+	at := 0
 	switch {
 	case len(b) > 0 && b[0] == kindResponse:
-		var e entry
-		if decodeEntry(b, &e) == nil {
-			return e.uri
-		}
+		at = responseURIAt
 	case len(b) > 0 && b[0] == kindVary:
-		var v varyMarker
-		if decodeVary(b, &v) == nil {
-			return v.uri
-		}
+		at = varyURIAt
+	default:
+		return nil
 	}
-	return nil
+	uri, _, _ := read16(b, at)
+	return uri
 }

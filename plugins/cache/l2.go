@@ -530,60 +530,58 @@ func (l *l2) purge(inv *Invalidation) error {
 func (l *l2) purgePrefix(prefix string) error {
 	ctx, cancel := context.WithTimeout(l.ctx, scanBudget)
 	defer cancel()
-	match := l.prefix + "e:*"
+	return l.scan(ctx, l.prefix+"e:*", func(keys []string) error {
+		cmds := make([]*redis.StringCmd, len(keys))
+		_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = p.GetRange(ctx, k, 0, uriRead)
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		args := []any{l.prefix, tombTTL.Milliseconds(), l.newToken()}
+		for i, c := range cmds {
+			v, _ := c.Bytes()
+			if len(v) < 1+sha256.Size || v[0] != l2Version {
+				continue
+			}
+			if uri := entryURI(v[1+sha256.Size:]); uri != nil && bytes.HasPrefix(uri, []byte(prefix)) {
+				args = append(args, keys[i][len(l.prefix)+2:])
+			}
+		}
+		if len(args) > 3 {
+			return purgeScript.Run(ctx, l.rdb, nil, args...).Err()
+		}
+		return nil
+	})
+}
+
+// How much of each entry purgePrefix reads (a GETRANGE end, inclusive):
+// the version and key hash, the entry's head and a URI of up to 4 KiB. An
+// entry with a longer URI is not matched by a prefix purge of the shared
+// tier (docs/plugins.md says so).
+const uriRead = 1 + sha256.Size + responseURIAt + 2 + 4096 - 1
+
+// scan calls fn with each non-empty batch of the keys matching pattern
+// (SCAN), until the walk ends, fn fails or ctx is done.
+func (l *l2) scan(ctx context.Context, pattern string, fn func(keys []string) error) error {
 	var cursor uint64
 	for {
-		keys, next, err := l.rdb.Scan(ctx, cursor, match, 1000).Result()
+		keys, next, err := l.rdb.Scan(ctx, cursor, pattern, 1000).Result()
 		if err != nil {
 			return err
 		}
 		if len(keys) > 0 {
-			cmds := make([]*redis.StringCmd, len(keys))
-			_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for i, k := range keys {
-					cmds[i] = p.GetRange(ctx, k, 0, 1+sha256.Size+64+2+4096)
-				}
-				return nil
-			})
-			if err != nil && !errors.Is(err, redis.Nil) {
+			if err := fn(keys); err != nil {
 				return err
-			}
-			args := []any{l.prefix, tombTTL.Milliseconds(), l.newToken()}
-			for i, c := range cmds {
-				v, _ := c.Bytes()
-				if len(v) < 1+sha256.Size || v[0] != l2Version {
-					continue
-				}
-				if uri := storedURI(v[1+sha256.Size:]); uri != nil && bytes.HasPrefix(uri, []byte(prefix)) {
-					args = append(args, keys[i][len(l.prefix)+2:])
-				}
-			}
-			if len(args) > 3 {
-				if err := purgeScript.Run(ctx, l.rdb, nil, args...).Err(); err != nil {
-					return err
-				}
 			}
 		}
 		if cursor = next; cursor == 0 {
 			return nil
 		}
 	}
-}
-
-// storedURI reads the URI at the start of an entry or marker, which may
-// be cut after it (purgePrefix reads only the start of values).
-func storedURI(b []byte) []byte {
-	switch {
-	case len(b) > 0 && b[0] == kindResponse:
-		if uri, _, ok := read16(b, 1+2+40+1); ok {
-			return uri
-		}
-	case len(b) > 0 && b[0] == kindVary:
-		if uri, _, ok := read16(b, 9); ok {
-			return uri
-		}
-	}
-	return nil
 }
 
 // flush removes every entry and tag set: the epoch changes first (a write
@@ -595,20 +593,8 @@ func (l *l2) flush(parent context.Context) error {
 		return err
 	}
 	for _, pattern := range []string{l.prefix + "e:*", l.prefix + "t:*"} {
-		var cursor uint64
-		for {
-			keys, next, err := l.rdb.Scan(ctx, cursor, pattern, 1000).Result()
-			if err != nil {
-				return err
-			}
-			if len(keys) > 0 {
-				if err := l.rdb.Unlink(ctx, keys...).Err(); err != nil {
-					return err
-				}
-			}
-			if cursor = next; cursor == 0 {
-				break
-			}
+		if err := l.scan(ctx, pattern, func(keys []string) error { return l.rdb.Unlink(ctx, keys...).Err() }); err != nil {
+			return err
 		}
 	}
 	return nil
