@@ -286,13 +286,18 @@ func parseJWKS(raw []byte) (*keySet, error) {
 			if k.Crv != "P-256" {
 				continue
 			}
-			x, err1 := b64int(k.X)
-			y, err2 := b64int(k.Y)
+			// SEC 1 uncompressed point: 0x04 || X || Y, each coordinate
+			// left-padded to 32 bytes (RFC 7518 asks for the full size; some
+			// issuers drop leading zeros, which is still the same number).
+			point := make([]byte, 1, 65)
+			point[0] = 4
+			x, err1 := b64coord(k.X, 32)
+			y, err2 := b64coord(k.Y, 32)
 			if err1 != nil || err2 != nil {
 				return nil, fmt.Errorf("keys[%d]: invalid EC key (x, y)", i)
 			}
-			pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
-			if _, err := pub.ECDH(); err != nil { // rejects points off the curve
+			pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append(point, x...), y...))
+			if err != nil { // off the curve, or the point at infinity
 				return nil, fmt.Errorf("keys[%d]: EC point is not on P-256", i)
 			}
 			key = pub
@@ -308,6 +313,15 @@ func parseJWKS(raw []byte) (*keySet, error) {
 		return nil, errors.New("no RSA or P-256 signing key in the set")
 	}
 	return ks, nil
+}
+
+// b64coord decodes a base64url curve coordinate, left-padded to size bytes.
+func b64coord(s string, size int) ([]byte, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) == 0 || len(b) > size {
+		return nil, errors.New("bad base64url coordinate")
+	}
+	return append(make([]byte, size-len(b), size), b...), nil
 }
 
 func b64int(s string) (*big.Int, error) {

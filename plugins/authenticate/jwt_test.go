@@ -27,10 +27,11 @@ func rsaJWK(kid string, k *rsa.PublicKey) map[string]any {
 }
 
 func ecJWK(kid string, k *ecdsa.PublicKey) map[string]any {
-	x, y := make([]byte, 32), make([]byte, 32)
-	k.X.FillBytes(x)
-	k.Y.FillBytes(y)
-	return map[string]any{"kty": "EC", "kid": kid, "crv": "P-256", "x": b64(x), "y": b64(y)}
+	p, err := k.Bytes() // 0x04 || X || Y
+	if err != nil {
+		panic(err)
+	}
+	return map[string]any{"kty": "EC", "kid": kid, "crv": "P-256", "x": b64(p[1:33]), "y": b64(p[33:])}
 }
 
 func jwks(t *testing.T, keys ...map[string]any) string {
