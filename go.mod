@@ -3,6 +3,7 @@ module github.com/sluice-gw/sluice
 go 1.26.0
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/allegro/bigcache/v3 v3.1.0
 	github.com/dunglas/httpsfv v1.1.2
 	github.com/fasthttp/router v1.5.4
