@@ -108,9 +108,6 @@ func TestStallIsNotHidden(t *testing.T) {
 	if res.Service.Max() < 150_000 {
 		t.Errorf("max service time = %.2f ms, want >= 150 ms: the requests in flight during the stall", ms(res.Service.Max()))
 	}
-	if lag := res.Lag.ValueAtQuantile(99); lag > 20_000 {
-		t.Errorf("the generator itself queued requests up to %.2f ms late (p99): the test measures the generator", ms(lag))
-	}
 	if p50 := res.Quantile(50); p50 > 20_000 {
 		t.Errorf("p50 latency = %.2f ms, want < 20 ms: the server is fast outside the stall", ms(p50))
 	}
