@@ -65,6 +65,9 @@ func cpuChart(path string, s summary, subtitle string) error {
 	if len(names) == 0 {
 		return nil
 	}
+	for _, hi := range rp.hi {
+		p.Y.Max = max(p.Y.Max, 1.25*hi) // headroom for the legend
+	}
 	w := vg.Points(28)
 	for _, b := range []struct {
 		v     plotter.Values

@@ -104,14 +104,17 @@ type summary struct {
 
 type targetSummary struct {
 	target
-	Rounds      int           `json:"rounds"`
-	RPS         float64       `json:"rps_median"`
-	RPSMin      float64       `json:"rps_min"`
-	RPSMax      float64       `json:"rps_max"`
-	CPUus       float64       `json:"cpu_us_per_req_median"`
-	CPUusMin    float64       `json:"cpu_us_per_req_min"`
-	CPUusMax    float64       `json:"cpu_us_per_req_max"`
-	GwBusyUs    float64       `json:"gw_cpu_busy_us_per_req_median"`
+	Rounds   int     `json:"rounds"`
+	RPS      float64 `json:"rps_median"`
+	RPSMin   float64 `json:"rps_min"`
+	RPSMax   float64 `json:"rps_max"`
+	CPUus    float64 `json:"cpu_us_per_req_median"`
+	CPUusMin float64 `json:"cpu_us_per_req_min"`
+	CPUusMax float64 `json:"cpu_us_per_req_max"`
+	GwBusyUs float64 `json:"gw_cpu_busy_us_per_req_median"`
+	// GwShare is the target's own CPU time over the busy time of the
+	// gateway CPUs while it ran: well below 1, other programs ran there.
+	GwShare     float64       `json:"share_of_gateway_cpu_median"`
 	P99us       float64       `json:"wrk_p99_us_median"`
 	OriginShare float64       `json:"origin_share_median"`
 	Problems    int64         `json:"problems"` // non-2xx, socket errors, unanswered: should be 0
@@ -148,7 +151,7 @@ func summarize(targets []target, closed []closedRow, open []openRow, hists map[s
 	}
 	for _, t := range targets {
 		ts := targetSummary{target: t}
-		var rps, cpu, busy, p99, share []float64
+		var rps, cpu, busy, p99, share, own []float64
 		for _, r := range closed {
 			if r.Target != t.Name {
 				continue
@@ -157,13 +160,16 @@ func summarize(targets []target, closed []closedRow, open []openRow, hists map[s
 			rps, cpu, busy = append(rps, r.RPS), append(cpu, r.CPUus), append(busy, r.GwCPUBusyUs)
 			p99, share = append(p99, float64(r.P99us)), append(share, r.OriginShare)
 			ts.Problems += r.Non2xx + r.SocketErrors
+			if r.GwCPUBusyUs > 0 {
+				own = append(own, r.CPUus/r.GwCPUBusyUs)
+			}
 		}
 		if len(rps) == 0 {
 			continue
 		}
 		ts.RPS, ts.RPSMin, ts.RPSMax = median(rps), slices.Min(rps), slices.Max(rps)
 		ts.CPUus, ts.CPUusMin, ts.CPUusMax = median(cpu), slices.Min(cpu), slices.Max(cpu)
-		ts.GwBusyUs, ts.P99us, ts.OriginShare = median(busy), median(p99), median(share)
+		ts.GwBusyUs, ts.P99us, ts.OriginShare, ts.GwShare = median(busy), median(p99), median(share), median(own)
 		for _, f := range rates {
 			h := hists[histKey(t.Name, f)]
 			if h == nil {
@@ -206,8 +212,8 @@ func (s summary) get(name string) (targetSummary, bool) {
 func renderTable(s summary, o options) string {
 	var b bytes.Buffer
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	head1 := "target\treq/s\tµs/req\twrk p99 ms\torigin\t"
-	head2 := "\t(median)\t(CPU)\t\t\t"
+	head1 := "target\treq/s\tµs/req\tgw CPU\twrk p99 ms\torigin\t"
+	head2 := "\t(median)\t(CPU)\town %\t\t\t"
 	var ref targetSummary
 	for _, t := range s.Targets {
 		if len(t.Open) > len(ref.Open) {
@@ -221,7 +227,11 @@ func renderTable(s summary, o options) string {
 	fmt.Fprintln(tw, head1)
 	fmt.Fprintln(tw, head2)
 	for _, t := range s.Targets {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.2f\t%.0f%%\t", t.Name, t.RPS, t.CPUus, t.P99us/1e3, 100*t.OriginShare)
+		own := "-" // direct: the origin runs on the load CPU
+		if t.Group != "direct" {
+			own = fmt.Sprintf("%.0f%%", 100*t.GwShare)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%s\t%.2f\t%.0f%%\t", t.Name, t.RPS, t.CPUus, own, t.P99us/1e3, 100*t.OriginShare)
 		for _, r := range ref.Open {
 			cell := "\t"
 			for _, x := range t.Open {
@@ -243,14 +253,22 @@ func renderTable(s summary, o options) string {
 	fmt.Fprintf(&b, "Open loop (%d rounds of %v per rate): direct = latency of a direct connection to the origin; other rows = latency added over it (+µs).\n", o.olRounds, o.olDur)
 	fmt.Fprintf(&b, "Gateways on CPU %s (GOMAXPROCS / workers / threads = %d), origin and load on CPU %s.\n", o.gwCPUs, o.procs, o.loadCPUs)
 
+	fmt.Fprintf(&b, "gw CPU own %%: the target's CPU time over all busy time of CPU %s while it ran (the rest: softirq work and other programs).\n", o.gwCPUs)
 	var problems []string
+	worst := 1.0
 	for _, t := range s.Targets {
+		if t.Group != "direct" && t.GwShare < worst {
+			worst = t.GwShare
+		}
 		if t.Problems > 0 {
 			problems = append(problems, fmt.Sprintf("%s: %d requests not answered 2xx", t.Name, t.Problems))
 		}
 		if p := originProblem(t.Group, t.OriginShare); p != "" {
 			problems = append(problems, t.Name+": "+p)
 		}
+	}
+	if worst < 0.5 {
+		fmt.Fprintf(&b, "\nNOISY: up to %.0f%% of the gateway CPU's busy time was not the target's own (other programs, or softirq work):\nthe figures measure the machine's load as much as the targets. Rerun on a quiet machine.\n", 100*(1-worst))
 	}
 	if len(problems) > 0 {
 		fmt.Fprintf(&b, "\nPROBLEMS (the figures above are not comparable until these are gone):\n  %s\n", strings.Join(problems, "\n  "))
