@@ -273,11 +273,11 @@ func renderTable(s summary, o options) string {
 	if len(problems) > 0 {
 		fmt.Fprintf(&b, "\nPROBLEMS (the figures above are not comparable until these are gone):\n  %s\n", strings.Join(problems, "\n  "))
 	}
-	b.WriteString(verdict(s))
+	b.WriteString(verdict(s, worst < 0.5 || len(problems) > 0))
 	return b.String()
 }
 
-func verdict(s summary) string {
+func verdict(s summary, unsure bool) string {
 	var b bytes.Buffer
 	yes := func(ok bool) string {
 		if ok {
@@ -285,7 +285,11 @@ func verdict(s summary) string {
 		}
 		return "NO"
 	}
-	b.WriteString("\nTargets of issue 17 in this run:\n")
+	b.WriteString("\nTargets of issue 17 in this run")
+	if unsure {
+		b.WriteString(" (NOISY or PROBLEMS above: indicative only, not a verdict)")
+	}
+	b.WriteString(":\n")
 	ng, okN := s.get("nginx")
 	sl, okS := s.get("sluice")
 	if okN && okS {
