@@ -3,6 +3,8 @@ package openloop
 import (
 	"context"
 	"net"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +17,7 @@ import (
 // takes gate's read lock, so holding the write lock stalls the whole server.
 func serve(t *testing.T, gate *sync.RWMutex, hits *atomic.Int64) string {
 	t.Helper()
+	twoPs(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -32,6 +35,12 @@ func serve(t *testing.T, gate *sync.RWMutex, hits *atomic.Int64) string {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	return ln.Addr().String()
+}
+
+// twoPs gives the test the two Ps Run needs, even on a one-CPU machine.
+func twoPs(t *testing.T) {
+	prev := runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0)))
+	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
 }
 
 func TestScheduleIsKept(t *testing.T) {
@@ -114,6 +123,7 @@ func TestStallIsNotHidden(t *testing.T) {
 }
 
 func TestDeadServerIsCounted(t *testing.T) {
+	twoPs(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +141,7 @@ func TestDeadServerIsCounted(t *testing.T) {
 }
 
 func TestBadConfig(t *testing.T) {
+	twoPs(t)
 	for _, c := range []Config{
 		{Addr: "127.0.0.1:1", Rate: 0, Duration: time.Second},
 		{Addr: "127.0.0.1:1", Rate: 10, Duration: 0},
@@ -140,5 +151,9 @@ func TestBadConfig(t *testing.T) {
 		if _, err := Run(context.Background(), c); err == nil {
 			t.Errorf("Run(%+v) = nil error, want one", c)
 		}
+	}
+	runtime.GOMAXPROCS(1)
+	if _, err := Run(context.Background(), Config{Addr: "127.0.0.1:1", Rate: 10, Duration: time.Second}); err == nil || !strings.Contains(err.Error(), "GOMAXPROCS") {
+		t.Errorf("Run with GOMAXPROCS=1: error %v, want one naming GOMAXPROCS", err)
 	}
 }
