@@ -133,3 +133,30 @@ func TestAddedLatency(t *testing.T) {
 }
 
 func newHist() *hdrhistogram.Histogram { return openloop.NewHistogram() }
+
+// TestVerdict: a target counts as met only when every figure behind it is;
+// a better closed-loop p99 does not hide a worse open-loop one.
+func TestVerdict(t *testing.T) {
+	s := summary{Targets: []targetSummary{
+		{target: target{Name: "nginx"}, CPUus: 16, P99us: 2000, Open: []rateSummary{{Fraction: 0.5, P99us: 900, Add999us: 300}}},
+		{target: target{Name: "sluice"}, CPUus: 15, P99us: 1500, Open: []rateSummary{{Fraction: 0.5, P99us: 1200, Add999us: 200}}},
+		{target: target{Name: "sluice-chain"}, CPUus: 17},
+		{target: target{Name: "haproxy-cache"}, CPUus: 9},
+		{target: target{Name: "sluice-cache"}, CPUus: 11},
+	}}
+	v := verdict(s, false)
+	for _, want := range []string{
+		"pass-through CPU at or below nginx:   yes",
+		"pass-through p99 at or below nginx:   NO ",
+		"p99.9 added at or below nginx,  50%: yes",
+		"full chain within 1.1x pass-through: NO ",
+		"cache hits at or below HAProxy's:     NO ",
+	} {
+		if !strings.Contains(v, want) {
+			t.Errorf("verdict lacks %q:\n%s", want, v)
+		}
+	}
+	if strings.Contains(v, "indicative") || !strings.Contains(verdict(s, true), "indicative only") {
+		t.Error("a noisy run must say its verdict is indicative, and only a noisy one")
+	}
+}
