@@ -3,7 +3,7 @@
 # loopback, everything it needs in bench/ (source: bench/cmd/peers).
 #
 #   bench/run.sh              # default run, about 6 minutes
-#   bench/run.sh -quick       # smoke run, about 1.5 minutes
+#   bench/run.sh -quick       # smoke run, about 2 minutes
 #   bench/run.sh -procs 2     # scaling: GOMAXPROCS 2, 2 nginx workers, 2 HAProxy threads
 #   bench/run.sh -h           # every flag
 #

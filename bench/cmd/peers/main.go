@@ -105,7 +105,7 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "comma-separated target names to run (direct and nginx are always kept: the open loop needs them)")
 	flag.BoolVar(&o.skipMissing, "skip-missing", false, "run without the peers that are not installed, instead of stopping")
 	flag.BoolVar(&o.latest, "latest", false, "also copy the table, raw results and charts to bench/latest/ (what README.md links; commit them with the commit they measured)")
-	flag.BoolVar(&o.quick, "quick", false, "smoke run: 1 round of 2 s, 1 open-loop round of 2 s (about 1.5 minutes); numbers are not meant to be read")
+	flag.BoolVar(&o.quick, "quick", false, "smoke run: 1 round of 2 s, 1 open-loop round of 2 s (about 2 minutes with the builds); numbers are not meant to be read")
 	flag.Parse()
 	if o.quick {
 		o.rounds, o.dur, o.warmup, o.olRounds, o.olDur = 1, 2*time.Second, 500*time.Millisecond, 1, 2*time.Second
