@@ -280,4 +280,3 @@ func (p *responses) check(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) ([]proxy
 	}
 	return nil, operationName(route)
 }
-
