@@ -187,9 +187,21 @@ func (p *requests) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pro
 
 // check returns the call's violations and the operation it matched.
 func (p *requests) check(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) ([]proxy.Finding, string) {
-	method := string(ctx.Method())
-	uri := ex.AppendUpstreamURI(nil)
-	req, route, params, err := p.doc.find(method, uri)
+	header := http.Header{}
+	for k, v := range ctx.Request.Header.All() {
+		header.Add(string(k), string(v))
+	}
+	if body := ctx.Request.Body(); len(body) > p.maxBody {
+		p.unchecked(dirRequest, reasonTooLarge)
+		return p.checkRequest(string(ctx.Method()), ex.AppendUpstreamURI(nil), header, nil, true)
+	}
+	return p.checkRequest(string(ctx.Method()), ex.AppendUpstreamURI(nil), header, ctx.Request.Body(), false)
+}
+
+// checkRequest checks one call: method, request URI as the provider gets
+// it, headers and body (skipBody: a body too large to check).
+func (s *shared) checkRequest(method string, uri []byte, header http.Header, body []byte, skipBody bool) ([]proxy.Finding, string) {
+	req, route, params, err := s.doc.find(method, uri)
 	if err != nil {
 		path := uri
 		if i := bytes.IndexByte(path, '?'); i >= 0 {
@@ -198,12 +210,9 @@ func (p *requests) check(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) ([]proxy.
 		return []proxy.Finding{{Kind: KindUnknownOperation, Pointer: "",
 			Message: "no operation of the document matches " + method + " " + string(path)}}, "unknown"
 	}
-	for k, v := range ctx.Request.Header.All() {
-		req.Header.Add(string(k), string(v))
-	}
-	opts := p.opts
-	if body := ctx.Request.Body(); len(body) > p.maxBody {
-		p.unchecked(dirRequest, reasonTooLarge)
+	req.Header = header
+	opts := s.opts
+	if skipBody {
 		o := *opts
 		o.ExcludeRequestBody = true
 		opts = &o
@@ -241,42 +250,56 @@ func (p *responses) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 }
 
 func (p *responses) check(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) ([]proxy.Finding, string) {
-	req, route, params, err := p.doc.find(string(ctx.Method()), ex.AppendUpstreamURI(nil))
-	if err != nil {
-		return nil, "" // the call's own problem, reported by the request part
-	}
 	resp := &ctx.Response
-	opts := p.opts
-	exclude := func(reason string) {
-		p.unchecked(dirResponse, reason)
-		o := *opts
-		o.ExcludeResponseBody = true
-		opts = &o
-	}
-	var body []byte
+	skip := ""
 	switch ce := resp.Header.ContentEncoding(); {
 	case resp.IsBodyStream():
-		exclude(reasonStream)
-	case len(ce) > 0 && !bytes.EqualFold(ce, []byte("identity")):
-		exclude(reasonEncoded)
+		skip = reasonStream
+	case len(ce) > 0 && !bytes.EqualFold(ce, strIdentity):
+		skip = reasonEncoded
 	case len(resp.Body()) > p.maxBody:
-		exclude(reasonTooLarge)
-	default:
+		skip = reasonTooLarge
+	}
+	var body []byte
+	if skip == "" {
 		body = resp.Body()
 	}
 	header := http.Header{}
 	for k, v := range resp.Header.All() {
 		header.Add(string(k), string(v))
 	}
+	found, operation, matched := p.checkResponse(string(ctx.Method()), ex.AppendUpstreamURI(nil), resp.StatusCode(), header, body, skip != "")
+	if matched && skip != "" {
+		p.unchecked(dirResponse, skip)
+	}
+	return found, operation
+}
+
+var strIdentity = []byte("identity")
+
+// checkResponse checks one answer of the provider against the operation
+// of the call (method and request URI); matched is false for a call that
+// matches no operation (the request part reports those).
+func (s *shared) checkResponse(method string, uri []byte, status int, header http.Header, body []byte, skipBody bool) (found []proxy.Finding, operation string, matched bool) {
+	req, route, params, err := s.doc.find(method, uri)
+	if err != nil {
+		return nil, "", false
+	}
+	opts := s.opts
+	if skipBody {
+		o := *opts
+		o.ExcludeResponseBody = true
+		opts = &o
+	}
 	in := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route, Options: opts},
-		Status:                 resp.StatusCode(),
+		Status:                 status,
 		Header:                 header,
 		Options:                opts,
 	}
 	in.SetBodyBytes(body)
 	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		return findings(err), operationName(route)
+		return findings(err), operationName(route), true
 	}
-	return nil, operationName(route)
+	return nil, operationName(route), true
 }

@@ -1,7 +1,9 @@
 package contract
 
 import (
+	"cmp"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,9 +38,15 @@ const maxFindings = 50
 // "/query/NAME", "/header/NAME" or "/cookie/NAME" for a parameter; "/status"
 // for a status; "/header/NAME" for an answer header; "/header/Content-Type"
 // for a content type; "" for the call as a whole.
+//
+// They are sorted by pointer, then kind: the JSON Schema validator finds
+// the violations of an object's members in no fixed order.
 func findings(err error) []proxy.Finding {
 	var c collector
 	c.walk(err)
+	slices.SortFunc(c.out, func(a, b proxy.Finding) int {
+		return cmp.Or(strings.Compare(a.Pointer, b.Pointer), strings.Compare(a.Kind, b.Kind), strings.Compare(a.Message, b.Message))
+	})
 	return c.out
 }
 
