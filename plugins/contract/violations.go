@@ -99,7 +99,7 @@ func (c *collector) request(e *openapi3filter.RequestError) {
 	switch {
 	case e.Parameter != nil:
 		ptr := "/" + e.Parameter.In + "/" + escape(e.Parameter.Name)
-		c.schema(KindParameter, ptr, e.Err, requestReason(e))
+		c.schema(KindParameter, ptr, e.Err, parameterReason(e))
 	case e.RequestBody != nil && strings.HasPrefix(e.Reason, "header Content-Type has unexpected value"):
 		c.add(KindContentType, "/header/Content-Type", e.Reason)
 	case e.RequestBody != nil:
@@ -115,6 +115,30 @@ func requestReason(e *openapi3filter.RequestError) string {
 		r = e.Err.Error()
 	}
 	return r
+}
+
+// parameterReason says what is wrong with a parameter without its value
+// (a header parameter may carry a token): kin-openapi's parse errors quote it.
+func parameterReason(e *openapi3filter.RequestError) string {
+	var pe *openapi3filter.ParseError
+	if !errors.As(e.Err, &pe) {
+		return requestReason(e)
+	}
+	reason := ""
+	for pe != nil {
+		if pe.Reason != "" {
+			reason = pe.Reason
+		}
+		next, ok := pe.Cause.(*openapi3filter.ParseError)
+		if !ok {
+			break
+		}
+		pe = next
+	}
+	if reason == "" {
+		return "the value cannot be parsed"
+	}
+	return "the value is " + reason
 }
 
 func (c *collector) response(e *openapi3filter.ResponseError) {
