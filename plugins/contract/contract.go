@@ -84,7 +84,7 @@ func build(c *Config, b *proxy.Build) (proxy.Parts, error) {
 			}, []string{"upstream", "operation", "direction", "kind"}),
 			checked: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "sluice_contract_checked_total",
-				Help: "Calls and sampled provider answers checked against the provider's OpenAPI document, by upstream and direction.",
+				Help: "Calls, and sampled provider answers to calls that match an operation, checked against the provider's OpenAPI document, by upstream and direction.",
 			}, []string{"upstream", "direction"}),
 			unchecked: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "sluice_contract_unchecked_total",
@@ -242,7 +242,6 @@ func (p *responses) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next pr
 	if !ex.FromUpstream || (p.sample < 1 && rand.Float64() >= p.sample) {
 		return nil
 	}
-	p.checked.Inc()
 	if found, operation := p.check(ctx, ex); len(found) > 0 {
 		p.record(operation, dirResponse, found, ex.RequestID())
 	}
@@ -269,8 +268,11 @@ func (p *responses) check(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) ([]proxy
 		header.Add(string(k), string(v))
 	}
 	found, operation, matched := p.checkResponse(string(ctx.Method()), ex.AppendUpstreamURI(nil), resp.StatusCode(), header, body, skip != "")
-	if matched && skip != "" {
-		p.unchecked(dirResponse, skip)
+	if matched {
+		p.checked.Inc()
+		if skip != "" {
+			p.unchecked(dirResponse, skip)
+		}
 	}
 	return found, operation
 }

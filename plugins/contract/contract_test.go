@@ -373,3 +373,38 @@ routes:
 		testkit.WantOneProblem(t, probs, "routes.r.plugins.contract."+c.path, c.want)
 	}
 }
+
+// A block on the upstream reports its document's problems at the
+// upstream's key path; responses only (requests: off) lets every call
+// through and still counts drift.
+func TestUpstreamBlockAndAnswersOnly(t *testing.T) {
+	t.Parallel()
+	probs := testkit.ConfigProblems(t, `
+upstreams: {up: {url: "http://127.0.0.1:1", plugins: {contract: {spec: "file:does-not-exist.yaml"}}}}
+routes:
+  r: {path: "/{p:*}", upstream: up}
+`)
+	testkit.WantOneProblem(t, probs, "upstreams.up.plugins.contract.spec", "cannot read the OpenAPI document")
+
+	up := newProvider(t)
+	up.set(func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(202) })
+	gw := gateway(t, up, fmt.Sprintf(`{spec: "file:%s", requests: off}`, spec(t)))
+	if r := testkit.Do(t, "DELETE", gw.URL+"/resend/emails", ""); r.Status != 202 {
+		t.Fatalf("requests: off: %d %s, want the call forwarded", r.Status, r.Body)
+	}
+	testkit.Do(t, "GET", gw.URL+"/resend/emails/x", "")
+	if up.Count() != 2 {
+		t.Errorf("provider calls = %d, want 2", up.Count())
+	}
+	if _, found := gw.Metrics(t).Value("sluice_contract_checked_total", "direction", "request"); found {
+		t.Error("calls checked with requests: off")
+	}
+	// The DELETE matches no operation: its answer is not judged; the GET's
+	// undocumented 202 is drift.
+	if v := metric(t, gw, "sluice_contract_violations_total", "operation", "emails/get", "direction", "response", "kind", "status"); v != 1 {
+		t.Errorf("drift{status} = %v, want 1", v)
+	}
+	if v := metric(t, gw, "sluice_contract_checked_total", "direction", "response"); v != 1 {
+		t.Errorf("checked{response} = %v, want 1 (the answer to a call of no operation is not checked)", v)
+	}
+}
