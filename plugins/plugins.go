@@ -7,6 +7,7 @@ import (
 	"github.com/sluice-gw/sluice/plugins/authenticate"
 	"github.com/sluice-gw/sluice/plugins/cache"
 	"github.com/sluice-gw/sluice/plugins/circuitbreaker"
+	"github.com/sluice-gw/sluice/plugins/contract"
 	"github.com/sluice-gw/sluice/plugins/headers"
 	"github.com/sluice-gw/sluice/plugins/injectauth"
 	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
@@ -24,10 +25,12 @@ func Pipeline() []proxy.Place {
 		authenticate.Factory,    // who is calling: nothing below runs for a refused caller
 		ratelimit.Factory,       // the caller's fair share, counted for every call, hits included
 		headers.Factory,         // request edits before cache keys; response edits on hits too
+		contract.Factory,        // a call the provider's OpenAPI document refuses goes no further (hits included)
 		cache.Factory,           // a hit ends the call here
-		injectauth.Factory,      // the provider's credentials, once per call, kept by every retry
-		retry.Factory,           // each attempt below runs once per try
-		circuitbreaker.Factory,  // a failing target is not called
+		contract.Factory.Part(contract.PartResponses),       // the provider's own answers, after retries, checked for drift
+		injectauth.Factory,                                  // the provider's credentials, once per call, kept by every retry
+		retry.Factory,                                       // each attempt below runs once per try
+		circuitbreaker.Factory,                              // a failing target is not called
 		ratelimit.Factory.Part(ratelimit.PartUpstreamQuota), // the provider's quota, per attempt that leaves
 	}
 }

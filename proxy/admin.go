@@ -218,10 +218,10 @@ func (g *Gateway) adminReload(w http.ResponseWriter, r *http.Request) {
 	var ce *config.ConfigError
 	if errors.As(err, &ce) {
 		for _, cp := range ce.Problems {
-			p.Problems = append(p.Problems, cp.Error())
+			p.Problems = append(p.Problems, Finding{Message: cp.Error()})
 		}
 	} else {
-		p.Problems = []string{err.Error()}
+		p.Problems = []Finding{{Message: err.Error()}}
 	}
 	writeAdminProblemOf(w, r, p)
 }

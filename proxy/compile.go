@@ -307,6 +307,7 @@ func (g *Gateway) buildPlugins(st *state, rt *Route, rc *config.RouteConfig, blo
 			Logger:     st.log,
 			Registerer: sharedRegisterer{&g.shared},
 			Cluster:    st.cluster,
+			ConfigDir:  cfg.Dir(),
 			st:         st,
 			peers:      peers,
 		}

@@ -37,6 +37,7 @@ const (
 	CodeOverloaded                      // 503: a Sluice capacity limit
 	CodeUpstreamAuthFailed              // 502: the provider's credentials could not be obtained (token endpoint)
 	CodeNotCached                       // 504: only-if-cached and nothing usable stored (RFC 9111 5.2.1.7)
+	CodeContractViolation               // 400: the request does not match the provider's OpenAPI document (contract)
 	numCodes
 )
 
@@ -73,6 +74,8 @@ var codeInfo = [numCodes]struct {
 	CodeUpstreamAuthFailed: {"upstream_auth_failed", 502, retryAlways},
 	// The caller asked for a stored answer only; nothing was sent upstream.
 	CodeNotCached: {"not_cached", 504, retryNever},
+	// Refused before reaching the provider; the same request fails again.
+	CodeContractViolation: {"contract_violation", 400, retryNever},
 }
 
 // String returns the code's wire name, e.g. "route_not_found".
@@ -112,6 +115,9 @@ type Error struct {
 	// error is built (once, for a prebuilt error): writing them allocates
 	// nothing.
 	Header []HeaderField
+	// Problems are the individual findings behind the error, listed in the
+	// problems member of the body (contract_violation: one per violation).
+	Problems []Finding
 
 	retry retryClass
 }

@@ -184,6 +184,9 @@ type Build struct {
 	// Cluster is the Redis-backed state shared with other gateways; nil in
 	// single-node mode.
 	Cluster *Cluster
+	// ConfigDir is the directory of the config file (config.Config.Dir):
+	// relative file paths in a block are relative to it.
+	ConfigDir string
 
 	st      *state
 	section any

@@ -38,8 +38,32 @@ type Problem struct {
 	// JSON is embedded as is; anything else as a JSON string.
 	UpstreamBody []byte
 	// Problems lists the individual findings behind the error, when there
-	// are several (a config the admin API's reload rejected).
-	Problems []string
+	// are several (a config the admin API's reload rejected, each violation
+	// of a contract).
+	Problems []Finding
+}
+
+// Finding is one entry of a problem's problems list. One with only a
+// Message is written as a JSON string (the admin API's config problems);
+// one with a Pointer or a Kind as an object {"pointer","kind","message"}
+// (a contract violation: Pointer is a JSON pointer, Kind its class).
+type Finding struct {
+	Pointer string
+	Kind    string
+	Message string
+}
+
+func (f *Finding) appendJSON(dst []byte) []byte {
+	if f.Pointer == "" && f.Kind == "" {
+		return appendJSONString(dst, f.Message)
+	}
+	dst = append(dst, `{"pointer":`...)
+	dst = appendJSONString(dst, f.Pointer)
+	dst = append(dst, `,"kind":`...)
+	dst = appendJSONString(dst, f.Kind)
+	dst = append(dst, `,"message":`...)
+	dst = appendJSONString(dst, f.Message)
+	return append(dst, '}')
 }
 
 // ProblemFor builds the Problem for err on this exchange.
@@ -49,6 +73,7 @@ func ProblemFor(e *Error, ctx *fasthttp.RequestCtx, ex *Exchange) Problem {
 		Code:      e.Code,
 		Detail:    e.Detail,
 		Retryable: e.Retryable(&ctx.Request),
+		Problems:  e.Problems,
 	}
 	if ex.Upstream != nil {
 		p.Upstream = ex.Upstream.Name
@@ -143,11 +168,11 @@ func (p *Problem) appendJSON(dst, instance, requestID []byte) []byte {
 	}
 	if len(p.Problems) > 0 {
 		dst = append(dst, `,"problems":[`...)
-		for i, s := range p.Problems {
+		for i := range p.Problems {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, s)
+			dst = p.Problems[i].appendJSON(dst)
 		}
 		dst = append(dst, ']')
 	}

@@ -31,7 +31,7 @@ const (
 // gatewayA is the gateway under test: cluster mode (Redis), one route per
 // failure the alerts are for, and the plugins whose series the dashboard
 // shows. Arguments: redis, ok, dead, flaky, slow, narrow, token-ok,
-// token-bad (URLs or addresses).
+// token-bad (URLs or addresses), the contract's OpenAPI document.
 const gatewayA = `
 log: {level: info, access_log: false}
 admin: {token: %q}
@@ -63,6 +63,9 @@ upstreams:
     url: %[4]q
     plugins:
       inject_auth: {type: oauth2_client_credentials, token_url: "%[10]s/token", client_id: sluice, client_secret: alerting-test-secret}
+  drifting:                              # answers "ok" where its OpenAPI document says JSON
+    url: %[4]q
+    plugins: {contract: {spec: "file:%[11]s"}}
 routes:
   ok:       {path: "/ok/{p:*}", upstream: ok}
   cached:   {path: "/cached/{p:*}", upstream: ok, plugins: {cache: {}}}
@@ -75,6 +78,7 @@ routes:
   narrow:   {path: "/narrow/{p:*}", upstream: narrow}
   oauthok:  {path: "/oauthok/{p:*}", upstream: oauthok}
   oauthbad: {path: "/oauthbad/{p:*}", upstream: oauthbad}
+  contract: {path: "/contract/{p:*}", upstream: drifting, strip_prefix: /contract}
 `
 
 // gatewayB is a second instance, stopped during the test (SluiceDown).
@@ -158,8 +162,12 @@ func TestAlertsOnRealPrometheus(t *testing.T) {
 	reg := testkit.WithPlugin("authenticate", proxy.Define("boom", func(*struct{}, *proxy.Build) (proxy.Plugin, error) {
 		return panicky{}, nil
 	}))
+	spec, err := filepath.Abs(filepath.Join(repo, "plugins", "contract", "testdata", "resend-emails.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfgA := fmt.Sprintf(gatewayA, adminToken, rd.Addr, consumerKey, ok.URL, dead, flaky.URL, slow.URL, narrow.URL,
-		tokenOK.URL, tokenBad.URL)
+		tokenOK.URL, tokenBad.URL, spec)
 	gwA := testkit.StartGateway(t, cfgA, testkit.Options{Registry: reg})
 	gwB := testkit.StartGateway(t, fmt.Sprintf(gatewayB, ok.URL))
 	instA := strings.TrimPrefix(gwA.AdminURL, "http://")
@@ -229,6 +237,7 @@ scrape_configs:
 	d.loop("unmatched", 1, 10*time.Millisecond, get(gwA.URL+"/nope/x"))
 	d.loop("oauthok", 1, 200*time.Millisecond, get(gwA.URL+"/oauthok/x"))
 	d.loop("oauthbad", 1, 100*time.Millisecond, get(gwA.URL+"/oauthbad/x"))
+	d.loop("contract drift", 1, 200*time.Millisecond, get(gwA.URL+"/contract/emails/4ef9a417"))
 
 	// One panic only: the route's internal_error series is born at 1.
 	d.once("boom", func() {
@@ -295,6 +304,7 @@ scrape_configs:
 		{"SluiceRetryBudgetExhausted", map[string]string{"instance": instA, "upstream": "flaky"}},
 		{"SluiceOAuthTokenFetchFailing", map[string]string{"instance": instA, "upstream": "oauthbad"}},
 		{"SluiceRedisUnreachable", map[string]string{"instance": instA}},
+		{"SluiceContractDrift", map[string]string{"upstream": "drifting", "operation": "emails/get", "kind": "content_type"}},
 	}
 	alertsOK := waitAlerts(t, prom, alertDeadline, wants)
 	checkCoverage(t, prom, append(wants, want{alert: "SluiceTargetMissing"}))

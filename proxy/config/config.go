@@ -43,7 +43,13 @@ type Config struct {
 	envKeys     map[string]string   // key paths set by SLUICE_* overrides, and the variable (see Explain)
 	secretFiles []string            // see SecretFiles
 	fileSums    map[string][32]byte // see FileSum
+	dir         string              // see Dir
 }
+
+// Dir is the directory of the config file Load read, absolute; "" for a
+// config from LoadBytes. Plugins resolve the relative file paths of their
+// blocks against it (contract's spec).
+func (c *Config) Dir() string { return c.dir }
 
 // Redact replaces, in s, every value the config took from the environment by
 // ${VAR} with "${VAR}". /admin/config passes its output through it: whatever

@@ -55,6 +55,7 @@ func Load(path string) (*Config, error) {
 	cfg, err := decodeConfig(k.Raw(), envKeys)
 	if abs, absErr := filepath.Abs(path); absErr == nil {
 		cfg.fileSums[abs] = sha256.Sum256(doc)
+		cfg.dir = filepath.Dir(abs)
 	}
 	return cfg, err
 }
