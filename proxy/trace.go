@@ -34,65 +34,64 @@ type traceparent struct {
 	flags   trace.TraceFlags
 }
 
-// parseTraceparent parses a traceparent header value (W3C Trace Context
-// level 1, §3.2). It is written by hand because the OpenTelemetry
-// propagator (propagation.TraceContext.Extract) allocates on every call: it
-// reads through a TextMapCarrier (an http.Header map for fasthttp's
-// headers) and returns a context.Context holding the span context, so
-// continuing a trace would cost allocations on every traced request. This
-// parser allocates nothing. It accepts what the propagator accepts:
+// parseTraceparent parses a traceparent header value (W3C Trace Context,
+// §3.2). It is written by hand because the OpenTelemetry propagator
+// (propagation.TraceContext.Extract) allocates on every call: it reads
+// through a TextMapCarrier (an http.Header map for fasthttp's headers) and
+// returns a context.Context holding the span context, so continuing a trace
+// would cost allocations on every traced request. This parser allocates
+// nothing and accepts exactly what the propagator accepts (the fuzz test
+// compares them):
 //
 //   - version: two lower-case hex digits, not "ff"; version 00 is exactly
 //     55 bytes; a later version may carry more fields after a '-'.
 //   - trace-id: 32 lower-case hex digits, not all zero.
 //   - parent-id: 16 lower-case hex digits, not all zero.
-//   - trace-flags: two lower-case hex digits (bit 0: sampled); version 00
-//     uses only bit 0, other bits are ignored.
+//   - trace-flags: two lower-case hex digits; version 00 allows only the
+//     sampled (01) and random (02) bits. Other bits are dropped.
 //
 // Anything else is malformed: ok is false and the caller starts a new trace.
-func parseTraceparent(v []byte) (tp traceparent, ok bool) {
+func parseTraceparent(v []byte) (traceparent, bool) {
+	var tp traceparent
 	if len(v) < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' {
-		return tp, false
+		return traceparent{}, false
 	}
 	ver, okv := hexByte(v[0], v[1])
 	if !okv || ver == 0xff {
-		return tp, false
+		return traceparent{}, false
 	}
-	if ver == 0 && len(v) != 55 {
-		return tp, false
-	}
-	if len(v) > 55 && v[55] != '-' {
-		return tp, false
+	if len(v) > 55 && (ver == 0 || v[55] != '-') {
+		return traceparent{}, false
 	}
 	var nonzero byte
 	for i := range tp.traceID {
 		b, okb := hexByte(v[3+2*i], v[4+2*i])
 		if !okb {
-			return tp, false
+			return traceparent{}, false
 		}
 		tp.traceID[i] = b
 		nonzero |= b
 	}
 	if nonzero == 0 {
-		return tp, false
+		return traceparent{}, false
 	}
 	nonzero = 0
 	for i := range tp.spanID {
 		b, okb := hexByte(v[36+2*i], v[37+2*i])
 		if !okb {
-			return tp, false
+			return traceparent{}, false
 		}
 		tp.spanID[i] = b
 		nonzero |= b
 	}
 	if nonzero == 0 {
-		return tp, false
+		return traceparent{}, false
 	}
 	f, okf := hexByte(v[53], v[54])
-	if !okf {
-		return tp, false
+	if !okf || ver == 0 && f > 3 {
+		return traceparent{}, false
 	}
-	tp.flags = trace.TraceFlags(f) & trace.FlagsSampled
+	tp.flags = trace.TraceFlags(f) & (trace.FlagsSampled | trace.FlagsRandom)
 	return tp, true
 }
 
@@ -128,8 +127,8 @@ type traceState struct {
 	t       *tracer
 	on      bool // the exchange has a trace (tracing is on)
 	traceID trace.TraceID
-	idHex   [32]byte  // traceID in hex, for logs, problem+json and exemplars
-	tp      [55]byte  // the traceparent sent to the provider
+	idHex   [32]byte // traceID in hex, for logs, problem+json and exemplars
+	tp      [55]byte // the traceparent sent to the provider
 	ctx     context.Context
 	server  trace.Span // the gateway request's span; nil when not sampled
 	attempt trace.Span // the attempt in progress; nil between attempts
