@@ -23,8 +23,8 @@ import (
 // traceparent header for the provider.
 
 var (
-	strTraceparent = []byte("traceparent")
-	strTracestate  = []byte("tracestate")
+	strTraceparent = []byte("Traceparent") // canonical: SetCanonical takes it as is
+	strTracestate  = []byte("Tracestate")
 )
 
 // traceparent is a parsed traceparent header.
