@@ -670,3 +670,72 @@ routes:
 		t.Errorf("the log shows the collector key")
 	}
 }
+
+// TestTracingPluginEvents: the cache's lookups and a rate-limit wait show
+// as events on the sampled call's server span.
+func TestTracingPluginEvents(t *testing.T) {
+	t.Parallel()
+	recv := startReceiver(t, 0)
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.Response.Header.Set("Cache-Control", "public, max-age=60")
+		ctx.SetBodyString("cached")
+	})
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+tracing: {enabled: true, endpoint: %q}
+upstreams:
+  up: {url: %q}
+routes:
+  r:
+    path: "/{p:*}"
+    upstream: up
+    plugins:
+      rate_limit: {rate: 1, per: 3s, burst: 1, key: upstream, mode: queue, max_wait: 5s}
+      cache: {}
+`, recv.URL, up.URL))
+	// The cache answers before the rate limit: /x misses (a token is
+	// there), /y misses and waits for the next token, /x again hits.
+	calls := []struct{ id, path string }{
+		{"1bf92f3577b34da6a3ce929d0e0e4736", "/x"},
+		{"2bf92f3577b34da6a3ce929d0e0e4736", "/y"},
+		{"3bf92f3577b34da6a3ce929d0e0e4736", "/x"},
+	}
+	for _, c := range calls {
+		if resp := testkit.Do(t, "GET", gw.URL+c.path, "", "traceparent", "00-"+c.id+"-"+callerSpanID+"-01"); resp.Status != 200 {
+			t.Fatalf("status %d", resp.Status)
+		}
+	}
+	events := func(id string) map[string]*tracepb.Span_Event {
+		out := map[string]*tracepb.Span_Event{}
+		for _, s := range recv.waitTrace(t, id, 1) {
+			if s.Kind == tracepb.Span_SPAN_KIND_SERVER {
+				for _, e := range s.Events {
+					out[e.Name] = e
+				}
+			}
+		}
+		return out
+	}
+	first, second, third := events(calls[0].id), events(calls[1].id), events(calls[2].id)
+	for _, c := range []struct {
+		n      int
+		events map[string]*tracepb.Span_Event
+		want   string
+	}{{1, first, "miss"}, {2, second, "miss"}, {3, third, "hit"}} {
+		if e := c.events["cache.lookup"]; e == nil || eventAttr(e, "cache.result") != c.want {
+			t.Errorf("call %d: cache.lookup event %v, want result %s", c.n, e, c.want)
+		}
+	}
+	e := second["rate_limit.wait"]
+	if e == nil {
+		t.Fatalf("second call: no rate_limit.wait event (one token per 3s): %v", second)
+	}
+	for _, kv := range e.Attributes {
+		if kv.Key == "rate_limit.wait_seconds" && (kv.Value.GetDoubleValue() <= 0 || kv.Value.GetDoubleValue() > 3.5) {
+			t.Errorf("rate_limit.wait_seconds = %v, want (0, 3.5]", kv.Value.GetDoubleValue())
+		}
+	}
+	if _, waited := first["rate_limit.wait"]; waited {
+		t.Errorf("first call: rate_limit.wait event, but a token was there")
+	}
+}
