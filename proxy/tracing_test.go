@@ -739,3 +739,41 @@ routes:
 		t.Errorf("first call: rate_limit.wait event, but a token was there")
 	}
 }
+
+// TestTracingReload: a reload turns tracing on (the next calls export
+// spans) and off again (the caller's traceparent passes untouched).
+func TestTracingReload(t *testing.T) {
+	t.Parallel()
+	recv := startReceiver(t, 0)
+	up := testkit.NewUpstream(t, nil)
+	base := fmt.Sprintf(`
+log: {access_log: false}
+upstreams:
+  up: {url: %q}
+routes:
+  r: {path: "/{p:*}", upstream: up}
+`, up.URL)
+	gw := testkit.StartGateway(t, base)
+	sampled := "00-" + callerTraceID + "-" + callerSpanID + "-01"
+	testkit.Do(t, "GET", gw.URL+"/x", "", "traceparent", sampled)
+	if got := up.Last(t).Header.Get("Traceparent"); got != sampled {
+		t.Fatalf("tracing off: provider got %q", got)
+	}
+	testkit.WriteFile(t, gw.File, base+fmt.Sprintf("tracing: {enabled: true, endpoint: %q}\n", recv.URL))
+	if err := gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Do(t, "GET", gw.URL+"/x", "", "traceparent", sampled)
+	if got := up.Last(t).Header.Get("Traceparent"); got == sampled || !strings.Contains(got, callerTraceID) {
+		t.Errorf("after the reload that turned tracing on: provider got %q, want the trace continued by an attempt span", got)
+	}
+	recv.waitTrace(t, callerTraceID, 2)
+	testkit.WriteFile(t, gw.File, base)
+	if err := gw.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Do(t, "GET", gw.URL+"/x", "", "traceparent", sampled)
+	if got := up.Last(t).Header.Get("Traceparent"); got != sampled {
+		t.Errorf("after the reload that turned tracing off: provider got %q, want %q", got, sampled)
+	}
+}
