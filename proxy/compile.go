@@ -25,6 +25,9 @@ type state struct {
 	maxInflight int64
 	clientKeys  map[string]bool // pools this state uses
 	cluster     *Cluster        // nil in single-node mode
+	tracer      *tracer         // nil when tracing is off (tracing.go)
+	stats       *tracingStats   // the gateway's span counters
+	usage       *usageTable     // per-consumer usage series (usage.go)
 
 	admin   map[string]AdminEndpoint // plugin admin endpoints by pattern
 	reports []statusReport           // plugin sections of /admin/upstreams
@@ -86,6 +89,7 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 		clientKeys:  map[string]bool{},
 		admin:       map[string]AdminEndpoint{},
 		shared:      &g.shared,
+		stats:       &g.metrics.tracing,
 	}
 	var current *Cluster
 	if cur := g.state.Load(); cur != nil {
@@ -152,6 +156,7 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 // bindMetrics resolves the metric children of a compiled state.
 func (st *state) bindMetrics(m *Metrics) {
 	st.unmatched = newRouteMetrics(m, UnmatchedRoute, "")
+	st.bindUsage(m)
 	for _, u := range st.upstreams {
 		u.metrics = newUpstreamMetrics(m, u.Name)
 	}

@@ -52,6 +52,8 @@ type Exchange struct {
 	budget   *bodyBudget // where respHeld and reqHeld are reserved; nil when nothing is
 	respHeld int64       // bytes reserved for the answer in ctx.Response
 	reqHeld  int64       // bytes reserved for the request body
+
+	trace traceState // W3C trace context and spans (trace.go); zero when tracing is off
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(Exchange) }}
@@ -81,6 +83,9 @@ func releaseExchange(ex *Exchange) {
 	}
 	ex.scratch = ex.scratch[:0]
 	ex.addHeader = ex.addHeader[:0]
+	if ex.trace.on {
+		ex.trace.reset()
+	}
 	exchangePool.Put(ex)
 }
 

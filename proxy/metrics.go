@@ -27,6 +27,8 @@ type Metrics struct {
 	reloads     *prometheus.CounterVec   // result
 	inflight    atomic.Int64
 	bodies      bodyBudget // server.max_body_memory, process-wide
+	tracing     tracingStats
+	usage       usageVecs
 }
 
 // Upstream attempt outcomes (label values of sluice_upstream_duration_seconds).
@@ -86,6 +88,8 @@ func NewMetrics() *Metrics {
 	reg.MustRegister(m.requests, m.duration, m.upstreamDur, m.discarded, m.errors, m.reloads, inflight, bodyBytes, bodyRefusals,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registerTracing(reg)
+	m.registerUsage(reg)
 	// Show both reload results from the start, so that alerts on failures work
 	// before the first failure.
 	m.reloads.WithLabelValues("success")

@@ -118,7 +118,7 @@ func (p *Problem) WriteOver(ctx *fasthttp.RequestCtx, ex *Exchange) {
 
 // Append appends the JSON body of p to dst.
 func (p *Problem) Append(dst []byte, ex *Exchange) []byte {
-	return p.appendJSON(dst, ex.Path(), ex.requestID)
+	return ex.appendTraceID(p.appendJSON(dst, ex.Path(), ex.requestID))
 }
 
 // appendJSON writes the one problem+json shape of every Sluice error, proxy

@@ -161,6 +161,13 @@ func (st *state) start() error {
 	if err := st.shared.start(st.held); err != nil {
 		return err
 	}
+	t, err := newTracer(&st.cfg.Tracing, st.stats, st.log)
+	if err != nil {
+		var p config.Problems
+		p.AddErr("tracing.endpoint", err)
+		return p.Err()
+	}
+	st.tracer = t
 	for _, fn := range st.onStart {
 		fn()
 	}
@@ -175,6 +182,7 @@ func (st *state) start() error {
 // started (rejected, or only checked) is closed the same way.
 func (st *state) close() {
 	st.bg.wait()
+	st.tracer.shutdown()
 	for _, c := range st.checkers {
 		c.stop()
 	}

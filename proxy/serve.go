@@ -65,8 +65,12 @@ func (g *Gateway) serveError(ctx *fasthttp.RequestCtx, err error) {
 func (st *state) reject(ctx *fasthttp.RequestCtx, err *Error) {
 	ex := acquireExchange()
 	ex.begin(ctx, nil)
+	if st.tracer != nil {
+		st.tracer.begin(ctx, ex, nil)
+	}
 	st.writeError(ctx, ex, err)
 	st.finish(ctx, ex, st.unmatched)
+	ex.endTrace(ctx.Response.StatusCode())
 	releaseExchange(ex)
 }
 
@@ -89,6 +93,9 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 	if rt.Deadline > 0 {
 		ex.deadline = ex.startNano + int64(rt.Deadline)
 	}
+	if st.tracer != nil {
+		st.tracer.begin(ctx, ex, rt)
+	}
 	switch {
 	case head.badName:
 		st.writeError(ctx, ex, errHeaderName)
@@ -105,6 +112,9 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	st.finish(ctx, ex, rt.metrics)
+	if ex.trace.server != nil {
+		ex.endTrace(ctx.Response.StatusCode())
+	}
 	ex.settleBodies(&ctx.Response)
 	releaseExchange(ex)
 }
@@ -162,9 +172,16 @@ func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics
 	status := ctx.Response.StatusCode()
 	elapsed := since(ex.startNano)
 	rm.countRequest(ctx.Method(), status)
-	rm.duration.Observe(elapsed.Seconds())
+	if ex.trace.server == nil {
+		rm.duration.Observe(elapsed.Seconds())
+	} else {
+		rm.observeDuration(ex, elapsed.Seconds())
+	}
 	if ex.problem != 0 {
 		rm.countError(ex.problem - 1)
+	}
+	if ex.Consumer != "" {
+		st.usage.count(ctx, ex, status)
 	}
 	if st.accessLog {
 		st.logAccess(ctx, ex, rm, status, elapsed)
@@ -172,7 +189,7 @@ func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics
 }
 
 func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics, status int, elapsed time.Duration) {
-	attrs := make([]slog.Attr, 0, 14)
+	attrs := make([]slog.Attr, 0, 16)
 	attrs = append(attrs,
 		slog.String("route", rm.route),
 		slog.String("upstream", rm.upstream),
@@ -193,6 +210,9 @@ func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetr
 	}
 	if ex.problem != 0 {
 		attrs = append(attrs, slog.String("code", (ex.problem-1).String()))
+	}
+	if ex.trace.on {
+		attrs = append(attrs, slog.String("trace_id", string(ex.trace.idHex[:])))
 	}
 	st.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
 }
@@ -236,6 +256,9 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 		req.URI().SetSchemeBytes(strHTTPS)
 	}
 
+	if ex.trace.server != nil {
+		ex.beginAttempt(req, u, t)
+	}
 	t.health.inflight.Add(1)
 	start := nanotime()
 	err := u.roundTrip(t, ctx, ex, timeout)
@@ -243,30 +266,31 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	t.health.inflight.Add(-1)
 	if err != nil {
 		if err == errCallerGone { // says nothing about the target
-			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
+			u.observeAttempt(ex, OutcomeConnError, elapsed, 0, err)
 			return err
 		}
 		ce := Classify(&transportError{err})
 		switch ce.Code {
 		case CodeUpstreamTimeout:
-			u.metrics.byOutcome[OutcomeTimeout].Observe(elapsed)
+			u.observeAttempt(ex, OutcomeTimeout, elapsed, 0, ce)
 		case CodeOverloaded:
 			// Our own max_conns: nothing was sent and nothing is known about
 			// the target, so it is no attempt outcome (counted as conn_error,
 			// it made SluiceUpstreamFailing blame a healthy provider for a
 			// full pool); sluice_errors_total{code="overloaded"} counts it.
+			ex.endAttempt("overloaded", 0, ce)
 			return ce
 		default:
-			u.metrics.byOutcome[OutcomeConnError].Observe(elapsed)
+			u.observeAttempt(ex, OutcomeConnError, elapsed, 0, ce)
 		}
 		u.observe(t, true)
 		return ce
 	}
-	if ctx.Response.StatusCode() >= 500 {
-		u.metrics.byOutcome[OutcomeErrorStatus].Observe(elapsed)
+	if status := ctx.Response.StatusCode(); status >= 500 {
+		u.observeAttempt(ex, OutcomeErrorStatus, elapsed, status, nil)
 		u.observe(t, true)
 	} else {
-		u.metrics.byOutcome[OutcomeOK].Observe(elapsed)
+		u.observeAttempt(ex, OutcomeOK, elapsed, status, nil)
 		u.observe(t, false)
 	}
 	stripHopByHopResponse(&ctx.Response.Header, ex)

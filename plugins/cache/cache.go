@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // Factory registers the plugin.
@@ -250,11 +251,13 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 			use := requestUse(&rd, &e, age)
 			if use == useFresh || use == useAsUsual && age < e.lifetime && e.flags&flagNoCache == 0 {
 				c.results[resHit].Inc()
+				traceLookup(ex, "hit")
 				serveHit(ctx, ex, &e, age, csHit)
 				return nil
 			}
 			if use == useStale {
 				c.results[resStale].Inc()
+				traceLookup(ex, "stale")
 				serveHit(ctx, ex, &e, age, csMaxStale)
 				return nil
 			}
@@ -263,6 +266,7 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 					c.refresh(ctx, ex, next, key, b)
 				}
 				c.results[resStale].Inc()
+				traceLookup(ex, "stale_while_revalidate")
 				serveHit(ctx, ex, &e, age, csSWR)
 				return nil
 			}
@@ -273,11 +277,13 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		// RFC 9111 section 5.2.1.7: no stored answer the request accepts,
 		// and the caller forbids asking the provider.
 		c.results[resMiss].Inc()
+		traceLookup(ex, "miss")
 		return errNotCached
 	}
 	if isHead && stale == nil {
 		// HEAD is answered from a GET entry; a miss goes upstream unstored.
 		c.results[resMiss].Inc()
+		traceLookup(ex, "miss")
 		c.forwardQuery(ex, kb)
 		err := next.Handle(ctx, ex)
 		if err == nil {
@@ -286,9 +292,19 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		return err
 	}
 	if stale == nil {
+		traceLookup(ex, "miss")
 		return c.fill(ctx, ex, next, kb, key, varied)
 	}
+	traceLookup(ex, "revalidate")
 	return c.revalidate(ctx, ex, next, kb, key, stale, false, nil)
+}
+
+// traceLookup records the lookup's result on the request's span (sampled
+// requests only).
+func traceLookup(ex *proxy.Exchange, result string) {
+	if ex.Traced() {
+		ex.TraceEvent("cache.lookup", attribute.String("cache.result", result))
+	}
 }
 
 // fill fetches a missing entry; concurrent misses for one key wait for the

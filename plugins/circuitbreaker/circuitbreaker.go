@@ -37,6 +37,7 @@ import (
 	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // Config of circuit_breaker. The breaker trips on consecutive_failures, on
@@ -223,6 +224,7 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	if len(p.targets) == 1 {
 		tok, ok, wait := p.targets[0].allow()
 		if !ok {
+			traceDecision(ex, "open", p.targets[0].target)
 			return p.open(wait)
 		}
 		br, token = p.targets[0], tok
@@ -250,12 +252,14 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 				}
 			}
 			if !ok {
+				traceDecision(ex, "open", p.targets[t.Index()].target)
 				return p.open(wait)
 			}
 		}
 		ex.UseTarget(t)
 		br, token = p.targets[t.Index()], tok
 	}
+	traceDecision(ex, "allowed", br.target)
 	// A panic further in must not leave a half-open probe slot taken for good.
 	recorded := false
 	defer func() {
@@ -294,6 +298,15 @@ func (p *Plugin) outcome(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, err error
 		return failure
 	}
 	return success
+}
+
+// traceDecision records the breaker's decision on the request's span
+// (sampled requests only).
+func traceDecision(ex *proxy.Exchange, decision, target string) {
+	if ex.Traced() {
+		ex.TraceEvent("circuit_breaker.decision", attribute.String("circuit_breaker.decision", decision),
+			attribute.String("circuit_breaker.target", target))
+	}
 }
 
 func (p *Plugin) open(wait time.Duration) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 const (
@@ -277,7 +278,10 @@ func (o *oauth2) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	t := o.src.cur.Load()
 	if !t.usable(time.Now()) {
 		var err error
-		if t, err = o.src.get(nil, ex.Remaining()); err != nil {
+		start := time.Now()
+		t, err = o.src.get(nil, ex.Remaining())
+		traceFetch(ex, "expired", start, err)
+		if err != nil {
 			return err
 		}
 	}
@@ -290,13 +294,29 @@ func (o *oauth2) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	// The provider refused the token (revoked, rotated early): get a new one,
 	// once, and send the request once more. If no new token can be had, the
 	// provider's 401 stands.
+	start := time.Now()
 	fresh, err := o.src.get(t, ex.Remaining())
+	traceFetch(ex, "refused", start, err)
 	if err != nil || fresh == t || ex.Remaining() <= 0 {
 		return nil
 	}
 	proxy.ResetResponse(ctx, ex)
 	h.SetBytesKV(strAuthorization, fresh.header)
 	return next.Handle(ctx, ex)
+}
+
+// traceFetch records getting a token (fetched, or shared with a
+// concurrent fetch) on the request's span: sampled requests only.
+func traceFetch(ex *proxy.Exchange, reason string, start time.Time, err error) {
+	if !ex.Traced() {
+		return
+	}
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	ex.TraceEvent("inject_auth.token_fetch", attribute.String("inject_auth.reason", reason),
+		attribute.String("inject_auth.result", result), attribute.Float64("inject_auth.wait_seconds", time.Since(start).Seconds()))
 }
 
 // get returns a usable token, fetching one if needed. stale, when not nil, is

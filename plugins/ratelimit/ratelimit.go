@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
 )
 
 // Factory registers the plugin. Its main part holds the caller limits; its
@@ -156,6 +157,10 @@ func (p *part) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 		}
 		if !d.ok {
 			l.rejected.Inc()
+			if ex.Traced() {
+				ex.TraceEvent("rate_limit.rejected", attribute.String("rate_limit.limit", l.name),
+					attribute.Float64("rate_limit.retry_after_seconds", d.retryAfter.Seconds()))
+			}
 			if headers {
 				ex.AddResponseHeader(hdrPolicy, p.policy)
 				ex.AddResponseHeader(hdrRateLimit, items)
@@ -175,6 +180,9 @@ func (p *part) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 		ex.AddResponseHeader(hdrRateLimit, items)
 	}
 	if wait > 0 {
+		if ex.Traced() {
+			ex.TraceEvent("rate_limit.wait", attribute.Float64("rate_limit.wait_seconds", wait.Seconds()))
+		}
 		t := time.NewTimer(wait)
 		<-t.C
 	}

@@ -22,6 +22,9 @@ type Config struct {
 	// Reload makes the gateway reload by itself when its config file or a
 	// file: secret changes. Off by default.
 	Reload ReloadConfig `koanf:"reload" json:"reload"`
+	// Tracing exports OpenTelemetry spans over OTLP/HTTP and takes part in
+	// W3C Trace Context. Off by default.
+	Tracing TracingConfig `koanf:"tracing" json:"tracing"`
 	// Consumers are the callers of the gateway (backend services) by name,
 	// each known by its API keys.
 	Consumers map[string]ConsumerConfig `koanf:"consumers" json:"consumers,omitempty"`
@@ -146,6 +149,38 @@ type ReloadConfig struct {
 	// the changes of a burst (an editor's save, a Kubernetes volume update)
 	// make one reload. Default 1s; from MinReloadDebounce to MaxReloadDebounce.
 	Debounce Duration `koanf:"debounce" json:"debounce"`
+}
+
+// TracingConfig configures W3C Trace Context and span export (OTLP/HTTP).
+// Off (the default), the caller's traceparent and tracestate pass through
+// untouched and nothing else is done. It applies at reload.
+type TracingConfig struct {
+	// Enabled turns tracing on. Default false.
+	Enabled bool `koanf:"enabled" json:"enabled"`
+	// Endpoint is the collector's OTLP/HTTP traces URL, e.g.
+	// "http://127.0.0.1:4318/v1/traces". Required when enabled.
+	Endpoint string `koanf:"endpoint" json:"endpoint,omitempty"`
+	// Sample is the share of new traces that are recorded and exported,
+	// from 0 to 1. Default 1.
+	Sample float64 `koanf:"sample" json:"sample"`
+	// ParentBased follows the sampled flag of the caller's traceparent when
+	// there is one (OpenTelemetry's ParentBased sampler); sample then
+	// applies to calls that start a trace. False: sample applies to every
+	// call. Default true.
+	ParentBased bool `koanf:"parent_based" json:"parent_based"`
+	// ServiceName is the service.name of the exported spans. Default "sluice".
+	ServiceName string `koanf:"service_name" json:"service_name"`
+	// Timeout bounds one export to the collector. Default 5s.
+	Timeout Duration `koanf:"timeout" json:"timeout"`
+	// QueueSize is how many finished spans may wait for export; beyond it
+	// spans are dropped and counted (sluice_tracing_spans_dropped_total).
+	// Default 2048.
+	QueueSize int `koanf:"queue_size" json:"queue_size"`
+	// BatchSize is the most spans sent in one export. Default 512; at most queue_size.
+	BatchSize int `koanf:"batch_size" json:"batch_size"`
+	// Headers are sent with every export (a collector's API key). Values
+	// are secrets: use "${VAR}" or "file:/path"; they are never shown.
+	Headers map[string]Secret `koanf:"headers" json:"headers,omitempty"`
 }
 
 // Bounds of reload.debounce.

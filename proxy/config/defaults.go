@@ -19,6 +19,8 @@ func DefaultConfig() *Config {
 		Log:    LogConfig{Level: "info", Format: "json", AccessLog: true},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9090"},
 		Reload: ReloadConfig{Debounce: Duration(time.Second)},
+		Tracing: TracingConfig{Sample: 1, ParentBased: true, ServiceName: "sluice",
+			Timeout: Duration(5 * time.Second), QueueSize: 2048, BatchSize: 512},
 	}
 }
 

@@ -73,6 +73,7 @@ func (c *Config) validate(p *Problems) {
 	if r := c.Cluster.Redis; r != nil {
 		r.validate("cluster.redis", p)
 	}
+	c.Tracing.validate("tracing", p)
 	c.validateConsumers(p)
 
 	for _, name := range sortedKeys(c.Upstreams) {
@@ -367,4 +368,41 @@ func balancedBraces(s string) bool {
 		}
 	}
 	return depth == 0
+}
+
+func (t *TracingConfig) validate(key string, p *Problems) {
+	if t.Sample < 0 || t.Sample > 1 || t.Sample != t.Sample {
+		p.Addf(key+".sample", "must be between 0 and 1, got %v", t.Sample)
+	}
+	if t.Timeout <= 0 {
+		p.Addf(key+".timeout", "must be a positive duration, got %s", t.Timeout)
+	}
+	if t.QueueSize < 1 {
+		p.Addf(key+".queue_size", "must be at least 1, got %d", t.QueueSize)
+	}
+	if t.BatchSize < 1 || t.BatchSize > t.QueueSize {
+		p.Addf(key+".batch_size", "must be between 1 and queue_size (%d), got %d", t.QueueSize, t.BatchSize)
+	}
+	if t.ServiceName == "" {
+		p.Add(key+".service_name", "must not be empty")
+	}
+	for _, name := range sortedKeys(t.Headers) {
+		if !httpx.ValidToken(name) {
+			p.Addf(key+".headers."+name, "invalid header name %q", name)
+		} else if v := t.Headers[name].Reveal(); strings.ContainsAny(v, "\r\n") {
+			p.Add(key+".headers."+name, "must not contain line breaks")
+		}
+	}
+	if t.Endpoint == "" {
+		if t.Enabled {
+			p.Add(key+".endpoint", "is required when tracing is enabled (the collector's OTLP/HTTP URL, e.g. http://127.0.0.1:4318/v1/traces)")
+		}
+		return
+	}
+	u, err := url.Parse(t.Endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.Addf(key+".endpoint", "invalid URL %q: want http(s)://host:port/path, e.g. http://127.0.0.1:4318/v1/traces", t.Endpoint)
+	} else if u.User != nil {
+		p.Add(key+".endpoint", "must not contain credentials: use tracing.headers")
+	}
 }
