@@ -8,6 +8,7 @@ import (
 	"github.com/sluice-gw/sluice/plugins/cache"
 	"github.com/sluice-gw/sluice/plugins/circuitbreaker"
 	"github.com/sluice-gw/sluice/plugins/headers"
+	"github.com/sluice-gw/sluice/plugins/idempotency"
 	"github.com/sluice-gw/sluice/plugins/injectauth"
 	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
 	"github.com/sluice-gw/sluice/plugins/ratelimit"
@@ -23,6 +24,7 @@ func Pipeline() []proxy.Place {
 		normalizeerrors.Factory, // sees every answer last, gateway errors included
 		authenticate.Factory,    // who is calling: nothing below runs for a refused caller
 		ratelimit.Factory,       // the caller's fair share, counted for every call, hits included
+		idempotency.Factory,     // a repeated keyed POST/PATCH is answered here, from the stored answer
 		headers.Factory,         // request edits before cache keys; response edits on hits too
 		cache.Factory,           // a hit ends the call here
 		injectauth.Factory,      // the provider's credentials, once per call, kept by every retry
