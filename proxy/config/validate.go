@@ -74,6 +74,7 @@ func (c *Config) validate(p *Problems) {
 		r.validate("cluster.redis", p)
 	}
 	c.validateConsumers(p)
+	c.validateProfiles(p)
 
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]
