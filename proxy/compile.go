@@ -124,11 +124,17 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 	st.sections = g.decodeSections(cfg.Sections, &p)
 	blocks := map[string]*decodedBlock{}
 	g.decodeBlocks("plugins", cfg.Plugins, blocks, &p)
+	// A block on an upstream or a route is decoded with the keys of the
+	// upstream's profile under it (see withProfile).
+	underProfile := func(upstream string) func(string) map[string]any {
+		profile := cfg.Upstreams[upstream].Profile
+		return func(plugin string) map[string]any { return profileUnder(cfg, profile, plugin) }
+	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
-		g.decodeBlocks("upstreams."+name+".plugins", cfg.Upstreams[name].Plugins, blocks, &p)
+		g.decodeBlocks("upstreams."+name+".plugins", cfg.Upstreams[name].Plugins, blocks, &p, underProfile(name))
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
-		g.decodeBlocks("routes."+name+".plugins", cfg.Routes[name].Plugins, blocks, &p)
+		g.decodeBlocks("routes."+name+".plugins", cfg.Routes[name].Plugins, blocks, &p, underProfile(cfg.Routes[name].Upstream))
 	}
 	// Profiles: the ones declared in the file are checked whether used or
 	// not, the built-in ones when an upstream uses them.
@@ -223,7 +229,7 @@ func (g *Gateway) buildUpstream(st *state, name string, uc *config.UpstreamConfi
 
 // decodeBlocks decodes and validates every plugin block at one level of the
 // file, once, recording the results by key path.
-func (g *Gateway) decodeBlocks(prefix string, in config.PluginBlocks, out map[string]*decodedBlock, p *config.Problems) {
+func (g *Gateway) decodeBlocks(prefix string, in config.PluginBlocks, out map[string]*decodedBlock, p *config.Problems, under ...func(plugin string) map[string]any) {
 	for _, name := range slices.Sorted(maps.Keys(in)) {
 		path := prefix + "." + name
 		f, ok := g.opts.Plugins.Lookup(name)
@@ -251,6 +257,9 @@ func (g *Gateway) decodeBlocks(prefix string, in config.PluginBlocks, out map[st
 				continue // a disabled block's other keys are not checked
 			}
 		}
+		if len(under) > 0 {
+			raw = config.MergeBlocks(under[0](name), raw)
+		}
 		db.config, db.ok = decodeChecked(path, raw, f.newConfig, p)
 	}
 }
@@ -271,35 +280,30 @@ func levelOf(prefix string) int {
 // that uses profile pc (named profile): db is the most specific block the
 // file has for the plugin (nil if none). The profile's block for the plugin
 // (under plugins:) lies above the top-level block and below the upstream's
-// and the route's, key by key; its defaults fill the keys the result
-// leaves unset, only when the file itself has an enabled block. Merged
-// blocks are decoded and checked once per (block, profile) and kept in blocks.
+// and the route's, key by key; its defaults fill the keys left unset, only
+// where the file itself has an enabled block. Upstream and route blocks
+// were merged when decoded (decodeBlocks); the top-level block is merged
+// here, once per profile, and kept in blocks.
 func (g *Gateway) withProfile(db *decodedBlock, name, profile string, pc config.ProfileConfig, blocks map[string]*decodedBlock, p *config.Problems) *decodedBlock {
 	pdb := blocks["profiles."+profile+".plugins."+name]
 	def, hasDef := pc.Defaults[name]
 	switch {
 	case db == nil:
 		return pdb // the profile's own block, or nothing
-	case !db.enabled || !db.ok:
+	case db.level >= levelUpstream:
 		return db
-	case pdb == nil && !hasDef:
+	case pdb != nil && (!pdb.ok || !pdb.enabled || !db.enabled || !db.ok):
+		return pdb // the profile's block wins over the top level's whole
+	case !db.enabled || !db.ok || (pdb == nil && !hasDef):
 		return db
 	}
 	key := db.path + "\x00" + profile
 	if m, done := blocks[key]; done {
 		return m
 	}
-	var raw map[string]any
-	switch {
-	case pdb != nil && !pdb.enabled && db.level < levelUpstream:
-		blocks[key] = pdb // the profile switches the plugin off, over the top level
-		return pdb
-	case pdb == nil || !pdb.enabled:
-		raw = db.raw
-	case db.level < levelProfile:
+	raw := db.raw
+	if pdb != nil {
 		raw = config.MergeBlocks(db.raw, pdb.raw)
-	default:
-		raw = config.MergeBlocks(pdb.raw, db.raw)
 	}
 	raw = config.MergeBlocks(def, raw)
 	m := &decodedBlock{path: db.path, factory: db.factory, enabled: true, raw: raw, level: db.level}
@@ -308,6 +312,24 @@ func (g *Gateway) withProfile(db *decodedBlock, name, profile string, pc config.
 	}
 	blocks[key] = m
 	return m
+}
+
+// profileUnder returns the raw keys a profile lays under a block written on
+// an upstream or a route: its block for the plugin (unless that switches
+// the plugin off) with its defaults under it.
+func profileUnder(cfg *config.Config, profile, plugin string) map[string]any {
+	pc, ok := cfg.Profile(profile)
+	if profile == "" || !ok {
+		return nil
+	}
+	var under map[string]any
+	if blk, has := pc.Plugins[plugin]; has {
+		if on, isBool := blk["enabled"].(bool); !isBool || on {
+			under = maps.Clone(blk)
+			delete(under, "enabled")
+		}
+	}
+	return config.MergeBlocks(pc.Defaults[plugin], under)
 }
 
 // decodeSections decodes the plugin-owned top-level sections; a top-level
