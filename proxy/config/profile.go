@@ -18,18 +18,20 @@ import (
 // blocks. The built-in profiles are YAML files in proxy/config/profiles,
 // decoded and checked exactly like the ones declared under profiles:.
 type ProfileConfig struct {
-	// Description says what the profile is for (shown by /admin/config).
+	// Description says what the profile is for. The blocks are not shown by
+	// /admin/config as written (they may hold credentials); each route shows
+	// the blocks in force.
 	Description string `koanf:"description" json:"description,omitempty"`
 	// Plugins are blocks the profile switches on for the upstream's routes.
 	// For each plugin, the profile's keys override those of the top-level
 	// block and are overridden by those of the upstream's and the route's
 	// block; a block there with enabled: false switches it off.
-	Plugins PluginBlocks `koanf:"plugins" json:"plugins,omitempty"`
+	Plugins PluginBlocks `koanf:"plugins" json:"-"`
 	// Defaults are keys filled into a plugin's block only where the config
 	// enables that plugin itself (at the top level, on the upstream or on the
 	// route): an auth style (inject_auth type) needs the credential the
 	// config gives; the block's own keys win.
-	Defaults PluginBlocks `koanf:"defaults" json:"defaults,omitempty"`
+	Defaults PluginBlocks `koanf:"defaults" json:"-"`
 }
 
 //go:embed profiles/*.yaml
