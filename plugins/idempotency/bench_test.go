@@ -2,6 +2,7 @@ package idempotency_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/sluice-gw/sluice/internal/testkit"
@@ -13,7 +14,8 @@ import (
 func BenchmarkReplay(b *testing.B) {
 	up := testkit.NewUpstream(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(`{"id":"ch_1"}`) })
 	gw := testkit.StartGateway(b, gatewayYAML(up.URL, "", "{}"))
-	c := &fasthttp.Client{}
+	c := &fasthttp.HostClient{Addr: strings.TrimPrefix(gw.URL, "http://")}
+	defer c.CloseIdleConnections()
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -44,7 +46,8 @@ func BenchmarkUnkeyedPost(b *testing.B) {
 		b.Run(fmt.Sprint("idempotency=", block), func(b *testing.B) {
 			up := testkit.NewUpstream(b, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString(`{"id":"ch_1"}`) })
 			gw := testkit.StartGateway(b, gatewayYAML(up.URL, "", block))
-			c := &fasthttp.Client{}
+			c := &fasthttp.HostClient{Addr: strings.TrimPrefix(gw.URL, "http://")}
+			defer c.CloseIdleConnections()
 			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
