@@ -9,6 +9,7 @@ import (
 	"github.com/sluice-gw/sluice/plugins/circuitbreaker"
 	"github.com/sluice-gw/sluice/plugins/contract"
 	"github.com/sluice-gw/sluice/plugins/headers"
+	"github.com/sluice-gw/sluice/plugins/idempotency"
 	"github.com/sluice-gw/sluice/plugins/injectauth"
 	"github.com/sluice-gw/sluice/plugins/normalizeerrors"
 	"github.com/sluice-gw/sluice/plugins/ratelimit"
@@ -24,6 +25,7 @@ func Pipeline() []proxy.Place {
 		normalizeerrors.Factory, // sees every answer last, gateway errors included
 		authenticate.Factory,    // who is calling: nothing below runs for a refused caller
 		ratelimit.Factory,       // the caller's fair share, counted for every call, hits included
+		idempotency.Factory,     // a repeated keyed POST/PATCH is answered here, from the stored answer
 		headers.Factory,         // request edits before cache keys; response edits on hits too
 		contract.Factory,        // a call the provider's OpenAPI document refuses goes no further (hits included)
 		cache.Factory,           // a hit ends the call here

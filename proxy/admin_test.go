@@ -165,7 +165,7 @@ routes:
 	configs, _ := gw.PluginConfigs(t, "Authorization", "Bearer admin-secret-123")
 	got := func(route, plugin, key string) string { return fmt.Sprint(configs[route][plugin][key]) }
 	for _, c := range []struct{ route, plugin, key, want string }{
-		{"r", "retry", "methods", "[GET HEAD OPTIONS PUT DELETE]"},
+		{"r", "retry", "methods", "[GET HEAD OPTIONS PUT DELETE POST PATCH]"},
 		{"g", "retry", "methods", "[GET HEAD OPTIONS PUT DELETE POST PATCH]"},
 		{"r", "circuit_breaker", "consecutive_failures", "5"},
 		{"r", "circuit_breaker", "max_open_for", "10m0s"},

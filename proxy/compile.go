@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -68,8 +69,18 @@ type decodedBlock struct {
 	factory *Factory
 	config  any
 	enabled bool
-	ok      bool // decoded and valid
+	ok      bool           // decoded and valid
+	raw     map[string]any // the block's keys, enabled left out (for profile merges)
+	level   int            // levelTop, levelProfile, levelUpstream, levelRoute
 }
+
+// Where a plugin block was written, least specific first.
+const (
+	levelTop = iota
+	levelProfile
+	levelUpstream
+	levelRoute
+)
 
 // compile builds a state from a loaded config. It reports every problem it
 // finds (unknown plugins, bad plugin blocks, route conflicts, unreadable TLS
@@ -117,11 +128,36 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 	st.sections = g.decodeSections(cfg.Sections, &p)
 	blocks := map[string]*decodedBlock{}
 	g.decodeBlocks("plugins", cfg.Plugins, blocks, &p)
+	// A block on an upstream or a route is decoded with the keys of the
+	// upstream's profile under it (see withProfile).
+	underProfile := func(upstream string) func(string) map[string]any {
+		profile := cfg.Upstreams[upstream].Profile
+		return func(plugin string) map[string]any { return profileUnder(cfg, profile, plugin) }
+	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
-		g.decodeBlocks("upstreams."+name+".plugins", cfg.Upstreams[name].Plugins, blocks, &p)
+		g.decodeBlocks("upstreams."+name+".plugins", cfg.Upstreams[name].Plugins, blocks, &p, underProfile(name))
 	}
 	for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
-		g.decodeBlocks("routes."+name+".plugins", cfg.Routes[name].Plugins, blocks, &p)
+		g.decodeBlocks("routes."+name+".plugins", cfg.Routes[name].Plugins, blocks, &p, underProfile(cfg.Routes[name].Upstream))
+	}
+	// Profiles: the ones declared in the file are checked whether used or
+	// not, the built-in ones when an upstream uses them.
+	for _, name := range cfg.ProfileNames() {
+		_, declared := cfg.Profiles[name]
+		used := false
+		for _, uc := range cfg.Upstreams {
+			used = used || uc.Profile == name
+		}
+		if !declared && !used {
+			continue
+		}
+		pc, _ := cfg.Profile(name)
+		g.decodeBlocks("profiles."+name+".plugins", pc.Plugins, blocks, &p)
+		for _, plugin := range slices.Sorted(maps.Keys(pc.Defaults)) {
+			if _, ok := g.opts.Plugins.Lookup(plugin); !ok {
+				p.Add("profiles."+name+".defaults."+plugin, g.opts.Plugins.unknown(plugin))
+			}
+		}
 	}
 
 	for _, name := range slices.Sorted(maps.Keys(cfg.Routes)) {
@@ -198,7 +234,7 @@ func (g *Gateway) buildUpstream(st *state, name string, uc *config.UpstreamConfi
 
 // decodeBlocks decodes and validates every plugin block at one level of the
 // file, once, recording the results by key path.
-func (g *Gateway) decodeBlocks(prefix string, in config.PluginBlocks, out map[string]*decodedBlock, p *config.Problems) {
+func (g *Gateway) decodeBlocks(prefix string, in config.PluginBlocks, out map[string]*decodedBlock, p *config.Problems, under ...func(plugin string) map[string]any) {
 	for _, name := range slices.Sorted(maps.Keys(in)) {
 		path := prefix + "." + name
 		f, ok := g.opts.Plugins.Lookup(name)
@@ -206,12 +242,13 @@ func (g *Gateway) decodeBlocks(prefix string, in config.PluginBlocks, out map[st
 			p.Add(path, g.opts.Plugins.unknown(name))
 			continue
 		}
-		db := &decodedBlock{path: path, factory: f, enabled: true}
+		db := &decodedBlock{path: path, factory: f, enabled: true, level: levelOf(prefix)}
 		out[path] = db
 		raw := map[string]any{}
 		for k, v := range in[name] {
 			raw[k] = v
 		}
+		defer func() { db.raw = raw }()
 		if v, has := raw["enabled"]; has {
 			b, isBool := v.(bool)
 			if !isBool {
@@ -225,8 +262,79 @@ func (g *Gateway) decodeBlocks(prefix string, in config.PluginBlocks, out map[st
 				continue // a disabled block's other keys are not checked
 			}
 		}
+		if len(under) > 0 {
+			raw = config.MergeBlocks(under[0](name), raw)
+		}
 		db.config, db.ok = decodeChecked(path, raw, f.newConfig, p)
 	}
+}
+
+func levelOf(prefix string) int {
+	switch {
+	case strings.HasPrefix(prefix, "routes."):
+		return levelRoute
+	case strings.HasPrefix(prefix, "upstreams."):
+		return levelUpstream
+	case strings.HasPrefix(prefix, "profiles."):
+		return levelProfile
+	}
+	return levelTop
+}
+
+// withProfile returns the block in effect for one plugin on an upstream
+// that uses profile pc (named profile): db is the most specific block the
+// file has for the plugin (nil if none). The profile's block for the plugin
+// (under plugins:) lies above the top-level block and below the upstream's
+// and the route's, key by key; its defaults fill the keys left unset, only
+// where the file itself has an enabled block. Upstream and route blocks
+// were merged when decoded (decodeBlocks); the top-level block is merged
+// here, once per profile, and kept in blocks.
+func (g *Gateway) withProfile(db *decodedBlock, name, profile string, pc config.ProfileConfig, blocks map[string]*decodedBlock, p *config.Problems) *decodedBlock {
+	pdb := blocks["profiles."+profile+".plugins."+name]
+	def, hasDef := pc.Defaults[name]
+	switch {
+	case db == nil:
+		return pdb // the profile's own block, or nothing
+	case db.level >= levelUpstream:
+		return db
+	case pdb != nil && (!pdb.ok || !pdb.enabled || !db.enabled || !db.ok):
+		return pdb // the profile's block wins over the top level's whole
+	case !db.enabled || !db.ok || (pdb == nil && !hasDef):
+		return db
+	}
+	key := db.path + "\x00" + profile
+	if m, done := blocks[key]; done {
+		return m
+	}
+	raw := db.raw
+	if pdb != nil {
+		raw = config.MergeBlocks(db.raw, pdb.raw)
+	}
+	raw = config.MergeBlocks(def, raw)
+	m := &decodedBlock{path: db.path, factory: db.factory, enabled: true, raw: raw, level: db.level}
+	if m.config, m.ok = decodeChecked(db.path, raw, db.factory.newConfig, p); !m.ok {
+		p.Addf(db.path, "the problems above are of this block merged with profile %q's block and defaults", profile)
+	}
+	blocks[key] = m
+	return m
+}
+
+// profileUnder returns the raw keys a profile lays under a block written on
+// an upstream or a route: its block for the plugin (unless that switches
+// the plugin off) with its defaults under it.
+func profileUnder(cfg *config.Config, profile, plugin string) map[string]any {
+	pc, ok := cfg.Profile(profile)
+	if profile == "" || !ok {
+		return nil
+	}
+	var under map[string]any
+	if blk, has := pc.Plugins[plugin]; has {
+		if on, isBool := blk["enabled"].(bool); !isBool || on {
+			under = maps.Clone(blk)
+			delete(under, "enabled")
+		}
+	}
+	return config.MergeBlocks(pc.Defaults[plugin], under)
 }
 
 // decodeSections decodes the plugin-owned top-level sections; a top-level
@@ -279,6 +387,8 @@ func decodeChecked(path string, raw map[string]any, newConfig func() any, p *con
 // are built, and see each other's configs (Peers), in pipeline order.
 func (g *Gateway) buildPlugins(st *state, rt *Route, rc *config.RouteConfig, blocks map[string]*decodedBlock, p *config.Problems) []builtPlugin {
 	cfg, reg := st.cfg, g.opts.Plugins
+	profile := cfg.Upstreams[rc.Upstream].Profile
+	pc, hasProfile := cfg.Profile(profile)
 	var effective []*decodedBlock
 	for _, f := range reg.order {
 		if f.part != "" {
@@ -294,6 +404,9 @@ func (g *Gateway) buildPlugins(st *state, rt *Route, rc *config.RouteConfig, blo
 			if db = blocks[path]; db != nil {
 				break
 			}
+		}
+		if hasProfile && profile != "" {
+			db = g.withProfile(db, name, profile, pc, blocks, p)
 		}
 		if db != nil && db.ok && db.enabled {
 			effective = append(effective, db) // else unknown or invalid (reported) or switched off

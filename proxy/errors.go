@@ -302,3 +302,22 @@ func isNetError(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne)
 }
+
+// Codes lists every error code, in order.
+func Codes() []Code {
+	out := make([]Code, numCodes)
+	for i := range out {
+		out[i] = Code(i)
+	}
+	return out
+}
+
+// ParseCode returns the code whose wire name is name ("circuit_open").
+func ParseCode(name string) (Code, bool) {
+	for i := range numCodes {
+		if codeInfo[i].name == name {
+			return i, true
+		}
+	}
+	return 0, false
+}

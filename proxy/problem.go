@@ -234,3 +234,29 @@ func appendJSONString(dst []byte, s string) []byte {
 func appendJSONBytes(dst, b []byte) []byte {
 	return appendJSONString(dst, b2s(b))
 }
+
+// WriteErrorAs renders a gateway error as the route would, except that
+// render writes the body: a plugin that speaks the upstream's error
+// dialect uses it so that a provider SDK parses Sluice's own errors. The
+// answer is reset; the error's status, its own headers (Allow,
+// WWW-Authenticate), Retry-After and Cache-Control: no-store are set before
+// render runs, and the error is recorded (ex.Err, sluice_errors_total, the
+// access log's code) like any other. render gets the Problem the route
+// would have written and may set the Content-Type, other headers and the body.
+func WriteErrorAs(ctx *fasthttp.RequestCtx, ex *Exchange, err error, render func(p *Problem)) {
+	e := Classify(err)
+	ex.Err = e
+	p := ProblemFor(e, ctx, ex)
+	resp := &ctx.Response
+	resp.Reset()
+	ex.problem = p.Code + 1
+	resp.SetStatusCode(p.Status)
+	resp.Header.SetBytesKV(strCacheControl, strNoStore)
+	if p.RetryAfter > 0 {
+		resp.Header.SetBytesKV(strRetryAfter, strconv.AppendInt(ex.scratch[:0], int64(p.RetryAfter), 10))
+	}
+	for _, h := range e.Header {
+		resp.Header.SetBytesKV(h.Name, h.Value)
+	}
+	render(&p)
+}

@@ -80,7 +80,7 @@ func TestRegistryRejectsProgrammingErrors(t *testing.T) {
 // The built-in pipeline's places, by name, outermost first.
 func TestBuiltInStages(t *testing.T) {
 	t.Parallel()
-	want := []string{"normalize_errors", "authenticate", "rate_limit", "headers", "contract", "cache", "contract.responses", "inject_auth", "retry",
+	want := []string{"normalize_errors", "authenticate", "rate_limit", "idempotency", "headers", "contract", "cache", "contract.responses", "inject_auth", "retry",
 		"circuit_breaker", "rate_limit.upstream_quota"}
 	if got := plugins.Registry().Stages(); !slices.Equal(got, want) {
 		t.Errorf("Stages() = %v, want %v", got, want)

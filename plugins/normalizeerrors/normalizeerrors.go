@@ -1,16 +1,26 @@
-// Package normalizeerrors is the normalize_errors plugin: it turns an
-// upstream's 4xx/5xx answer, in whatever dialect the provider speaks, into the
-// gateway's problem+json shape (RFC 9457), keeping the status.
+// Package normalizeerrors is the normalize_errors plugin: it decides in
+// which shape a route's errors reach the caller.
 //
-// It owns only upstream answers. Errors the gateway produces itself are always
-// problem+json, with or without this plugin; switching it off for a route
-// ({enabled: false}) passes the provider's own error bodies through for
-// callers whose SDKs parse them.
+// Upstream errors (a 4xx/5xx answer): upstream_errors: problem (default)
+// turns them into the gateway's problem+json shape (RFC 9457), keeping the
+// status; passthrough leaves the provider's own body for its SDK to parse.
+//
+// Gateway errors (unauthorized, rate_limited, circuit_open...):
+// gateway_errors: problem (default) renders them as problem+json, as the
+// route does without this plugin; dialect renders them with the dialect
+// block, in the provider's own error format, so that the provider's SDK
+// raises its typed error. A provider profile (profile: stripe) sets both to
+// the SDK-friendly choice.
+//
+// A caller that sends Accept: application/problem+json always gets
+// problem+json, whatever the settings.
 package normalizeerrors
 
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy"
@@ -37,10 +47,32 @@ type Config struct {
 	// decompressed up to MaxParse only; beyond it, it is neither parsed nor
 	// kept. Default 1MiB.
 	MaxParse config.Size `koanf:"max_parse" json:"max_parse"`
+	// UpstreamErrors is what happens to a provider's error answer:
+	// "problem" (default) rewrites it as problem+json; "passthrough" leaves
+	// the provider's body and headers as they are, for its SDK to parse.
+	UpstreamErrors string `koanf:"upstream_errors" json:"upstream_errors"`
+	// GatewayErrors is how the gateway's own errors on the route are
+	// written: "problem" (default) as problem+json; "dialect" in the
+	// provider's format, with the dialect block.
+	GatewayErrors string `koanf:"gateway_errors" json:"gateway_errors"`
+	// Dialect describes the provider's error format; required by
+	// gateway_errors: dialect. Provider profiles set it.
+	Dialect *Dialect `koanf:"dialect" json:"dialect,omitempty"`
 }
 
-// Defaults sets max_parse to 1MiB.
-func (c *Config) Defaults() { c.MaxParse = 1 << 20 }
+// Defaults sets max_parse to 1MiB and both modes to problem.
+func (c *Config) Defaults() {
+	c.MaxParse = 1 << 20
+	c.UpstreamErrors = modeProblem
+	c.GatewayErrors = modeProblem
+}
+
+// The modes.
+const (
+	modeProblem     = "problem"
+	modePassthrough = "passthrough"
+	modeDialect     = "dialect"
+)
 
 // Validate checks the pointers.
 func (c *Config) Validate() error {
@@ -54,6 +86,25 @@ func (c *Config) Validate() error {
 	if c.MaxParse <= 0 {
 		p.Add("max_parse", "must be positive")
 	}
+	switch c.UpstreamErrors {
+	case modeProblem, modePassthrough:
+	default:
+		p.Addf("upstream_errors", "unknown mode %q: want problem or passthrough", c.UpstreamErrors)
+	}
+	switch c.GatewayErrors {
+	case modeProblem:
+	case modeDialect:
+		if c.Dialect == nil {
+			p.Add("dialect", "is required by gateway_errors: dialect (or use a provider profile, which sets it)")
+		}
+	default:
+		p.Addf("gateway_errors", "unknown mode %q: want problem or dialect", c.GatewayErrors)
+	}
+	if c.Dialect != nil {
+		if _, err := c.Dialect.compile(); err != nil {
+			p.AddErr("dialect", err)
+		}
+	}
 	return p.Err()
 }
 
@@ -61,7 +112,15 @@ func (c *Config) Validate() error {
 var Factory = proxy.Define("normalize_errors", build)
 
 func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
-	n := &Plugin{keepBody: c.KeepBody, maxParse: int(c.MaxParse), upstream: b.Upstream.Name}
+	n := &Plugin{keepBody: c.KeepBody, maxParse: int(c.MaxParse), upstream: b.Upstream.Name,
+		passthrough: c.UpstreamErrors == modePassthrough}
+	if c.GatewayErrors == modeDialect {
+		d, err := c.Dialect.compile()
+		if err != nil {
+			return nil, err
+		}
+		n.dialect = d
+	}
 	n.message, _ = jsonpointer.Parse(c.Message)
 	n.code, _ = jsonpointer.Parse(c.Code)
 	return n, nil
@@ -73,6 +132,8 @@ type Plugin struct {
 	keepBody      bool
 	maxParse      int
 	upstream      string
+	passthrough   bool      // upstream_errors: passthrough
+	dialect       *compiled // gateway_errors: dialect; nil: problem+json
 }
 
 var _ proxy.Plugin = (*Plugin)(nil)
@@ -87,11 +148,18 @@ const maxDetail = 1024
 // Handle normalizes an upstream answer with status 400 or above.
 func (n *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	if err := next.Handle(ctx, ex); err != nil {
-		return err // gateway errors are rendered by the route
+		if n.dialect == nil || wantsProblem(&ctx.Request) {
+			return err // rendered by the route, as problem+json
+		}
+		proxy.WriteErrorAs(ctx, ex, err, func(p *proxy.Problem) { n.dialect.write(ctx, ex, p) })
+		return nil
 	}
 	status := ctx.Response.StatusCode()
 	if status < 400 || !ex.FromUpstream {
 		return nil
+	}
+	if n.passthrough && !wantsProblem(&ctx.Request) {
+		return nil // the provider's own body, for its SDK
 	}
 	resp := &ctx.Response
 	body := resp.Body()
@@ -188,3 +256,28 @@ func truncate(s string, n int) string {
 }
 
 func ceilSecs(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
+
+// wantsProblem reports whether the caller asked for problem+json: its
+// Accept header names application/problem+json (with a non-zero q).
+func wantsProblem(req *fasthttp.Request) bool {
+	accept := req.Header.Peek("Accept")
+	if len(accept) < len(proxy.ProblemContentType) {
+		return false
+	}
+	for part := range strings.SplitSeq(string(accept), ",") {
+		mt, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if !strings.EqualFold(strings.TrimSpace(mt), proxy.ProblemContentType) {
+			continue
+		}
+		for param := range strings.SplitSeq(params, ";") {
+			k, v, _ := strings.Cut(strings.TrimSpace(param), "=")
+			if strings.EqualFold(strings.TrimSpace(k), "q") {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil && f == 0 {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	return false
+}

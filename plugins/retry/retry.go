@@ -53,8 +53,10 @@ type Config struct {
 	// closed, malformed answer). Default [502, 503, 504, timeout, conn_error].
 	On []string `koanf:"on" json:"on"`
 	// Methods are the methods that may be retried. Default GET, HEAD,
-	// OPTIONS, PUT, DELETE, plus POST and PATCH with idempotency_key:
-	// generate. POST and PATCH are retried only with an Idempotency-Key.
+	// OPTIONS, PUT, DELETE, POST and PATCH; POST and PATCH (and any other
+	// method that is not idempotent) are retried only when the request
+	// carries an Idempotency-Key, the caller's or, with idempotency_key:
+	// generate, Sluice's.
 	Methods []string `koanf:"methods" json:"methods"`
 	// IdempotencyKey is "require" (default: POST and PATCH are retried only
 	// when the caller sent an Idempotency-Key) or "generate" (Sluice adds a
@@ -160,15 +162,14 @@ type budgetKey struct {
 }
 
 // Settle sets the methods retried when the block names none: the
-// idempotent ones, with POST and PATCH when idempotency_key is generate.
+// idempotent ones, and POST and PATCH, which mayRetry still lets through
+// only with an Idempotency-Key (the caller's under require, the caller's or
+// a generated one under generate), as the documentation has always said.
 func (c *Config) Settle() {
 	if c.Methods != nil {
 		return
 	}
-	c.Methods = slices.Clone(idempotentMethods)
-	if c.IdempotencyKey == "generate" {
-		c.Methods = append(c.Methods, "POST", "PATCH")
-	}
+	c.Methods = append(slices.Clone(idempotentMethods), "POST", "PATCH")
 }
 
 func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {

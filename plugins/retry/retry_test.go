@@ -101,6 +101,33 @@ func TestPostNeedsIdempotencyKey(t *testing.T) {
 	}
 }
 
+// Under the default block (idempotency_key: require, methods unset) a POST
+// or PATCH that carries the caller's Idempotency-Key is retried, as the
+// documentation says; one without a key is sent once.
+func TestDefaultRetriesKeyedPost(t *testing.T) {
+	t.Parallel()
+	up := testkit.NewFaultUpstream(t)
+	gw := gateway(t, `url: "`+up.URL+`"`, `{retry: {backoff: 1ms}}`)
+	for _, method := range []string{"POST", "PATCH"} {
+		before := up.Hits()
+		up.Script(testkit.Err503, testkit.OK)
+		if resp := testkit.Do(t, method, gw.URL+"/charge", `{"amount":100}`, "Idempotency-Key", "k-"+method); resp.Status != 200 {
+			t.Errorf("%s with Idempotency-Key: status %d, want 200 after one retry", method, resp.Status)
+		}
+		if got := up.Hits() - before; got != 2 {
+			t.Errorf("%s with Idempotency-Key: upstream hit %d times, want 2", method, got)
+		}
+		before = up.Hits()
+		up.Script(testkit.Err503, testkit.OK)
+		if resp := testkit.Do(t, method, gw.URL+"/charge", `{"amount":100}`); resp.Status != 503 {
+			t.Errorf("%s without Idempotency-Key: status %d, want the 503 unretried", method, resp.Status)
+		}
+		if got := up.Hits() - before; got != 1 {
+			t.Errorf("%s without Idempotency-Key: upstream hit %d times, want 1", method, got)
+		}
+	}
+}
+
 var uuidV4 = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 // idempotency_key: generate adds a UUID when the caller sent none, the same on

@@ -37,6 +37,10 @@ type Config struct {
 	// Routes map caller requests to upstreams, by name (lower-case letters,
 	// digits, '-' and '_').
 	Routes map[string]RouteConfig `koanf:"routes" json:"routes"`
+	// Profiles are provider profiles declared here, by name, besides the
+	// built-in ones (stripe, github, openai, slack, twilio); one named like a
+	// built-in replaces it. An upstream uses one with profile: NAME.
+	Profiles map[string]ProfileConfig `koanf:"profiles" json:"profiles,omitempty"`
 	// Sections holds the other top-level sections, raw: each belongs to a
 	// plugin (cache: belongs to the cache plugin), which decodes and checks
 	// it when the pipeline is compiled. A key no plugin owns is an error then.
@@ -271,6 +275,11 @@ type UpstreamConfig struct {
 	MaxResponseBody Size `koanf:"max_response_body" json:"max_response_body"`
 	// TLS configures https targets.
 	TLS TLSConfig `koanf:"tls" json:"tls"`
+	// Profile names a provider profile (built in, or declared under
+	// profiles:) whose plugin blocks apply to this upstream's routes as
+	// defaults: the upstream's and the route's own blocks override them key
+	// by key. Empty (default): none.
+	Profile string `koanf:"profile" json:"profile,omitempty"`
 	// Plugins apply to every route of this upstream; a route's own block for
 	// the same plugin replaces this one.
 	Plugins PluginBlocks `koanf:"plugins" json:"-"`

@@ -75,6 +75,7 @@ func (c *Config) validate(p *Problems) {
 	}
 	c.Tracing.validate("tracing", p)
 	c.validateConsumers(p)
+	c.validateProfiles(p)
 
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]

@@ -26,7 +26,7 @@ routes:
   r: {path: "/{p:*}", upstream: up, plugins: {greeter: {name: world}, cache: {ttl: 60s, override: true}}}
 `, up.URL), testkit.Options{Registry: pipeline})
 
-	if got := pipeline.Stages(); strings.Join(got, ",") != "normalize_errors,authenticate,rate_limit,headers,contract,cache,greeter,contract.responses,inject_auth,retry,circuit_breaker,rate_limit.upstream_quota" {
+	if got := pipeline.Stages(); strings.Join(got, ",") != "normalize_errors,authenticate,rate_limit,idempotency,headers,contract,cache,greeter,contract.responses,inject_auth,retry,circuit_breaker,rate_limit.upstream_quota" {
 		t.Fatalf("pipeline: %v", got)
 	}
 	first := testkit.Do(t, "GET", gw.URL+"/a", "")

@@ -1,0 +1,9 @@
+package idempotency_test
+
+import (
+	"testing"
+
+	"github.com/sluice-gw/sluice/internal/testkit"
+)
+
+func TestMain(m *testing.M) { testkit.RunWithoutLeaks(m) }
