@@ -39,6 +39,15 @@ var (
 	errBodyTooLarge = fasthttp.ErrBodyTooLarge
 
 	errTooManyInterim = errors.New("more than 8 interim (1xx) responses")
+
+	// errNothingSent: writing the request to a reused connection failed
+	// before one byte of it left the gateway (the provider closed the
+	// connection between the check before reuse and the write). It is the
+	// only failure that proves a non-idempotent request never reached the
+	// provider, so the only one after which such a request is sent again.
+	// (A write that succeeded followed by EOF or a reset with no answer byte
+	// is no such proof: the provider may have acted and then crashed.)
+	errNothingSent = errors.New("the upstream closed the reused connection before the request was written")
 )
 
 // callerCheckEvery is how often an attempt that is still waiting for the
@@ -56,7 +65,7 @@ func (u *Upstream) roundTrip(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange, 
 	start := time.Now()
 	deadline := start.Add(timeout)
 	reused, err := u.attemptOnce(t, ctx, ex, start, deadline, timeout)
-	if err != nil && reused && IsIdempotent(&ctx.Request) && resendable(err) && time.Now().Before(deadline) {
+	if err != nil && reused && resendable(err) && (err == errNothingSent || IsIdempotent(&ctx.Request)) && time.Now().Before(deadline) {
 		_, err = u.attemptOnce(t, ctx, ex, start, deadline, timeout)
 	}
 	return err
@@ -106,6 +115,7 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 	}
 	conn := cc.Conn()
 
+	sent := bytesWritten(conn)
 	if err = conn.SetWriteDeadline(deadline); err == nil {
 		bw := hc.AcquireWriter(conn)
 		err = req.Write(bw)
@@ -116,6 +126,9 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 	}
 	if err != nil {
 		hc.CloseConn(cc)
+		if sent >= 0 && bytesWritten(conn) == sent {
+			err = errNothingSent
+		}
 		return reused, err
 	}
 
@@ -400,12 +413,33 @@ func callerGone(ctx *fasthttp.RequestCtx) bool {
 }
 
 // upstreamConn is a dialed upstream connection with its raw socket looked
-// up once, so that checking it before reuse does not allocate.
+// up once, so that checking it before reuse does not allocate. It counts
+// the bytes written to it, so that a failed write is known to have sent
+// nothing (errNothingSent).
 type upstreamConn struct {
 	net.Conn
-	raw    syscall.RawConn
-	peeker peeker
-	look   func(uintptr) // peeker.look, bound once
+	raw     syscall.RawConn
+	peeker  peeker
+	look    func(uintptr) // peeker.look, bound once
+	written int64
+}
+
+func (c *upstreamConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written += int64(n)
+	return n, err
+}
+
+// bytesWritten is how many bytes were written to c so far, or -1 when c
+// does not count them. (Only one attempt uses a connection at a time.)
+func bytesWritten(c net.Conn) int64 {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS: the socket under it
+		c = tc.NetConn()
+	}
+	if pc, ok := c.(*upstreamConn); ok {
+		return pc.written
+	}
+	return -1
 }
 
 // wrapUpstreamConn wraps TCP connections for pooledConnClean; others pass.
