@@ -137,13 +137,32 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 	closeConn := true
 	if err == nil {
 		status := resp.StatusCode()
+		untilClose := resp.Header.ContentLength() == -2
 		if !resp.SkipBody && status >= 200 && status != 204 && status != 304 {
-			err = u.readBody(ex, br, resp, hc.MaxResponseBodySize)
+			switch u.bodyMode(ex, resp) {
+			case bodyWhole:
+				err = u.readBody(ex, br, resp, hc.MaxResponseBodySize)
+			case bodyStream:
+				acquireStream(br, resp).start(u, ctx, ex, conn, releaser(hc, cc, br, req.ConnectionClose(), hc.ReleaseConn, hc.CloseConn), nil)
+				return reused, nil
+			default: // bodyMaybe
+				s := acquireStream(br, resp)
+				var buf []byte
+				var long bool
+				if buf, long, err = u.readPrefix(ex, s, resp); err == nil && long {
+					s.start(u, ctx, ex, conn, releaser(hc, cc, br, req.ConnectionClose(), hc.ReleaseConn, hc.CloseConn), buf)
+					return reused, nil
+				}
+				putStream(s)
+				if err == nil {
+					resp.SwapBody(buf)
+					resp.Header.SetContentLength(len(buf))
+				}
+			}
 		}
 		// Bytes beyond the answer's end mean the provider and the gateway
 		// disagree on where answers end: never use the connection again.
-		closeConn = err != nil || br.Buffered() > 0 || req.ConnectionClose() || resp.ConnectionClose() ||
-			resp.Header.ContentLength() == -2
+		closeConn = err != nil || br.Buffered() > 0 || req.ConnectionClose() || resp.ConnectionClose() || untilClose
 		if err == nil && br.Buffered() > 0 {
 			u.metrics.discarded[discardFraming].Inc()
 		}
@@ -155,6 +174,20 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 		hc.ReleaseConn(cc)
 	}
 	return reused, err
+}
+
+// releaser is how a stream gives its connection back when it ends: to the
+// pool after a clean end (reuse), closed otherwise.
+// (Generic because fasthttp does not export its connection type.)
+func releaser[C any](hc *fasthttp.HostClient, cc C, br *bufio.Reader, reqClose bool, keep, drop func(C)) func(bool) {
+	return func(reuse bool) {
+		hc.ReleaseReader(br)
+		if reuse && !reqClose {
+			keep(cc)
+		} else {
+			drop(cc)
+		}
+	}
 }
 
 // readHead reads the answer's status line and headers, skipping interim 1xx
@@ -348,7 +381,11 @@ func (ex *Exchange) settleBodies(resp *fasthttp.Response) {
 	}
 	held := ex.respHeld + ex.reqHeld
 	ex.respHeld, ex.reqHeld, ex.budget = 0, 0, nil
-	if body := resp.Body(); len(body) >= bigBody && !resp.SkipBody && !resp.IsBodyStream() {
+	if resp.IsBodyStream() || resp.SkipBody {
+		b.used.Add(-held)
+		return
+	}
+	if body := resp.Body(); len(body) >= bigBody {
 		body = resp.SwapBody(nil)
 		resp.SetBodyStream(&budgetedBody{b: b, held: held, body: body}, len(body))
 		return
@@ -400,8 +437,11 @@ func pooledConnClean(c net.Conn) bool {
 
 // callerGone reports whether the caller closed its connection (an orderly
 // close or a reset). A caller that sent more (a pipelined request) is there.
-func callerGone(ctx *fasthttp.RequestCtx) bool {
-	sc, ok := ctx.Conn().(syscall.Conn)
+func callerGone(ctx *fasthttp.RequestCtx) bool { return connGone(ctx.Conn()) }
+
+// connGone reports whether the peer closed c (see callerGone).
+func connGone(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false
 	}

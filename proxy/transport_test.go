@@ -122,7 +122,7 @@ func TestBodyBudgetHolds(t *testing.T) {
 	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 server: {max_body_memory: 10MiB, max_request_body: 1MiB}
-upstreams: {up: {url: %q, max_response_body: 4MiB}}
+upstreams: {up: {url: %q, max_response_body: 4MiB, stream_threshold: 4MiB}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
 	const callers = 8
@@ -212,7 +212,7 @@ func TestOverLimitChunkedAnswerAllocatesAboutTheLimit(t *testing.T) {
 	up.SetDefault(testkit.Fault{ChunkedForever: true})
 	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
-upstreams: {up: {url: %q, max_response_body: 8MiB}}
+upstreams: {up: {url: %q, max_response_body: 8MiB, stream_threshold: 8MiB}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {retry: {attempts: 3, backoff: 1ms}}}}
 `, up.URL))
 	up.Script(testkit.OK)

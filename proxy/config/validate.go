@@ -169,6 +169,17 @@ func (u *UpstreamConfig) validate(key string, p *Problems) {
 	if u.MaxResponseBody < 0 {
 		p.Add(key+".max_response_body", "must not be negative")
 	}
+	if u.StreamThreshold < 0 {
+		p.Add(key+".stream_threshold", "must not be negative")
+	} else if u.StreamThreshold > 0 && u.MaxResponseBody > 0 && u.StreamThreshold > u.MaxResponseBody {
+		p.Addf(key+".stream_threshold", "%s is above max_response_body %s: answers between the two would be refused instead of streamed", u.StreamThreshold, u.MaxResponseBody)
+	}
+	if u.StreamIdleTimeout < 0 {
+		p.Add(key+".stream_idle_timeout", "must not be negative")
+	}
+	if u.MaxStreamDuration < 0 {
+		p.Add(key+".max_stream_duration", "must not be negative")
+	}
 	if (u.TLS.CertFile == "") != (u.TLS.KeyFile == "") {
 		p.Add(key+".tls", "cert_file and key_file go together")
 	}
