@@ -377,3 +377,88 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		t.Fatalf("provider asked %d times, want 1", h)
 	}
 }
+
+// The cache passes a streamed answer on without storing it (storing would
+// hold it whole in memory); a short one on the same route is stored.
+func TestCachePassesStreamsThrough(t *testing.T) {
+	t.Parallel()
+	var hits atomic.Int32
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		if r.URL.Path == "/events" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.(http.Flusher).Flush() // chunked, as event streams are
+			_, _ = io.WriteString(w, "data: a\n\n")
+			return
+		}
+		_, _ = io.WriteString(w, "short")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "http://%s"}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
+`, ln.Addr()))
+	for range 2 {
+		r := testkit.Do(t, "GET", gw.URL+"/events", "")
+		if r.Status != 200 || string(r.Body) != "data: a\n\n" {
+			t.Fatalf("event stream: %d %q", r.Status, r.Body)
+		}
+	}
+	if n := hits.Load(); n != 2 {
+		t.Fatalf("provider asked %d times for the streamed answer, want 2 (never stored)", n)
+	}
+	for range 2 {
+		if r := testkit.Do(t, "GET", gw.URL+"/short", ""); r.Status != 200 || string(r.Body) != "short" {
+			t.Fatalf("short answer: %d %q", r.Status, r.Body)
+		}
+	}
+	if n := hits.Load(); n != 3 {
+		t.Fatalf("provider asked %d times in all, want 3 (the short answer stored)", n)
+	}
+}
+
+// normalize_errors rewrites a streamed error answer (longer than
+// stream_threshold), reading no more than max_parse of it.
+func TestNormalizeErrorsReadsAStreamedErrorUpToMaxParse(t *testing.T) {
+	t.Parallel()
+	pad := strings.Repeat(" ", 300<<10)
+	body := `{"error":{"message":"quota gone","code":"Q1"}}` + pad
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		w.WriteHeader(500)
+		_, _ = io.WriteString(w, body)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	for _, tc := range []struct{ maxParse, detail, outcome string }{
+		{"1MiB", "quota gone", "complete"},                                       // read to its end
+		{"64KiB", "upstream up answered 500 Internal Server Error", "discarded"}, // not parsed, rest dropped
+	} {
+		gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "http://%s", stream_threshold: 64KiB}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {normalize_errors: {message: "/error/message", code: "/error/code", max_parse: %s}}}}
+`, ln.Addr(), tc.maxParse))
+		r := testkit.Do(t, "GET", gw.URL+"/x", "")
+		p := testkit.WantProblem(t, r, 500, "upstream_error")
+		if p["detail"] != tc.detail {
+			t.Fatalf("max_parse %s: detail %q, want %q", tc.maxParse, p["detail"], tc.detail)
+		}
+		testkit.Eventually(t, 5*time.Second, func() bool {
+			v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", tc.outcome)
+			return v == 1
+		}, "the stream is counted "+tc.outcome)
+	}
+}
