@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -139,7 +140,11 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 		status := resp.StatusCode()
 		untilClose := resp.Header.ContentLength() == -2
 		if !resp.SkipBody && status >= 200 && status != 204 && status != 304 {
-			switch u.bodyMode(ex, resp) {
+			mode := bodyWhole
+			if cl := resp.Header.ContentLength(); cl < 0 || cl > u.streamThreshold { // not the common short answer
+				mode = u.bodyMode(ex, resp)
+			}
+			switch mode {
 			case bodyWhole:
 				err = u.readBody(ex, br, resp, hc.MaxResponseBodySize)
 			case bodyStream:
@@ -472,12 +477,15 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 
 // bytesWritten is how many bytes were written to c so far, or -1 when c
 // does not count them. (Only one attempt uses a connection at a time.)
+// (A type switch on concrete types: it runs once per attempt.)
 func bytesWritten(c net.Conn) int64 {
-	if tc, ok := c.(interface{ NetConn() net.Conn }); ok { // TLS: the socket under it
-		c = tc.NetConn()
-	}
-	if pc, ok := c.(*upstreamConn); ok {
-		return pc.written
+	switch c := c.(type) {
+	case *upstreamConn:
+		return c.written
+	case *tls.Conn: // the socket under it
+		if pc, ok := c.NetConn().(*upstreamConn); ok {
+			return pc.written
+		}
 	}
 	return -1
 }
