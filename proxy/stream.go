@@ -120,6 +120,8 @@ type upstreamStream struct {
 	writeFor time.Duration
 	sent     int64
 	limit    int64 // max_response_body
+	direct   bool  // framed by length or by close: WriteTo passes bytes from br's buffer
+	left     int64 // bytes of a length-framed body not yet passed on; -1 when framed by close
 	done     bool  // the body ended (EOF)
 	failed   error
 	closed   atomic.Bool // drained
@@ -172,6 +174,10 @@ func (s *upstreamStream) start(u *Upstream, ctx *fasthttp.RequestCtx, ex *Exchan
 	s.reqID = string(ex.requestID)
 	resp := &ctx.Response
 	cl := resp.Header.ContentLength()
+	s.direct, s.left = cl >= 0 || cl == -2, int64(cl)
+	if cl < 0 {
+		s.left = -1
+	}
 	if cl < 0 || len(prefix) > 0 {
 		cl = -1 // chunked to the caller
 	}
@@ -284,6 +290,103 @@ func (s *upstreamStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// SupportsBodyWriteTo tells fasthttp to use WriteTo for a body framed by
+// its length or by the provider's close (a download): no decoder stands
+// between the provider connection's buffer and the caller.
+func (s *upstreamStream) SupportsBodyWriteTo() bool { return s.direct }
+
+// WriteTo passes the body on straight from the provider connection's read
+// buffer: each read from the provider (up to 32 KiB) is one write to the
+// caller, with no copy in between. Same waits, limits and outcomes as Read.
+func (s *upstreamStream) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for s.off < len(s.prefix) {
+		n, err := w.Write(s.prefix[s.off:])
+		s.off += n
+		total += int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	for {
+		b, err := s.next()
+		if len(b) > 0 {
+			n, werr := w.Write(b)
+			_, _ = s.br.Discard(n)
+			total += int64(n)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// next returns the body bytes waiting in the provider connection's buffer
+// (filling it once if empty), counted as passed on; the caller of next
+// discards them from the buffer once written.
+func (s *upstreamStream) next() ([]byte, error) {
+	switch {
+	case s.closed.Load():
+		s.failed = errStreamDrainedErr
+	case s.failed != nil:
+	case s.done || s.left == 0:
+		s.done = true
+		return nil, io.EOF
+	}
+	if s.failed != nil {
+		return nil, s.failed
+	}
+	if s.br.Buffered() == 0 {
+		if err := s.wait(); err != nil {
+			s.failed = err
+			return nil, err
+		}
+		until := time.Now().Add(s.idle)
+		if !s.end.IsZero() && s.end.Before(until) {
+			until = s.end
+		}
+		_ = s.conn.SetReadDeadline(until)
+		if _, err := s.br.Peek(1); err != nil {
+			switch {
+			case err == io.EOF && s.left < 0: // framed by close: the end
+				s.done = true
+				return nil, io.EOF
+			case isTimeout(err) && !s.end.IsZero() && !time.Now().Before(s.end):
+				err = errStreamMaxDuration
+			case isTimeout(err):
+				err = errStreamIdle
+			case err == io.EOF:
+				err = &streamCut{io.ErrUnexpectedEOF}
+			default:
+				err = &streamCut{err}
+			}
+			s.failed = err
+			return nil, err
+		}
+	}
+	n := int64(s.br.Buffered())
+	if s.left >= 0 && n > s.left {
+		n = s.left
+	}
+	if s.limit > 0 && s.sent+n > s.limit {
+		s.failed = errStreamTooLarge
+		return nil, s.failed
+	}
+	b, _ := s.br.Peek(int(n))
+	if s.left > 0 {
+		s.left -= n
+	}
+	s.last = time.Now()
+	s.count(int(n))
+	return b, nil
+}
+
 type streamCut struct{ err error }
 
 func (e *streamCut) Error() string { return "the upstream broke off the stream: " + e.err.Error() }
@@ -390,6 +493,7 @@ func (s *upstreamStream) finish(werr error) {
 	}
 	s.dec.Reset()
 	s.u, s.rm, s.conn, s.br, s.body, s.caller, s.prefix = nil, nil, nil, nil, nil, nil, nil
+	s.direct, s.left = false, 0
 	s.off, s.held, s.sent, s.limit, s.done, s.failed, s.reqID = 0, 0, 0, 0, false, nil, ""
 	s.end = time.Time{}
 	s.closed.Store(false)

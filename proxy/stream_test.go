@@ -218,6 +218,9 @@ func TestStreamFaults(t *testing.T) {
 		{"cut", head + chunk, "upstream_cut", 0},
 		{"malformed", head + chunk + "zz\r\nnot a chunk\r\n", "upstream_cut", 2 * time.Second},
 		{"stall", head + chunk, "idle_timeout", 10 * time.Second},
+		// A long answer framed by its length (a download), cut and stalled.
+		{"length-cut", "HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n" + event, "upstream_cut", 0},
+		{"length-stall", "HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n" + event, "idle_timeout", 10 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -233,7 +236,10 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 			}
 			body, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 200 || string(body) != event {
+			// A chunked stream is flushed chunk by chunk: the caller has every
+			// byte passed on. A length-framed one is written through the
+			// server's 4 KiB write buffer, whose last bytes a cut may drop.
+			if resp.StatusCode != 200 || string(body) != event && !(strings.HasPrefix(tc.name, "length") && strings.HasPrefix(event, string(body))) {
 				t.Fatalf("caller got %d %q", resp.StatusCode, body)
 			}
 			if err == nil {

@@ -57,7 +57,7 @@ func main() {
 	cfg := fmt.Sprintf(`server: {listen: %q}
 admin: {listen: %q}
 log: {access_log: false, level: error}
-upstreams: {up: {url: %q, max_response_body: 4GiB, timeout: 60s}}
+upstreams: {up: {url: %q, max_response_body: 4GiB, timeout: 60s, max_conns: 20000}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, gwAddr, adminAddr, direct)
 	file := filepath.Join(dir, "sluice.yaml")

@@ -78,9 +78,11 @@ func (c *Config) validate(p *Problems) {
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]
 		u.validate("upstreams."+name, p)
-		if u.MaxResponseBody > s.MaxBodyMemory {
-			p.Addf("upstreams."+name+".max_response_body", "%s is more than server.max_body_memory (%s): such an answer could never be read",
-				u.MaxResponseBody, s.MaxBodyMemory)
+		// Answers up to stream_threshold are read into memory; longer ones
+		// are streamed, so max_response_body may be larger than the budget.
+		if u.StreamThreshold > s.MaxBodyMemory {
+			p.Addf("upstreams."+name+".stream_threshold", "%s is more than server.max_body_memory (%s): such an answer could never be read",
+				u.StreamThreshold, s.MaxBodyMemory)
 		}
 		if !nameRE.MatchString(name) {
 			p.Addf("upstreams."+name, "invalid name: use lower-case letters, digits, '-' and '_' (names become metric labels)")
