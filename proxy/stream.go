@@ -65,9 +65,12 @@ const (
 )
 
 // bodyMode decides how the body of the answer whose head is in resp is read.
-func (u *Upstream) bodyMode(ex *Exchange, resp *fasthttp.Response) int {
+// An HTTP/1.0 caller cannot read chunked framing, the only one fasthttp's
+// server streams a body of unknown length with: it gets such answers read
+// whole (up to max_response_body), as before streaming.
+func (u *Upstream) bodyMode(ex *Exchange, resp *fasthttp.Response, http10 bool) int {
 	cl := resp.Header.ContentLength()
-	if cl >= 0 && (cl <= u.streamThreshold || cl > u.maxBody) || u.streamThreshold <= 0 || ex.internal {
+	if cl >= 0 && (cl <= u.streamThreshold || cl > u.maxBody) || cl < 0 && http10 || u.streamThreshold <= 0 || ex.internal {
 		return bodyWhole // (one above max_response_body is refused from its head)
 	}
 	if isEventType(resp.Header.ContentType()) || cl >= 0 {

@@ -468,3 +468,29 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {normalize_errors: {message:
 		}, "the stream is counted "+tc.outcome)
 	}
 }
+
+// An HTTP/1.0 caller cannot read chunked framing: an event stream (no
+// length) reaches it read whole, with its length, not chunked.
+func TestStreamToHTTP10Caller(t *testing.T) {
+	t.Parallel()
+	up := newSSEUpstream(t, 3, 20*time.Millisecond)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: %q}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, up.URL))
+	c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /events HTTP/1.0\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(c)
+	want := "\r\n\r\nid: 0\ndata: {\"n\":0}\n\nid: 1\ndata: {\"n\":1}\n\nid: 2\ndata: {\"n\":2}\n\n"
+	if !strings.HasSuffix(string(raw), want) || strings.Contains(string(raw), "Transfer-Encoding") {
+		t.Fatalf("HTTP/1.0 caller got %q", raw)
+	}
+}

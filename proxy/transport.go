@@ -94,7 +94,8 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 		resp.SkipBody = true
 	}
 	req.URI().DisablePathNormalizing = true
-	if !req.Header.IsHTTP11() { // an HTTP/1.0 (or 1.x) caller: the provider gets our version
+	http10 := !req.Header.IsHTTP11()
+	if http10 { // an HTTP/1.0 (or 1.x) caller: the provider gets our version
 		var proto [8]byte
 		n := copy(proto[:], req.Header.Protocol())
 		req.Header.SetProtocolBytes(strHTTP11)
@@ -142,7 +143,7 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 		if !resp.SkipBody && status >= 200 && status != 204 && status != 304 {
 			mode := bodyWhole
 			if cl := resp.Header.ContentLength(); cl < 0 || cl > u.streamThreshold { // not the common short answer
-				mode = u.bodyMode(ex, resp)
+				mode = u.bodyMode(ex, resp, http10)
 			}
 			switch mode {
 			case bodyWhole:
