@@ -278,6 +278,7 @@ func (s *upstreamStream) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		s.done = true
+		s.count(0) // the last chunk still has to be written
 	case err != nil:
 		if isTimeout(err) {
 			if !s.end.IsZero() && !time.Now().Before(s.end) {
@@ -359,6 +360,7 @@ func (s *upstreamStream) next() ([]byte, error) {
 			switch {
 			case err == io.EOF && s.left < 0: // framed by close: the end
 				s.done = true
+				s.count(0) // the last chunk still has to be written
 				return nil, io.EOF
 			case isTimeout(err) && !s.end.IsZero() && !time.Now().Before(s.end):
 				err = errStreamMaxDuration

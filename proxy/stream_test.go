@@ -494,3 +494,37 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		t.Fatalf("HTTP/1.0 caller got %q", raw)
 	}
 }
+
+// A stream that ends after a silence longer than server.write_timeout
+// still ends cleanly: the caller's write deadline is renewed for the last
+// chunk, not only for data.
+func TestStreamEndsCleanlyAfterSilence(t *testing.T) {
+	t.Parallel()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: a\n\n")
+		w.(http.Flusher).Flush()
+		time.Sleep(700 * time.Millisecond)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+server: {write_timeout: 300ms}
+upstreams: {up: {url: "http://%s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, ln.Addr()))
+	resp, err := http.Get(gw.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "data: a\n\n" {
+		t.Fatalf("caller got %q, %v; want the whole stream, ended cleanly", body, err)
+	}
+}
