@@ -172,7 +172,8 @@ func (g *Gateway) Serve(ln net.Listener) error {
 // Shutdown stops accepting connections and waits, at most until ctx is done,
 // for in-flight requests to complete. Then it closes plugins and pools.
 func (g *Gateway) Shutdown(ctx context.Context) error {
-	g.stopServing() // draining, not ready, listeners closed (edge.go)
+	g.stopServing()           // draining, not ready, listeners closed (edge.go)
+	g.metrics.open.drainAll() // open streams and tunnels end now
 	err := g.server.ShutdownWithContext(ctx)
 	g.adminMu.Lock()
 	for _, srv := range g.adminSrv {

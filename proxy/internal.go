@@ -182,7 +182,7 @@ func (st *state) logInternal(ctx *fasthttp.RequestCtx, ex *Exchange, err error) 
 		slog.String("path", string(ex.Path())),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(ex.Elapsed().Microseconds())/1000),
-		slog.Int("bytes_out", len(ctx.Response.Body())),
+		bytesOut(&ctx.Response),
 		slog.String("request_id", string(ex.requestID)),
 		slog.Bool("internal", true),
 	)

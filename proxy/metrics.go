@@ -25,10 +25,14 @@ type Metrics struct {
 	discarded   *prometheus.CounterVec   // upstream, reason
 	errors      *prometheus.CounterVec   // route, code
 	reloads     *prometheus.CounterVec   // result
+	streams     *prometheus.CounterVec   // upstream, outcome
+	firstByte   *prometheus.HistogramVec // route, upstream
+	streamBytes *prometheus.CounterVec   // route, upstream
 	inflight    atomic.Int64
 	bodies      bodyBudget // server.max_body_memory, process-wide
 	tracing     tracingStats
 	usage       usageVecs
+	open        streamSet  // streams and tunnels open now
 }
 
 // Upstream attempt outcomes (label values of sluice_upstream_duration_seconds).
@@ -85,7 +89,25 @@ func NewMetrics() *Metrics {
 		Name: "sluice_body_memory_refusals_total",
 		Help: "Calls answered 503 overloaded because their body would have exceeded server.max_body_memory.",
 	}, func() float64 { return float64(m.bodies.refusals.Load()) })
+	m.streams = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_upstream_streams_total",
+		Help: "Streamed responses, by upstream and how they ended (complete, upstream_cut, idle_timeout, max_duration, caller_gone, drained).",
+	}, []string{"upstream", "outcome"})
+	m.firstByte = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sluice_stream_first_byte_seconds",
+		Help:    "Time from reading a request to having the head of its streamed response (time to first byte), by route.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"route", "upstream"})
+	m.streamBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_streamed_bytes_total",
+		Help: "Body bytes of streamed responses passed from the upstream to the caller, by route (counted when each stream ends).",
+	}, []string{"route", "upstream"})
+	openStreams := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sluice_open_streams",
+		Help: "Streamed responses being passed on right now.",
+	}, func() float64 { return float64(m.open.count()) })
 	reg.MustRegister(m.requests, m.duration, m.upstreamDur, m.discarded, m.errors, m.reloads, inflight, bodyBytes, bodyRefusals,
+		m.streams, m.firstByte, m.streamBytes, openStreams,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registerTracing(reg)
@@ -102,12 +124,16 @@ func (m *Metrics) forgetRoute(route string) {
 	m.requests.DeletePartialMatch(prometheus.Labels{"route": route})
 	m.duration.DeletePartialMatch(prometheus.Labels{"route": route})
 	m.errors.DeletePartialMatch(prometheus.Labels{"route": route})
+	m.firstByte.DeletePartialMatch(prometheus.Labels{"route": route})
+	m.streamBytes.DeletePartialMatch(prometheus.Labels{"route": route})
 }
 
 // forgetRouteUpstream deletes a route's series for an upstream it no longer uses.
 func (m *Metrics) forgetRouteUpstream(route, upstream string) {
 	m.requests.DeletePartialMatch(prometheus.Labels{"route": route, "upstream": upstream})
 	m.duration.DeletePartialMatch(prometheus.Labels{"route": route, "upstream": upstream})
+	m.firstByte.DeletePartialMatch(prometheus.Labels{"route": route, "upstream": upstream})
+	m.streamBytes.DeletePartialMatch(prometheus.Labels{"route": route, "upstream": upstream})
 }
 
 // routeMetrics are one route's resolved children. Children whose labels depend
@@ -117,6 +143,8 @@ type routeMetrics struct {
 	m               *Metrics
 	route, upstream string
 	duration        prometheus.Observer
+	firstByte       prometheus.Observer // streamed responses only
+	streamBytes     prometheus.Counter
 	byMethod        [numMethods]atomic.Pointer[statusTable]
 	errors          [numCodes]atomic.Pointer[counterCell]
 	mu              sync.Mutex // serializes first-use resolution
@@ -130,7 +158,9 @@ type statusTable [maxStatus - minStatus + 1]atomic.Pointer[counterCell]
 
 func newRouteMetrics(m *Metrics, route, upstream string) *routeMetrics {
 	return &routeMetrics{m: m, route: route, upstream: upstream,
-		duration: m.duration.WithLabelValues(route, upstream)}
+		duration:    m.duration.WithLabelValues(route, upstream),
+		firstByte:   m.firstByte.WithLabelValues(route, upstream),
+		streamBytes: m.streamBytes.WithLabelValues(route, upstream)}
 }
 
 // countRequest increments sluice_requests_total for one request.
@@ -204,6 +234,7 @@ func methodIndex(m []byte) int {
 type upstreamMetrics struct {
 	byOutcome [numOutcomes]prometheus.Observer
 	discarded [numDiscards]prometheus.Counter
+	streams   [numStreamOutcomes]prometheus.Counter
 }
 
 // Why a pooled upstream connection was closed instead of used (again).
@@ -222,6 +253,9 @@ func newUpstreamMetrics(m *Metrics, upstream string) upstreamMetrics {
 	}
 	for i := range um.discarded {
 		um.discarded[i] = m.discarded.WithLabelValues(upstream, discardNames[i])
+	}
+	for i := range um.streams {
+		um.streams[i] = m.streams.WithLabelValues(upstream, streamOutcomeNames[i])
 	}
 	return um
 }

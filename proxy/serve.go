@@ -198,7 +198,7 @@ func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetr
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
 		slog.Int("bytes_in", len(ctx.Request.Body())),
-		slog.Int("bytes_out", len(ctx.Response.Body())),
+		bytesOut(&ctx.Response),
 		slog.String("request_id", string(ex.requestID)),
 		slog.String("remote", string(appendRemoteIP(nil, ctx.RemoteAddr()))),
 	)
@@ -215,6 +215,16 @@ func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetr
 		attrs = append(attrs, slog.String("trace_id", string(ex.trace.idHex[:])))
 	}
 	st.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+}
+
+// bytesOut is the access log's size of the answer: its body's length, or
+// streamed=true for a streamed answer (still being passed on when the line
+// is written; reading its body here would read the whole stream).
+func bytesOut(resp *fasthttp.Response) slog.Attr {
+	if resp.IsBodyStream() {
+		return slog.Bool("streamed", true)
+	}
+	return slog.Int("bytes_out", len(resp.Body()))
 }
 
 // upstreamCall is the terminal handler of one route: it sends the request to

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -39,6 +40,15 @@ var (
 	errBodyTooLarge = fasthttp.ErrBodyTooLarge
 
 	errTooManyInterim = errors.New("more than 8 interim (1xx) responses")
+
+	// errNothingSent: writing the request to a reused connection failed
+	// before one byte of it left the gateway (the provider closed the
+	// connection between the check before reuse and the write). It is the
+	// only failure that proves a non-idempotent request never reached the
+	// provider, so the only one after which such a request is sent again.
+	// (A write that succeeded followed by EOF or a reset with no answer byte
+	// is no such proof: the provider may have acted and then crashed.)
+	errNothingSent = errors.New("the upstream closed the reused connection before the request was written")
 )
 
 // callerCheckEvery is how often an attempt that is still waiting for the
@@ -56,7 +66,7 @@ func (u *Upstream) roundTrip(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange, 
 	start := time.Now()
 	deadline := start.Add(timeout)
 	reused, err := u.attemptOnce(t, ctx, ex, start, deadline, timeout)
-	if err != nil && reused && IsIdempotent(&ctx.Request) && resendable(err) && time.Now().Before(deadline) {
+	if err != nil && reused && resendable(err) && (err == errNothingSent || IsIdempotent(&ctx.Request)) && time.Now().Before(deadline) {
 		_, err = u.attemptOnce(t, ctx, ex, start, deadline, timeout)
 	}
 	return err
@@ -84,7 +94,8 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 		resp.SkipBody = true
 	}
 	req.URI().DisablePathNormalizing = true
-	if !req.Header.IsHTTP11() { // an HTTP/1.0 (or 1.x) caller: the provider gets our version
+	http10 := !req.Header.IsHTTP11()
+	if http10 { // an HTTP/1.0 (or 1.x) caller: the provider gets our version
 		var proto [8]byte
 		n := copy(proto[:], req.Header.Protocol())
 		req.Header.SetProtocolBytes(strHTTP11)
@@ -106,6 +117,7 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 	}
 	conn := cc.Conn()
 
+	sent := bytesWritten(conn)
 	if err = conn.SetWriteDeadline(deadline); err == nil {
 		bw := hc.AcquireWriter(conn)
 		err = req.Write(bw)
@@ -116,6 +128,9 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 	}
 	if err != nil {
 		hc.CloseConn(cc)
+		if sent >= 0 && bytesWritten(conn) == sent {
+			err = errNothingSent
+		}
 		return reused, err
 	}
 
@@ -124,13 +139,36 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 	closeConn := true
 	if err == nil {
 		status := resp.StatusCode()
+		untilClose := resp.Header.ContentLength() == -2
 		if !resp.SkipBody && status >= 200 && status != 204 && status != 304 {
-			err = u.readBody(ex, br, resp, hc.MaxResponseBodySize)
+			mode := bodyWhole
+			if cl := resp.Header.ContentLength(); cl < 0 || cl > u.streamThreshold { // not the common short answer
+				mode = u.bodyMode(ex, resp, http10)
+			}
+			switch mode {
+			case bodyWhole:
+				err = u.readBody(ex, br, resp, hc.MaxResponseBodySize)
+			case bodyStream:
+				acquireStream(br, resp).start(u, ctx, ex, conn, releaser(hc, cc, br, req.ConnectionClose(), hc.ReleaseConn, hc.CloseConn), nil)
+				return reused, nil
+			default: // bodyMaybe
+				s := acquireStream(br, resp)
+				var buf []byte
+				var long bool
+				if buf, long, err = u.readPrefix(ex, s, resp); err == nil && long {
+					s.start(u, ctx, ex, conn, releaser(hc, cc, br, req.ConnectionClose(), hc.ReleaseConn, hc.CloseConn), buf)
+					return reused, nil
+				}
+				putStream(s)
+				if err == nil {
+					resp.SwapBody(buf)
+					resp.Header.SetContentLength(len(buf))
+				}
+			}
 		}
 		// Bytes beyond the answer's end mean the provider and the gateway
 		// disagree on where answers end: never use the connection again.
-		closeConn = err != nil || br.Buffered() > 0 || req.ConnectionClose() || resp.ConnectionClose() ||
-			resp.Header.ContentLength() == -2
+		closeConn = err != nil || br.Buffered() > 0 || req.ConnectionClose() || resp.ConnectionClose() || untilClose
 		if err == nil && br.Buffered() > 0 {
 			u.metrics.discarded[discardFraming].Inc()
 		}
@@ -142,6 +180,20 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 		hc.ReleaseConn(cc)
 	}
 	return reused, err
+}
+
+// releaser is how a stream gives its connection back when it ends: to the
+// pool after a clean end (reuse), closed otherwise.
+// (Generic because fasthttp does not export its connection type.)
+func releaser[C any](hc *fasthttp.HostClient, cc C, br *bufio.Reader, reqClose bool, keep, drop func(C)) func(bool) {
+	return func(reuse bool) {
+		hc.ReleaseReader(br)
+		if reuse && !reqClose {
+			keep(cc)
+		} else {
+			drop(cc)
+		}
+	}
 }
 
 // readHead reads the answer's status line and headers, skipping interim 1xx
@@ -335,7 +387,11 @@ func (ex *Exchange) settleBodies(resp *fasthttp.Response) {
 	}
 	held := ex.respHeld + ex.reqHeld
 	ex.respHeld, ex.reqHeld, ex.budget = 0, 0, nil
-	if body := resp.Body(); len(body) >= bigBody && !resp.SkipBody && !resp.IsBodyStream() {
+	if resp.IsBodyStream() || resp.SkipBody {
+		b.used.Add(-held)
+		return
+	}
+	if body := resp.Body(); len(body) >= bigBody {
 		body = resp.SwapBody(nil)
 		resp.SetBodyStream(&budgetedBody{b: b, held: held, body: body}, len(body))
 		return
@@ -387,8 +443,11 @@ func pooledConnClean(c net.Conn) bool {
 
 // callerGone reports whether the caller closed its connection (an orderly
 // close or a reset). A caller that sent more (a pipelined request) is there.
-func callerGone(ctx *fasthttp.RequestCtx) bool {
-	sc, ok := ctx.Conn().(syscall.Conn)
+func callerGone(ctx *fasthttp.RequestCtx) bool { return connGone(ctx.Conn()) }
+
+// connGone reports whether the peer closed c (see callerGone).
+func connGone(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false
 	}
@@ -400,12 +459,36 @@ func callerGone(ctx *fasthttp.RequestCtx) bool {
 }
 
 // upstreamConn is a dialed upstream connection with its raw socket looked
-// up once, so that checking it before reuse does not allocate.
+// up once, so that checking it before reuse does not allocate. It counts
+// the bytes written to it, so that a failed write is known to have sent
+// nothing (errNothingSent).
 type upstreamConn struct {
 	net.Conn
-	raw    syscall.RawConn
-	peeker peeker
-	look   func(uintptr) // peeker.look, bound once
+	raw     syscall.RawConn
+	peeker  peeker
+	look    func(uintptr) // peeker.look, bound once
+	written int64
+}
+
+func (c *upstreamConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written += int64(n)
+	return n, err
+}
+
+// bytesWritten is how many bytes were written to c so far, or -1 when c
+// does not count them. (Only one attempt uses a connection at a time.)
+// (A type switch on concrete types: it runs once per attempt.)
+func bytesWritten(c net.Conn) int64 {
+	switch c := c.(type) {
+	case *upstreamConn:
+		return c.written
+	case *tls.Conn: // the socket under it
+		if pc, ok := c.NetConn().(*upstreamConn); ok {
+			return pc.written
+		}
+	}
+	return -1
 }
 
 // wrapUpstreamConn wraps TCP connections for pooledConnClean; others pass.

@@ -2,10 +2,13 @@ package proxy_test
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,7 +122,7 @@ func TestBodyBudgetHolds(t *testing.T) {
 	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 server: {max_body_memory: 10MiB, max_request_body: 1MiB}
-upstreams: {up: {url: %q, max_response_body: 4MiB}}
+upstreams: {up: {url: %q, max_response_body: 4MiB, stream_threshold: 4MiB}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
 	const callers = 8
@@ -209,7 +212,7 @@ func TestOverLimitChunkedAnswerAllocatesAboutTheLimit(t *testing.T) {
 	up.SetDefault(testkit.Fault{ChunkedForever: true})
 	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
-upstreams: {up: {url: %q, max_response_body: 8MiB}}
+upstreams: {up: {url: %q, max_response_body: 8MiB, stream_threshold: 8MiB}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {retry: {attempts: 3, backoff: 1ms}}}}
 `, up.URL))
 	up.Script(testkit.OK)
@@ -246,5 +249,50 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	r := testkit.Do(t, "GET", gw.URL+"/slow", "")
 	if r.Status != 200 || len(r.Body) != 4*32<<10 {
 		t.Fatalf("slow body: %d, %d bytes: %.200s", r.Status, len(r.Body), r.Body)
+	}
+}
+
+// The issue's reproduction as a new user ran it: a provider (here Go's own
+// net/http server, as Node's) closes keep-alive connections idle for 1 s;
+// GET, wait 2 s, POST without an Idempotency-Key, three times. Every POST
+// reaches the provider once and is answered 200.
+func TestIdleClosingProviderGetWaitPost(t *testing.T) {
+	t.Parallel()
+	var posts atomic.Int32
+	srv := &http.Server{
+		IdleTimeout: time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == "POST" {
+				posts.Add(1)
+			}
+			_, _ = io.Copy(io.Discard, r.Body)
+			_, _ = w.Write([]byte("ok"))
+		}),
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: "http://%s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, ln.Addr()))
+	for i := range 3 {
+		if r := testkit.Do(t, "GET", gw.URL+"/items", ""); r.Status != 200 {
+			t.Fatalf("GET %d: %d %s", i, r.Status, r.Body)
+		}
+		time.Sleep(2 * time.Second)
+		if r := testkit.Do(t, "POST", gw.URL+"/charge", `{"amount":1}`, "Content-Type", "application/json"); r.Status != 200 {
+			t.Fatalf("POST %d after 2 s idle: %d %s", i, r.Status, r.Body)
+		}
+	}
+	if n := posts.Load(); n != 3 {
+		t.Fatalf("provider saw %d POSTs, want 3", n)
+	}
+	if v, _ := gw.Metrics(t).Value("sluice_upstream_connections_discarded_total", "upstream", "up", "reason", "stale"); v < 3 {
+		t.Fatalf("stale connections discarded = %v, want at least 3 (one per POST)", v)
 	}
 }

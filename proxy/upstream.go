@@ -36,6 +36,13 @@ type Upstream struct {
 	metrics       upstreamMetrics
 	checker       *healthChecker // nil without health_check
 	bodies        *bodyBudget    // the process-wide body budget
+
+	maxBody         int           // max_response_body
+	streamThreshold int           // stream_threshold
+	streamIdle      time.Duration // stream_idle_timeout
+	streamMax       time.Duration // max_stream_duration; 0 for none
+	writeTimeout    time.Duration // server.write_timeout, per write of a stream
+	streams         *streamSet    // the process's open streams
 }
 
 func (u *Upstream) log() *slog.Logger {

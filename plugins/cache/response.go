@@ -24,6 +24,12 @@ func skipStored(k []byte) bool {
 // storeResponse stores the upstream's answer in ctx.Response under the keys
 // in kb when RFC 9111 and the route's settings allow it.
 func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *keyBuf) bool {
+	if ctx.Response.IsBodyStream() {
+		// A streamed answer (longer than the upstream's stream_threshold,
+		// or an event stream) is passed through, not stored: reading it
+		// here would hold it whole in memory.
+		return false
+	}
 	if !ex.FromUpstream {
 		return false // an inner stage's own answer, not the provider's
 	}

@@ -19,6 +19,7 @@ package normalizeerrors
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -162,8 +163,18 @@ func (n *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		return nil // the provider's own body, for its SDK
 	}
 	resp := &ctx.Response
-	body := resp.Body()
-	if len(resp.Header.ContentEncoding()) > 0 {
+	var body []byte
+	streamed := resp.IsBodyStream()
+	if streamed {
+		// A streamed error answer (long, or an event stream): at most
+		// max_parse bytes of it are read; the rest is dropped with it.
+		body, _ = io.ReadAll(io.LimitReader(resp.BodyStream(), int64(n.maxParse)+1))
+	} else {
+		body = resp.Body()
+	}
+	if len(resp.Header.ContentEncoding()) > 0 && streamed {
+		body = nil // a compressed prefix cannot be decoded on its own
+	} else if len(resp.Header.ContentEncoding()) > 0 {
 		// Bounded by max_parse: a small compressed body may expand without
 		// limit. A body that cannot be decoded (too large, corrupt, unknown
 		// coding) is neither parsed nor kept.

@@ -259,7 +259,9 @@ type UpstreamConfig struct {
 	// HealthCheck probes every target in the background (active health);
 	// nil (default) means no probes.
 	HealthCheck *HealthCheckConfig `koanf:"health_check" json:"health_check,omitempty"`
-	// Timeout bounds one attempt: sending the request and reading the whole response. Default 30s.
+	// Timeout bounds one attempt: sending the request and reading the whole
+	// response; for a streamed response, sending the request and reading its
+	// head (see StreamThreshold). Default 30s.
 	Timeout Duration `koanf:"timeout" json:"timeout"`
 	// Deadline bounds a whole call to this upstream: every attempt and the
 	// waits between them (retries, queueing for a rate limit, waiting for a
@@ -271,8 +273,26 @@ type UpstreamConfig struct {
 	MaxConns int `koanf:"max_conns" json:"max_conns"`
 	// IdleConnTimeout closes pooled keep-alive connections idle for longer. Default 10s.
 	IdleConnTimeout Duration `koanf:"idle_conn_timeout" json:"idle_conn_timeout"`
-	// MaxResponseBody is the largest upstream response body read (502 above). Default 64MiB.
+	// MaxResponseBody is the largest upstream response body passed on: 502
+	// when a Content-Length above it is announced or a body read whole goes
+	// over it; a streamed body that goes over it is cut there. Streamed
+	// bodies are not held in memory, so a route for large downloads can
+	// raise it freely. Default 64MiB.
 	MaxResponseBody Size `koanf:"max_response_body" json:"max_response_body"`
+	// StreamThreshold decides which responses are streamed to the caller as
+	// they arrive instead of read whole first: one whose Content-Length is
+	// above it, and a chunked (or close-delimited) one that has not ended
+	// after that many bytes. Responses of an event type (text/event-stream,
+	// application/x-ndjson, application/stream+json, application/jsonl) are
+	// always streamed, from their first byte. At most max_response_body.
+	// Default 1MiB (max_response_body when that is smaller).
+	StreamThreshold Size `koanf:"stream_threshold" json:"stream_threshold"`
+	// StreamIdleTimeout ends a streamed response when the provider sends
+	// nothing for that long. Default 5m.
+	StreamIdleTimeout Duration `koanf:"stream_idle_timeout" json:"stream_idle_timeout"`
+	// MaxStreamDuration ends a streamed response that lasts longer,
+	// counted from its head. 0 (default): no limit.
+	MaxStreamDuration Duration `koanf:"max_stream_duration" json:"max_stream_duration,omitempty"`
 	// TLS configures https targets.
 	TLS TLSConfig `koanf:"tls" json:"tls"`
 	// Profile names a provider profile (built in, or declared under

@@ -288,3 +288,19 @@ routes: {r: {path: /, upstream: up, plugins: {headers: {request: {remove: [X-A, 
 		t.Errorf("list element path not in name[i] form: %q", gotProblems)
 	}
 }
+
+// Streamed answers are not held in memory: max_response_body may exceed
+// the body budget, stream_threshold (what is read whole) may not.
+func TestStreamThresholdWithinBodyBudget(t *testing.T) {
+	if _, err := config.LoadBytes([]byte("upstreams: {up: {url: \"http://127.0.0.1:1\", max_response_body: 4GiB}}\nroutes: {r: {path: /x, upstream: up}}\n")); err != nil {
+		t.Fatalf("a 4GiB max_response_body with the default budget: %v", err)
+	}
+	_, err := config.LoadBytes([]byte("server: {max_body_memory: 16MiB}\nupstreams: {up: {url: \"http://127.0.0.1:1\", max_response_body: 4GiB, stream_threshold: 32MiB}}\nroutes: {r: {path: /x, upstream: up}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "upstreams.up.stream_threshold: 32MiB is more than server.max_body_memory (16MiB)") {
+		t.Fatalf("stream_threshold over the budget: %v", err)
+	}
+	_, err = config.LoadBytes([]byte("upstreams: {up: {url: \"http://127.0.0.1:1\", max_response_body: 1MiB, stream_threshold: 2MiB}}\nroutes: {r: {path: /x, upstream: up}}\n"))
+	if err == nil || !strings.Contains(err.Error(), "upstreams.up.stream_threshold: 2MiB is above max_response_body 1MiB") {
+		t.Fatalf("stream_threshold over max_response_body: %v", err)
+	}
+}

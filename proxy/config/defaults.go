@@ -45,6 +45,12 @@ func (u *UpstreamConfig) applyDefaults() {
 	if u.MaxResponseBody == 0 {
 		u.MaxResponseBody = 64 << 20
 	}
+	if u.StreamThreshold == 0 {
+		u.StreamThreshold = min(1<<20, u.MaxResponseBody)
+	}
+	if u.StreamIdleTimeout == 0 {
+		u.StreamIdleTimeout = Duration(5 * time.Minute)
+	}
 	if u.Balance == "" {
 		u.Balance = BalanceRoundRobin
 	}

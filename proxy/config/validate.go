@@ -80,9 +80,11 @@ func (c *Config) validate(p *Problems) {
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]
 		u.validate("upstreams."+name, p)
-		if u.MaxResponseBody > s.MaxBodyMemory {
-			p.Addf("upstreams."+name+".max_response_body", "%s is more than server.max_body_memory (%s): such an answer could never be read",
-				u.MaxResponseBody, s.MaxBodyMemory)
+		// Answers up to stream_threshold are read into memory; longer ones
+		// are streamed, so max_response_body may be larger than the budget.
+		if u.StreamThreshold > s.MaxBodyMemory {
+			p.Addf("upstreams."+name+".stream_threshold", "%s is more than server.max_body_memory (%s): such an answer could never be read",
+				u.StreamThreshold, s.MaxBodyMemory)
 		}
 		if !nameRE.MatchString(name) {
 			p.Addf("upstreams."+name, "invalid name: use lower-case letters, digits, '-' and '_' (names become metric labels)")
@@ -170,6 +172,17 @@ func (u *UpstreamConfig) validate(key string, p *Problems) {
 	}
 	if u.MaxResponseBody < 0 {
 		p.Add(key+".max_response_body", "must not be negative")
+	}
+	if u.StreamThreshold < 0 {
+		p.Add(key+".stream_threshold", "must not be negative")
+	} else if u.StreamThreshold > 0 && u.MaxResponseBody > 0 && u.StreamThreshold > u.MaxResponseBody {
+		p.Addf(key+".stream_threshold", "%s is above max_response_body %s: answers between the two would be refused instead of streamed", u.StreamThreshold, u.MaxResponseBody)
+	}
+	if u.StreamIdleTimeout < 0 {
+		p.Add(key+".stream_idle_timeout", "must not be negative")
+	}
+	if u.MaxStreamDuration < 0 {
+		p.Add(key+".max_stream_duration", "must not be negative")
 	}
 	if (u.TLS.CertFile == "") != (u.TLS.KeyFile == "") {
 		p.Add(key+".tls", "cert_file and key_file go together")
