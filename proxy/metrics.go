@@ -32,7 +32,7 @@ type Metrics struct {
 	bodies      bodyBudget // server.max_body_memory, process-wide
 	tracing     tracingStats
 	usage       usageVecs
-	open        streamSet  // streams and tunnels open now
+	open        streamSet // streams and tunnels open now
 }
 
 // Upstream attempt outcomes (label values of sluice_upstream_duration_seconds).
