@@ -48,6 +48,16 @@ type Config struct {
 	// reset, the upstream's calls are answered 429 upstream_rate_limited by
 	// Sluice until the reset. Default false.
 	RespectUpstream bool `koanf:"respect_upstream" json:"respect_upstream"`
+	// QuotaHeaders names more remaining/reset header pairs the provider
+	// sends besides the standard ones (respect_upstream only): a pair whose
+	// remaining value is 0 pauses the upstream until its reset, written in
+	// seconds from now, as a Unix time, or as a duration ("6m0s", "20ms").
+	// The least remaining value of all pairs is the quota reported.
+	QuotaHeaders []QuotaHeader `koanf:"quota_headers" json:"quota_headers,omitempty"`
+	// ThrottleStatuses are statuses besides 429 and 503 that mean "slow
+	// down" when the answer carries a Retry-After (respect_upstream only;
+	// GitHub answers its secondary rate limits with 403 and Retry-After).
+	ThrottleStatuses []int `koanf:"throttle_statuses" json:"throttle_statuses,omitempty"`
 	// Mode is reject (default: an empty bucket answers 429 at once) or queue
 	// (the call waits for a token up to MaxWait and the route's deadline).
 	Mode string `koanf:"mode" json:"mode"`
@@ -68,6 +78,15 @@ type Config struct {
 	// within the limit. Default 0: count the gateways through a heartbeat in
 	// Redis (the count last seen holds during an outage).
 	Nodes int `koanf:"nodes" json:"nodes"`
+}
+
+// QuotaHeader is one pair of a provider's quota headers.
+type QuotaHeader struct {
+	// Remaining is the header with the calls (or tokens) left. Required.
+	Remaining string `koanf:"remaining" json:"remaining"`
+	// Reset is the header saying when the quota is back. Without it, a
+	// remaining value of 0 pauses for 1s.
+	Reset string `koanf:"reset" json:"reset,omitempty"`
 }
 
 const (
@@ -166,6 +185,26 @@ func (c *Config) Validate() error {
 	}
 	if c.Mode == modeQueue && c.MaxWait <= 0 {
 		p.Add("max_wait", "must be positive in queue mode")
+	}
+	if (len(c.QuotaHeaders) > 0 || len(c.ThrottleStatuses) > 0) && !c.RespectUpstream {
+		key := "quota_headers"
+		if len(c.QuotaHeaders) == 0 {
+			key = "throttle_statuses"
+		}
+		p.Add(key, "only read with respect_upstream: true")
+	}
+	for i, q := range c.QuotaHeaders {
+		if !httpx.ValidToken(q.Remaining) {
+			p.Addf(fmt.Sprintf("quota_headers[%d].remaining", i), "%q is not a header name", q.Remaining)
+		}
+		if q.Reset != "" && !httpx.ValidToken(q.Reset) {
+			p.Addf(fmt.Sprintf("quota_headers[%d].reset", i), "%q is not a header name", q.Reset)
+		}
+	}
+	for i, st := range c.ThrottleStatuses {
+		if st < 400 || st > 599 {
+			p.Addf(fmt.Sprintf("throttle_statuses[%d]", i), "%d is not a 4xx or 5xx status", st)
+		}
 	}
 	if c.MaxKeys < 1 {
 		p.Add("max_keys", "must be at least 1")

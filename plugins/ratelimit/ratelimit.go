@@ -51,6 +51,7 @@ func build(c *Config, b *proxy.Build) (proxy.Parts, error) {
 	}
 	if c.RespectUpstream {
 		quota.pause = sharedPause(b, m)
+		quota.rules = newQuotaRules(c)
 		if b.Cluster != nil {
 			watchPauses(b, quota.pause)
 		}
@@ -119,6 +120,7 @@ type part struct {
 	maxWait    time.Duration // queue mode; 0 rejects at once
 	perAttempt bool          // upstream stage: headers from the first attempt only
 	pause      *pause        // respect_upstream
+	rules      *quotaRules   // quota_headers, throttle_statuses; nil for none
 }
 
 const (
@@ -137,7 +139,7 @@ func (p *part) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	if len(p.limits) == 0 { // respect_upstream alone
 		err := next.Handle(ctx, ex)
 		if err == nil && ex.FromUpstream {
-			p.pause.observe(&ctx.Response)
+			p.pause.observe(&ctx.Response, p.rules)
 		}
 		return err
 	}
@@ -188,7 +190,7 @@ func (p *part) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	}
 	err := next.Handle(ctx, ex)
 	if p.pause != nil && err == nil && ex.FromUpstream {
-		p.pause.observe(&ctx.Response)
+		p.pause.observe(&ctx.Response, p.rules)
 	}
 	return err
 }

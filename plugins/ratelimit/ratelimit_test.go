@@ -416,6 +416,66 @@ func TestProviderQuotaHeaders(t *testing.T) {
 	}
 }
 
+// quota_headers and throttle_statuses: a provider's own quota headers
+// (OpenAI's per-requests and per-tokens pairs, resets written as durations)
+// and a status that means "slow down" with a Retry-After (GitHub's secondary
+// limits answer 403) pause like the standard ones; without the keys they do not.
+func TestProviderQuotaRules(t *testing.T) {
+	t.Parallel()
+	const openai = `{rate_limit: {respect_upstream: true, quota_headers: [
+	  {remaining: x-ratelimit-remaining-requests, reset: x-ratelimit-reset-requests},
+	  {remaining: x-ratelimit-remaining-tokens, reset: x-ratelimit-reset-tokens}]}}`
+	for _, tc := range []struct {
+		name    string
+		block   string
+		status  int
+		headers []string
+		pause   bool
+		quota   float64
+	}{
+		{"tokens out, reset as a duration", openai, 200, []string{"x-ratelimit-remaining-requests", "59", "x-ratelimit-reset-requests", "1s",
+			"x-ratelimit-remaining-tokens", "0", "x-ratelimit-reset-tokens", "20s"}, true, 0},
+		{"requests out, reset in minutes and seconds", openai, 200, []string{"x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", "0m20s"}, true, 0},
+		{"both left: the least is the quota", openai, 200, []string{"x-ratelimit-remaining-requests", "59", "x-ratelimit-reset-requests", "1s",
+			"x-ratelimit-remaining-tokens", "1500", "x-ratelimit-reset-tokens", "6m0s"}, false, 59},
+		{"the same headers unnamed are not read", `{rate_limit: {respect_upstream: true}}`, 200,
+			[]string{"x-ratelimit-remaining-tokens", "0", "x-ratelimit-reset-tokens", "20s"}, false, -1},
+		{"403 with Retry-After under throttle_statuses", `{rate_limit: {respect_upstream: true, throttle_statuses: [403]}}`, 403,
+			[]string{"Retry-After", "20"}, true, -1},
+		{"403 with Retry-After otherwise", `{rate_limit: {respect_upstream: true}}`, 403, []string{"Retry-After", "20"}, false, -1},
+		{"403 without Retry-After under throttle_statuses", `{rate_limit: {respect_upstream: true, throttle_statuses: [403]}}`, 403, nil, false, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			up, gw := gateway(t, func(ctx *fasthttp.RequestCtx) {
+				ctx.SetStatusCode(tc.status)
+				ctx.SetBodyString("ok")
+				for i := 0; i < len(tc.headers); i += 2 {
+					ctx.Response.Header.Set(tc.headers[i], tc.headers[i+1])
+				}
+			}, tc.block, "")
+			testkit.Do(t, "GET", gw.URL+"/r/x", "")
+			if v := metric(t, gw, "sluice_upstream_quota_remaining", "upstream", "api"); v != tc.quota {
+				t.Errorf("sluice_upstream_quota_remaining = %v, want %v", v, tc.quota)
+			}
+			resp := testkit.Do(t, "GET", gw.URL+"/r/x", "")
+			if !tc.pause {
+				if resp.Status != tc.status || up.Count() != 2 {
+					t.Errorf("paused without cause: %d, %d upstream calls", resp.Status, up.Count())
+				}
+				return
+			}
+			testkit.WantProblem(t, resp, 429, "upstream_rate_limited")
+			if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 15 || ra > 21 {
+				t.Errorf("Retry-After %q, want about 20", resp.Header.Get("Retry-After"))
+			}
+			if up.Count() != 1 {
+				t.Errorf("upstream got %d calls, want 1", up.Count())
+			}
+		})
+	}
+}
+
 // A 503 without Retry-After is the circuit breaker's business: no pause.
 func TestProvider503WithoutRetryAfterDoesNotPause(t *testing.T) {
 	t.Parallel()
@@ -438,6 +498,10 @@ func TestConfigErrors(t *testing.T) {
 		{`{rate: 1, burst: -1}`, "burst", "must not be negative"},
 		{`{rate: 1, per: 1}`, "per", "missing unit"},
 		{`{rate: 1, mode: wait}`, "mode", `unknown mode "wait"`},
+		{`{rate: 1, quota_headers: [{remaining: x-left}]}`, "quota_headers", "only read with respect_upstream: true"},
+		{`{respect_upstream: true, quota_headers: [{remaining: "x left"}]}`, "quota_headers[0].remaining", "is not a header name"},
+		{`{respect_upstream: true, quota_headers: [{remaining: x-left, reset: ""}, {remaining: x-b, reset: "a:b"}]}`, "quota_headers[1].reset", "is not a header name"},
+		{`{respect_upstream: true, throttle_statuses: [200]}`, "throttle_statuses[0]", "is not a 4xx or 5xx status"},
 		{`{rate: 1, limits: [{rate: 2}]}`, "limits", "not both"},
 		{`{limits: [{rate: 2, key: consumer}, {rate: 3, key: consumer}]}`, "limits[1].name", "names two limits"},
 		{`{limits: [{rate: 2, name: "a\"b"}]}`, "limits[0].name", "invalid character"},

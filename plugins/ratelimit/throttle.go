@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"bytes"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -119,21 +120,69 @@ var (
 	strDraftReset     = "RateLimit-Reset"
 )
 
+// quotaRules are a block's own additions to what observe reads
+// (quota_headers, throttle_statuses); nil when it has none.
+type quotaRules struct {
+	headers  []QuotaHeader
+	statuses []int
+}
+
+func newQuotaRules(c *Config) *quotaRules {
+	if len(c.QuotaHeaders) == 0 && len(c.ThrottleStatuses) == 0 {
+		return nil
+	}
+	return &quotaRules{headers: c.QuotaHeaders, statuses: c.ThrottleStatuses}
+}
+
+// read applies the rules to an answer: the least remaining value of the
+// pairs present (-1 when none is), and how long to pause.
+func (q *quotaRules) read(resp *fasthttp.Response, now time.Time) (remaining int64, pauseFor time.Duration) {
+	remaining = -1
+	if slices.Contains(q.statuses, resp.StatusCode()) {
+		pauseFor = httpx.ParseRetryAfter(resp.Header.Peek(strRetryAfter), now)
+	}
+	for i := range q.headers {
+		h := &q.headers[i]
+		rem := resp.Header.Peek(h.Remaining)
+		if len(rem) == 0 {
+			continue
+		}
+		var reset []byte
+		if h.Reset != "" {
+			reset = resp.Header.Peek(h.Reset)
+		}
+		r, d := remainingReset(rem, reset, now, 0)
+		if r >= 0 && (remaining < 0 || r < remaining) {
+			remaining = r
+		}
+		pauseFor = max(pauseFor, d)
+	}
+	return remaining, min(max(pauseFor, 0), maxPause)
+}
+
 // observe reads the provider's answer: 429/503 with Retry-After (a 429
 // without one pauses 1s), the draft RateLimit field (every item is read:
 // the longest t among the items with r=0 pauses), the older drafts'
 // RateLimit-Remaining: 0 with RateLimit-Reset, or X-RateLimit-Remaining: 0 with X-RateLimit-Reset (delta seconds
 // or a Unix time, in seconds or milliseconds: told apart by size).
-func (p *pause) observe(resp *fasthttp.Response) {
+// A block's quota rules (q, may be nil) are read besides.
+func (p *pause) observe(resp *fasthttp.Response, q *quotaRules) {
 	status := resp.StatusCode()
 	rl, xrem, drem := resp.Header.Peek(strRateLimit), resp.Header.Peek(strXRemaining), resp.Header.Peek(strDraftRemaining)
 	throttled := status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable
-	if !throttled && len(rl) == 0 && len(xrem) == 0 && len(drem) == 0 {
+	if !throttled && len(rl) == 0 && len(xrem) == 0 && len(drem) == 0 && q == nil {
 		return // nothing said: no clock read
 	}
 	now := time.Now()
 	remaining, pauseFor := providerPause(status, resp.Header.Peek(strRetryAfter), rl, xrem, resp.Header.Peek(strXReset),
 		drem, resp.Header.Peek(strDraftReset), now)
+	if q != nil {
+		r, d := q.read(resp, now)
+		if r >= 0 && (remaining < 0 || r < remaining) {
+			remaining = r
+		}
+		pauseFor = max(pauseFor, d)
+	}
 	if remaining >= 0 && p.remaining.Swap(remaining) != remaining {
 		p.gauge.Set(float64(remaining))
 	}
@@ -184,7 +233,14 @@ func remainingReset(rem, reset []byte, now time.Time, pauseFor time.Duration) (i
 	if r > 0 {
 		return r, pauseFor
 	}
-	f, err := strconv.ParseFloat(string(bytes.TrimSpace(reset)), 64)
+	reset = bytes.TrimSpace(reset)
+	f, err := strconv.ParseFloat(string(reset), 64)
+	if err != nil {
+		// A duration, as OpenAI writes its resets ("6m0s", "20ms").
+		if d, derr := time.ParseDuration(string(reset)); derr == nil && d > 0 {
+			return 0, max(pauseFor, min(d, maxPause))
+		}
+	}
 	if err != nil || !(f > 0) { // NaN is unreadable too
 		return 0, max(pauseFor, time.Second)
 	}
