@@ -54,6 +54,8 @@ type Exchange struct {
 	reqHeld  int64       // bytes reserved for the request body
 
 	trace traceState // W3C trace context and spans (trace.go); zero when tracing is off
+
+	tee StreamTee // TeeStream: told of a streamed answer's body and end; nil for none
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(Exchange) }}
@@ -83,11 +85,36 @@ func releaseExchange(ex *Exchange) {
 	}
 	ex.scratch = ex.scratch[:0]
 	ex.addHeader = ex.addHeader[:0]
+	ex.tee = nil
 	if ex.trace.on {
 		ex.trace.reset()
 	}
 	exchangePool.Put(ex)
 }
+
+// StreamTee observes the body of a streamed answer (see TeeStream) as it
+// is passed on to the caller, and how the stream ended. Its methods are
+// called by the goroutine that writes the answer, after the handler has
+// returned (the Exchange is gone by then: a tee keeps what it needs).
+type StreamTee interface {
+	// StreamBody is given the body's bytes in order as they go to the
+	// caller; p is valid only during the call (copy what you keep).
+	StreamBody(p []byte)
+	// StreamEnd is called once when the stream ends: complete is true
+	// when the provider ended the body and the caller got all of it
+	// (outcome "complete" of sluice_upstream_streams_total), false for
+	// any other outcome (upstream_cut, idle_timeout, caller_gone,
+	// discarded, ...). Nothing is called after it.
+	StreamEnd(complete bool)
+}
+
+// TeeStream registers t to observe the answer's body if it is streamed:
+// call it before calling next (the upstream). Every stream started for
+// this exchange afterwards (one per attempt: a stream a retry discards ends
+// with complete false before the next starts) reports to t. An answer read
+// whole never calls t: its body is in ctx.Response when next returns. One
+// tee per exchange: a later call replaces an earlier one.
+func (ex *Exchange) TeeStream(t StreamTee) { ex.tee = t }
 
 // RequestID returns the request's X-Request-Id. Valid until the exchange ends.
 func (ex *Exchange) RequestID() []byte { return ex.requestID }

@@ -57,6 +57,11 @@ func isEventType(ct []byte) bool {
 	return false
 }
 
+// IsEventType reports whether a Content-Type value names a media type the
+// gateway streams as events from the first byte (text/event-stream,
+// application/x-ndjson, application/stream+json, application/jsonl).
+func IsEventType(ct []byte) bool { return isEventType(ct) }
+
 // How an answer's body is read.
 const (
 	bodyWhole  = iota // read whole into the response
@@ -129,6 +134,7 @@ type upstreamStream struct {
 	failed   error
 	closed   atomic.Bool // drained
 	reqID    string
+	tee      StreamTee // Exchange.TeeStream's observer; nil for none
 }
 
 var streamPool = sync.Pool{New: func() any { return new(upstreamStream) }}
@@ -175,6 +181,7 @@ func (s *upstreamStream) start(u *Upstream, ctx *fasthttp.RequestCtx, ex *Exchan
 	s.writeFor = u.writeTimeout
 	s.limit = int64(u.maxBody)
 	s.reqID = string(ex.requestID)
+	s.tee = ex.tee
 	resp := &ctx.Response
 	cl := resp.Header.ContentLength()
 	s.direct, s.left = cl >= 0 || cl == -2, int64(cl)
@@ -244,6 +251,9 @@ func (s *upstreamStream) Read(p []byte) (int, error) {
 		n := copy(p, s.prefix[s.off:])
 		s.off += n
 		s.count(n)
+		if s.tee != nil {
+			s.tee.StreamBody(p[:n])
+		}
 		return n, nil
 	}
 	if s.done {
@@ -274,6 +284,9 @@ func (s *upstreamStream) Read(p []byte) (int, error) {
 			return 0, s.failed
 		}
 		s.count(n)
+		if s.tee != nil {
+			s.tee.StreamBody(p[:n])
+		}
 	}
 	switch {
 	case err == io.EOF:
@@ -306,6 +319,9 @@ func (s *upstreamStream) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for s.off < len(s.prefix) {
 		n, err := w.Write(s.prefix[s.off:])
+		if s.tee != nil {
+			s.tee.StreamBody(s.prefix[s.off : s.off+n])
+		}
 		s.off += n
 		total += int64(n)
 		if err != nil {
@@ -316,6 +332,9 @@ func (s *upstreamStream) WriteTo(w io.Writer) (int64, error) {
 		b, err := s.next()
 		if len(b) > 0 {
 			n, werr := w.Write(b)
+			if s.tee != nil {
+				s.tee.StreamBody(b[:n])
+			}
 			_, _ = s.br.Discard(n)
 			total += int64(n)
 			if werr != nil {
@@ -481,6 +500,10 @@ func (s *upstreamStream) finish(werr error) {
 	s.release = nil
 	_ = s.dec.CloseBodyStream()
 	rel(reuse)
+	if t := s.tee; t != nil { // before the outcome is counted: a tee's work is part of the end
+		s.tee = nil
+		t.StreamEnd(outcome == streamComplete)
+	}
 	u := s.u
 	u.streams.close(s)
 	u.metrics.streams[outcome].Inc()

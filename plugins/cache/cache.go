@@ -340,8 +340,16 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	c.results[resMiss].Inc()
 	c.forwardQuery(ex, kb)
 	gen := c.store.gen.Load()
+	tee := &streamFill{c: c} // stores a streamed answer as it passes (tee.go)
+	ex.TeeStream(tee)
 	if err := next.Handle(ctx, ex); err != nil {
 		return err
+	}
+	if ctx.Response.IsBodyStream() && tee.arm(ctx, ex, kb, gen, &st) {
+		// Stored (or not) when the stream ends; the head goes now.
+		tee.ownCS = c.sharedStatus(&st, csMiss, false)
+		ctx.Response.Header.AddBytesKV(strCacheStatus, tee.ownCS)
+		return nil
 	}
 	// The shared tier's write is guarded on its own (tombstones): made
 	// before the store checks for an invalidation since the fetch began.

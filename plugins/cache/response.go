@@ -26,13 +26,22 @@ func skipStored(k []byte) bool {
 func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb *keyBuf) bool {
 	if ctx.Response.IsBodyStream() {
 		// A streamed answer (longer than the upstream's stream_threshold,
-		// or an event stream) is passed through, not stored: reading it
-		// here would hold it whole in memory.
+		// or an event stream) is not read here: reading it would hold it
+		// whole in memory. A fill stores it as it passes (tee.go).
 		return false
 	}
 	if !ex.FromUpstream {
 		return false // an inner stage's own answer, not the provider's
 	}
+	return c.storeAnswer(ctx, ex.Path(), kb, ctx.Response.Body(), nil, false)
+}
+
+// storeAnswer stores the answer whose head is in ctx.Response, with body,
+// for the request at path. With dry it stores nothing and reports whether
+// the head allows storing (the body's size aside). ownCS is the
+// Cache-Status value this cache already added to the head (a streamed
+// answer's): not stored.
+func (c *Plugin) storeAnswer(ctx *fasthttp.RequestCtx, path []byte, kb *keyBuf, body, ownCS []byte, dry bool) bool {
 	resp := &ctx.Response
 	h := &resp.Header
 	status := resp.StatusCode()
@@ -121,11 +130,18 @@ func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb 
 	if !ok {
 		return false
 	}
+	if dry {
+		return true
+	}
 
 	var hdrs [][2][]byte
 	dated := false
 	for k, v := range h.All() {
 		if skipStored(k) {
+			continue
+		}
+		if ownCS != nil && bytes.Equal(v, ownCS) && bytes.EqualFold(k, strCacheStatus) {
+			ownCS = nil // the line this cache added, not the provider's
 			continue
 		}
 		dated = dated || bytes.EqualFold(k, strDate)
@@ -136,7 +152,7 @@ func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb 
 		// Date records the time it was received as its Date.
 		hdrs = append(hdrs, [2][]byte{strDate, proxy.AppendHTTPDate(nil, now)})
 	}
-	tags := c.entryTags(ex.Path())
+	tags := c.entryTags(path)
 	tags = append(tags, resourceTag(c.upstream, string(c.relPath(kb.uri))))
 	for _, v := range h.PeekAll("Surrogate-Key") {
 		tags = append(tags, strings.Fields(string(v))...)
@@ -148,7 +164,7 @@ func (c *Plugin) storeResponse(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, kb 
 			}
 		}
 	}
-	e.body = resp.Body()
+	e.body = body
 	buf := encodeEntry(make([]byte, 0, len(e.body)+512), &e, hdrs, tags)
 	key := kb.key
 	var marker []byte // a new vary marker to store first
