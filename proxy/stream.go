@@ -467,7 +467,11 @@ func (s *upstreamStream) CloseWithError(werr error) error {
 	return nil
 }
 
-func (s *upstreamStream) Close() error { return s.CloseWithError(nil) }
+// upstreamStream has no Close method on purpose: fasthttp's
+// closeBodyStreamReader calls Close and then CloseWithError on a body stream
+// that has both. With a Close, the stream was finished twice: first without
+// the write error, and again after it had gone back to the pool, where
+// another request's stream may already have taken it.
 
 // finish ends the stream once: the connection goes back to the pool only
 // after a clean end with nothing after it; the outcome is counted (and a
