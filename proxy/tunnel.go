@@ -69,12 +69,15 @@ func nextToken(v []byte) (tok, rest []byte) {
 	return tok, rest
 }
 
+// tokenEqualFold compares two tokens, ASCII case-insensitively, of any lengths.
+func tokenEqualFold(a, b []byte) bool { return len(a) == len(b) && asciiEqualFold(a, b) }
+
 // listHas reports whether a header list value has the token tok (any case).
 func listHas(v, tok []byte) bool {
 	for len(v) > 0 {
 		var t []byte
 		t, v = nextToken(v)
-		if asciiEqualFold(t, tok) {
+		if tokenEqualFold(t, tok) {
 			return true
 		}
 	}
@@ -94,7 +97,7 @@ func upgradesBeyondH2C(v []byte) bool {
 				break
 			}
 		}
-		if len(name) > 0 && !asciiEqualFold(name, strH2C) {
+		if len(name) > 0 && !tokenEqualFold(name, strH2C) {
 			return true
 		}
 	}
@@ -109,9 +112,9 @@ func wantsTunnel(h *fasthttp.RequestHeader) bool {
 	conn, up := false, false
 	for k, v := range h.All() {
 		switch {
-		case asciiEqualFold(k, strConnection):
+		case tokenEqualFold(k, strConnection):
 			conn = conn || listHas(v, strUpgradeTok)
-		case asciiEqualFold(k, strUpgrade):
+		case tokenEqualFold(k, strUpgrade):
 			up = up || upgradesBeyondH2C(v)
 		}
 	}

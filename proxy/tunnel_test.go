@@ -269,6 +269,12 @@ func TestUpgradeRefusedOnPlainRoute(t *testing.T) {
 	if err := json.Unmarshal(body, &p); err != nil || p.Code != "upgrade_not_allowed" {
 		t.Fatalf("body %s (%v)", body, err)
 	}
+	// A longer Connection list, the upgrade token last.
+	resp2, body2 := rawGet(t, gw, "/echo", "Connection: keep-alive, Upgrade", "Upgrade: websocket",
+		"Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==")
+	if resp2.StatusCode != 403 || !strings.Contains(body2, `"upgrade_not_allowed"`) {
+		t.Fatalf("keep-alive, Upgrade: %s %s", resp2.Status, body2)
+	}
 	if n := up.hits.Load(); n != 0 {
 		t.Fatalf("the provider got %d requests", n)
 	}
