@@ -55,6 +55,10 @@ type Route struct {
 	StripPrefix string
 	// Deadline bounds the whole call (route deadline, else the upstream's).
 	Deadline time.Duration
+	// Upgrade: the route tunnels Connection: Upgrade requests (tunnel.go).
+	Upgrade bool
+	// TunnelIdleTimeout closes an idle tunnel (default 5m).
+	TunnelIdleTimeout time.Duration
 
 	st      *state
 	handler Handler
@@ -177,6 +181,10 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 			StripPrefix: rc.StripPrefix, Deadline: rc.Deadline.D()}
 		if rt.Deadline == 0 {
 			rt.Deadline = u.Deadline
+		}
+		rt.Upgrade, rt.TunnelIdleTimeout = rc.Upgrade, rc.TunnelIdleTimeout.D()
+		if rt.TunnelIdleTimeout == 0 {
+			rt.TunnelIdleTimeout = defaultTunnelIdleTimeout
 		}
 		rt.plugins = g.buildPlugins(st, rt, &rc, blocks, &p)
 		rt.handler = g.opts.Plugins.chain(rt.plugins, &upstreamCall{u: u, stripPrefix: rc.StripPrefix}, &p)

@@ -38,6 +38,7 @@ const (
 	CodeUpstreamAuthFailed              // 502: the provider's credentials could not be obtained (token endpoint)
 	CodeNotCached                       // 504: only-if-cached and nothing usable stored (RFC 9111 5.2.1.7)
 	CodeContractViolation               // 400: the request does not match the provider's OpenAPI document (contract)
+	CodeUpgradeNotAllowed               // 403: Connection: Upgrade on a route without upgrade: true
 	numCodes
 )
 
@@ -76,6 +77,8 @@ var codeInfo = [numCodes]struct {
 	CodeNotCached: {"not_cached", 504, retryNever},
 	// Refused before reaching the provider; the same request fails again.
 	CodeContractViolation: {"contract_violation", 400, retryNever},
+	// Refused before reaching the provider: the route does not tunnel.
+	CodeUpgradeNotAllowed: {"upgrade_not_allowed", 403, retryNever},
 }
 
 // String returns the code's wire name, e.g. "route_not_found".

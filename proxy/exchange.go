@@ -20,6 +20,8 @@ type Exchange struct {
 	// Target is the upstream target of the latest attempt; nil before the first.
 	Target     *Target
 	nextTarget *Target // chosen by UseTarget for the next attempt
+	upgrade    bool    // a tunnel request on a route with upgrade: true (tunnel.go)
+	tunnel     *tunnel // the provider's connection after its 101, until Route.serve takes it
 	// Consumer is the authenticated caller; "" when none.
 	Consumer string
 	// Attempts counts upstream calls made so far.
@@ -72,6 +74,11 @@ func releaseExchange(ex *Exchange) {
 	ex.Attempts = 0
 	ex.FromUpstream = false
 	ex.internal = false
+	ex.upgrade = false
+	if ex.tunnel != nil { // not taken (a panic)
+		ex.tunnel.end(tunnelClosed)
+		ex.tunnel = nil
+	}
 	ex.problem = 0
 	ex.deadline = 0
 	ex.requestID = ex.requestID[:0]

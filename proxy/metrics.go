@@ -28,6 +28,7 @@ type Metrics struct {
 	streams     *prometheus.CounterVec   // upstream, outcome
 	firstByte   *prometheus.HistogramVec // route, upstream
 	streamBytes *prometheus.CounterVec   // route, upstream
+	tunnels     *prometheus.CounterVec   // route, outcome
 	inflight    atomic.Int64
 	bodies      bodyBudget // server.max_body_memory, process-wide
 	tracing     tracingStats
@@ -102,12 +103,16 @@ func NewMetrics() *Metrics {
 		Name: "sluice_streamed_bytes_total",
 		Help: "Body bytes of streamed responses passed from the upstream to the caller, by route (counted when each stream ends).",
 	}, []string{"route", "upstream"})
+	m.tunnels = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_tunnels_total",
+		Help: "Upgrade tunnels (WebSocket and the like) that ended, by route and how (closed, idle_timeout, drained).",
+	}, []string{"route", "outcome"})
 	openStreams := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sluice_open_streams",
-		Help: "Streamed responses being passed on right now.",
+		Help: "Streamed responses being passed on and upgrade tunnels open right now.",
 	}, func() float64 { return float64(m.open.count()) })
 	reg.MustRegister(m.requests, m.duration, m.upstreamDur, m.discarded, m.errors, m.reloads, inflight, bodyBytes, bodyRefusals,
-		m.streams, m.firstByte, m.streamBytes, openStreams,
+		m.streams, m.firstByte, m.streamBytes, m.tunnels, openStreams,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registerTracing(reg)
@@ -126,6 +131,7 @@ func (m *Metrics) forgetRoute(route string) {
 	m.errors.DeletePartialMatch(prometheus.Labels{"route": route})
 	m.firstByte.DeletePartialMatch(prometheus.Labels{"route": route})
 	m.streamBytes.DeletePartialMatch(prometheus.Labels{"route": route})
+	m.tunnels.DeletePartialMatch(prometheus.Labels{"route": route})
 }
 
 // forgetRouteUpstream deletes a route's series for an upstream it no longer uses.

@@ -243,6 +243,8 @@ var configComments = map[string]string{
 	"github.com/sluice-gw/sluice/proxy/config.RouteConfig.Path":                     "Path is a fasthttp/router pattern: \"/github/{path:*}\", \"/v1/users/{id}\".",
 	"github.com/sluice-gw/sluice/proxy/config.RouteConfig.Plugins":                  "Plugins for this route; each block replaces the upstream's and the top-level block of the same plugin. {enabled: false} switches one off.",
 	"github.com/sluice-gw/sluice/proxy/config.RouteConfig.StripPrefix":              "StripPrefix is removed from the start of the request path before it is appended to the upstream's base path.",
+	"github.com/sluice-gw/sluice/proxy/config.RouteConfig.TunnelIdleTimeout":        "TunnelIdleTimeout closes a tunnel when no byte has passed either way for this long. Only with upgrade: true. Default 5m.",
+	"github.com/sluice-gw/sluice/proxy/config.RouteConfig.Upgrade":                  "Upgrade lets the route tunnel \"Connection: Upgrade\" requests (WebSocket and other upgrades except h2c): the handshake runs the pipeline, then a 101 from the provider turns the connection into a byte tunnel. Without it such a request is refused (upgrade_not_allowed). Default false.",
 	"github.com/sluice-gw/sluice/proxy/config.RouteConfig.Upstream":                 "Upstream names the upstream that serves the route.",
 	"github.com/sluice-gw/sluice/proxy/config.ServerConfig":                         "ServerConfig configures the proxy listener.",
 	"github.com/sluice-gw/sluice/proxy/config.ServerConfig.DrainTimeout":            "DrainTimeout bounds how long SIGTERM/SIGINT waits for in-flight requests before exiting. Default 15s.",

@@ -103,8 +103,12 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 		st.writeError(ctx, ex, errExpect)
 	case head.hops&methodOverrides != 0:
 		st.writeError(ctx, ex, errMethodOverride)
+	case head.hops&hopUpgrade != 0 && !rt.Upgrade && wantsTunnel(&ctx.Request.Header):
+		st.writeError(ctx, ex, errUpgradeNotAllowed)
 	case !rt.reserveRequestBody(ctx, ex):
 		st.writeError(ctx, ex, errRequestBodyBudget)
+	case head.hops&hopUpgrade != 0 && rt.Upgrade && wantsTunnel(&ctx.Request.Header):
+		rt.serveUpgrade(ctx, ex, &head)
 	default:
 		prepareRequest(ctx, ex, &head)
 		if err := rt.run(ctx, ex); err != nil {
@@ -271,7 +275,12 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	}
 	t.health.inflight.Add(1)
 	start := nanotime()
-	err := u.roundTrip(t, ctx, ex, timeout)
+	var err error
+	if ex.upgrade {
+		err = u.handshake(t, ctx, ex, timeout)
+	} else {
+		err = u.roundTrip(t, ctx, ex, timeout)
+	}
 	elapsed := since(start).Seconds()
 	t.health.inflight.Add(-1)
 	if err != nil {
@@ -303,7 +312,11 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 		u.observeAttempt(ex, OutcomeOK, elapsed, status, nil)
 		u.observe(t, false)
 	}
-	stripHopByHopResponse(&ctx.Response.Header, ex)
+	if ex.tunnel == nil {
+		stripHopByHopResponse(&ctx.Response.Header, ex)
+	} else {
+		ctx.Response.Header.ResetConnectionClose()
+	}
 	ex.FromUpstream = true
 	return nil
 }

@@ -375,6 +375,14 @@ type RouteConfig struct {
 	// StripPrefix is removed from the start of the request path before it is
 	// appended to the upstream's base path.
 	StripPrefix string `koanf:"strip_prefix" json:"strip_prefix,omitempty"`
+	// Upgrade lets the route tunnel "Connection: Upgrade" requests (WebSocket
+	// and other upgrades except h2c): the handshake runs the pipeline, then a
+	// 101 from the provider turns the connection into a byte tunnel. Without
+	// it such a request is refused (upgrade_not_allowed). Default false.
+	Upgrade bool `koanf:"upgrade" json:"upgrade,omitempty"`
+	// TunnelIdleTimeout closes a tunnel when no byte has passed either way
+	// for this long. Only with upgrade: true. Default 5m.
+	TunnelIdleTimeout Duration `koanf:"tunnel_idle_timeout" json:"tunnel_idle_timeout,omitempty"`
 	// Plugins for this route; each block replaces the upstream's and the
 	// top-level block of the same plugin. {enabled: false} switches one off.
 	Plugins PluginBlocks `koanf:"plugins" json:"-"`

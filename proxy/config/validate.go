@@ -350,6 +350,11 @@ func (r *RouteConfig) validate(key string, ups map[string]UpstreamConfig, p *Pro
 	if r.Deadline < 0 {
 		p.Add(key+".deadline", "must not be negative")
 	}
+	if r.TunnelIdleTimeout < 0 {
+		p.Add(key+".tunnel_idle_timeout", "must not be negative")
+	} else if r.TunnelIdleTimeout > 0 && !r.Upgrade {
+		p.Add(key+".tunnel_idle_timeout", "is set but upgrade is not true: the route opens no tunnels")
+	}
 	if r.Host != "" {
 		if strings.ContainsAny(r.Host, "/:* ") {
 			p.Addf(key+".host", "invalid host %q: want a plain host name such as \"api.internal\" (no port, scheme or wildcard)", r.Host)
