@@ -54,6 +54,8 @@ type Exchange struct {
 	reqHeld  int64       // bytes reserved for the request body
 
 	trace traceState // W3C trace context and spans (trace.go); zero when tracing is off
+
+	reqBody streamedRequestBody // the request body when it is streamed (reqstream.go); zero otherwise
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(Exchange) }}
@@ -83,6 +85,9 @@ func releaseExchange(ex *Exchange) {
 	}
 	ex.scratch = ex.scratch[:0]
 	ex.addHeader = ex.addHeader[:0]
+	if ex.reqBody.on {
+		ex.reqBody = streamedRequestBody{}
+	}
 	if ex.trace.on {
 		ex.trace.reset()
 	}
