@@ -42,10 +42,10 @@ type streamedRequestBody struct {
 	conn     net.Conn
 	idle     time.Duration
 	max      int64
-	n        int64 // bytes read so far
-	tooLarge bool  // the body went over max
+	n        int64  // bytes read so far
+	tooLarge bool   // the body went over max
 	prefix   []byte // read ahead (chunked bodies): sent before the rest
-	readErr  error // reading from the caller failed (not io.EOF)
+	readErr  error  // reading from the caller failed (not io.EOF)
 }
 
 func (b *streamedRequestBody) Read(p []byte) (int, error) {
