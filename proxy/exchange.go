@@ -57,7 +57,8 @@ type Exchange struct {
 
 	trace traceState // W3C trace context and spans (trace.go); zero when tracing is off
 
-	tee StreamTee // TeeStream: told of a streamed answer's body and end; nil for none
+	tee     StreamTee           // TeeStream: told of a streamed answer's body and end; nil for none
+	reqBody streamedRequestBody // the request body when it is streamed (reqstream.go); zero otherwise
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(Exchange) }}
@@ -93,6 +94,9 @@ func releaseExchange(ex *Exchange) {
 	ex.scratch = ex.scratch[:0]
 	ex.addHeader = ex.addHeader[:0]
 	ex.tee = nil
+	if ex.reqBody.on {
+		ex.reqBody = streamedRequestBody{}
+	}
 	if ex.trace.on {
 		ex.trace.reset()
 	}

@@ -139,7 +139,11 @@ func (g *Gateway) newServer(sc *config.ServerConfig) *fasthttp.Server {
 		WriteTimeout:          sc.WriteTimeout.D(),
 		IdleTimeout:           sc.IdleTimeout.D(),
 		MaxRequestBodySize:    int(sc.MaxRequestBody),
-		ReadBufferSize:        int(sc.MaxHeaderSize),
+		// Only with stream_request_threshold: fasthttp then hands the
+		// handler a body stream; reserveRequestBody reads the bodies at or
+		// under the threshold into memory as before (reqstream.go).
+		StreamRequestBody: sc.StreamRequestThreshold > 0,
+		ReadBufferSize:    int(sc.MaxHeaderSize),
 		// server.max_connections is enforced by Serve's listener (problem+json
 		// 503); fasthttp's own limit stays above it: a closed connection is
 		// counted out a moment before its worker is.

@@ -118,6 +118,7 @@ func restartNeeded(a, b *config.Config) []string {
 		{"server.write_timeout", x.WriteTimeout != y.WriteTimeout},
 		{"server.idle_timeout", x.IdleTimeout != y.IdleTimeout},
 		{"server.max_request_body", x.MaxRequestBody != y.MaxRequestBody},
+		{"server.stream_request_threshold", x.StreamRequestThreshold != y.StreamRequestThreshold},
 		{"server.max_header_size", x.MaxHeaderSize != y.MaxHeaderSize},
 		{"server.max_connections", x.MaxConnections != y.MaxConnections},
 		{"admin.listen", a.Admin.Listen != b.Admin.Listen},

@@ -256,6 +256,7 @@ var configComments = map[string]string{
 	"github.com/sluice-gw/sluice/proxy/config.ServerConfig.MaxInflight":             "MaxInflight caps requests being served at once; above it callers get 503 overloaded with Retry-After. 0 (default) means no cap.",
 	"github.com/sluice-gw/sluice/proxy/config.ServerConfig.MaxRequestBody":          "MaxRequestBody is the largest request body accepted (413 above). Default 10MiB.",
 	"github.com/sluice-gw/sluice/proxy/config.ServerConfig.ReadTimeout":             "ReadTimeout bounds reading one request (headers and body). Default 10s.",
+	"github.com/sluice-gw/sluice/proxy/config.ServerConfig.StreamRequestThreshold":  "StreamRequestThreshold: a request body longer than this (or sent chunked and longer than this) is streamed to the upstream instead of held in memory; plugins then do not see it and it is never sent twice. max_request_body still holds. 0 turns request streaming off. Default 1MiB.",
 	"github.com/sluice-gw/sluice/proxy/config.ServerConfig.WriteTimeout":            "WriteTimeout bounds writing one response to the caller. Default 10s.",
 	"github.com/sluice-gw/sluice/proxy/config.TLSConfig":                            "TLSConfig configures TLS to an upstream.",
 	"github.com/sluice-gw/sluice/proxy/config.TLSConfig.CAFile":                     "CAFile is a PEM bundle of the CAs trusted for this upstream instead of the system roots. Default: the system roots.",

@@ -87,6 +87,7 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 	st := rt.st
 	ex := acquireExchange()
 	var head requestHead
+	var bodyErr *Error
 	scanRequestHead(ctx.Request.Header.RawHeaders(), &head)
 	ex.begin(ctx, &head)
 	ex.Route, ex.Upstream = rt, rt.Upstream
@@ -105,6 +106,8 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 		st.writeError(ctx, ex, errMethodOverride)
 	case head.hops&hopUpgrade != 0 && !rt.Upgrade && wantsTunnel(&ctx.Request.Header):
 		st.writeError(ctx, ex, errUpgradeNotAllowed)
+	case ctx.Request.IsBodyStream() && !rt.takeRequestBody(ctx, ex, &bodyErr):
+		st.writeError(ctx, ex, bodyErr)
 	case !rt.reserveRequestBody(ctx, ex):
 		st.writeError(ctx, ex, errRequestBodyBudget)
 	case head.hops&hopUpgrade != 0 && rt.Upgrade && wantsTunnel(&ctx.Request.Header):
@@ -124,8 +127,11 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 }
 
 // reserveRequestBody takes the request body's share of the body budget; a
-// request without a body costs nothing.
+// request without a body, or with a streamed one, costs nothing.
 func (rt *Route) reserveRequestBody(ctx *fasthttp.RequestCtx, ex *Exchange) bool {
+	if ex.reqBody.on {
+		return true
+	}
 	n := int64(len(ctx.Request.Body()))
 	if n == 0 {
 		return true
@@ -201,7 +207,7 @@ func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetr
 		slog.String("path", string(ex.Path())),
 		slog.Int("status", status),
 		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
-		slog.Int("bytes_in", len(ctx.Request.Body())),
+		bytesIn(ctx, ex),
 		bytesOut(&ctx.Response),
 		slog.String("request_id", string(ex.requestID)),
 		slog.String("remote", string(appendRemoteIP(nil, ctx.RemoteAddr()))),
@@ -219,6 +225,15 @@ func (st *state) logAccess(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetr
 		attrs = append(attrs, slog.String("trace_id", string(ex.trace.idHex[:])))
 	}
 	st.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+}
+
+// bytesIn is the access log's size of the request body; a streamed one is
+// counted as it was read (and marked streamed_in=true).
+func bytesIn(ctx *fasthttp.RequestCtx, ex *Exchange) slog.Attr {
+	if ex.reqBody.on {
+		return slog.Group("", slog.Int64("bytes_in", ex.reqBody.n), slog.Bool("streamed_in", true))
+	}
+	return slog.Int("bytes_in", len(ctx.Request.Body()))
 }
 
 // bytesOut is the access log's size of the answer: its body's length, or
@@ -259,6 +274,9 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	if t == nil {
 		t = u.PickExcept(ex.Target)
 	}
+	if ex.reqBody.on && ex.Attempts > 0 {
+		return errStreamedResend // the body went with the first attempt
+	}
 	ex.Target, ex.nextTarget = t, nil
 	ex.Attempts++
 
@@ -287,6 +305,10 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 		if err == errCallerGone { // says nothing about the target
 			u.observeAttempt(ex, OutcomeConnError, elapsed, 0, err)
 			return err
+		}
+		if be := ex.streamedBodyError(ctx, err); be != nil { // the caller's fault, not the target's
+			u.observeAttempt(ex, OutcomeConnError, elapsed, 0, be)
+			return be
 		}
 		ce := Classify(&transportError{err})
 		switch ce.Code {

@@ -66,7 +66,7 @@ func (u *Upstream) roundTrip(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange, 
 	start := time.Now()
 	deadline := start.Add(timeout)
 	reused, err := u.attemptOnce(t, ctx, ex, start, deadline, timeout)
-	if err != nil && reused && resendable(err) && (err == errNothingSent || IsIdempotent(&ctx.Request)) && time.Now().Before(deadline) {
+	if err != nil && reused && !ex.reqBody.on && resendable(err) && (err == errNothingSent || IsIdempotent(&ctx.Request)) && time.Now().Before(deadline) {
 		_, err = u.attemptOnce(t, ctx, ex, start, deadline, timeout)
 	}
 	return err
@@ -128,7 +128,9 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 	}
 	if err != nil {
 		hc.CloseConn(cc)
-		if sent >= 0 && bytesWritten(conn) == sent {
+		// (A streamed body may have been read into the write buffer even
+		// when no byte reached the socket: it is never "nothing sent".)
+		if sent >= 0 && bytesWritten(conn) == sent && !ex.reqBody.on {
 			err = errNothingSent
 		}
 		return reused, err

@@ -191,7 +191,9 @@ func (p *requests) check(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) ([]proxy.
 	for k, v := range ctx.Request.Header.All() {
 		header.Add(string(k), string(v))
 	}
-	if body := ctx.Request.Body(); len(body) > p.maxBody {
+	// A streamed request body (server.stream_request_threshold) is not in
+	// memory and must not be read here: it is unchecked, like a large one.
+	if ex.BodyStreamed() || len(ctx.Request.Body()) > p.maxBody {
 		p.unchecked(dirRequest, reasonTooLarge)
 		return p.checkRequest(string(ctx.Method()), ex.AppendUpstreamURI(nil), header, nil, true)
 	}

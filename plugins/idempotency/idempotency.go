@@ -127,6 +127,7 @@ const (
 	bypassFull        = "store_full"
 	bypassUnavailable = "store_unavailable"
 	bypassTooLarge    = "answer_too_large"
+	bypassStreamed    = "body_streamed"
 )
 
 type (
@@ -147,7 +148,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 			}, []string{"route", "reason"}),
 			bypassed: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "sluice_idempotency_bypassed_total",
-				Help: "Keyed calls that went through without de-duplication (store_full, store_unavailable) or whose answer was not stored (answer_too_large).",
+				Help: "Keyed calls that went through without de-duplication (store_full, store_unavailable) or whose answer was not stored (answer_too_large), and keyed calls with a streamed request body (body_streamed), which are not de-duplicated.",
 			}, []string{"route", "reason"}),
 		}
 		b.Registerer.MustRegister(m.replays, m.conflicts, m.bypassed)
@@ -169,6 +170,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 		full:      m.bypassed.WithLabelValues(route, bypassFull),
 		down:      m.bypassed.WithLabelValues(route, bypassUnavailable),
 		tooLarge:  m.bypassed.WithLabelValues(route, bypassTooLarge),
+		streamed:  m.bypassed.WithLabelValues(route, bypassStreamed),
 		log:       b.Logger,
 	}
 	mem := proxy.Share(b, memKey{}, func() *memStore { return newMemStore() })
@@ -194,6 +196,7 @@ type Plugin struct {
 
 	replays, inFlight, mismatch prometheus.Counter
 	full, down, tooLarge        prometheus.Counter
+	streamed                    prometheus.Counter // bodies streamed (server.stream_request_threshold): not fingerprinted
 	log                         *slog.Logger
 }
 
@@ -233,6 +236,10 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	if !ValidKey(key, p.maxKey) {
 		return proxy.Errorf(proxy.CodeBadRequest, "%s must be 1 to %d characters of visible ASCII or spaces (got %d bytes)",
 			p.header, p.maxKey, len(key))
+	}
+	if ex.BodyStreamed() { // cannot be fingerprinted without reading it into memory
+		p.streamed.Inc()
+		return next.Handle(ctx, ex)
 	}
 	sk := storeKey(p.route, ex.Consumer, key)
 	fp := fingerprint(ctx, ex)

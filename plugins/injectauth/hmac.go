@@ -130,6 +130,7 @@ type hmacSigner struct {
 	base64   bool
 	macs     sync.Pool // of *signState
 	hasTS    bool      // the timestamp is one of the signed parts
+	hasBody  bool      // the body is one of the signed parts
 }
 
 // signState is one pooled signer: the keyed hash and buffers that live on
@@ -158,11 +159,15 @@ func newHMAC(c *hmacCredential) *hmacSigner {
 		s.tsHeader = []byte(c.TimestampHeader)
 	}
 	s.hasTS = slices.Contains(c.Sign, PartTimestamp)
+	s.hasBody = slices.Contains(c.Sign, PartBody)
 	s.macs.New = func() any { return &signState{mac: hmac.New(newHash, key)} }
 	return s
 }
 
 func (s *hmacSigner) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
+	if s.hasBody && ex.BodyStreamed() {
+		return errSignStreamed
+	}
 	st := s.macs.Get().(*signState)
 	v := s.sign(st, st.out[:0], ctx, ex)
 	h := &ctx.Request.Header
@@ -228,3 +233,9 @@ func (s *hmacSigner) sign(st *signState, out []byte, ctx *fasthttp.RequestCtx, e
 }
 
 var newline = []byte{'\n'}
+
+// errSignStreamed: a signature over the body needs the whole body in memory
+// before the request is sent; a streamed one (server.stream_request_threshold)
+// is not. Nothing is sent.
+var errSignStreamed = proxy.NewError(proxy.CodeRequestTooLarge,
+	"the request body is streamed (longer than server.stream_request_threshold, or chunked) and cannot be HMAC-signed; nothing was sent")

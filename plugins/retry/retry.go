@@ -146,6 +146,7 @@ var Factory = proxy.Define("retry", build)
 type metrics struct {
 	retries   *prometheus.CounterVec
 	exhausted *prometheus.CounterVec
+	notSent   *prometheus.CounterVec
 }
 
 // Reasons that are not statuses.
@@ -184,7 +185,11 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 				Help: "Retries not sent because the upstream's retry budget was spent.",
 			}, []string{"upstream"}),
 		}
-		b.Registerer.MustRegister(m.retries, m.exhausted)
+		m.notSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_retries_not_sent_total",
+			Help: "Retries that retry.on asked for but were not sent, by upstream and reason (body_streamed: the request body was streamed and cannot be sent again).",
+		}, []string{"upstream", "reason"})
+		b.Registerer.MustRegister(m.retries, m.exhausted, m.notSent)
 		return m
 	})
 	p := &Plugin{
@@ -198,6 +203,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 		onTimeout:  -1,
 		onConn:     -1,
 		exhausted:  m.exhausted.WithLabelValues(b.Upstream.Name),
+		streamed:   m.notSent.WithLabelValues(b.Upstream.Name, "body_streamed"),
 		upstream:   b.Upstream.Name,
 		log:        b.Logger,
 	}
@@ -244,6 +250,7 @@ type Plugin struct {
 	onTimeout, onConn   int8
 	reasons             []prometheus.Counter
 	exhausted           prometheus.Counter
+	streamed            prometheus.Counter // retries not sent: the request body was streamed
 	budget              *budget
 	upstream            string
 	log                 *slog.Logger
@@ -271,6 +278,10 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		if reason < 0 {
 			return err
 		}
+		if ex.BodyStreamed() { // the body went with this attempt: it cannot be sent again
+			p.streamed.Inc()
+			return notRetriedStreamed(err)
+		}
 		wait := retryAfter
 		if wait == 0 {
 			wait = p.jitter(attempt)
@@ -294,6 +305,18 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		time.Sleep(wait)
 		proxy.ResetResponse(ctx, ex)
 	}
+}
+
+// notRetriedStreamed is the answer when an attempt that would have been
+// retried carried a streamed request body: the attempt's error, saying why
+// it was not retried. (An upstream's own answer, err nil, stands as it is.)
+func notRetriedStreamed(err error) error {
+	if err == nil {
+		return nil
+	}
+	e := *proxy.Classify(err)
+	e.Detail += "; not retried: the request body was streamed to the upstream (longer than server.stream_request_threshold, or chunked) and cannot be sent again"
+	return &e
 }
 
 // mayRetry says whether the request may be sent more than once, adding an

@@ -99,6 +99,11 @@ type ServerConfig struct {
 	IdleTimeout Duration `koanf:"idle_timeout" json:"idle_timeout"`
 	// MaxRequestBody is the largest request body accepted (413 above). Default 10MiB.
 	MaxRequestBody Size `koanf:"max_request_body" json:"max_request_body"`
+	// StreamRequestThreshold: a request body longer than this (or sent
+	// chunked and longer than this) is streamed to the upstream instead of
+	// held in memory; plugins then do not see it and it is never sent twice.
+	// max_request_body still holds. 0 turns request streaming off. Default 1MiB.
+	StreamRequestThreshold Size `koanf:"stream_request_threshold" json:"stream_request_threshold"`
 	// MaxHeaderSize is the largest request head (request line and headers)
 	// accepted (431 above). Default 16KiB.
 	MaxHeaderSize Size `koanf:"max_header_size" json:"max_header_size"`

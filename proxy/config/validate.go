@@ -31,6 +31,9 @@ func (c *Config) validate(p *Problems) {
 	if s.MaxRequestBody <= 0 {
 		p.Add("server.max_request_body", "must be positive")
 	}
+	if s.StreamRequestThreshold < 0 {
+		p.Addf("server.stream_request_threshold", "must not be negative, got %s", s.StreamRequestThreshold)
+	}
 	if s.MaxHeaderSize < 1024 {
 		p.Addf("server.max_header_size", "must be at least 1KiB, got %s", s.MaxHeaderSize)
 	}

@@ -1,0 +1,289 @@
+package proxy_test
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/sluice-gw/sluice/internal/testkit"
+)
+
+// bodySink is a real net/http upstream that reads each request body to the
+// end and answers with its length and SHA-256 (status from ?status=).
+type bodySink struct {
+	URL  string
+	mu   sync.Mutex
+	seen []string // "n sha" per request
+}
+
+func newBodySink(t *testing.T) *bodySink {
+	t.Helper()
+	s := &bodySink{}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		rec := fmt.Sprintf("%d %x", n, h.Sum(nil))
+		if err != nil {
+			rec = "error " + err.Error()
+		}
+		s.mu.Lock()
+		s.seen = append(s.seen, rec)
+		s.mu.Unlock()
+		if st := r.URL.Query().Get("status"); st != "" {
+			var code int
+			fmt.Sscan(st, &code)
+			w.WriteHeader(code)
+		}
+		_, _ = io.WriteString(w, rec)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	s.URL = "http://" + ln.Addr().String()
+	return s
+}
+
+func (s *bodySink) requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.seen...)
+}
+
+// patternReader yields n bytes of a fixed pattern, hashing what it yields.
+type patternReader struct {
+	left int64
+	h    hash.Hash
+}
+
+func newPattern(n int64) *patternReader { return &patternReader{left: n, h: sha256.New()} }
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(b)) > p.left {
+		b = b[:p.left]
+	}
+	for i := range b {
+		b[i] = byte('a' + (p.left-int64(i))%26)
+	}
+	p.left -= int64(len(b))
+	p.h.Write(b)
+	return len(b), nil
+}
+
+// onlyReader hides the length of a reader, so net/http sends it chunked.
+type onlyReader struct{ io.Reader }
+
+// A 64 MiB body reaches a real upstream intact (sent with a length and
+// chunked), while the gateway's heap grows far less than the body.
+func TestLargeRequestBodyIsStreamed(t *testing.T) {
+	sink := newBodySink(t)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+server: {max_request_body: 128MiB, max_body_memory: 256MiB}
+upstreams: {up: {url: %q, timeout: 60s}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, sink.URL))
+	const size = 64 << 20
+	for _, chunked := range []bool{false, true} {
+		runtime.GC()
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
+		peak := before.HeapInuse
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { // sample the heap while the body passes
+			defer wg.Done()
+			var m runtime.MemStats
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				runtime.ReadMemStats(&m)
+				if m.HeapInuse > peak {
+					peak = m.HeapInuse
+				}
+			}
+		}()
+		src := newPattern(size)
+		var body io.Reader = src
+		if chunked {
+			body = onlyReader{src}
+		}
+		req, _ := http.NewRequest("POST", gw.URL+"/upload", body)
+		if !chunked {
+			req.ContentLength = size
+		}
+		resp, err := testkit.Client.Do(req)
+		close(stop)
+		wg.Wait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf("%d %x", size, src.h.Sum(nil))
+		if resp.StatusCode != 200 || string(got) != want {
+			t.Fatalf("chunked=%v: %d %q, want 200 %q", chunked, resp.StatusCode, got, want)
+		}
+		growth := int64(peak) - int64(before.HeapInuse)
+		t.Logf("chunked=%v: 64 MiB passed; heap in use grew by at most %.1f MiB", chunked, float64(growth)/(1<<20))
+		if growth > 16<<20 {
+			t.Fatalf("chunked=%v: heap grew by %d bytes for a %d-byte body: it was buffered", chunked, growth, size)
+		}
+	}
+	if v, _ := gw.Metrics(t).Value("sluice_body_memory_bytes"); v != 0 {
+		t.Fatalf("body memory after the uploads = %v", v)
+	}
+}
+
+// max_request_body holds for streamed bodies: a length over it is refused
+// before anything is read or forwarded; a chunked body going over it is cut
+// off with 413.
+func TestStreamedRequestBodyOverMax(t *testing.T) {
+	sink := newBodySink(t)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+server: {max_request_body: 4MiB, stream_request_threshold: 64KiB}
+upstreams: {up: {url: %q}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, sink.URL))
+
+	req, _ := http.NewRequest("POST", gw.URL+"/len", newPattern(5<<20))
+	req.ContentLength = 5 << 20
+	resp, err := testkit.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	wantProblem(t, resp.StatusCode, b, 413, "request_too_large", "server.max_request_body")
+	if n := len(sink.requests()); n != 0 {
+		t.Fatalf("a body announced over max_request_body reached the upstream (%d requests)", n)
+	}
+
+	req, _ = http.NewRequest("POST", gw.URL+"/chunked", onlyReader{newPattern(5 << 20)})
+	resp, err = testkit.Client.Do(req)
+	if err == nil { // the gateway may close while the client still writes
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		wantProblem(t, resp.StatusCode, b, 413, "request_too_large", "cut off")
+	}
+	testkit.Eventually(t, 5e9, func() bool { return len(sink.requests()) == 1 }, "the upstream saw the cut-off body")
+	if got := sink.requests()[0]; strings.HasPrefix(got, "5242880 ") {
+		t.Fatalf("the upstream received the whole over-limit body: %s", got)
+	}
+	// the gateway still serves
+	r := testkit.Do(t, "POST", gw.URL+"/after", "small")
+	if r.Status != 200 {
+		t.Fatalf("after: %d %s", r.Status, r.Body)
+	}
+}
+
+func wantProblem(t *testing.T, status int, body []byte, wantStatus int, code, detailHas string) {
+	t.Helper()
+	var p struct{ Code, Detail string }
+	if err := json.Unmarshal(body, &p); err != nil || status != wantStatus || p.Code != code || !strings.Contains(p.Detail, detailHas) {
+		t.Fatalf("got %d %s; want %d %s with %q in the detail", status, body, wantStatus, code, detailHas)
+	}
+}
+
+// Bodies at or under the threshold are read into memory as before: a plugin
+// reading the body (contract) checks them, and retry resends them. Above it,
+// retry does not resend and says why.
+func TestStreamedRequestBodyIsNotRetried(t *testing.T) {
+	sink := newBodySink(t)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+server: {stream_request_threshold: 1KiB}
+upstreams:
+  up:
+    url: %q
+    plugins: {retry: {attempts: 3, backoff: 1ms, methods: [POST], on: [503], budget: 1, min_retries: 100}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, sink.URL))
+	small := strings.Repeat("s", 1024) // exactly the threshold: buffered
+	r := testkit.Do(t, "POST", gw.URL+"/x?status=503", small, "Idempotency-Key", "k1")
+	if r.Status != 503 || len(sink.requests()) != 3 {
+		t.Fatalf("small body: %d after %d attempts, want 503 after 3", r.Status, len(sink.requests()))
+	}
+	for _, s := range sink.requests() {
+		if !strings.HasPrefix(s, "1024 ") {
+			t.Fatalf("a resent small body arrived as %q", s)
+		}
+	}
+
+	big := strings.Repeat("b", 1025) // one byte over: streamed, sent once
+	r = testkit.Do(t, "POST", gw.URL+"/x?status=503", big, "Idempotency-Key", "k2")
+	if r.Status != 503 || len(sink.requests()) != 4 {
+		t.Fatalf("streamed body: %d after %d attempts in all, want 503 after 1 more", r.Status, len(sink.requests()))
+	}
+	if got := sink.requests()[3]; !strings.HasPrefix(got, "1025 ") {
+		t.Fatalf("streamed body arrived as %q", got)
+	}
+	if v, _ := gw.Metrics(t).Value("sluice_retries_not_sent_total", "upstream", "up", "reason", "body_streamed"); v != 1 {
+		t.Fatalf("sluice_retries_not_sent_total{body_streamed} = %v, want 1", v)
+	}
+}
+
+// When the attempt with a streamed body fails with a gateway error that
+// retry.on would retry, the problem+json says why it was not retried.
+func TestStreamedRequestBodyRetryRefusalInProblem(t *testing.T) {
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+server: {stream_request_threshold: 1KiB}
+upstreams:
+  up:
+    url: "http://%s"
+    plugins: {retry: {attempts: 3, backoff: 1ms, methods: [POST], on: [conn_error], budget: 1, min_retries: 100}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, testkit.ClosedAddr(t)))
+	r := testkit.Do(t, "POST", gw.URL+"/x", strings.Repeat("b", 4096), "Idempotency-Key", "k")
+	wantProblem(t, r.Status, r.Body, 502, "upstream_unreachable", "not retried: the request body was streamed")
+	if v, _ := gw.Metrics(t).Value("sluice_retries_not_sent_total", "upstream", "up", "reason", "body_streamed"); v != 1 {
+		t.Fatalf("sluice_retries_not_sent_total{body_streamed} = %v, want 1", v)
+	}
+	// a small body is retried as before (and fails the same way, 3 attempts)
+	r = testkit.Do(t, "POST", gw.URL+"/x", "small", "Idempotency-Key", "k2")
+	wantProblem(t, r.Status, r.Body, 502, "upstream_unreachable", "")
+	if strings.Contains(string(r.Body), "not retried") {
+		t.Fatalf("small body: %s", r.Body)
+	}
+	if v, _ := gw.Metrics(t).Value("sluice_retries_total", "upstream", "up", "reason", "conn_error"); v != 2 {
+		t.Fatalf("sluice_retries_total{conn_error} = %v, want 2", v)
+	}
+}
+
+// stream_request_threshold: 0 turns request streaming off: bodies are read
+// whole as before, and max_request_body is enforced by the server.
+func TestRequestStreamingOff(t *testing.T) {
+	sink := newBodySink(t)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+server: {max_request_body: 2MiB, stream_request_threshold: 0}
+upstreams: {up: {url: %q}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, sink.URL))
+	body := strings.Repeat("z", 1500<<10)
+	r := testkit.Do(t, "POST", gw.URL+"/x", body)
+	if r.Status != 200 || !strings.HasPrefix(string(r.Body), fmt.Sprintf("%d ", len(body))) {
+		t.Fatalf("%d %.80s", r.Status, r.Body)
+	}
+	r = testkit.Do(t, "POST", gw.URL+"/x", strings.Repeat("z", 3<<20))
+	wantProblem(t, r.Status, r.Body, 413, "request_too_large", "server.max_request_body")
+}
