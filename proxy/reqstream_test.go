@@ -93,7 +93,7 @@ func TestLargeRequestBodyIsStreamed(t *testing.T) {
 	sink := newBodySink(t)
 	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
-server: {max_request_body: 128MiB, max_body_memory: 256MiB}
+server: {max_request_body: 128MiB, max_body_memory: 256MiB, stream_request_threshold: 1MiB}
 upstreams: {up: {url: %q, timeout: 60s}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, sink.URL))

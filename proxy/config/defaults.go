@@ -12,7 +12,6 @@ func DefaultConfig() *Config {
 			WriteTimeout:           Duration(10 * time.Second),
 			IdleTimeout:            Duration(60 * time.Second),
 			MaxRequestBody:         10 << 20,
-			StreamRequestThreshold: 1 << 20,
 			MaxHeaderSize:          16 << 10,
 			DrainTimeout:           Duration(15 * time.Second),
 			MaxBodyMemory:          512 << 20,
