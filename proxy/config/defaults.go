@@ -7,14 +7,14 @@ import "time"
 func DefaultConfig() *Config {
 	return &Config{
 		Server: ServerConfig{
-			Listen:                 "127.0.0.1:8080",
-			ReadTimeout:            Duration(10 * time.Second),
-			WriteTimeout:           Duration(10 * time.Second),
-			IdleTimeout:            Duration(60 * time.Second),
-			MaxRequestBody:         10 << 20,
-			MaxHeaderSize:          16 << 10,
-			DrainTimeout:           Duration(15 * time.Second),
-			MaxBodyMemory:          512 << 20,
+			Listen:         "127.0.0.1:8080",
+			ReadTimeout:    Duration(10 * time.Second),
+			WriteTimeout:   Duration(10 * time.Second),
+			IdleTimeout:    Duration(60 * time.Second),
+			MaxRequestBody: 10 << 20,
+			MaxHeaderSize:  16 << 10,
+			DrainTimeout:   Duration(15 * time.Second),
+			MaxBodyMemory:  512 << 20,
 		},
 		Log:    LogConfig{Level: "info", Format: "json", AccessLog: true},
 		Admin:  AdminConfig{Listen: "127.0.0.1:9090"},
