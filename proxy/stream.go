@@ -41,10 +41,11 @@ import (
 var eventTypes = [][]byte{[]byte("text/event-stream"), []byte("application/x-ndjson"), []byte("application/stream+json"), []byte("application/jsonl")}
 
 // isEventType reports whether the Content-Type value ct names one of
-// eventTypes (parameters and case aside).
+// eventTypes (parameters and case aside). The media type ends at the first
+// ';' or ASCII white space, as mime.ParseMediaType trims it.
 func isEventType(ct []byte) bool {
 	for i, c := range ct {
-		if c == ';' || c == ' ' || c == '\t' {
+		if c == ';' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f' {
 			ct = ct[:i]
 			break
 		}
