@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sluice-gw/sluice/internal/testkit"
 )
@@ -312,4 +313,37 @@ func postHeadOnly(t *testing.T, base, path string, length int) (int, []byte) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
+}
+
+// With request streaming on, a caller that announces an over-limit body and
+// asks to continue gets the 413 from its head alone, without sending a byte
+// of the body, and nothing reaches the provider (the streamed read must not
+// hold the caller until server.read_timeout).
+func TestStreamedRequestOverMaxRefusedBeforeContinue(t *testing.T) {
+	sink := newBodySink(t)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+server: {max_request_body: 4MiB, stream_request_threshold: 64KiB, read_timeout: 30s}
+upstreams: {up: {url: %q}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, sink.URL))
+	c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 5242880\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer to the head: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	wantProblem(t, resp.StatusCode, b, 413, "request_too_large", "server.max_request_body")
+	if n := len(sink.requests()); n != 0 {
+		t.Fatalf("the upstream saw %d requests", n)
+	}
 }

@@ -304,3 +304,21 @@ func TestStreamThresholdWithinBodyBudget(t *testing.T) {
 		t.Fatalf("stream_threshold over max_response_body: %v", err)
 	}
 }
+
+// With request streaming on, a request body is held in memory only up to
+// server.stream_request_threshold: an upload gateway may allow bodies far
+// larger than its body budget. With it off, the whole body is held.
+func TestMaxRequestBodyWithinBodyBudget(t *testing.T) {
+	const routes = "upstreams: {up: {url: \"http://127.0.0.1:1\"}}\nroutes: {r: {path: /x, upstream: up}}\n"
+	if _, err := config.LoadBytes([]byte("server: {max_request_body: 4GiB, max_body_memory: 64MiB, stream_request_threshold: 1MiB}\n" + routes)); err != nil {
+		t.Fatalf("4GiB uploads streamed past 1MiB with a 64MiB budget: %v", err)
+	}
+	_, err := config.LoadBytes([]byte("server: {max_request_body: 4GiB, max_body_memory: 64MiB}\n" + routes))
+	if err == nil || !strings.Contains(err.Error(), "server.max_body_memory: must be at least server.max_request_body (4GiB), got 64MiB") {
+		t.Fatalf("4GiB bodies held whole with a 64MiB budget: %v", err)
+	}
+	_, err = config.LoadBytes([]byte("server: {max_request_body: 4GiB, max_body_memory: 64MiB, stream_request_threshold: 128MiB}\n" + routes))
+	if err == nil || !strings.Contains(err.Error(), "server.max_body_memory: must be at least server.stream_request_threshold (128MiB), got 64MiB") {
+		t.Fatalf("a threshold over the budget: %v", err)
+	}
+}

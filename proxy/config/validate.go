@@ -43,7 +43,14 @@ func (c *Config) validate(p *Problems) {
 	if s.MaxInflight < 0 {
 		p.Add("server.max_inflight", "must not be negative")
 	}
-	if s.MaxBodyMemory < s.MaxRequestBody {
+	// The largest request body held in memory: the whole of it, or with
+	// request streaming on, what is read before streaming starts.
+	switch held := s.MaxRequestBody; {
+	case s.StreamRequestThreshold > 0 && s.StreamRequestThreshold < held:
+		if s.MaxBodyMemory < s.StreamRequestThreshold {
+			p.Addf("server.max_body_memory", "must be at least server.stream_request_threshold (%s), got %s", s.StreamRequestThreshold, s.MaxBodyMemory)
+		}
+	case s.MaxBodyMemory < held:
 		p.Addf("server.max_body_memory", "must be at least server.max_request_body (%s), got %s", s.MaxRequestBody, s.MaxBodyMemory)
 	}
 
