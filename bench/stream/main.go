@@ -1,13 +1,14 @@
-// Command stream measures response streaming through the gateway against a
-// direct connection to the same provider, on loopback: a large download
-// (throughput and the gateway's resident memory growth), server-sent events
-// (the latency each event gains through the gateway, p50/p99) and many
-// concurrent idle event streams (the gateway's memory per stream). It
-// starts the provider in this process, runs the given sluice binary
-// against it and samples the gateway's VmRSS from /proc (Linux).
+// Command stream measures streaming through the gateway against a direct
+// connection to the same provider and against nginx, on loopback: a large
+// download and a large upload (throughput and the proxy's resident memory
+// growth), server-sent events (the latency each event gains through the
+// proxy, p50/p99) and many concurrent idle event streams (the gateway's
+// memory per stream). It starts the provider in this process, runs the
+// given sluice binary (and nginx with buffering off, if installed) against
+// it and samples resident memory from /proc (Linux).
 //
 //	go build -o /tmp/sluice ./cmd/sluice
-//	go run ./bench/stream -sluice /tmp/sluice -download 1GiB -events 1000 -streams 1000
+//	go run ./bench/stream -sluice /tmp/sluice -download 1073741824 -upload 1073741824 -events 1000 -streams 1000
 package main
 
 import (
@@ -35,6 +36,8 @@ func main() {
 	events := flag.Int("events", 1000, "server-sent events in the latency run (0: skip)")
 	every := flag.Duration("every", 10*time.Millisecond, "interval between events")
 	streams := flag.Int("streams", 1000, "concurrent idle event streams (0: skip)")
+	upload := flag.Int64("upload", 1<<30, "bytes of the upload (0: skip)")
+	nginxBin := flag.String("nginx", "nginx", "nginx binary to measure beside the gateway (\"\": skip; Debian package nginx-light)")
 	flag.Parse()
 	if *bin == "" {
 		log.Fatal("-sluice is required")
@@ -54,11 +57,11 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	cfg := fmt.Sprintf(`server: {listen: %q}
+	cfg := fmt.Sprintf(`server: {listen: %q, max_request_body: 4GiB, stream_request_threshold: 1MiB, max_body_memory: 64MiB, read_timeout: 60s}
 admin: {listen: %q}
 log: {access_log: false, level: error}
 upstreams: {up: {url: %q, max_response_body: 4GiB, timeout: 60s, max_conns: 20000}}
-routes: {r: {path: "/{p:*}", upstream: up}}
+routes: {r: {path: "/{p:*}", upstream: up, deadline: 600s}}
 `, gwAddr, adminAddr, direct)
 	file := filepath.Join(dir, "sluice.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
@@ -75,31 +78,60 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	pid := cmd.Process.Pid
 	fmt.Printf("gateway pid %d, rss at start %d KiB\n", pid, rssKiB(pid))
 
-	if *download > 0 {
-		for _, target := range []struct{ name, url string }{{"direct", direct}, {"sluice", gw}} {
-			base := rssKiB(pid)
+	targets := []target{{name: "direct", url: direct}, {name: "sluice", url: gw, pid: pid}}
+	if *nginxBin != "" {
+		if path, err := exec.LookPath(*nginxBin); err != nil {
+			fmt.Printf("nginx: %v; measuring without it (apt-get install -y nginx-light)\n", err)
+		} else {
+			ng, stop := startNginx(path, dir, up.Addr().String())
+			defer stop()
+			targets = append(targets, ng)
+		}
+	}
+
+	for _, run := range []struct {
+		name string
+		n    int64
+		do   func(url string, n int64) int64
+	}{{"download", *download, func(url string, n int64) int64 { return get(url + "/download?n=" + strconv.FormatInt(n, 10)) }},
+		{"upload", *upload, post}} {
+		if run.n <= 0 {
+			continue
+		}
+		var directTook time.Duration
+		for _, tg := range targets {
+			base := tg.rss()
 			peak := base
-			stop := sample(pid, &peak)
+			stop := sample(tg.rss, &peak)
 			start := time.Now()
-			n := get(target.url + "/download?n=" + strconv.FormatInt(*download, 10))
+			n := run.do(tg.url, run.n)
 			d := time.Since(start)
 			stop()
-			if n != *download {
-				log.Fatalf("%s download: %d bytes, want %d", target.name, n, *download)
+			if n != run.n {
+				log.Fatalf("%s %s: %d bytes, want %d", tg.name, run.name, n, run.n)
 			}
-			fmt.Printf("download %s: %d MiB in %v = %.0f MiB/s; gateway rss %d -> peak %d KiB (growth %d KiB)\n",
-				target.name, n>>20, d.Round(time.Millisecond), float64(n)/(1<<20)/d.Seconds(), base, peak, peak-base)
+			if tg.pid == 0 {
+				directTook = d
+				fmt.Printf("%s %s: %d MiB in %v = %.0f MiB/s\n", run.name, tg.name, n>>20, d.Round(time.Millisecond), float64(n)/(1<<20)/d.Seconds())
+				continue
+			}
+			fmt.Printf("%s %s: %d MiB in %v = %.0f MiB/s (%.2fx direct's time); rss %d -> peak %d KiB (growth %d KiB)\n",
+				run.name, tg.name, n>>20, d.Round(time.Millisecond), float64(n)/(1<<20)/d.Seconds(), d.Seconds()/directTook.Seconds(), base, peak, peak-base)
 		}
 	}
 
 	if *events > 0 {
-		lat := map[string][]time.Duration{}
-		for _, target := range []struct{ name, url string }{{"direct", direct}, {"sluice", gw}} {
-			lat[target.name] = sseLatencies(target.url+"/events?n="+strconv.Itoa(*events), *events)
+		var d []time.Duration
+		for _, tg := range targets {
+			lat := sseLatencies(tg.url+"/events?n="+strconv.Itoa(*events), *events)
+			if tg.pid == 0 {
+				d = lat
+				fmt.Printf("sse %d events every %v: direct p50 %v p99 %v\n", *events, *every, pct(d, 50), pct(d, 99))
+				continue
+			}
+			fmt.Printf("sse %d events every %v: %s p50 %v p99 %v; added over direct p50 %v p99 %v\n",
+				*events, *every, tg.name, pct(lat, 50), pct(lat, 99), pct(lat, 50)-pct(d, 50), pct(lat, 99)-pct(d, 99))
 		}
-		d, s := lat["direct"], lat["sluice"]
-		fmt.Printf("sse %d events every %v: direct p50 %v p99 %v; sluice p50 %v p99 %v; added p50 %v p99 %v\n",
-			*events, *every, pct(d, 50), pct(d, 99), pct(s, 50), pct(s, 99), pct(s, 50)-pct(d, 50), pct(s, 99)-pct(d, 99))
 	}
 
 	if *streams > 0 {
@@ -156,6 +188,13 @@ func provider(every time.Duration, held *atomic.Int32) http.Handler {
 				}
 				left -= k
 			}
+		case "/upload":
+			n, err := io.Copy(io.Discard, r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			fmt.Fprint(w, n)
 		case "/events":
 			w.Header().Set("Content-Type", "text/event-stream")
 			f := w.(http.Flusher)
@@ -216,8 +255,115 @@ func get(url string) int64 {
 	return n
 }
 
-// sample records the highest VmRSS of pid in *peak every 10 ms until stop.
-func sample(pid int, peak *int64) (stop func()) {
+// post uploads n bytes (with a Content-Length) to url's /upload and
+// returns how many the provider says it read.
+func post(url string, n int64) int64 {
+	req, err := http.NewRequest("POST", url+"/upload", io.LimitReader(zeros{}, n))
+	if err != nil {
+		log.Fatal(err)
+	}
+	req.ContentLength = n
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	got, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || resp.StatusCode != 200 {
+		log.Fatalf("%s/upload: %d %s", url, resp.StatusCode, b)
+	}
+	return got
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// target is what a run measures: the provider directly (pid 0), the
+// gateway, or nginx (pid is its master; its memory is the master's and the
+// workers').
+type target struct {
+	name, url string
+	pid       int
+}
+
+func (t target) rss() int64 {
+	if t.pid == 0 {
+		return 0
+	}
+	return rssTree(t.pid)
+}
+
+// startNginx runs nginx (one worker) as a streaming reverse proxy to the
+// provider at up, with buffering off both ways, as one would put it in front
+// of an event or upload API.
+func startNginx(bin, dir, up string) (target, func()) {
+	addr := freeAddr()
+	conf := fmt.Sprintf(`daemon off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log error;
+events { worker_connections 4096; }
+http {
+	access_log off;
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	upstream provider { server %[2]s; keepalive 16; }
+	server {
+		listen %[3]s;
+		location / {
+			proxy_pass http://provider;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+			proxy_buffering off;
+			proxy_request_buffering off;
+			client_max_body_size 0;
+			proxy_read_timeout 600s;
+		}
+	}
+}
+`, dir, up, addr)
+	file := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		log.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", file, "-p", dir, "-e", filepath.Join(dir, "nginx-error.log"))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		log.Fatal(err)
+	}
+	waitUp(addr)
+	return target{name: "nginx", url: "http://" + addr, pid: cmd.Process.Pid}, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+}
+
+// rssTree is the resident memory of pid and its children, in KiB.
+func rssTree(pid int) int64 {
+	total := rssKiB(pid)
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so read after its ')'
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			total += rssKiB(child)
+		}
+	}
+	return total
+}
+
+// sample records the highest value of rss in *peak every 10 ms until stop.
+func sample(rss func() int64, peak *int64) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -226,7 +372,7 @@ func sample(pid int, peak *int64) (stop func()) {
 			case <-done:
 				return
 			case <-time.After(10 * time.Millisecond):
-				*peak = max(*peak, rssKiB(pid))
+				*peak = max(*peak, rss())
 			}
 		}
 	})
