@@ -89,6 +89,17 @@ func (c *edgeConn) SyscallConn() (syscall.RawConn, error) {
 	return nil, errors.ErrUnsupported
 }
 
+// ReadFrom is what lets a download go from the provider's socket to the
+// caller's inside the kernel (stream.go, splice): fasthttp's writer hands a
+// reader to the connection's ReadFrom, and net.TCPConn's splices from a TCP
+// source. The embedded net.Conn alone would hide it.
+func (c *edgeConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}
+
 func (c *edgeConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.l.open.Add(-1)
