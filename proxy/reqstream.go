@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -70,6 +71,36 @@ func (b *streamedRequestBody) Read(p []byte) (int, error) {
 		return n - int(b.n-b.max), errStreamedTooLarge
 	}
 	return n, err
+}
+
+// uploadBufs are the buffers streamed request bodies are copied through.
+var uploadBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// WriteTo sends the body to the upstream connection in reads of up to
+// 64 KiB. fasthttp's client copies a body stream through 4 KiB buffers
+// otherwise: a 1 GiB upload took 262,144 reads from the caller and as many
+// writes to the provider. (The caller's bytes come through fasthttp's
+// request stream, so they cannot be spliced as downloads are.)
+func (b *streamedRequestBody) WriteTo(w io.Writer) (int64, error) {
+	bp := uploadBufs.Get().(*[]byte)
+	defer uploadBufs.Put(bp)
+	var total int64
+	for {
+		n, err := b.Read(*bp)
+		if n > 0 {
+			m, werr := w.Write((*bp)[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
 }
 
 // BodyStreamed reports whether the request body is streamed to the upstream
