@@ -106,9 +106,14 @@ func upgradesBeyondH2C(v []byte) bool {
 
 // wantsTunnel reports whether a request asks for a protocol upgrade the
 // gateway tunnels: some Connection header lists "upgrade" and some Upgrade
-// header names a protocol other than h2c. Called only when the head scan
-// saw an Upgrade header, so ordinary requests pay nothing.
+// header names a protocol other than h2c, in an HTTP/1.1 request (RFC 9110
+// §7.8: a server must ignore Upgrade in an HTTP/1.0 one, which is then
+// served as an ordinary request). Called only when the head scan saw an
+// Upgrade header, so ordinary requests pay nothing.
 func wantsTunnel(h *fasthttp.RequestHeader) bool {
+	if !h.IsHTTP11() {
+		return false
+	}
 	conn, up := false, false
 	for k, v := range h.All() {
 		switch {

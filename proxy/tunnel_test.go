@@ -344,3 +344,37 @@ func TestUpgradeNon101IsOrdinary(t *testing.T) {
 		t.Fatalf("open after a refused handshake = %v", v)
 	}
 }
+
+// An HTTP/1.0 request's Upgrade header is ignored (RFC 9110 §7.8: a server
+// must): on any route it is an ordinary request, served without Upgrade or
+// Connection forwarded, never refused or tunnelled.
+func TestUpgradeFromHTTP10IsIgnored(t *testing.T) {
+	t.Parallel()
+	up := newWSEcho(t)
+	gw := tunnelGateway(t, up.URL, "")
+	for i, path := range []string{"/plain", "/ws/plain"} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		req := "GET " + path + " HTTP/1.0\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c.Close()
+		if resp.StatusCode != 200 || string(body) != "plain" {
+			t.Fatalf("%s over HTTP/1.0: %s %q", path, resp.Status, body)
+		}
+		if h := up.head(i); h.Get("Upgrade") != "" {
+			t.Fatalf("%s: forwarded Upgrade %q", path, h.Get("Upgrade"))
+		}
+	}
+}
