@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -26,7 +27,10 @@ type wsEcho struct {
 	heads []http.Header
 }
 
-func newWSEcho(t *testing.T) *wsEcho {
+func newWSEcho(t *testing.T) *wsEcho { t.Helper(); return startWSEcho(t, nil) }
+
+// startWSEcho starts the echo server, over TLS when tc is not nil.
+func startWSEcho(t *testing.T, tc *tls.Config) *wsEcho {
 	t.Helper()
 	e := &wsEcho{}
 	up := websocket.Upgrader{}
@@ -62,9 +66,13 @@ func newWSEcho(t *testing.T) *wsEcho {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.URL = "http://" + ln.Addr().String()
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
+		e.URL = "https://" + ln.Addr().String()
+	}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	e.URL = "http://" + ln.Addr().String()
 	return e
 }
 
@@ -376,5 +384,37 @@ func TestUpgradeFromHTTP10IsIgnored(t *testing.T) {
 		if h := up.head(i); h.Get("Upgrade") != "" {
 			t.Fatalf("%s: forwarded Upgrade %q", path, h.Get("Upgrade"))
 		}
+	}
+}
+
+// A tunnel to an https provider: the gateway's handshake to the provider
+// runs over TLS (verified against the route's CA), then messages go both
+// ways through the encrypted connection.
+func TestWebSocketTunnelOverTLS(t *testing.T) {
+	t.Parallel()
+	caFile, cert := selfSigned(t, t.TempDir(), "ws.provider.test")
+	up := startWSEcho(t, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+upstreams: {up: {url: %q, tls: {ca_file: %q, server_name: ws.provider.test}}}
+routes: {ws: {path: "/ws/{p:*}", upstream: up, strip_prefix: /ws, upgrade: true}}
+`, up.URL, caFile))
+	c, resp, err := websocket.DefaultDialer.Dial(wsURL(gw, "/ws/echo"), nil)
+	if err != nil {
+		t.Fatalf("dial: %v (resp %v)", err, resp)
+	}
+	defer c.Close()
+	for i, msg := range []string{"hello", strings.Repeat("y", 100<<10)} {
+		if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, got, err := c.ReadMessage()
+		if err != nil || string(got) != "echo: "+msg {
+			t.Fatalf("message %d: %d bytes %.40q, %v", i, len(got), got, err)
+		}
+	}
+	if n := up.hits.Load(); n != 1 {
+		t.Fatalf("the provider saw %d handshakes", n)
 	}
 }
