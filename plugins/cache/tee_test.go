@@ -174,3 +174,41 @@ func TestStreamedAnswerNotStored(t *testing.T) {
 		t.Fatalf("cut: provider called %d times, want 2 (nothing stored)", h)
 	}
 }
+
+// A streamed answer the tee stores reaches the shared tier too: another
+// gateway of the cluster, with an empty store of its own, answers it from
+// Redis with the same bytes, and the provider is called once.
+func TestStreamedAnswerReachesSharedTier(t *testing.T) {
+	rd := testkit.StartRedis(t)
+	url, hits := teeOrigin(t)
+	yaml := fmt.Sprintf(`
+log: {access_log: false}
+cluster: {redis: {addr: %q}}
+cache: {max_size: 64MiB, max_entry_size: 8MiB, shards: 4, shared_timeout: 2s}
+upstreams: {up: {url: %q, max_response_body: 64MiB, stream_threshold: 1MiB}}
+routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
+`, rd.Addr, url)
+	g1 := testkit.StartGateway(t, yaml)
+	g2 := testkit.StartGateway(t, yaml)
+	const size = 3 << 20
+	want := teeBody(size)
+	path := fmt.Sprintf("/chunked/%d", size)
+	st, b, _, err := fetch(t, g1.URL+path)
+	if err != nil || st != 200 || !bytes.Equal(b, want) {
+		t.Fatalf("first: %d, %d bytes, %v", st, len(b), err)
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		v, _ := g1.Metrics(t).Value("sluice_cache_shared_writes_total", "result", "stored")
+		return v == 1
+	}, "the streamed answer was written to the shared tier")
+	st, b, cs, err := fetch(t, g2.URL+path)
+	if err != nil || st != 200 || !bytes.Equal(b, want) {
+		t.Fatalf("other gateway: %d, %d bytes, %v", st, len(b), err)
+	}
+	if !bytes.HasPrefix([]byte(cs), []byte("sluice-shared; hit")) {
+		t.Fatalf("other gateway's Cache-Status = %q, want the shared tier's hit", cs)
+	}
+	if h := hits("chunked"); h != 1 {
+		t.Fatalf("provider called %d times, want 1", h)
+	}
+}
