@@ -102,11 +102,13 @@ routes: {r: {path: "/{p:*}", upstream: up, deadline: 600s}}
 		for _, tg := range targets {
 			base := tg.rss()
 			peak := base
+			cpu0 := tg.cpu()
 			stop := sample(tg.rss, &peak)
 			start := time.Now()
 			n := run.do(tg.url, run.n)
 			d := time.Since(start)
 			stop()
+			cpu := tg.cpu() - cpu0
 			if n != run.n {
 				log.Fatalf("%s %s: %d bytes, want %d", tg.name, run.name, n, run.n)
 			}
@@ -115,8 +117,9 @@ routes: {r: {path: "/{p:*}", upstream: up, deadline: 600s}}
 				fmt.Printf("%s %s: %d MiB in %v = %.0f MiB/s\n", run.name, tg.name, n>>20, d.Round(time.Millisecond), float64(n)/(1<<20)/d.Seconds())
 				continue
 			}
-			fmt.Printf("%s %s: %d MiB in %v = %.0f MiB/s (%.2fx direct's time); rss %d -> peak %d KiB (growth %d KiB)\n",
-				run.name, tg.name, n>>20, d.Round(time.Millisecond), float64(n)/(1<<20)/d.Seconds(), d.Seconds()/directTook.Seconds(), base, peak, peak-base)
+			fmt.Printf("%s %s: %d MiB in %v = %.0f MiB/s (%.2fx direct's time); its CPU %v (%.2f s per GiB); rss %d -> peak %d KiB (growth %d KiB)\n",
+				run.name, tg.name, n>>20, d.Round(time.Millisecond), float64(n)/(1<<20)/d.Seconds(), d.Seconds()/directTook.Seconds(),
+				cpu, cpu.Seconds()/(float64(n)/(1<<30)), base, peak, peak-base)
 		}
 	}
 
@@ -298,6 +301,33 @@ func (t target) rss() int64 {
 	return rssTree(t.pid)
 }
 
+// cpu is the CPU time (user + system) the target's processes have used so
+// far, from /proc/<pid>/stat: the gateway's cost of a run, whatever the
+// other processes on the machine did meanwhile.
+func (t target) cpu() time.Duration {
+	if t.pid == 0 {
+		return 0
+	}
+	var ticks int64
+	for _, pid := range append([]int{t.pid}, children(t.pid)...) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 12 { // fields 14 and 15 of stat: utime, stime
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			s, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on Linux
+// (getconf CLK_TCK).
+const clockTicks = 100
+
 // startNginx runs nginx (one worker) as a streaming reverse proxy to the
 // provider at up, with buffering off both ways, as one would put it in front
 // of an event or upload API.
@@ -343,6 +373,15 @@ http {
 // rssTree is the resident memory of pid and its children, in KiB.
 func rssTree(pid int) int64 {
 	total := rssKiB(pid)
+	for _, c := range children(pid) {
+		total += rssKiB(c)
+	}
+	return total
+}
+
+// children are the processes whose parent is pid.
+func children(pid int) []int {
+	var out []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		child, err := strconv.Atoi(e.Name())
@@ -356,10 +395,10 @@ func rssTree(pid int) int64 {
 		// pid (comm) state ppid ...: comm may hold spaces, so read after its ')'
 		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			total += rssKiB(child)
+			out = append(out, child)
 		}
 	}
-	return total
+	return out
 }
 
 // sample records the highest value of rss in *peak every 10 ms until stop.
