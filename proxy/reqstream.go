@@ -84,23 +84,9 @@ var uploadBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &
 func (b *streamedRequestBody) WriteTo(w io.Writer) (int64, error) {
 	bp := uploadBufs.Get().(*[]byte)
 	defer uploadBufs.Put(bp)
-	var total int64
-	for {
-		n, err := b.Read(*bp)
-		if n > 0 {
-			m, werr := w.Write((*bp)[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
+	// Both hidden behind plain interfaces, or io.CopyBuffer would call this
+	// WriteTo again, or w's ReadFrom, which copies through its 16 KiB buffer.
+	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{b}, *bp)
 }
 
 // BodyStreamed reports whether the request body is streamed to the upstream
