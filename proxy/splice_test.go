@@ -19,8 +19,9 @@ import (
 // length, 256 KiB at a time every `every` (0: as fast as it can); gone
 // counts answers whose caller (the gateway) went away before the end.
 type slowDownload struct {
-	URL  string
-	gone atomic.Int32
+	URL     string
+	gone    atomic.Int32
+	written atomic.Int64 // body bytes the provider's writes have taken
 }
 
 const downloadSize = 64 << 20
@@ -35,7 +36,9 @@ func newSlowDownload(t *testing.T, every time.Duration) *slowDownload {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", fmt.Sprint(downloadSize))
 		for left := downloadSize; left > 0; left -= len(block) {
-			if _, err := w.Write(block); err != nil {
+			n, err := w.Write(block)
+			d.written.Add(int64(n))
+			if err != nil {
 				d.gone.Add(1)
 				return
 			}
@@ -159,4 +162,55 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 			}, "the download is counted "+tc.outcome)
 		})
 	}
+}
+
+// A caller that reads one byte a second holds the download back instead of
+// making the gateway buffer it: the provider's writes stall once the socket
+// buffers between them are full, and when one write to the caller cannot
+// finish within server.write_timeout the gateway gives up on it (caller_gone)
+// and closes the provider's connection.
+func TestSlowCallerBackpressure(t *testing.T) {
+	t.Parallel()
+	up := newSlowDownload(t, 0)
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+server: {write_timeout: 1s}
+upstreams: {up: {url: %q, max_response_body: 1GiB}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`, up.URL))
+	c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.(*net.TCPConn).SetReadBuffer(64 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "GET /d HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	one := make([]byte, 1)
+	var read int
+	start := time.Now()
+	for time.Since(start) < 15*time.Second {
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(one); err != nil {
+			break // the gateway closed the connection
+		}
+		read++
+		if up.gone.Load() == 1 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return up.gone.Load() == 1 }, "the provider's connection is closed")
+	if w := up.written.Load(); w >= downloadSize/2 {
+		t.Fatalf("the provider wrote %d of %d bytes to a caller that read %d: no backpressure", w, downloadSize, read)
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", "caller_gone")
+		return v == 1
+	}, "the download is counted caller_gone")
+	t.Logf("caller read %d bytes one a second; the provider wrote %d KiB before the gateway gave up after %v",
+		read, up.written.Load()>>10, time.Since(start).Round(time.Millisecond))
 }
