@@ -302,12 +302,16 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	elapsed := since(start).Seconds()
 	t.health.inflight.Add(-1)
 	if err != nil {
-		if err == errCallerGone { // says nothing about the target
-			u.observeAttempt(ex, OutcomeConnError, elapsed, 0, err)
+		// The caller hung up, or its streamed body failed: that says nothing
+		// about the target, so it is no attempt outcome (counted as
+		// conn_error, callers giving up on a slow provider made
+		// SluiceUpstreamFailing blame the provider for them).
+		if err == errCallerGone {
+			ex.endAttempt("caller_gone", 0, err)
 			return err
 		}
-		if be := ex.streamedBodyError(ctx, err); be != nil { // the caller's fault, not the target's
-			u.observeAttempt(ex, OutcomeConnError, elapsed, 0, be)
+		if be := ex.streamedBodyError(ctx, err); be != nil {
+			ex.endAttempt("caller_gone", 0, be)
 			return be
 		}
 		ce := Classify(&transportError{err})

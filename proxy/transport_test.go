@@ -198,6 +198,14 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		v, _ := gw.Metrics(t).Value("sluice_inflight_requests")
 		return v == 0
 	}, "every max_inflight slot is given back")
+	// Callers leaving say nothing about the provider: no attempt is counted
+	// as failed (SluiceUpstreamFailing reads conn_error and timeout), and the
+	// target's health is untouched.
+	for _, outcome := range []string{"conn_error", "timeout"} {
+		if v, _ := gw.Metrics(t).Value("sluice_upstream_duration_seconds", "upstream", "up", "outcome", outcome); v != 0 {
+			t.Fatalf("callers hanging up counted %v attempts as %s", v, outcome)
+		}
+	}
 	up.SetDefault(testkit.OK)
 	if r := testkit.Do(t, "GET", gw.URL+"/after", ""); r.Status != 200 {
 		t.Fatalf("after the callers left: %d %s", r.Status, r.Body)
