@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluice-gw/sluice/bench/internal/loopback"
 )
 
 func main() {
@@ -136,23 +138,17 @@ func serveEndless(ln net.Listener) {
 }
 
 func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopback.FreeAddr()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 func waitUp(addr string) {
-	for range 100 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := loopback.WaitUp(addr, 5*time.Second); err != nil {
+		log.Fatal(err)
 	}
-	log.Fatal("the gateway did not start")
 }
 
 // vmHWM is the process's peak resident set size, from /proc.

@@ -1,0 +1,38 @@
+// Package loopback has the two steps every bench tool takes before it
+// measures a process on 127.0.0.1: pick a free port for it, and wait until
+// it listens there.
+package loopback
+
+import (
+	"fmt"
+	"net"
+	"time"
+)
+
+// FreeAddr returns a 127.0.0.1 address with a port free right now (the
+// listener that found it is closed again before it returns).
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// WaitUp waits until something accepts connections on addr, trying every
+// 50 ms for at most within.
+func WaitUp(addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s after %v: %w", addr, within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
