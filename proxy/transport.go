@@ -93,7 +93,6 @@ func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange
 	if req.Header.IsHead() {
 		resp.SkipBody = true
 	}
-	req.URI().DisablePathNormalizing = true
 	http10 := !req.Header.IsHTTP11()
 	if http10 { // an HTTP/1.0 (or 1.x) caller: the provider gets our version
 		var proto [8]byte
