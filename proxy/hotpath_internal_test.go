@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
 )
 
 // writtenTarget is the request target fasthttp writes for uri when the
@@ -69,6 +71,66 @@ func TestSentAsIsMatchesFasthttp(t *testing.T) {
 			if parsed := writtenTarget(t, []byte(c.uri), true); parsed == c.uri {
 				t.Errorf("%q: fasthttp writes it unchanged after parsing; sentAsIs could take it", c.uri)
 			}
+		}
+	}
+}
+
+// TestServerHandsOverBlankResponse proves what Exchange.freshResponse relies
+// on: the response the gateway's server hands to the handler is what
+// ClearResponse makes of one, for every request on a connection, whatever
+// the handler wrote into the answer before.
+func TestServerHandsOverBlankResponse(t *testing.T) {
+	srv := (&Gateway{}).newServer(&config.DefaultConfig().Server)
+	// As written, and with a body (a default Content-Type would show).
+	show := func(resp *fasthttp.Response) string {
+		var withBody fasthttp.Response
+		resp.CopyTo(&withBody)
+		withBody.SetBodyString("{}")
+		return resp.String() + "|" + withBody.String()
+	}
+	var blank fasthttp.Response
+	ClearResponse(&blank)
+	want := show(&blank)
+	var seen []string
+	srv.Handler = func(ctx *fasthttp.RequestCtx) {
+		seen = append(seen, show(&ctx.Response))
+		// leave as much behind as a handler can
+		ctx.SetStatusCode(203)
+		ctx.Response.Header.Set("X-Left", "behind")
+		ctx.Response.Header.SetContentType("text/x-left")
+		ctx.Response.Header.SetCookie(&fasthttp.Cookie{})
+		ctx.Response.Header.Set("Set-Cookie", "a=b")
+		ctx.Response.Header.Set("Server", "left")
+		ctx.Response.Header.SetConnectionClose()
+		ctx.Response.Header.ResetConnectionClose()
+		ctx.Response.SetBodyString("left behind")
+	}
+	ln := fasthttputil.NewInmemoryListener()
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Shutdown() }()
+	conn, err := ln.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	reqs := "GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\nPOST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhiGET /d HTTP/1.1\r\nHost: x\r\n\r\n"
+	if _, err := conn.Write([]byte(reqs)); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	for i := 0; i < 4; i++ {
+		var resp fasthttp.Response
+		resp.SkipBody = i == 1
+		if err := resp.Read(r); err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+	}
+	if len(seen) != 4 {
+		t.Fatalf("handler saw %d requests, want 4", len(seen))
+	}
+	for i, got := range seen {
+		if got != want {
+			t.Errorf("request %d: the handler got\n%q\nClearResponse makes\n%q", i, got, want)
 		}
 	}
 }

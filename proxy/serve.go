@@ -114,6 +114,10 @@ func (rt *Route) serve(ctx *fasthttp.RequestCtx) {
 		rt.serveUpgrade(ctx, ex, &head)
 	default:
 		prepareRequest(ctx, ex, &head)
+		// Nothing has written ctx.Response since the server handed it over
+		// (see Exchange.freshResponse): only plugins could have, and a
+		// direct route has none.
+		ex.freshResponse = rt.direct
 		if err := rt.run(ctx, ex); err != nil {
 			st.writeError(ctx, ex, err)
 		}
