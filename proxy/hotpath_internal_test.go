@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/sluice-gw/sluice/proxy/config"
@@ -131,6 +132,24 @@ func TestServerHandsOverBlankResponse(t *testing.T) {
 	for i, got := range seen {
 		if got != want {
 			t.Errorf("request %d: the handler got\n%q\nClearResponse makes\n%q", i, got, want)
+		}
+	}
+}
+
+// TestHopOf: every hop-by-hop name is found in any case, and names that
+// only share a length (or a prefix) with one are not.
+func TestHopOf(t *testing.T) {
+	for i, n := range hopNames {
+		for _, v := range [][]byte{n, bytes.ToLower(n), bytes.ToUpper(n)} {
+			if got := hopOf(v); got != 1<<i {
+				t.Errorf("hopOf(%q) = %b, want %b", v, got, hopSet(1)<<i)
+			}
+		}
+	}
+	for _, n := range []string{"", "T", "TEE", "User-Agent", "Upgrades", "Trailers", "X-HTTP-Method-Overrides", "Content-Length",
+		"Proxy-Connectio", "Keep-Alivf", "X-Api-Key", strings.Repeat("x", 40)} {
+		if got := hopOf([]byte(n)); got != 0 {
+			t.Errorf("hopOf(%q) = %b, want 0", n, got)
 		}
 	}
 }
