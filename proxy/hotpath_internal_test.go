@@ -3,6 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -151,5 +153,30 @@ func TestHopOf(t *testing.T) {
 		if got := hopOf([]byte(n)); got != 0 {
 			t.Errorf("hopOf(%q) = %b, want 0", n, got)
 		}
+	}
+}
+
+// TestNewRequestID: 32 lower-case hex digits, the process prefix then the
+// counter, each id new, none allocating in a buffer with room.
+func TestNewRequestID(t *testing.T) {
+	var buf [32]byte
+	a := string(newRequestID(buf[:0]))
+	b := string(newRequestID(buf[:0]))
+	prefix := fmt.Sprintf("%016x", idPrefix)
+	for _, id := range []string{a, b} {
+		if len(id) != 32 || id[:16] != prefix || strings.ToLower(id) != id {
+			t.Fatalf("id %q: want 32 lower-case hex digits starting with %s", id, prefix)
+		}
+	}
+	na, errA := strconv.ParseUint(a[16:], 16, 64)
+	nb, errB := strconv.ParseUint(b[16:], 16, 64)
+	if errA != nil || errB != nil || nb <= na { // (other tests may take ids in between)
+		t.Fatalf("ids %q then %q: the counter must grow", a, b)
+	}
+	if !validRequestID([]byte(a)) {
+		t.Fatalf("%q is no valid request id", a)
+	}
+	if allocs := testing.AllocsPerRun(100, func() { newRequestID(buf[:0]) }); allocs != 0 {
+		t.Fatalf("newRequestID allocates %.0f times", allocs)
 	}
 }
