@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/valyala/fasthttp"
@@ -178,5 +179,32 @@ func TestNewRequestID(t *testing.T) {
 	}
 	if allocs := testing.AllocsPerRun(100, func() { newRequestID(buf[:0]) }); allocs != 0 {
 		t.Fatalf("newRequestID allocates %.0f times", allocs)
+	}
+}
+
+// TestCurrentDate: the Date of an answer is the wall clock's second; it is
+// formatted once per second and taken again once the second is over.
+func TestCurrentDate(t *testing.T) {
+	for try := 0; ; try++ {
+		before := string(AppendHTTPDate(nil, time.Now()))
+		got := string(currentDate(nanotime()))
+		after := string(AppendHTTPDate(nil, time.Now()))
+		if got == before || got == after {
+			break
+		}
+		if before == after || try == 5 {
+			t.Fatalf("currentDate = %q, the clock says %q", got, before)
+		}
+	}
+	d := dateNow.Load()
+	if again := currentDate(d.until - 1); &again[0] != &d.b[0] {
+		t.Fatal("a reading within the second formatted the date again")
+	}
+	if d.until-d.from > int64(time.Second) || d.until <= d.from {
+		t.Fatalf("a stamped second spans %v", time.Duration(d.until-d.from))
+	}
+	currentDate(d.until) // the second is over: read the clock again
+	if dateNow.Load() == d {
+		t.Fatal("the date was not taken again after its second ended")
 	}
 }

@@ -182,9 +182,10 @@ func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics
 		ex.applyResponseHeaders(&ctx.Response)
 	}
 	ctx.Response.Header.SetCanonical(strXRequestID, ex.requestID)
-	ensureDate(&ctx.Response.Header)
+	now := nanotime()
+	ensureDate(&ctx.Response.Header, now)
 	status := ctx.Response.StatusCode()
-	elapsed := since(ex.startNano)
+	elapsed := time.Duration(now - ex.startNano)
 	rm.countRequest(ctx.Method(), status)
 	if ex.trace.server == nil {
 		rm.duration.Observe(elapsed.Seconds())
