@@ -62,6 +62,7 @@ type Route struct {
 
 	st      *state
 	handler Handler
+	direct  bool // handler is the upstream call itself: the route has no plugins
 	metrics *routeMetrics
 	plugins []builtPlugin
 }
@@ -188,6 +189,7 @@ func (g *Gateway) compile(cfg *config.Config, pools *clientPools) (*state, error
 		}
 		rt.plugins = g.buildPlugins(st, rt, &rc, blocks, &p)
 		rt.handler = g.opts.Plugins.chain(rt.plugins, &upstreamCall{u: u, stripPrefix: rc.StripPrefix}, &p)
+		_, rt.direct = rt.handler.(*upstreamCall)
 		if err := st.table.add(name, &rc, rt.serve); err != nil {
 			p.AddErr("routes."+name+".path", err)
 			continue

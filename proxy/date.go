@@ -59,31 +59,39 @@ func AddDate(h *fasthttp.ResponseHeader, v []byte) {
 func hasDate(h *fasthttp.ResponseHeader) bool { return len(h.PeekBytes(strDate)) > 0 }
 
 // ensureDate gives an answer without Date the gateway's current time.
-func ensureDate(h *fasthttp.ResponseHeader) {
+// mono is a nanotime reading taken just before (finish's own), so that a
+// Date costs no clock read of its own.
+func ensureDate(h *fasthttp.ResponseHeader, mono int64) {
 	if hasDate(h) {
 		return
 	}
-	AddDate(h, currentDate())
+	AddDate(h, currentDate(mono))
 }
 
-// currentDate returns the current time as an IMF-fixdate, formatted at most
-// once a second (as fasthttp's server does for its own Date line): an
-// answer without Date would otherwise pay for a time format per request.
+// currentDate returns the current time as an IMF-fixdate, given a nanotime
+// reading taken just before: the date is formatted at most once a second
+// (as fasthttp's server does for its own Date line), and the wall clock is
+// read only when mono has passed the end of the second last formatted. (An
+// answer without Date would otherwise pay for a wall-clock read per
+// request; a wall clock that is stepped shows in Dates within a second.)
 // The slice is shared: read it, never write it.
-func currentDate() []byte {
-	now := time.Now()
-	sec := now.Unix()
-	if d := dateNow.Load(); d != nil && d.sec == sec {
+func currentDate(mono int64) []byte {
+	if d := dateNow.Load(); d != nil && mono >= d.from && mono < d.until {
 		return d.b
 	}
-	d := &stampedDate{sec: sec, b: AppendHTTPDate(make([]byte, 0, 29), now)}
+	from := nanotime() // before the wall clock: until errs early, never late
+	now := time.Now()
+	d := &stampedDate{from: from, until: from + int64(time.Second) - int64(now.Nanosecond()),
+		b: AppendHTTPDate(make([]byte, 0, 29), now)}
 	dateNow.Store(d)
 	return d.b
 }
 
+// stampedDate is a formatted Date and the nanotime span in which it is the
+// current second.
 type stampedDate struct {
-	sec int64
-	b   []byte
+	from, until int64
+	b           []byte
 }
 
 var dateNow atomic.Pointer[stampedDate]

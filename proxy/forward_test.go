@@ -87,6 +87,8 @@ routes:
 		{name: "prefix only", method: "GET", target: "/github/", wantURI: "/base/v2/"},
 		// fasthttp drops an empty query ("?" with nothing after it); equivalent for every server we know.
 		{name: "empty query", method: "DELETE", target: "/github/x?", wantURI: "/base/v2/x"},
+		// A fragment is no part of a request target: fasthttp's URI drops it.
+		{name: "fragment", method: "GET", target: "/github/frag?x=1#part", wantURI: "/base/v2/frag?x=1"},
 		{name: "absolute-form target", method: "GET", target: "http://caller.internal:8080/github/abs?x=1", wantURI: "/base/v2/abs?x=1"},
 		{name: "repeated headers", method: "GET", target: "/github/h", wantURI: "/base/v2/h", extraHeads: "X-Multi: a\r\nX-Multi: b\r\n"},
 	}

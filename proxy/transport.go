@@ -89,11 +89,14 @@ func isTimeout(err error) bool {
 func (u *Upstream) attemptOnce(t *Target, ctx *fasthttp.RequestCtx, ex *Exchange, start, deadline time.Time, timeout time.Duration) (reused bool, err error) {
 	hc := t.client
 	req, resp := &ctx.Request, &ctx.Response
-	ResetResponse(ctx, ex)
+	if ex.freshResponse {
+		ex.freshResponse = false // blank already; a resend clears what this attempt read
+	} else {
+		ResetResponse(ctx, ex)
+	}
 	if req.Header.IsHead() {
 		resp.SkipBody = true
 	}
-	req.URI().DisablePathNormalizing = true
 	http10 := !req.Header.IsHTTP11()
 	if http10 { // an HTTP/1.0 (or 1.x) caller: the provider gets our version
 		var proto [8]byte
