@@ -208,3 +208,21 @@ func TestCurrentDate(t *testing.T) {
 		t.Fatal("the date was not taken again after its second ended")
 	}
 }
+
+// FuzzSentAsIs: the target of an outbound request is built from the
+// caller's raw path and query. Whenever sentAsIs lets fasthttp send it
+// unparsed, what goes on the wire must be exactly what parsing it (the path
+// as sent, not normalized) would have written.
+func FuzzSentAsIs(f *testing.F) {
+	for _, s := range []string{"/", "/json?a=b", "/a/../b", "/x?", "/x#f", "//h/x", "/a%2Fb", "/\xc3\xa9", "/a b", "/a\\b", "/?#", "/a?b?c"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, uri []byte) {
+		if !sentAsIs(uri) {
+			return
+		}
+		if parsed, raw := writtenTarget(t, uri, true), writtenTarget(t, uri, false); parsed != raw || raw != string(uri) {
+			t.Fatalf("%q: written %q unparsed, %q parsed", uri, raw, parsed)
+		}
+	})
+}
