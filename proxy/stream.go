@@ -391,10 +391,10 @@ func tcpUnder(c net.Conn) *net.TCPConn {
 
 // splice passes the rest of a download from the provider's socket to the
 // caller's inside the kernel: the bytes never come up into the process,
-// which halves what a large download costs the gateway. Hand-written rather
-// than io.Copy because every slice renews the idle and write deadlines and
-// tells an idle provider, a gone caller and a drain apart, as next and
-// wait do for the buffered path.
+// which cut the gateway's CPU time for a 1 GiB download by about 40 %
+// (bench/stream). Hand-written rather than io.Copy because every slice
+// renews the idle and write deadlines and tells an idle provider, a gone
+// caller and a drain apart, as next and wait do for the buffered path.
 func (s *upstreamStream) splice(w io.ReaderFrom, up *net.TCPConn) (int64, error) {
 	var total int64
 	for {
