@@ -156,10 +156,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 			if tc.outcome == "drained" {
 				return // the metrics endpoint is gone with the gateway
 			}
-			testkit.Eventually(t, 5*time.Second, func() bool {
-				v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", tc.outcome)
-				return v == 1
-			}, "the download is counted "+tc.outcome)
+			waitStreamOutcome(t, gw, tc.outcome)
 		})
 	}
 }
@@ -207,10 +204,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if w := up.written.Load(); w >= downloadSize/2 {
 		t.Fatalf("the provider wrote %d of %d bytes to a caller that read %d: no backpressure", w, downloadSize, read)
 	}
-	testkit.Eventually(t, 5*time.Second, func() bool {
-		v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", "caller_gone")
-		return v == 1
-	}, "the download is counted caller_gone")
+	waitStreamOutcome(t, gw, "caller_gone")
 	t.Logf("caller read %d bytes one a second; the provider wrote %d KiB before the gateway gave up after %v",
 		read, up.written.Load()>>10, time.Since(start).Round(time.Millisecond))
 }

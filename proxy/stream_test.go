@@ -107,10 +107,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if d := at[9].Sub(at[0]); d < 700*time.Millisecond {
 		t.Fatalf("events 0..9 arrived within %v: not as sent, 100 ms apart", d)
 	}
-	testkit.Eventually(t, 5*time.Second, func() bool {
-		v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", "complete")
-		return v == 1
-	}, "the stream is counted complete")
+	waitStreamOutcome(t, gw, "complete")
 	m := gw.Metrics(t)
 	if v, _ := m.Value("sluice_streamed_bytes_total", "route", "r"); v < float64(10*len("id: 0\ndata: {\"n\":0}\n\n")) {
 		t.Fatalf("streamed bytes = %v", v)
@@ -245,10 +242,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 			if err == nil {
 				t.Fatalf("the caller's body ended cleanly; want a broken stream (the provider's fault cannot be hidden as a complete answer)")
 			}
-			testkit.Eventually(t, 5*time.Second, func() bool {
-				v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", tc.outcome)
-				return v == 1
-			}, "the stream is counted "+tc.outcome)
+			waitStreamOutcome(t, gw, tc.outcome)
 			if !strings.Contains(gw.Logs.String(), `"msg":"stream ended early"`) || !strings.Contains(gw.Logs.String(), tc.outcome) {
 				t.Fatalf("no log line for the broken stream: %s", gw.Logs.String())
 			}
@@ -275,10 +269,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if d := time.Since(start); d > 3*time.Second || len(events) < 3 {
 		t.Fatalf("stream lasted %v with %d events, want about 500ms", d, len(events))
 	}
-	testkit.Eventually(t, 5*time.Second, func() bool {
-		v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", "max_duration")
-		return v == 1
-	}, "the stream is counted max_duration")
+	waitStreamOutcome(t, gw, "max_duration")
 	testkit.Eventually(t, 5*time.Second, func() bool { return up.left.Load() == 1 }, "the provider's connection is closed")
 }
 
@@ -313,10 +304,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if d := time.Since(left); d > 2*time.Second {
 		t.Fatalf("provider connection closed %v after the caller left", d)
 	}
-	testkit.Eventually(t, 5*time.Second, func() bool {
-		v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", "caller_gone")
-		return v == 1
-	}, "the stream is counted caller_gone")
+	waitStreamOutcome(t, gw, "caller_gone")
 }
 
 // Shutting the gateway down ends open streams at once.
@@ -375,10 +363,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if resp.StatusCode != 200 || err == nil || n > 4<<20 || n < 3<<20 {
 		t.Fatalf("caller got %d, %d bytes, %v; want 200, a broken body of at most 4 MiB", resp.StatusCode, n, err)
 	}
-	testkit.Eventually(t, 5*time.Second, func() bool {
-		v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", "too_large")
-		return v == 1
-	}, "the stream is counted too_large")
+	waitStreamOutcome(t, gw, "too_large")
 	if h := up.Hits(); h != 1 {
 		t.Fatalf("provider asked %d times, want 1", h)
 	}
@@ -462,10 +447,7 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {normalize_errors: {message:
 		if p["detail"] != tc.detail {
 			t.Fatalf("max_parse %s: detail %q, want %q", tc.maxParse, p["detail"], tc.detail)
 		}
-		testkit.Eventually(t, 5*time.Second, func() bool {
-			v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", tc.outcome)
-			return v == 1
-		}, "the stream is counted "+tc.outcome)
+		waitStreamOutcome(t, gw, tc.outcome)
 	}
 }
 
@@ -527,4 +509,14 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	if err != nil || string(body) != "data: a\n\n" {
 		t.Fatalf("caller got %q, %v; want the whole stream, ended cleanly", body, err)
 	}
+}
+
+// waitStreamOutcome waits until the gateway has counted one stream of the
+// upstream "up" that ended with outcome.
+func waitStreamOutcome(t *testing.T, gw *testkit.Gateway, outcome string) {
+	t.Helper()
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		v, _ := gw.Metrics(t).Value("sluice_upstream_streams_total", "upstream", "up", "outcome", outcome)
+		return v == 1
+	}, "one stream counted "+outcome)
 }
