@@ -29,7 +29,7 @@ type bodySink struct {
 func newBodySink(t *testing.T) *bodySink {
 	t.Helper()
 	s := &bodySink{}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.URL = testkit.ServeHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := sha256.New()
 		n, err := io.Copy(h, r.Body)
 		rec := fmt.Sprintf("%d %x", n, h.Sum(nil))
@@ -45,14 +45,7 @@ func newBodySink(t *testing.T) *bodySink {
 			w.WriteHeader(code)
 		}
 		_, _ = io.WriteString(w, rec)
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	s.URL = "http://" + ln.Addr().String()
+	}))
 	return s
 }
 

@@ -33,7 +33,7 @@ func newSlowDownload(t *testing.T, every time.Duration) *slowDownload {
 	for i := range block {
 		block[i] = byte(i * 7)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	d.URL = testkit.ServeHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", fmt.Sprint(downloadSize))
 		for left := downloadSize; left > 0; left -= len(block) {
 			n, err := w.Write(block)
@@ -52,14 +52,7 @@ func newSlowDownload(t *testing.T, every time.Duration) *slowDownload {
 				}
 			}
 		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	d.URL = "http://" + ln.Addr().String()
+	}))
 	return d
 }
 

@@ -27,7 +27,7 @@ type sseUpstream struct {
 func newSSEUpstream(t *testing.T, n int, every time.Duration) *sseUpstream {
 	t.Helper()
 	u := &sseUpstream{}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.URL = testkit.ServeHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-cache")
 		w.WriteHeader(200)
@@ -44,14 +44,7 @@ func newSSEUpstream(t *testing.T, n int, every time.Duration) *sseUpstream {
 			f.Flush()
 		}
 		u.done.Add(1)
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	u.URL = "http://" + ln.Addr().String()
+	}))
 	return u
 }
 
@@ -122,7 +115,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 func TestLargeAnswersStream(t *testing.T) {
 	t.Parallel()
 	const size = 24 << 20
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := testkit.ServeHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		chunk := []byte(strings.Repeat("x", 64<<10))
 		if r.URL.Path == "/chunked" {
 			for range size / len(chunk) {
@@ -134,18 +127,12 @@ func TestLargeAnswersStream(t *testing.T) {
 		for range size / len(chunk) {
 			_, _ = w.Write(chunk)
 		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	}))
 	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
-upstreams: {up: {url: "http://%s", max_response_body: 64MiB, stream_threshold: 1MiB}}
+upstreams: {up: {url: %q, max_response_body: 64MiB, stream_threshold: 1MiB}}
 routes: {r: {path: "/{p:*}", upstream: up}}
-`, ln.Addr()))
+`, url))
 	for _, path := range []string{"/length", "/chunked"} {
 		resp, err := http.Get(gw.URL + path)
 		if err != nil {
@@ -374,7 +361,7 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 func TestCachePassesStreamsThrough(t *testing.T) {
 	t.Parallel()
 	var hits atomic.Int32
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := testkit.ServeHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		w.Header().Set("Cache-Control", "public, max-age=600")
 		if r.URL.Path == "/events" {
@@ -384,18 +371,12 @@ func TestCachePassesStreamsThrough(t *testing.T) {
 			return
 		}
 		_, _ = io.WriteString(w, "short")
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	}))
 	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
-upstreams: {up: {url: "http://%s"}}
+upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {cache: {}}}}
-`, ln.Addr()))
+`, url))
 	for range 2 {
 		r := testkit.Do(t, "GET", gw.URL+"/events", "")
 		if r.Status != 200 || string(r.Body) != "data: a\n\n" {
@@ -421,27 +402,21 @@ func TestNormalizeErrorsReadsAStreamedErrorUpToMaxParse(t *testing.T) {
 	t.Parallel()
 	pad := strings.Repeat(" ", 300<<10)
 	body := `{"error":{"message":"quota gone","code":"Q1"}}` + pad
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := testkit.ServeHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 		w.WriteHeader(500)
 		_, _ = io.WriteString(w, body)
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	}))
 	for _, tc := range []struct{ maxParse, detail, outcome string }{
 		{"1MiB", "quota gone", "complete"},                                       // read to its end
 		{"64KiB", "upstream up answered 500 Internal Server Error", "discarded"}, // not parsed, rest dropped
 	} {
 		gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
-upstreams: {up: {url: "http://%s", stream_threshold: 64KiB}}
+upstreams: {up: {url: %q, stream_threshold: 64KiB}}
 routes: {r: {path: "/{p:*}", upstream: up, plugins: {normalize_errors: {message: "/error/message", code: "/error/code", max_parse: %s}}}}
-`, ln.Addr(), tc.maxParse))
+`, url, tc.maxParse))
 		r := testkit.Do(t, "GET", gw.URL+"/x", "")
 		p := testkit.WantProblem(t, r, 500, "upstream_error")
 		if p["detail"] != tc.detail {
@@ -482,24 +457,18 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 // chunk, not only for data.
 func TestStreamEndsCleanlyAfterSilence(t *testing.T) {
 	t.Parallel()
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := testkit.ServeHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		_, _ = io.WriteString(w, "data: a\n\n")
 		w.(http.Flusher).Flush()
 		time.Sleep(700 * time.Millisecond)
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	}))
 	gw := testkit.StartGateway(t, fmt.Sprintf(`
 log: {access_log: false}
 server: {write_timeout: 300ms}
-upstreams: {up: {url: "http://%s"}}
+upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up}}
-`, ln.Addr()))
+`, url))
 	resp, err := http.Get(gw.URL + "/events")
 	if err != nil {
 		t.Fatal(err)

@@ -454,3 +454,19 @@ func WantProblem(t testing.TB, resp *Response, wantStatus int, wantCode string) 
 	}
 	return p
 }
+
+// ServeHTTP serves h with a real net/http server on a free 127.0.0.1 port
+// until the test ends, and returns its base URL ("http://127.0.0.1:port").
+// For providers whose behaviour is easiest written with net/http (flushing,
+// aborting a body); NewUpstream is the fasthttp one.
+func ServeHTTP(t testing.TB, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -30,7 +29,7 @@ func teeBody(n int) []byte {
 func teeOrigin(t *testing.T) (url string, hits func(path string) int64) {
 	var counts [4]atomic.Int64
 	idx := map[string]int{"len": 0, "chunked": 1, "cut": 2, "events": 3}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url = testkit.ServeHTTP(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var kind string
 		var n int
 		if _, err := fmt.Sscanf(r.URL.Path, "/%s", &kind); err != nil {
@@ -66,14 +65,8 @@ func teeOrigin(t *testing.T) (url string, hits func(path string) int64) {
 			w.Header().Set("Content-Length", strconv.Itoa(n))
 			_, _ = w.Write(body)
 		}
-	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + ln.Addr().String(), func(kind string) int64 { return counts[idx[kind]].Load() }
+	}))
+	return url, func(kind string) int64 { return counts[idx[kind]].Load() }
 }
 
 func teeGateway(t *testing.T, url string) *testkit.Gateway {
