@@ -18,8 +18,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -59,17 +57,11 @@ log: {access_log: false, level: error}
 upstreams: {up: {url: "http://%s", max_response_body: %s, timeout: 60s}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, adminAddr, up.Addr(), *limit)
-	file := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		log.Fatal(err)
-	}
-	cmd := exec.Command(*bin, "-config", file)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	cmd, err := loopback.StartSluice(*bin, dir, cfg, gwAddr)
+	if err != nil {
 		log.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	waitUp(gwAddr)
 
 	statuses := map[int]int{}
 	var mu sync.Mutex
@@ -143,12 +135,6 @@ func freeAddr() string {
 		log.Fatal(err)
 	}
 	return addr
-}
-
-func waitUp(addr string) {
-	if err := loopback.WaitUp(addr, 5*time.Second); err != nil {
-		log.Fatal(err)
-	}
 }
 
 // vmHWM is the process's peak resident set size, from /proc.

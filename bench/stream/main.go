@@ -65,17 +65,11 @@ log: {access_log: false, level: error}
 upstreams: {up: {url: %q, max_response_body: 4GiB, timeout: 60s, max_conns: 20000}}
 routes: {r: {path: "/{p:*}", upstream: up, deadline: 600s}}
 `, gwAddr, adminAddr, direct)
-	file := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		log.Fatal(err)
-	}
-	cmd := exec.Command(*bin, "-config", file)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	cmd, err := loopback.StartSluice(*bin, dir, cfg, gwAddr)
+	if err != nil {
 		log.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	waitUp(gwAddr)
 	gw := "http://" + gwAddr
 	pid := cmd.Process.Pid
 	fmt.Printf("gateway pid %d, rss at start %d KiB\n", pid, rssKiB(pid))
