@@ -312,10 +312,10 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 	if t.scheme[len(t.scheme)-1] == 's' || !sentAsIs(ex.uri) {
 		// Request.Write rebuilds the target from the parsed URI, the path
 		// as sent (not normalized).
-		u := req.URI()
-		u.DisablePathNormalizing = true
+		uri := req.URI()
+		uri.DisablePathNormalizing = true
 		if t.scheme[len(t.scheme)-1] == 's' {
-			u.SetSchemeBytes(strHTTPS)
+			uri.SetSchemeBytes(strHTTPS)
 		}
 	}
 
