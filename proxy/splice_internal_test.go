@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/tls"
 	"io"
@@ -40,5 +41,33 @@ func TestSpliceableOnlyFromTCP(t *testing.T) {
 		if got := up != nil && w != nil; got != tc.want {
 			t.Errorf("%s: spliceable = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// readFromConn is a connection whose ReadFrom is recorded.
+type readFromConn struct {
+	net.Conn
+	readFrom int
+}
+
+func (c *readFromConn) Write(p []byte) (int, error) { return len(p), nil }
+
+func (c *readFromConn) ReadFrom(r io.Reader) (int64, error) {
+	c.readFrom++
+	return io.Copy(io.Discard, r)
+}
+
+// The kernel path needs the caller connection's ReadFrom to be reached
+// through the gateway's wrapper: fasthttp's bufio.Writer hands a reader to
+// its connection's ReadFrom only when the connection has one.
+func TestEdgeConnPassesReadFromOn(t *testing.T) {
+	under := &readFromConn{}
+	w := bufio.NewWriter(&edgeConn{Conn: under})
+	n, err := w.ReadFrom(&io.LimitedReader{R: bytes.NewReader(make([]byte, 1<<20)), N: 1 << 20})
+	if err != nil || n != 1<<20 {
+		t.Fatalf("ReadFrom: %d, %v", n, err)
+	}
+	if under.readFrom != 1 {
+		t.Fatalf("the connection's ReadFrom was called %d times, want 1: a download through this wrapper cannot be spliced", under.readFrom)
 	}
 }
