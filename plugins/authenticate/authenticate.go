@@ -10,9 +10,9 @@ package authenticate
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"hash/maphash"
 	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,9 +101,15 @@ type keyEntry struct {
 
 // Plugin is the compiled plugin for one route.
 type Plugin struct {
-	// keys maps SHA-256(key) to its entry: a lookup hashes the presented key
-	// into a fixed-size array (no allocation) instead of scanning consumers.
-	keys      map[[sha256.Size]byte]keyEntry
+	// keys maps a seeded hash of each key to its entries (more than one only
+	// if two keys collide). A lookup hashes the presented key (no allocation)
+	// and then compares the whole key in constant time: the hash only picks
+	// the candidates, so it need not be cryptographic. maphash with a seed
+	// drawn per build costs ~2,500 fewer instructions per call than SHA-256
+	// did (callgrind, BenchmarkFullChain), and what a caller can time is
+	// still only whether its guess hashes to a configured key.
+	keys      map[uint64][]keyEntry
+	seed      maphash.Seed
 	byName    map[string]*consumer // for JWT consumer claims
 	anonymous bool
 	jwt       *jwtVerifier // nil without jwt
@@ -139,7 +145,8 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 		return nil, err
 	}
 	a := &Plugin{
-		keys:      map[[sha256.Size]byte]keyEntry{},
+		keys:      map[uint64][]keyEntry{},
+		seed:      maphash.MakeSeed(),
 		byName:    map[string]*consumer{},
 		anonymous: c.Anonymous,
 	}
@@ -147,7 +154,8 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 		con := &consumer{name: name, allowed: len(c.Consumers) == 0 || slices.Contains(c.Consumers, name)}
 		a.byName[name] = con
 		for _, k := range cc.Keys {
-			a.keys[sha256.Sum256([]byte(k.Reveal()))] = keyEntry{key: []byte(k.Reveal()), c: con}
+			h := maphash.String(a.seed, k.Reveal())
+			a.keys[h] = append(a.keys[h], keyEntry{key: []byte(k.Reveal()), c: con})
 		}
 	}
 	if c.JWT != nil {
@@ -189,6 +197,17 @@ var (
 	anonymousConsumer = &consumer{name: config.AnonymousConsumer, allowed: true}
 )
 
+// lookup returns the consumer of key, nil when no configured key is equal
+// to it.
+func (a *Plugin) lookup(key []byte) *consumer {
+	for _, e := range a.keys[maphash.Bytes(a.seed, key)] {
+		if subtle.ConstantTimeCompare(e.key, key) == 1 {
+			return e.c
+		}
+	}
+	return nil
+}
+
 // Handle identifies the caller, removes its credentials and calls next.
 func (a *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	h := &ctx.Request.Header
@@ -208,8 +227,8 @@ func (a *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		}
 		con = anonymousConsumer
 	case jwtToken:
-		if e, ok := a.keys[sha256.Sum256(cred)]; ok && subtle.ConstantTimeCompare(e.key, cred) == 1 {
-			con = e.c // a consumer key that happens to look like a token
+		if c := a.lookup(cred); c != nil {
+			con = c // a consumer key that happens to look like a token
 			break
 		}
 		name, err := a.jwt.verify(cred)
@@ -221,12 +240,10 @@ func (a *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 			con = a.jwt.external(name)
 		}
 	default:
-		e, ok := a.keys[sha256.Sum256(cred)]
-		if !ok || subtle.ConstantTimeCompare(e.key, cred) != 1 {
+		if con = a.lookup(cred); con == nil {
 			a.failInvalidKey.Inc()
 			return a.errInvalidKey
 		}
-		con = e.c
 	}
 	if !con.allowed {
 		a.failForbidden.Inc()
