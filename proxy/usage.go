@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -110,13 +111,6 @@ func (st *state) bindUsage(m *Metrics) {
 	st.usage = t
 }
 
-var (
-	strXRateLimitRemaining = []byte("X-Ratelimit-Remaining")
-	strRateLimitRemaining  = []byte("Ratelimit-Remaining")
-	strXRateLimitLimit     = []byte("X-Ratelimit-Limit")
-	strRateLimitLimit      = []byte("Ratelimit-Limit")
-)
-
 // count records one call of ex.Consumer (not empty) to ex.Upstream.
 func (t *usageTable) count(ctx *fasthttp.RequestCtx, ex *Exchange, status int) {
 	if t == nil {
@@ -138,21 +132,23 @@ func (t *usageTable) count(ctx *fasthttp.RequestCtx, ex *Exchange, status int) {
 	if !ex.FromUpstream {
 		return
 	}
-	h := &ctx.Response.Header
-	if v, ok := quotaHeader(h, strXRateLimitRemaining, strRateLimitRemaining); ok {
+	var q httpx.Quota
+	httpx.ScanQuota(&ctx.Response.Header, &q)
+	if v, ok := quotaHeader(q.XRemaining, q.Remaining); ok {
 		c.remaining.Set(v)
 	}
-	if v, ok := quotaHeader(h, strXRateLimitLimit, strRateLimitLimit); ok {
+	if v, ok := quotaHeader(q.XLimit, q.Limit); ok {
 		c.limit.Set(v)
 	}
 }
 
-// quotaHeader reads the first of two headers holding a plain non-negative
-// integer (the common X-RateLimit-* form, and RateLimit-* with a bare number).
-func quotaHeader(h *fasthttp.ResponseHeader, a, b []byte) (float64, bool) {
-	v := h.PeekBytes(a)
+// quotaHeader reads the first present of two header values holding a plain
+// non-negative integer (the common X-RateLimit-* form, and RateLimit-* with
+// a bare number).
+func quotaHeader(a, b []byte) (float64, bool) {
+	v := a
 	if len(v) == 0 {
-		v = h.PeekBytes(b)
+		v = b
 	}
 	if len(v) == 0 {
 		return 0, false

@@ -111,14 +111,7 @@ func (p *pause) extend(until int64) bool {
 	}
 }
 
-var (
-	strRetryAfter     = "Retry-After"
-	strRateLimit      = "RateLimit"
-	strXRemaining     = "X-RateLimit-Remaining"
-	strXReset         = "X-RateLimit-Reset"
-	strDraftRemaining = "RateLimit-Remaining" // drafts up to -06
-	strDraftReset     = "RateLimit-Reset"
-)
+var strRetryAfter = "Retry-After"
 
 // quotaRules are a block's own additions to what observe reads
 // (quota_headers, throttle_statuses); nil when it has none.
@@ -168,14 +161,15 @@ func (q *quotaRules) read(resp *fasthttp.Response, now time.Time) (remaining int
 // A block's quota rules (q, may be nil) are read besides.
 func (p *pause) observe(resp *fasthttp.Response, q *quotaRules) {
 	status := resp.StatusCode()
-	rl, xrem, drem := resp.Header.Peek(strRateLimit), resp.Header.Peek(strXRemaining), resp.Header.Peek(strDraftRemaining)
+	var h httpx.Quota
+	httpx.ScanQuota(&resp.Header, &h)
 	throttled := status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable
-	if !throttled && len(rl) == 0 && len(xrem) == 0 && len(drem) == 0 && q == nil {
+	if !throttled && len(h.RateLimit) == 0 && len(h.XRemaining) == 0 && len(h.Remaining) == 0 && q == nil {
 		return // nothing said: no clock read
 	}
 	now := time.Now()
-	remaining, pauseFor := providerPause(status, resp.Header.Peek(strRetryAfter), rl, xrem, resp.Header.Peek(strXReset),
-		drem, resp.Header.Peek(strDraftReset), now)
+	remaining, pauseFor := providerPause(status, h.RetryAfter, h.RateLimit, h.XRemaining, h.XReset,
+		h.Remaining, h.Reset, now)
 	if q != nil {
 		r, d := q.read(resp, now)
 		if r >= 0 && (remaining < 0 || r < remaining) {
