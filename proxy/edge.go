@@ -63,7 +63,9 @@ func (l *edgeListener) Accept() (net.Conn, error) {
 			}()
 			continue
 		}
-		return &edgeConn{Conn: c, l: l}, nil
+		ec := &edgeConn{Conn: c, l: l}
+		ec.dl.watch(c)
+		return ec, nil
 	}
 }
 
@@ -78,7 +80,12 @@ type edgeConn struct {
 	net.Conn
 	l      *edgeListener
 	closed atomic.Bool
+	dl     lazyDeadlines // see deadline.go
 }
+
+func (c *edgeConn) SetDeadline(t time.Time) error      { return c.dl.setBoth(t) }
+func (c *edgeConn) SetReadDeadline(t time.Time) error  { return c.dl.setRead(t) }
+func (c *edgeConn) SetWriteDeadline(t time.Time) error { return c.dl.setWrite(t) }
 
 // SyscallConn exposes the socket under the wrapper (the gateway peeks at it
 // to notice a caller that hung up, see callerGone).
@@ -103,6 +110,7 @@ func (c *edgeConn) ReadFrom(r io.Reader) (int64, error) {
 func (c *edgeConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.l.open.Add(-1)
+		c.dl.unwatch()
 	}
 	return c.Conn.Close()
 }

@@ -22,8 +22,8 @@ func TestSpliceableOnlyFromTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	wrapped, _ := wrapUpstreamConn(c, nil)
+	defer wrapped.Close() // the wrapper's Close: it leaves the deadline sweeper too
 	var rf bytes.Buffer // has ReadFrom
 	for _, tc := range []struct {
 		name string

@@ -440,7 +440,7 @@ func pooledConnClean(c net.Conn) bool {
 		c = tc.NetConn()
 	}
 	pc, ok := c.(*upstreamConn)
-	if !ok {
+	if !ok || pc.raw == nil {
 		return true
 	}
 	return pc.peeker.peek(pc.raw, pc.look) == peekNothing
@@ -469,10 +469,23 @@ func connGone(c net.Conn) bool {
 // nothing (errNothingSent).
 type upstreamConn struct {
 	net.Conn
-	raw     syscall.RawConn
+	raw     syscall.RawConn // nil when the connection is not a socket
 	peeker  peeker
 	look    func(uintptr) // peeker.look, bound once
 	written int64
+	dl      lazyDeadlines // see deadline.go
+	closed  atomic.Bool
+}
+
+func (c *upstreamConn) SetDeadline(t time.Time) error      { return c.dl.setBoth(t) }
+func (c *upstreamConn) SetReadDeadline(t time.Time) error  { return c.dl.setRead(t) }
+func (c *upstreamConn) SetWriteDeadline(t time.Time) error { return c.dl.setWrite(t) }
+
+func (c *upstreamConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.dl.unwatch()
+	}
+	return c.Conn.Close()
 }
 
 func (c *upstreamConn) Write(p []byte) (int, error) {
@@ -496,21 +509,23 @@ func bytesWritten(c net.Conn) int64 {
 	return -1
 }
 
-// wrapUpstreamConn wraps TCP connections for pooledConnClean; others pass.
+// wrapUpstreamConn wraps every upstream connection: for its lazy deadlines,
+// for the count of bytes written and, on a socket, for pooledConnClean.
 func wrapUpstreamConn(c net.Conn, err error) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return c, nil
+	if pc, ok := c.(*upstreamConn); ok {
+		return pc, nil // a dial hook that wrapped it already
 	}
-	raw, rerr := sc.SyscallConn()
-	if rerr != nil {
-		return c, nil
+	pc := &upstreamConn{Conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, rerr := sc.SyscallConn(); rerr == nil {
+			pc.raw = raw
+			pc.look = pc.peeker.look
+		}
 	}
-	pc := &upstreamConn{Conn: c, raw: raw}
-	pc.look = pc.peeker.look
+	pc.dl.watch(c)
 	return pc, nil
 }
 

@@ -139,6 +139,9 @@ func newHostClient(pu *url.URL, uc *config.UpstreamConfig, dial fasthttp.DialFun
 		dial = func(addr string) (net.Conn, error) {
 			return wrapUpstreamConn(tcpDialer.DialTimeout(addr, connectTimeout))
 		}
+	} else {
+		hook := dial // tests and in-process benchmarks
+		dial = func(addr string) (net.Conn, error) { return wrapUpstreamConn(hook(addr)) }
 	}
 	hc := &fasthttp.HostClient{
 		Addr:                     addr,
