@@ -957,7 +957,7 @@ func (c *Plugin) publishShared(ctx *fasthttp.RequestCtx, kb *keyBuf, st *fillSta
 	if c.l2 == nil || st == nil || !st.asked {
 		return false
 	}
-	b := c.store.get(kb.key, &kb.digest)
+	b := c.store.get(kb.key)
 	if b == nil {
 		return false
 	}
@@ -969,7 +969,7 @@ func (c *Plugin) publishShared(ctx *fasthttp.RequestCtx, kb *keyBuf, st *fillSta
 		}
 		marker := b
 		variantKey(ctx, kb, &v)
-		eb := c.store.get(kb.vkey, &kb.digest)
+		eb := c.store.get(kb.vkey)
 		var e entry
 		if eb == nil || decodeEntry(eb, &e) != nil || !c.fitsShared(eb) {
 			return false

@@ -171,7 +171,7 @@ func (c *Plugin) storeAnswer(ctx *fasthttp.RequestCtx, path []byte, kb *keyBuf, 
 	if len(names) > 0 {
 		var v varyMarker
 		nonce := uint64(0)
-		if old := c.store.get(kb.key, &kb.digest); old != nil && decodeVary(old, &v) == nil && sameNames(v.names, names) {
+		if old := c.store.get(kb.key); old != nil && decodeVary(old, &v) == nil && sameNames(v.names, names) {
 			nonce = v.nonce
 		} else {
 			nonce = newNonce()
