@@ -928,7 +928,7 @@ func (c *Plugin) revalidateShared(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, 
 // is over max_entry_size or an invalidation was applied since gen (it may
 // have been read before the shared tier was purged).
 func (c *Plugin) putL1(key, b []byte, tags []string, gen uint64) bool {
-	if len(b)+len(key)+64 > c.maxEntry || !c.store.set(string(key), b, tags) {
+	if len(b)+len(key)+entryOverhead > c.maxEntry || !c.store.set(string(key), b, tags) {
 		return false
 	}
 	return c.keepStoredKey(key, gen)

@@ -185,7 +185,7 @@ func (c *Plugin) storeAnswer(ctx *fasthttp.RequestCtx, path []byte, kb *keyBuf, 
 		variantKey(ctx, kb, &varyMarker{nonce: nonce, names: enc})
 		key = kb.vkey
 	}
-	if len(buf)+len(key)+64 > c.maxEntry {
+	if len(buf)+len(key)+entryOverhead > c.maxEntry {
 		return false
 	}
 	if marker != nil && !c.store.set(string(kb.key), marker, nil) {

@@ -11,13 +11,18 @@ import (
 	"github.com/sluice-gw/sluice/proxy/config"
 )
 
-// testStore makes a store of maxSize bytes in shards shards, with its own
-// metrics registry.
-func testStore(t *testing.T, maxSize config.Size, shards int) *Store {
+// smallStore makes a store of maxSize bytes in shards shards.
+func smallStore(t *testing.T, maxSize config.Size, shards int) *Store {
 	t.Helper()
+	return testStore(t, &Section{MaxSize: maxSize, MaxEntrySize: 1024, Shards: shards})
+}
+
+// testStore makes the store for cc, with its own metrics registry.
+func testStore(tb testing.TB, cc *Section) *Store {
+	tb.Helper()
 	var s *Store
 	m := newMetrics(prometheus.NewRegistry(), func() *Store { return s })
-	s = newStore(&Section{MaxSize: maxSize, MaxEntrySize: 1024, Shards: shards}, m)
+	s = newStore(cc, m)
 	return s
 }
 
@@ -59,7 +64,7 @@ func checkBooks(t *testing.T, s *Store) {
 }
 
 func TestStoreSetCopiesAndGetShares(t *testing.T) {
-	s := testStore(t, 1<<20, 1)
+	s := smallStore(t, 1<<20, 1)
 	val := testEntry("/a", 100)
 	orig := string(val)
 	if !s.set("k", val, nil) {
@@ -84,7 +89,7 @@ func TestStoreSetCopiesAndGetShares(t *testing.T) {
 }
 
 func TestStoreRefusesEntryLargerThanShard(t *testing.T) {
-	s := testStore(t, 1<<20, 4) // shards of 256KiB
+	s := smallStore(t, 1<<20, 4) // shards of 256KiB
 	if s.Capacity() != 1<<20 {
 		t.Errorf("Capacity() = %d, want max_size 1MiB", s.Capacity())
 	}
@@ -103,7 +108,7 @@ func TestStoreRefusesEntryLargerThanShard(t *testing.T) {
 }
 
 func TestStoreReplacementKeepsBooks(t *testing.T) {
-	s := testStore(t, 1<<20, 1)
+	s := smallStore(t, 1<<20, 1)
 	s.set("k", testEntry("/a", 100, "a", "both"), []string{"a", "both"})
 	s.set("k", testEntry("/a", 300, "b", "both"), []string{"b", "both"})
 	if want := int64(len("k") + len(testEntry("/a", 300, "b", "both"))); s.Bytes() != want {
@@ -123,7 +128,7 @@ func TestStoreReplacementKeepsBooks(t *testing.T) {
 }
 
 func TestStoreEvictionsCountedAndBounded(t *testing.T) {
-	s := testStore(t, 1<<20, 2)
+	s := smallStore(t, 1<<20, 2)
 	const n = 400 // 400 x 8KiB through 1MiB
 	for i := range n {
 		tag := fmt.Sprintf("t%d", i%7)
@@ -150,7 +155,7 @@ func TestStoreEvictionsCountedAndBounded(t *testing.T) {
 }
 
 func TestStoreDeleteMatching(t *testing.T) {
-	s := testStore(t, 1<<20, 4)
+	s := smallStore(t, 1<<20, 4)
 	for _, u := range []string{"/a/1", "/a/2", "/ab", "/b/1"} {
 		s.set("key"+u, testEntry(u, 10), nil)
 	}
@@ -171,7 +176,7 @@ func TestStoreDeleteMatching(t *testing.T) {
 // from several goroutines, with evictions: afterwards Bytes and the tag
 // index agree exactly with the entries (run with -race).
 func TestStoreConcurrentBooks(t *testing.T) {
-	s := testStore(t, 1<<20, 2)
+	s := smallStore(t, 1<<20, 2)
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Go(func() {
