@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/allegro/bigcache/v3"
 	"github.com/sluice-gw/sluice/plugins"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
@@ -76,23 +75,4 @@ func tbContext(tb testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	tb.Cleanup(cancel)
 	return ctx
-}
-
-// BigcacheGetAllocs measures the allocations of one bigcache Get of a 1 KiB
-// value: the library's own cost, which the cache-hit allocation budgets
-// allow for (bigcache v3.1.0 copies the value and the stored key it compares).
-func BigcacheGetAllocs(t testing.TB) float64 {
-	t.Helper()
-	bc, err := bigcache.New(context.Background(), bigcache.Config{Shards: 4, LifeWindow: time.Hour,
-		MaxEntriesInWindow: 64, MaxEntrySize: 2048, HardMaxCacheSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = bc.Set("0123456789abcdef", Body1K)
-	var sink []byte
-	n := testing.AllocsPerRun(1000, func() { sink, _ = bc.Get("0123456789abcdef") })
-	if len(sink) != len(Body1K) {
-		t.Fatal("bigcache lost the value")
-	}
-	return n
 }

@@ -233,13 +233,13 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	} else {
 		rd.maxAge, rd.minFresh, rd.maxStale = -1, -1, -1
 	}
-	if b := c.store.get(key, &kb.digest); b != nil {
+	if b := c.store.get(key); b != nil {
 		if b[0] == kindVary {
 			var v varyMarker
 			if decodeVary(b, &v) == nil {
 				variantKey(ctx, kb, &v)
 				key, varied = kb.vkey, true
-				b = c.store.get(key, &kb.digest)
+				b = c.store.get(key)
 			} else {
 				b = nil
 			}
@@ -371,14 +371,14 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 
 // lookup finds the entry for the request (following a vary marker).
 func (c *Plugin) lookup(ctx *fasthttp.RequestCtx, kb *keyBuf) []byte {
-	b := c.store.get(kb.key, &kb.digest)
+	b := c.store.get(kb.key)
 	if b != nil && b[0] == kindVary {
 		var v varyMarker
 		if decodeVary(b, &v) != nil {
 			return nil
 		}
 		variantKey(ctx, kb, &v)
-		b = c.store.get(kb.vkey, &kb.digest)
+		b = c.store.get(kb.vkey)
 	}
 	return b
 }
@@ -830,7 +830,7 @@ func (c *Plugin) refresh(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next prox
 	bctx.Init(&ctx.Request, ctx.RemoteAddr(), nil)
 	bex := ex.Detach()
 	k := string(key)
-	staleCopy := bytes.Clone(stale)
+	staleCopy := stale // the store's values are never written (see Store): no copy needed
 	go func() {
 		defer c.store.endRefresh(k)
 		defer bex.Release()

@@ -1,6 +1,6 @@
 // Package cache is the cache plugin: a shared HTTP cache per RFC 9111 in
-// front of a route's upstream, stored in one process-wide bigcache
-// (cache.max_size) that survives reloads.
+// front of a route's upstream, stored in one process-wide store of otter
+// caches (W-TinyLFU, bounded by cache.max_size) that survives reloads.
 //
 // It owns: deciding what may be stored and for how long (Cache-Control,
 // Expires, Age, Vary, the route's ttl/override), keys (upstream, path,
@@ -16,8 +16,9 @@
 //
 // It must not: write error bodies (gateway errors are returned as
 // *proxy.Error and rendered by the route), see or store credentials other
-// than through a partition hash, allocate on a hit beyond bigcache's own
-// Get, ask Redis on a hit of the store, or make a request wait on Redis
-// longer than cache.shared_timeout per call (cache.shared_wait for another
-// gateway's fetch), or fail because Redis does.
+// than through a partition hash, allocate on a hit (the store returns the
+// stored bytes without a copy: nothing writes into them), ask Redis on a
+// hit of the store, or make a request wait on Redis longer than
+// cache.shared_timeout per call (cache.shared_wait for another gateway's
+// fetch), or fail because Redis does.
 package cache

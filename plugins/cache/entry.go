@@ -19,7 +19,9 @@ const (
 )
 
 // entry is a decoded stored answer. Slices point into the bytes returned by
-// the store (bigcache copies on Get): valid while those bytes are.
+// the store, which are the stored value itself (no copy, see Store.get):
+// they stay valid after the entry is replaced or removed, and nothing may
+// write into them.
 type entry struct {
 	status     int
 	storedAt   int64 // unix nanoseconds

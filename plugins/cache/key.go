@@ -24,8 +24,7 @@ type keyBuf struct {
 	// not in the key never reaches the provider).
 	query      []byte
 	narrowed   bool
-	callerCred bool     // the caller's request carried a credential header
-	digest     [16]byte // store key digest (passed to bigcache's hasher: must not be on the stack)
+	callerCred bool // the caller's request carried a credential header
 }
 
 var keyPool = sync.Pool{New: func() any { return &keyBuf{key: make([]byte, 0, 256), vkey: make([]byte, 0, 256)} }}

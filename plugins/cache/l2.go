@@ -928,7 +928,7 @@ func (c *Plugin) revalidateShared(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, 
 // is over max_entry_size or an invalidation was applied since gen (it may
 // have been read before the shared tier was purged).
 func (c *Plugin) putL1(key, b []byte, tags []string, gen uint64) bool {
-	if len(b)+len(key)+64 > c.maxEntry || !c.store.set(string(key), b, tags) {
+	if len(b)+len(key)+entryOverhead > c.maxEntry || !c.store.set(string(key), b, tags) {
 		return false
 	}
 	return c.keepStoredKey(key, gen)
@@ -957,7 +957,7 @@ func (c *Plugin) publishShared(ctx *fasthttp.RequestCtx, kb *keyBuf, st *fillSta
 	if c.l2 == nil || st == nil || !st.asked {
 		return false
 	}
-	b := c.store.get(kb.key, &kb.digest)
+	b := c.store.get(kb.key)
 	if b == nil {
 		return false
 	}
@@ -969,7 +969,7 @@ func (c *Plugin) publishShared(ctx *fasthttp.RequestCtx, kb *keyBuf, st *fillSta
 		}
 		marker := b
 		variantKey(ctx, kb, &v)
-		eb := c.store.get(kb.vkey, &kb.digest)
+		eb := c.store.get(kb.vkey)
 		var e entry
 		if eb == nil || decodeEntry(eb, &e) != nil || !c.fitsShared(eb) {
 			return false

@@ -171,7 +171,7 @@ func (c *Plugin) storeAnswer(ctx *fasthttp.RequestCtx, path []byte, kb *keyBuf, 
 	if len(names) > 0 {
 		var v varyMarker
 		nonce := uint64(0)
-		if old := c.store.get(kb.key, &kb.digest); old != nil && decodeVary(old, &v) == nil && sameNames(v.names, names) {
+		if old := c.store.get(kb.key); old != nil && decodeVary(old, &v) == nil && sameNames(v.names, names) {
 			nonce = v.nonce
 		} else {
 			nonce = newNonce()
@@ -185,7 +185,7 @@ func (c *Plugin) storeAnswer(ctx *fasthttp.RequestCtx, path []byte, kb *keyBuf, 
 		variantKey(ctx, kb, &varyMarker{nonce: nonce, names: enc})
 		key = kb.vkey
 	}
-	if len(buf)+len(key)+64 > c.maxEntry {
+	if len(buf)+len(key)+entryOverhead > c.maxEntry {
 		return false
 	}
 	if marker != nil && !c.store.set(string(kb.key), marker, nil) {

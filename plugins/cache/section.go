@@ -9,9 +9,10 @@ import (
 // Section is the top-level "cache:" section, which the cache plugin owns: the
 // process-wide store that the cache block of every route stores into.
 type Section struct {
-	// MaxSize is the hard limit of the cache's memory. Default 256MiB. The
-	// store is made once per process: a reload that changes max_size or
-	// shards is logged and applies at the next start.
+	// MaxSize bounds the store: its entries' keys and values plus 192
+	// bytes each (the Go heap they take is somewhat larger). Default
+	// 256MiB. The store is made once per process: a reload that changes
+	// max_size or shards is logged and applies at the next start.
 	MaxSize config.Size `koanf:"max_size" json:"max_size" reload:"restart"`
 	// MaxEntrySize is the largest entry (headers and body) stored; larger
 	// answers are passed through and not stored. Default 1MiB. It must fit

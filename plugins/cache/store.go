@@ -2,25 +2,30 @@ package cache
 
 import (
 	"bytes"
-	"context"
-	"encoding/binary"
 	"hash/maphash"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
-	"time"
 	"weak"
 
-	"github.com/allegro/bigcache/v3"
+	"github.com/maypok86/otter/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Store is the process-wide cache: one bigcache sized by cache.max_size,
-// shared by the cache plugin of every route and kept across reloads. Besides
-// the entries it holds the tag index, the in-flight fills (request
-// collapsing) and the invalidation fan-out.
+// Store is the process-wide cache: cache.shards otter caches bounded
+// together by cache.max_size, shared by the cache plugin of every route and
+// kept across reloads. Besides the entries it holds the tag index, the
+// in-flight fills (request collapsing) and the invalidation fan-out.
+//
+// Entries are keyed by the full store key and their values are shared with
+// readers without a copy: a value is never written after set stored it
+// (set copies what it is given; get's callers only read), and one that is
+// replaced or removed stays valid for the readers that hold it (the GC keeps
+// it).
 type Store struct {
-	bc     *bigcache.BigCache
+	sh     []*otter.Cache[string, []byte]
+	perSh  uint64 // each shard's bound, in weight (see entryWeight)
 	log    atomic.Pointer[slog.Logger]
 	m      *metrics
 	shards int
@@ -35,13 +40,30 @@ type Store struct {
 	pubMu sync.Mutex
 	pub   *subscriber // the cluster link in use, nil in single-node mode
 
-	sizeMu sync.Mutex         // see setCounted
-	stored atomic.Int64       // bytes of the entries stored, see Bytes
+	stored atomic.Int64       // bytes of the entries stored (keys and values), see Bytes
 	l2     atomic.Pointer[l2] // the shared tier invalidations reach, nil without one
 	gen    atomic.Uint64      // counts invalidations applied: a fill that saw it change does not keep what it stored
 }
 
-// newStore makes the store for cc. It starts no goroutine.
+// entryOverhead is what each entry is charged beyond its key and value
+// toward cache.max_size: what otter keeps per entry besides them (its
+// node, its hash table slot, its share of the frequency sketch). Measured
+// with BenchmarkStoreGC: a full 256MiB store of values of exactly 4096
+// bytes (a Go size class, so no rounding) holds 183 bytes of live heap per
+// entry beyond key and value. The plugin charges an answer the same when
+// it checks max_entry_size (storeAnswer, putL1), so an entry within
+// max_entry_size always fits in a shard. Not counted: the rounding of each
+// value's allocation up to its size class (up to an eighth of it).
+const entryOverhead = 192
+
+// entryWeight is what an entry counts toward its shard's bound.
+func entryWeight(key string, val []byte) uint32 {
+	return uint32(min(len(key)+len(val)+entryOverhead, math.MaxUint32))
+}
+
+// newStore makes the store for cc. It starts no goroutine: otter's
+// maintenance (eviction) runs on the goroutine of the read or write that
+// triggers it.
 func newStore(cc *Section, m *metrics) *Store {
 	s := &Store{m: m, tags: map[string]map[string]struct{}{}, flights: map[string]*flight{},
 		refreshing: map[string]struct{}{}}
@@ -49,142 +71,144 @@ func newStore(cc *Section, m *metrics) *Store {
 	if s.shards < 1 || s.shards > 1024 || s.shards&(s.shards-1) != 0 {
 		s.shards = 1 // an invalid setting is reported by the config check
 	}
-	mb := int(cc.MaxSize >> 20)
-	bc, err := bigcache.New(context.Background(), bigcache.Config{
-		Shards:             s.shards,
-		LifeWindow:         100 * 365 * 24 * time.Hour, // freshness is ours; bigcache only evicts for space
-		CleanWindow:        0,                          // no cleanup goroutine
-		MaxEntriesInWindow: s.shards * 16,
-		MaxEntrySize:       4096,
-		HardMaxCacheSize:   max(mb, 1),
-		Verbose:            false,
-		OnRemoveWithReason: s.onRemove,
-	})
-	if err != nil {
-		panic("cache: " + err.Error()) // unreachable: every input is sanitized above
+	s.perSh = max(uint64(cc.MaxSize)/uint64(s.shards), 1)
+	s.sh = make([]*otter.Cache[string, []byte], s.shards)
+	for i := range s.sh {
+		s.sh[i] = otter.Must(&otter.Options[string, []byte]{
+			MaximumWeight: s.perSh,
+			Weigher:       entryWeight,
+			// Under the key's bucket lock, as part of the removal: the tag
+			// index and Bytes never disagree with what the shard holds, and
+			// no goroutine or executor is involved.
+			OnAtomicDeletion: s.onRemove,
+			// Maintenance (draining the read and write buffers, evicting)
+			// runs on the calling goroutine: no goroutine per pass, and the
+			// write that goes over the bound evicts before it returns (unless
+			// another goroutine's pass holds the policy lock: then that pass
+			// or the next read or write does).
+			Executor: func(fn func()) { fn() },
+		})
 	}
-	s.bc = bc
 	live.add(s)
 	return s
 }
 
-// onRemove keeps the tag index and the eviction count in step with
-// bigcache. It runs under a shard lock: it takes only tagMu.
-func (s *Store) onRemove(key string, e []byte, reason bigcache.RemoveReason) {
-	if reason == bigcache.NoSpace {
+// onRemove keeps the tag index, Bytes and the eviction count in step with
+// the shards. It runs under the key's bucket lock: it takes only tagMu and
+// calls no cache. A replacement's tags are handled by set, which knows the
+// new value's tags too.
+func (s *Store) onRemove(ev otter.DeletionEvent[string, []byte]) {
+	if ev.Cause == otter.CauseOverflow {
 		s.m.evictions.Inc()
 	}
-	s.stored.Add(-int64(len(e)))
-	e = unwrap(e)
-	if len(e) > 0 && e[0] == kindResponse {
-		var ent entry
-		if decodeEntry(e, &ent) == nil && len(ent.tags) > 2 {
-			s.tagMu.Lock()
-			forEachTag(ent.tags, func(t []byte) {
-				if set := s.tags[string(t)]; set != nil {
-					delete(set, key)
-					if len(set) == 0 {
-						delete(s.tags, string(t))
-					}
-				}
-			})
-			s.tagMu.Unlock()
+	s.stored.Add(-int64(len(ev.Key) + len(ev.Value)))
+	if ev.Cause != otter.CauseReplacement {
+		s.untag(ev.Key, ev.Value)
+	}
+}
+
+// untag removes key from the tag index under the tags of its entry e.
+func (s *Store) untag(key string, e []byte) {
+	if len(e) == 0 || e[0] != kindResponse {
+		return
+	}
+	var ent entry
+	if decodeEntry(e, &ent) != nil || len(ent.tags) <= 2 {
+		return
+	}
+	s.tagMu.Lock()
+	forEachTag(ent.tags, func(t []byte) {
+		if set := s.tags[string(t)]; set != nil {
+			delete(set, key)
+			if len(set) == 0 {
+				delete(s.tags, string(t))
+			}
 		}
-	}
+	})
+	s.tagMu.Unlock()
 }
 
-// Keys in bigcache are 16-byte digests of the full key (bigcache copies a
-// key longer than 32 bytes to compare it); the full key is stored at the
-// start of the value and compared on every get, so that a digest collision
-// is a miss, never a wrong answer.
-var seed1, seed2 = maphash.MakeSeed(), maphash.MakeSeed()
+// Keys are the full store keys: no digest, so no collision to guard
+// against. The shard is chosen by a hash of the key (otter hashes it again
+// for its own table).
+var shardSeed = maphash.MakeSeed()
 
-func digest(key []byte, d *[16]byte) string {
-	binary.LittleEndian.PutUint64(d[:8], maphash.Bytes(seed1, key))
-	binary.LittleEndian.PutUint64(d[8:], maphash.Bytes(seed2, key))
-	return b2s(d[:])
+func (s *Store) shardOf(key []byte) *otter.Cache[string, []byte] {
+	return s.sh[maphash.Bytes(shardSeed, key)&uint64(s.shards-1)]
 }
 
-// get returns a copy of the entry under key (bigcache copies it, and the
-// key it compares). d is scratch space that may escape (a pooled buffer).
-func (s *Store) get(key []byte, d *[16]byte) []byte {
-	b, err := s.bc.Get(digest(key, d))
-	if err != nil {
-		return nil
-	}
-	full, val, ok := read16(b, 0)
-	if !ok || !bytes.Equal(full, key) {
-		return nil
-	}
-	return b[val:]
+func (s *Store) shardOfString(key string) *otter.Cache[string, []byte] {
+	return s.sh[maphash.String(shardSeed, key)&uint64(s.shards-1)]
 }
 
-// unwrap returns the entry of a stored value (without its full key).
-func unwrap(b []byte) []byte {
-	if _, p, ok := read16(b, 0); ok {
-		return b[p:]
-	}
-	return nil
+// get returns the entry under key, or nil. It allocates nothing: the
+// lookup key is a view of key's bytes (otter keeps no lookup key), and the
+// entry is returned without a copy. Callers must not write into it.
+func (s *Store) get(key []byte) []byte {
+	b, _ := s.shardOf(key).GetIfPresent(b2s(key))
+	return b
 }
 
 func (s *Store) del(key string) bool {
-	var d [16]byte
-	return s.bc.Delete(digest([]byte(key), &d)) == nil
+	_, ok := s.shardOfString(key).Invalidate(key)
+	return ok
 }
 
-// set stores val under key and reports whether bigcache took it (it
-// refuses an entry that does not fit in a shard).
+// set stores a copy of val under key (callers may reuse val: some pass
+// pooled buffers) and reports whether the store took it: it refuses an
+// entry that does not fit in a shard. An entry taken may still be evicted
+// by the shard's next maintenance (W-TinyLFU admission, see docs/plugins.md).
+//
+// The tag index is updated in the same atomic step as the entry, under
+// the key's bucket lock, as onRemove does for removals: the old value's
+// tags go and the new value's come, so that an eviction or a concurrent
+// set of the key cannot leave the key indexed under tags it lacks, or its
+// entry stored without its tags in the index (a purge by tag would miss it).
 func (s *Store) set(key string, val []byte, tags []string) bool {
-	var d [16]byte
-	dk := string(digest([]byte(key), &d))
-	wrapped := make([]byte, 0, 2+len(key)+len(val))
-	wrapped = appendBytes16(wrapped, []byte(key))
-	if err := s.setCounted(dk, append(wrapped, val...)); err != nil {
+	if uint64(entryWeight(key, val)) > s.perSh {
 		return false
 	}
-	if len(tags) == 0 {
-		return true
-	}
-	s.tagMu.Lock()
-	for _, t := range tags {
-		set := s.tags[t]
-		if set == nil {
-			set = map[string]struct{}{}
-			s.tags[t] = set
+	own := make([]byte, len(val))
+	copy(own, val)
+	s.shardOfString(key).Compute(key, func(old []byte, found bool) ([]byte, otter.ComputeOp) {
+		if found {
+			s.untag(key, old) // onRemove (CauseReplacement) counts its bytes
 		}
-		set[dk] = struct{}{}
-	}
-	s.tagMu.Unlock()
+		s.stored.Add(int64(len(key) + len(own)))
+		if len(tags) > 0 {
+			s.tagMu.Lock()
+			for _, t := range tags {
+				set := s.tags[t]
+				if set == nil {
+					set = map[string]struct{}{}
+					s.tags[t] = set
+				}
+				set[key] = struct{}{}
+			}
+			s.tagMu.Unlock()
+		}
+		return own, otter.WriteOp
+	})
 	return true
 }
 
 // Len is the number of entries (answers, variants and vary markers).
-func (s *Store) Len() int { return s.bc.Len() }
+func (s *Store) Len() int {
+	n := 0
+	for _, c := range s.sh {
+		n += c.EstimatedSize()
+	}
+	return n
+}
 
-// Capacity is the memory the store's queues hold, in bytes (bounded by
-// cache.max_size): not what is stored in them, see Bytes.
-func (s *Store) Capacity() int { return s.bc.Capacity() }
+// Capacity is the store's bound in bytes: cache.max_size (rounded down to
+// a multiple of cache.shards). Entries count toward it with their key,
+// their value and entryOverhead bytes each; it is not memory reserved in
+// advance.
+func (s *Store) Capacity() int { return int(s.perSh) * s.shards }
 
 // Bytes is the size of the entries stored (keys, headers, bodies, tags).
 func (s *Store) Bytes() int64 { return max(s.stored.Load(), 0) }
-
-// setCounted sets a value and keeps Bytes in step: bigcache calls
-// OnRemove for deleted and evicted entries but not for one that Set
-// replaces, so the size of the entry replaced is read first. sizeMu keeps
-// two sets of one key from both subtracting the same old entry.
-func (s *Store) setCounted(dk string, v []byte) error {
-	s.sizeMu.Lock()
-	defer s.sizeMu.Unlock()
-	old := 0
-	if b, err := s.bc.Get(dk); err == nil {
-		old = len(b)
-	}
-	if err := s.bc.Set(dk, v); err != nil {
-		return err
-	}
-	s.stored.Add(int64(len(v) - old))
-	return nil
-}
 
 // Invalidation describes one invalidation, as applied by every gateway of a
 // cluster and reported to OnInvalidate hooks. Several fields may be set;
@@ -240,12 +264,12 @@ func (inv *Invalidation) empty() bool {
 func (s *Store) apply(inv *Invalidation) int {
 	s.gen.Add(1)
 	if inv.All {
-		n := s.bc.Len()
-		_ = s.bc.Reset()
-		s.stored.Store(0) // bigcache's Reset calls no OnRemove
-		s.tagMu.Lock()
-		clear(s.tags)
-		s.tagMu.Unlock()
+		// Each entry goes through onRemove (CauseInvalidation): Bytes and
+		// the tag index follow.
+		n := s.Len()
+		for _, c := range s.sh {
+			c.InvalidateAll()
+		}
 		return n
 	}
 	n := 0
@@ -269,7 +293,7 @@ func (s *Store) apply(inv *Invalidation) int {
 		}
 		s.tagMu.Unlock()
 		for _, k := range keys {
-			if s.bc.Delete(k) == nil {
+			if s.del(k) {
 				n++
 			}
 		}
@@ -291,21 +315,20 @@ func (s *Store) apply(inv *Invalidation) int {
 }
 
 // deleteMatching walks the whole store (admin and webhook paths only).
+// otter's iteration is weakly consistent: an entry stored during the walk
+// may be missed, as one stored just after it would be.
 func (s *Store) deleteMatching(match func(uri []byte) bool) int {
 	var keys []string
-	it := s.bc.Iterator()
-	for it.SetNext() {
-		ei, err := it.Value()
-		if err != nil {
-			continue
-		}
-		if uri := entryURI(unwrap(ei.Value())); uri != nil && match(uri) {
-			keys = append(keys, ei.Key())
+	for _, c := range s.sh {
+		for k, v := range c.All() {
+			if uri := entryURI(v); uri != nil && match(uri) {
+				keys = append(keys, k)
+			}
 		}
 	}
 	n := 0
 	for _, k := range keys {
-		if s.bc.Delete(k) == nil {
+		if s.del(k) {
 			n++
 		}
 	}
@@ -461,7 +484,7 @@ func newMetrics(reg prometheus.Registerer, store func() *Store) *metrics {
 		}, []string{"source"}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_cache_evictions_total",
-			Help: "Entries evicted to make room (cache.max_size reached).",
+			Help: "Entries evicted to stay within cache.max_size (W-TinyLFU: the least likely to be used again, or a new entry not admitted).",
 		}),
 	}
 	for _, src := range invalidationSources {
@@ -474,7 +497,7 @@ func newMetrics(reg prometheus.Registerer, store func() *Store) *metrics {
 		Name: "sluice_cache_bytes", Help: "Size of the entries in the cache store, in bytes (keys, headers, bodies).",
 	}, func() float64 { return float64(store().Bytes()) })
 	capacity := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "sluice_cache_capacity_bytes", Help: "Memory held by the cache store's queues, in bytes (grows in steps up to cache.max_size).",
+		Name: "sluice_cache_capacity_bytes", Help: "The cache store's size bound, in bytes (cache.max_size): entries count toward it with their key, value and 192 bytes each.",
 	}, func() float64 { return float64(store().Capacity()) })
 	for _, c := range []prometheus.Collector{m.requests, m.invalidations, m.evictions, entries, bytes, capacity} {
 		_ = reg.Register(c)
