@@ -397,7 +397,12 @@ func (ex *Exchange) settleBodies(resp *fasthttp.Response) {
 		return
 	}
 	if body := resp.Body(); len(body) >= bigBody {
-		body = resp.SwapBody(nil)
+		// Take the response's buffer over (SetBodyStream would recycle it).
+		// A raw body (SetBodyRaw: a cache entry's own bytes) is not in that
+		// buffer and SwapBody drops it: then the bytes seen are the body.
+		if owned := resp.SwapBody(nil); len(owned) > 0 {
+			body = owned
+		}
 		resp.SetBodyStream(&budgetedBody{b: b, held: held, body: body}, len(body))
 		return
 	}

@@ -622,3 +622,30 @@ func TestHeadMissKeepsUpstreamCacheStatus(t *testing.T) {
 		t.Errorf("GET miss: Cache-Status %q, want %q", got, want)
 	}
 }
+
+// A stale answer of 64 KiB or more served in place of a large error answer
+// arrives whole. (The error's body held the body budget; handing the
+// stale body over to the budget's stream dropped it when it was the
+// store's own bytes rather than the response's buffer: 200, 0 bytes.)
+func TestStaleIfErrorLargeBodies(t *testing.T) {
+	stale := strings.Repeat("s", 100<<10)
+	o := newOrigin(t, func(ctx *fasthttp.RequestCtx, n int64) {
+		if n > 1 {
+			ctx.SetStatusCode(503)
+			ctx.SetBodyString(strings.Repeat("d", 70<<10))
+			return
+		}
+		ctx.Response.Header.Set("Cache-Control", "max-age=0")
+		ctx.SetBodyString(stale)
+	})
+	gw := gateway(t, o.URL, "{stale_if_error: 1h}")
+	if r := get(t, gw.URL+"/api/big"); r.Status != 200 || len(r.Body) != len(stale) {
+		t.Fatalf("fill: %d, %d bytes", r.Status, len(r.Body))
+	}
+	for i := range 2 {
+		r := get(t, gw.URL+"/api/big")
+		if r.Status != 200 || string(r.Body) != stale || r.Header.Get("Cache-Status") != "sluice; fwd=stale; detail=stale-if-error" {
+			t.Fatalf("stale %d: %d, %d bytes, %q; want the whole stale answer", i, r.Status, len(r.Body), r.Header.Get("Cache-Status"))
+		}
+	}
+}
