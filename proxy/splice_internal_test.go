@@ -23,7 +23,8 @@ func TestSpliceableOnlyFromTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	wrapped, _ := wrapUpstreamConn(c, nil)
-	defer wrapped.Close() // the wrapper's Close: it leaves the deadline sweeper too
+	// The wrapper's Close: it also leaves the deadline sweeper.
+	defer wrapped.Close()
 	var rf bytes.Buffer // has ReadFrom
 	for _, tc := range []struct {
 		name string

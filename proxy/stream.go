@@ -417,7 +417,8 @@ func (s *upstreamStream) splice(w io.ReaderFrom, up *net.TCPConn) (int64, error)
 		if !s.end.IsZero() && s.end.Before(until) {
 			until = s.end
 		}
-		_ = s.conn.SetReadDeadline(until) // the wrapper's: it owns the socket's deadlines (deadline.go)
+		// Through the wrapper, which owns the socket's deadlines (deadline.go).
+		_ = s.conn.SetReadDeadline(until)
 		s.count(0) // the write deadline
 		s.lr = io.LimitedReader{R: up, N: want}
 		n, err := w.ReadFrom(&s.lr)
