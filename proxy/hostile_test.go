@@ -97,12 +97,7 @@ upstreams: {up: {url: "%s/base"}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, server, rec.URL))
 
-	conn, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(15 * time.Second)) // bounds the case; not a pass/fail threshold
+	conn := gw.Dial(t, 15*time.Second)
 	got := make(chan []byte, 1)
 	go func() { b, _ := io.ReadAll(conn); got <- b }() // until EOF, error or the deadline
 	var out []byte

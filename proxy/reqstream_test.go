@@ -327,12 +327,7 @@ server: {max_request_body: 4MiB, stream_request_threshold: 64KiB, read_timeout: 
 upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, sink.URL))
-	c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := gw.Dial(t, 10*time.Second)
 	if _, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: gw\r\nContent-Length: 5242880\r\nExpect: 100-continue\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}

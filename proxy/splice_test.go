@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -124,11 +123,7 @@ log: {access_log: false}
 upstreams: {up: {url: %q, max_response_body: 1GiB%s}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL, tc.cfg))
-			c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := gw.Dial(t, 0)
 			if _, err := io.WriteString(c, "GET /d HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
@@ -168,11 +163,7 @@ server: {write_timeout: 1s}
 upstreams: {up: {url: %q, max_response_body: 1GiB}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
-	c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := gw.Dial(t, 0)
 	if err := c.(*net.TCPConn).SetReadBuffer(64 << 10); err != nil {
 		t.Fatal(err)
 	}

@@ -270,10 +270,7 @@ log: {access_log: false}
 upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
-	c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := gw.Dial(t, 0)
 	if _, err := io.WriteString(c, "GET /events HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -436,12 +433,7 @@ log: {access_log: false}
 upstreams: {up: {url: %q}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
-	c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := gw.Dial(t, 10*time.Second)
 	if _, err := io.WriteString(c, "GET /events HTTP/1.0\r\nHost: gw\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}

@@ -182,14 +182,10 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 `, up.URL))
 	const callers = 4
 	for range callers {
-		c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := gw.Dial(t, 0)
 		if _, err := c.Write([]byte("GET /hang HTTP/1.1\r\nHost: gw\r\n\r\n")); err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
 		time.AfterFunc(200*time.Millisecond, func() { c.Close() }) // the caller's own timeout
 	}
 	testkit.Eventually(t, 10*time.Second, func() bool { return up.Abandoned() == callers },

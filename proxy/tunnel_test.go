@@ -291,12 +291,7 @@ func TestUpgradeRefusedOnPlainRoute(t *testing.T) {
 // rawGet sends one hand-written request and reads the answer.
 func rawGet(t *testing.T, gw *testkit.Gateway, path string, header ...string) (*http.Response, string) {
 	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := gw.Dial(t, 5*time.Second)
 	req := "GET " + path + " HTTP/1.1\r\nHost: example.test\r\n" + strings.Join(header, "\r\n") + "\r\n\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
@@ -361,11 +356,7 @@ func TestUpgradeFromHTTP10IsIgnored(t *testing.T) {
 	up := newWSEcho(t)
 	gw := tunnelGateway(t, up.URL, "")
 	for i, path := range []string{"/plain", "/ws/plain"} {
-		c, err := net.Dial("tcp", strings.TrimPrefix(gw.URL, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		c := gw.Dial(t, 5*time.Second)
 		req := "GET " + path + " HTTP/1.0\r\nHost: example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
 		if _, err := io.WriteString(c, req); err != nil {

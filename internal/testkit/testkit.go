@@ -142,6 +142,23 @@ type Gateway struct {
 	stop func() error
 }
 
+// Dial opens a raw TCP connection to the gateway's proxy listener, for
+// tests that write requests byte by byte. within > 0 bounds every read and
+// write on it (it bounds the test; it is not a pass/fail threshold). The
+// connection is closed when the test ends, if the test did not close it.
+func (g *Gateway) Dial(t testing.TB, within time.Duration) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(g.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if within > 0 {
+		_ = c.SetDeadline(time.Now().Add(within))
+	}
+	return c
+}
+
 // Options tune StartGateway.
 type Options struct {
 	// Registry replaces the built-in plugins (tests add panicking plugins).
