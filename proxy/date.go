@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -22,11 +23,13 @@ import (
 // way.
 
 var (
-	strDate = []byte("Date")
+	hdrDate = httpx.NewName("Date")
+	strDate = hdrDate.Bytes()
 	// datePlaceholder is added under a name of the same length as Date and
 	// renamed in place (SetDate): fasthttp offers no setter for Date.
-	datePlaceholder = []byte("Xdat")
-	strEmptyHead    = []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+	hdrDatePlaceholder = httpx.NewName("Xdat")
+	datePlaceholder    = hdrDatePlaceholder.Bytes()
+	strEmptyHead       = []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 )
 
 // SetDate sets the Date of h to v (an HTTP-date, without CR or LF; others
@@ -36,7 +39,7 @@ func SetDate(h *fasthttp.ResponseHeader, v []byte) {
 	if bytes.IndexByte(v, '\r') >= 0 || bytes.IndexByte(v, '\n') >= 0 {
 		return
 	}
-	h.DelBytes(strDate)
+	hdrDate.Del(h)
 	AddDate(h, v)
 }
 
@@ -45,7 +48,7 @@ func SetDate(h *fasthttp.ResponseHeader, v []byte) {
 // or from the gateway's clock, so it is neither checked nor is a Date
 // looked for to replace.
 func AddDate(h *fasthttp.ResponseHeader, v []byte) {
-	h.AddBytesKV(datePlaceholder, v)
+	hdrDatePlaceholder.Add(h, v)
 	var last []byte
 	for k := range h.All() {
 		if bytes.Equal(k, datePlaceholder) {
@@ -56,7 +59,7 @@ func AddDate(h *fasthttp.ResponseHeader, v []byte) {
 }
 
 // hasDate reports whether h carries a Date.
-func hasDate(h *fasthttp.ResponseHeader) bool { return len(h.PeekBytes(strDate)) > 0 }
+func hasDate(h *fasthttp.ResponseHeader) bool { return len(hdrDate.Peek(h)) > 0 }
 
 // ensureDate gives an answer without Date the gateway's current time.
 // mono is a nanotime reading taken just before (finish's own), so that a

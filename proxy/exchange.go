@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -232,8 +233,8 @@ func appendQuery(dst []byte, start int, q []byte) []byte {
 // values added under one name are sent as one comma-separated line, so use
 // it for list-valued fields only (not Set-Cookie). It does not allocate once the
 // pooled exchange's buffer has grown.
-func (ex *Exchange) AddResponseHeader(name string, value []byte) {
-	ex.addHeader = append(ex.addHeader, name...)
+func (ex *Exchange) AddResponseHeader(name httpx.Name, value []byte) {
+	ex.addHeader = append(ex.addHeader, name.Bytes()...)
 	ex.addHeader = append(ex.addHeader, 0)
 	ex.addHeader = append(ex.addHeader, value...)
 	ex.addHeader = append(ex.addHeader, 0)
@@ -250,7 +251,7 @@ func (ex *Exchange) applyResponseHeaders(resp *fasthttp.Response) {
 		i := bytes.IndexByte(b, 0)
 		j := i + 1 + bytes.IndexByte(b[i+1:], 0)
 		if n == len(pairs) { // more than a plugin adds: one line each
-			resp.Header.AddBytesKV(b[:i], b[i+1:j])
+			httpx.AddCanonical(&resp.Header, b[:i], b[i+1:j])
 			n--
 		} else {
 			pairs[n].name, pairs[n].value = b[:i], b[i+1:j]
@@ -270,7 +271,7 @@ func (ex *Exchange) applyResponseHeaders(resp *fasthttp.Response) {
 			}
 		}
 		ex.joinBuf = joined
-		resp.Header.AddBytesKV(name, joined)
+		httpx.AddCanonical(&resp.Header, name, joined) // a Name's bytes
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	"github.com/sluice-gw/sluice/internal/testkit"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -13,9 +14,11 @@ import (
 // when asked to: the headers must reach the caller either way.
 type stamper struct{}
 
+var hdrState = httpx.NewName("x-state") // sent as X-State
+
 func (stamper) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
-	ex.AddResponseHeader("X-State", []byte("one"))
-	ex.AddResponseHeader("X-State", []byte("two"))
+	ex.AddResponseHeader(hdrState, []byte("one"))
+	ex.AddResponseHeader(hdrState, []byte("two"))
 	if len(ctx.Request.Header.Peek("X-Refuse")) > 0 {
 		return proxy.NewError(proxy.CodeForbidden, "refused")
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -191,8 +192,8 @@ func listOf(names []string) string {
 }
 
 var (
-	strXAPIKey        = []byte("X-Api-Key")
-	strAuthorization  = []byte("Authorization")
+	hdrXAPIKey        = httpx.NewName("X-Api-Key")
+	hdrAuthorization  = httpx.NewName("Authorization")
 	strBearer         = []byte("bearer ")
 	anonymousConsumer = &consumer{name: config.AnonymousConsumer, allowed: true}
 )
@@ -211,9 +212,9 @@ func (a *Plugin) lookup(key []byte) *consumer {
 // Handle identifies the caller, removes its credentials and calls next.
 func (a *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	h := &ctx.Request.Header
-	cred := h.PeekBytes(strXAPIKey)
+	cred := hdrXAPIKey.Peek(h)
 	if len(cred) == 0 {
-		if auth := h.PeekBytes(strAuthorization); len(auth) > len(strBearer) && asciiPrefixFold(auth, strBearer) {
+		if auth := hdrAuthorization.Peek(h); len(auth) > len(strBearer) && asciiPrefixFold(auth, strBearer) {
 			cred = bytes.TrimSpace(auth[len(strBearer):])
 		}
 	}
@@ -251,8 +252,8 @@ func (a *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	}
 	ex.Consumer = con.name
 	// The caller's credentials are for Sluice only.
-	h.DelBytes(strXAPIKey)
-	h.DelBytes(strAuthorization)
+	hdrXAPIKey.Del(h)
+	hdrAuthorization.Del(h)
 	return next.Handle(ctx, ex)
 }
 
@@ -270,7 +271,7 @@ func asciiPrefixFold(s, lowerPrefix []byte) bool {
 }
 
 // isBearer reports whether the credential came from Authorization (not X-Api-Key).
-func isBearer(h *fasthttp.RequestHeader) bool { return len(h.PeekBytes(strXAPIKey)) == 0 }
+func isBearer(h *fasthttp.RequestHeader) bool { return len(hdrXAPIKey.Peek(h)) == 0 }
 
 // looksLikeJWT reports whether a credential has the three dot-separated parts
 // of a compact JWS (consumer keys are looked up first all the same).

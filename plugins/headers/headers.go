@@ -148,26 +148,31 @@ var _ proxy.AccessPolicy = (*Config)(nil)
 func (*Config) AccessPolicy() {}
 
 // kv is one precomputed edit.
-type kv struct{ key, value []byte }
+type kv struct {
+	name  httpx.Name
+	value []byte
+}
 
+// edits are the names normalized once, here, so that applying them
+// normalizes nothing (see httpx.Name).
 type edits struct {
-	remove   [][]byte
+	remove   []httpx.Name
 	set, add []kv
 }
 
 func compile(o *Ops) edits {
 	var e edits
 	for _, name := range o.Remove {
-		e.remove = append(e.remove, []byte(name))
+		e.remove = append(e.remove, httpx.NewName(name))
 	}
 	for _, name := range sortedKeys(o.Set) {
-		// Set replaces every value: SetBytesKV alone replaces only the first
+		// Set replaces every value: Name.Set alone replaces only the first
 		// of repeated headers, so the name is removed first.
-		e.remove = append(e.remove, []byte(name))
-		e.set = append(e.set, kv{[]byte(name), []byte(o.Set[name])})
+		e.remove = append(e.remove, httpx.NewName(name))
+		e.set = append(e.set, kv{httpx.NewName(name), []byte(o.Set[name])})
 	}
 	for _, name := range sortedKeys(o.Add) {
-		e.add = append(e.add, kv{[]byte(name), []byte(o.Add[name])})
+		e.add = append(e.add, kv{httpx.NewName(name), []byte(o.Add[name])})
 	}
 	return e
 }
@@ -189,23 +194,16 @@ func (h *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	return nil
 }
 
-// editable is what request and response headers have in common.
-type editable interface {
-	DelBytes(key []byte)
-	SetBytesKV(key, value []byte)
-	AddBytesKV(key, value []byte)
-}
-
 // apply makes the edits in the order remove, set, add.
-func (e *edits) apply(h editable) {
-	for _, k := range e.remove {
-		h.DelBytes(k)
+func (e *edits) apply(h httpx.Header) {
+	for _, n := range e.remove {
+		n.Del(h)
 	}
 	for _, kv := range e.set {
-		h.SetBytesKV(kv.key, kv.value)
+		kv.name.Set(h, kv.value)
 	}
 	for _, kv := range e.add {
-		h.AddBytesKV(kv.key, kv.value)
+		kv.name.Add(h, kv.value)
 	}
 }
 

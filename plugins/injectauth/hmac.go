@@ -124,8 +124,8 @@ func (c *hmacCredential) newInjector(*proxy.Build) (injector, error) { return ne
 // README): the signature covers exactly what the provider receives.
 type hmacSigner struct {
 	parts    []string
-	header   []byte
-	tsHeader []byte // empty: no timestamp header
+	header   httpx.Name
+	tsHeader httpx.Name // empty: no timestamp header
 	prefix   []byte
 	base64   bool
 	macs     sync.Pool // of *signState
@@ -151,12 +151,12 @@ func newHMAC(c *hmacCredential) *hmacSigner {
 	key := []byte(c.Secret.Reveal())
 	s := &hmacSigner{
 		parts:  c.Sign,
-		header: []byte(c.Header),
+		header: httpx.NewName(c.Header),
 		prefix: []byte(c.Prefix),
 		base64: c.Encoding == "base64",
 	}
 	if c.TimestampHeader != "" {
-		s.tsHeader = []byte(c.TimestampHeader)
+		s.tsHeader = httpx.NewName(c.TimestampHeader)
 	}
 	s.hasTS = slices.Contains(c.Sign, PartTimestamp)
 	s.hasBody = slices.Contains(c.Sign, PartBody)
@@ -171,8 +171,8 @@ func (s *hmacSigner) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 	st := s.macs.Get().(*signState)
 	v := s.sign(st, st.out[:0], ctx, ex)
 	h := &ctx.Request.Header
-	h.DelBytes(s.header)
-	h.SetBytesKV(s.header, v)
+	s.header.Del(h)
+	s.header.Set(h, v)
 	s.macs.Put(st)
 	return next.Handle(ctx, ex)
 }
@@ -192,12 +192,12 @@ func (s *hmacSigner) sign(st *signState, out []byte, ctx *fasthttp.RequestCtx, e
 		}
 	}
 	var ts []byte
-	if s.hasTS || len(s.tsHeader) > 0 {
+	if s.hasTS || len(s.tsHeader.Bytes()) > 0 {
 		buf = strconv.AppendInt(buf, time.Now().Unix(), 10)
 		ts = buf[uriLen:]
-		if len(s.tsHeader) > 0 {
-			req.Header.DelBytes(s.tsHeader)
-			req.Header.SetBytesKV(s.tsHeader, ts)
+		if len(s.tsHeader.Bytes()) > 0 {
+			s.tsHeader.Del(&req.Header)
+			s.tsHeader.Set(&req.Header, ts)
 		}
 	}
 	mac := st.mac

@@ -286,8 +286,8 @@ func (o *oauth2) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		}
 	}
 	h := &ctx.Request.Header
-	h.DelBytes(strAuthorization)
-	h.SetBytesKV(strAuthorization, t.header)
+	hdrAuthorization.Del(h)
+	hdrAuthorization.Set(h, t.header)
 	if err := next.Handle(ctx, ex); err != nil || ctx.Response.StatusCode() != fasthttp.StatusUnauthorized || !ex.FromUpstream {
 		return err
 	}
@@ -301,7 +301,7 @@ func (o *oauth2) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		return nil
 	}
 	proxy.ResetResponse(ctx, ex)
-	h.SetBytesKV(strAuthorization, fresh.header)
+	hdrAuthorization.Set(h, fresh.header)
 	return next.Handle(ctx, ex)
 }
 

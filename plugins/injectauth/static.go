@@ -28,7 +28,7 @@ func (c *bearerCredential) check(at func(string) string, p *config.Problems) {
 }
 
 func (c *bearerCredential) newInjector(*proxy.Build) (injector, error) {
-	s := &static{name: strAuthorization}
+	s := &static{header: hdrAuthorization}
 	for _, k := range pool(c.Token, c.Keys) {
 		s.values = append(s.values, []byte("Bearer "+k.Reveal()))
 	}
@@ -74,7 +74,7 @@ func (c *headerCredential) check(at func(string) string, p *config.Problems) {
 }
 
 func (c *headerCredential) newInjector(*proxy.Build) (injector, error) {
-	s := &static{name: []byte(c.Name)}
+	s := &static{header: httpx.NewName(c.Name)}
 	for _, k := range pool(c.Value, c.Keys) {
 		s.values = append(s.values, []byte(k.Reveal()))
 	}
@@ -120,19 +120,20 @@ func (c *basicCredential) check(at func(string) string, p *config.Problems) {
 }
 
 func (c *basicCredential) newInjector(*proxy.Build) (injector, error) {
-	return &static{name: strAuthorization, values: [][]byte{[]byte("Basic " + basic(c.Username, c.Password.Reveal()))}}, nil
+	return &static{header: hdrAuthorization, values: [][]byte{[]byte("Basic " + basic(c.Username, c.Password.Reveal()))}}, nil
 }
 
 // static attaches a fixed credential, or one of a pool in turn. Values are
 // built once, at config load: a request copies bytes and allocates nothing.
 type static struct {
-	query  bool     // a query parameter instead of a header
-	name   []byte   // header or parameter name
-	values [][]byte // header values ("Bearer TOKEN"...) or encoded parameter values
+	query  bool       // a query parameter instead of a header
+	header httpx.Name // the header that carries the value (not query)
+	name   []byte     // the query parameter's name (query)
+	values [][]byte   // header values ("Bearer TOKEN"...) or encoded parameter values
 	next   atomic.Uint32
 }
 
-var strAuthorization = []byte("Authorization")
+var hdrAuthorization = httpx.NewName("Authorization")
 
 func (s *static) pick() []byte {
 	if len(s.values) == 1 {
@@ -148,8 +149,8 @@ func (s *static) inject(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		ex.AddUpstreamQuery(s.name, v)
 	} else {
 		// Set replaces the first value only: drop any the caller sent first.
-		ctx.Request.Header.DelBytes(s.name)
-		ctx.Request.Header.SetBytesKV(s.name, v)
+		s.header.Del(&ctx.Request.Header)
+		s.header.Set(&ctx.Request.Header, v)
 	}
 	return next.Handle(ctx, ex)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -123,9 +124,9 @@ type part struct {
 	rules      *quotaRules   // quota_headers, throttle_statuses; nil for none
 }
 
-const (
-	hdrPolicy    = "RateLimit-Policy"
-	hdrRateLimit = "RateLimit"
+var (
+	hdrPolicy    = httpx.NewName("RateLimit-Policy")
+	hdrRateLimit = httpx.NewName("RateLimit")
 )
 
 // Handle decides, waits in queue mode, adds the RateLimit fields and calls

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -83,13 +84,14 @@ type Plugin struct {
 	seen  atomic.Int64
 }
 
-var strGreeting = []byte("X-Greeting")
+// hdrGreeting is the header name, normalized once here (see httpx.Name).
+var hdrGreeting = httpx.NewName("X-Greeting")
 
 // Handle lets the call go on, then stamps the answer.
 func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	err := next.Handle(ctx, ex)
 	if err == nil {
-		ctx.Response.Header.SetBytesKV(strGreeting, p.stamp)
+		hdrGreeting.Set(&ctx.Response.Header, p.stamp)
 		p.calls.Inc()
 		p.seen.Add(1)
 	}
