@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -50,17 +51,24 @@ var (
 	csCollapsed     = []byte("sluice; hit; detail=collapsed")
 	csMaxStale      = []byte("sluice; hit; detail=max-stale")
 
-	strCacheStatus     = []byte("Cache-Status")
-	strAge             = []byte("Age")
-	strAuthorization   = []byte("Authorization")
-	strIfNoneMatch     = []byte("If-None-Match")
-	strIfModifiedSince = []byte("If-Modified-Since")
-	strETag            = []byte("ETag")
-	strLastModified    = []byte("Last-Modified")
+	// Names the cache reads and writes on every call, normalized once (see
+	// httpx.Name); the str forms are for comparisons that ignore case.
+	hdrCacheStatus     = httpx.NewName("Cache-Status")
+	hdrAge             = httpx.NewName("Age")
+	hdrAuthorization   = httpx.NewName("Authorization")
+	hdrIfNoneMatch     = httpx.NewName("If-None-Match")
+	hdrIfModifiedSince = httpx.NewName("If-Modified-Since")
+	hdrETag            = httpx.NewName("ETag")
+	hdrLastModified    = httpx.NewName("Last-Modified")
+	hdrContentRange    = httpx.NewName("Content-Range")
+	strCacheStatus     = hdrCacheStatus.Bytes()
+	strIfNoneMatch     = hdrIfNoneMatch.Bytes()
+	strIfModifiedSince = hdrIfModifiedSince.Bytes()
+	strETag            = hdrETag.Bytes()
+	strLastModified    = hdrLastModified.Bytes()
 	strDate            = []byte("Date")
 	strRange           = []byte("Range")
 	strIfRange         = []byte("If-Range")
-	strContentRange    = []byte("Content-Range")
 )
 
 var errNotCached = proxy.NewError(proxy.CodeNotCached, "the request says only-if-cached and no stored answer it accepts is in the cache")
@@ -287,7 +295,7 @@ func (c *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 		c.forwardQuery(ex, kb)
 		err := next.Handle(ctx, ex)
 		if err == nil {
-			ctx.Response.Header.AddBytesKV(strCacheStatus, csMiss)
+			hdrCacheStatus.Add(&ctx.Response.Header, csMiss)
 		}
 		return err
 	}
@@ -348,7 +356,7 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	if ctx.Response.IsBodyStream() && tee.arm(ctx, ex, kb, gen, &st) {
 		// Stored (or not) when the stream ends; the head goes now.
 		tee.ownCS = c.sharedStatus(&st, csMiss, false)
-		ctx.Response.Header.AddBytesKV(strCacheStatus, tee.ownCS)
+		hdrCacheStatus.Add(&ctx.Response.Header, tee.ownCS)
 		return nil
 	}
 	// The shared tier's write is guarded on its own (tombstones): made
@@ -365,7 +373,7 @@ func (c *Plugin) fill(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	case stored:
 		cs = csMissStored
 	}
-	ctx.Response.Header.AddBytesKV(strCacheStatus, c.sharedStatus(&st, cs, shared))
+	hdrCacheStatus.Add(&ctx.Response.Header, c.sharedStatus(&st, cs, shared))
 	return nil
 }
 
@@ -411,12 +419,12 @@ func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
 		switch {
 		case bytes.EqualFold(k, strETag):
-			req.DelBytes(strIfNoneMatch)
-			req.SetBytesKV(strIfNoneMatch, v)
+			hdrIfNoneMatch.Del(req)
+			hdrIfNoneMatch.Set(req, v)
 			conditional = true
 		case bytes.EqualFold(k, strLastModified):
-			req.DelBytes(strIfModifiedSince)
-			req.SetBytesKV(strIfModifiedSince, v)
+			hdrIfModifiedSince.Del(req)
+			hdrIfModifiedSince.Set(req, v)
 			conditional = true
 		}
 	}
@@ -450,7 +458,7 @@ func (c *Plugin) revalidate(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 			cs = csStaleStored
 		}
 	}
-	ctx.Response.Header.AddBytesKV(strCacheStatus, c.sharedStatus(st, cs, shared))
+	hdrCacheStatus.Add(&ctx.Response.Header, c.sharedStatus(st, cs, shared))
 	return nil
 }
 
@@ -565,23 +573,24 @@ func serve(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, e *entry, age int64, st
 		if code == fasthttp.StatusNotModified && !keptOn304(k) {
 			continue
 		}
-		resp.Header.AddBytesKV(k, v) // Date is dropped here by fasthttp: set below
+		// Stored names are as fasthttp parsed them: in stored form.
+		httpx.AddCanonical(&resp.Header, k, v) // Date is dropped here by fasthttp: set below
 	}
 	if len(date) > 0 {
 		proxy.AddDate(&resp.Header, date) // ClearResponse left none
 	}
 	var buf [64]byte
-	resp.Header.SetBytesKV(strAge, fasthttp.AppendUint(buf[:0], int(max(age, 0)/int64(time.Second))))
-	resp.Header.AddBytesKV(strCacheStatus, status)
+	hdrAge.Set(&resp.Header, fasthttp.AppendUint(buf[:0], int(max(age, 0)/int64(time.Second))))
+	hdrCacheStatus.Add(&resp.Header, status)
 	ex.FromUpstream = true
 	resp.SetStatusCode(code)
 	switch code {
 	case fasthttp.StatusNotModified:
 	case fasthttp.StatusPartialContent:
-		resp.Header.SetBytesKV(strContentRange, appendContentRange(buf[:0], first, last, int64(len(e.body))))
+		hdrContentRange.Set(&resp.Header, appendContentRange(buf[:0], first, last, int64(len(e.body))))
 		resp.SetBodyRaw(e.body[first : last+1])
 	case fasthttp.StatusRequestedRangeNotSatisfiable:
-		resp.Header.SetBytesKV(strContentRange, appendInt(append(buf[:0], "bytes */"...), int64(len(e.body))))
+		hdrContentRange.Set(&resp.Header, appendInt(append(buf[:0], "bytes */"...), int64(len(e.body))))
 	default:
 		resp.SetBodyRaw(e.body)
 	}
@@ -705,7 +714,7 @@ func (c *Plugin) passUnsafe(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next p
 	if err != nil || !ex.FromUpstream {
 		return err
 	}
-	ctx.Response.Header.AddBytesKV(strCacheStatus, csBypass)
+	hdrCacheStatus.Add(&ctx.Response.Header, csBypass)
 	status := ctx.Response.StatusCode()
 	if status >= 400 || !isUnsafe(method) {
 		return nil

@@ -64,7 +64,7 @@ func (c *Plugin) storeAnswer(ctx *fasthttp.RequestCtx, path []byte, kb *keyBuf, 
 	// keep apart (partition none) may be shared only if the answer says so.
 	// Any credential header of the caller's counts, and Authorization an
 	// inner stage (inject_auth) added.
-	shared := !c.byCredential && (kb.callerCred || len(ctx.Request.Header.PeekBytes(strAuthorization)) > 0)
+	shared := !c.byCredential && (kb.callerCred || len(hdrAuthorization.Peek(&ctx.Request.Header)) > 0)
 	if c.override {
 		// Override ignores the answer's directives, public and s-maxage
 		// included: it never makes an answer to such a request shared.
@@ -119,7 +119,7 @@ func (c *Plugin) storeAnswer(ctx *fasthttp.RequestCtx, path []byte, kb *keyBuf, 
 			return false
 		}
 	}
-	validators := len(h.PeekBytes(strETag)) > 0 || len(h.PeekBytes(strLastModified)) > 0
+	validators := len(hdrETag.Peek(h)) > 0 || len(hdrLastModified.Peek(h)) > 0
 	if e.flags&flagNoCache != 0 && !validators {
 		return false // every use needs a revalidation it could not make
 	}
