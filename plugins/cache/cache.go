@@ -81,7 +81,7 @@ type Plugin struct {
 
 	scope        []byte // "upstream\x00route\x00policy\x00": keys are per route, see New
 	upstream     string
-	credHeaders  []string // request headers that carry credentials (canonical names)
+	credHeaders  []httpx.Name // request headers that carry credentials
 	stripPrefix  string
 	stripPrefixB []byte
 	queryAll     bool
@@ -130,7 +130,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	p := &Plugin{
 		store: store, route: b.Route.Name, upstream: b.Upstream.Name,
 		scope:       routeScope(b),
-		credHeaders: credentialHeaders(c.CredentialHeaders),
+		credHeaders: credentialNames(c.CredentialHeaders),
 		queryAll:    all, sorted: c.Sorted,
 		ttl: int64(c.TTL), swr: int64(c.StaleWhileRevalidate), sie: int64(c.StaleIfError),
 		override: c.Override, maxEntry: int(cc.MaxEntrySize),

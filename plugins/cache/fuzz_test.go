@@ -136,7 +136,7 @@ func FuzzVaryAndKey(f *testing.F) {
 		if len(path) == 0 || path[0] != '/' || strings.ContainsAny(path, "?\x00") || strings.Contains(query, "\x00") {
 			return
 		}
-		c := &Plugin{scope: []byte("up\x00r\x00p\x00"), sorted: true, queryAll: keep == "", credHeaders: credentialHeaders(nil),
+		c := &Plugin{scope: []byte("up\x00r\x00p\x00"), sorted: true, queryAll: keep == "", credHeaders: credentialNames(nil),
 			byCredential: true, stripPrefix: "/api", stripPrefixB: []byte("/api")}
 		for _, k := range strings.Split(keep, ",") {
 			if k != "" {

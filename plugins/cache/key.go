@@ -148,7 +148,7 @@ func (c *Plugin) appendPartition(k []byte, ctx *fasthttp.RequestCtx, consumer st
 // same value under two names differs); nothing when it carries none.
 func (c *Plugin) appendCredentials(dst []byte, h *fasthttp.RequestHeader) []byte {
 	for i, name := range c.credHeaders {
-		for _, v := range h.PeekAll(name) {
+		for _, v := range name.PeekAll(h) {
 			dst = append(dst, byte(i), byte(i>>8))
 			dst = binary.LittleEndian.AppendUint32(dst, uint32(len(v)))
 			dst = append(dst, v...)
@@ -160,7 +160,7 @@ func (c *Plugin) appendCredentials(dst []byte, h *fasthttp.RequestHeader) []byte
 // hasCredentials reports whether the request carries a credential header.
 func (c *Plugin) hasCredentials(h *fasthttp.RequestHeader) bool {
 	for _, name := range c.credHeaders {
-		if len(h.PeekAll(name)) > 0 {
+		if len(name.PeekAll(h)) > 0 {
 			return true
 		}
 	}

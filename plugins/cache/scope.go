@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 )
 
 // routeScope returns the start of every key of the route's entries:
@@ -114,6 +115,14 @@ func writeValue(h hash.Hash, v reflect.Value, depth int) {
 var defaultCredentialHeaders = []string{"Authorization", "Cookie", "X-Api-Key"}
 
 // credentialHeaders returns the defaults and extra, canonical and distinct.
+func credentialNames(extra []string) []httpx.Name {
+	var out []httpx.Name
+	for _, n := range credentialHeaders(extra) {
+		out = append(out, httpx.NewName(n))
+	}
+	return out
+}
+
 func credentialHeaders(extra []string) []string {
 	var out []string
 	for _, n := range append(slices.Clone(defaultCredentialHeaders), extra...) {

@@ -17,18 +17,24 @@ import "github.com/valyala/fasthttp"
 //
 // The zero Name is empty and matches no header. A Name can only be made by
 // NewName, which normalizes: a Name is always in stored form.
-type Name struct{ b []byte }
+type Name struct {
+	b []byte
+	s string // the same bytes
+}
 
 // NewName normalizes name as fasthttp does ("x-api-key" -> "X-Api-Key");
 // a name with a byte outside the token set stays as given, as fasthttp
 // keeps such a name when it parses one.
-func NewName(name string) Name { return Name{fasthttp.AppendNormalizedHeaderKey(nil, name)} }
+func NewName(name string) Name {
+	b := fasthttp.AppendNormalizedHeaderKey(nil, name)
+	return Name{b, string(b)}
+}
 
 // Bytes returns the normalized name. The caller must not change it.
 func (n Name) Bytes() []byte { return n.b }
 
 // String returns the normalized name.
-func (n Name) String() string { return string(n.b) }
+func (n Name) String() string { return n.s }
 
 // Header is what fasthttp's request and response headers have in common
 // for the operations by Name.
@@ -37,6 +43,7 @@ type Header interface {
 	SetCanonical(key, value []byte)
 	DelBytes(key []byte)
 	AddBytesKV(key, value []byte)
+	PeekAll(key string) [][]byte
 	DisableNormalizing() bool
 	EnableNormalizing() bool
 }
@@ -52,6 +59,17 @@ func (n Name) Peek(h Header) []byte { return h.PeekCanonical(n.b) }
 // Set replaces the first value of n in h with v (or adds it). Values after
 // the first stay: Del first to replace them all.
 func (n Name) Set(h Header, v []byte) { h.SetCanonical(n.b, v) }
+
+// PeekAll returns every value of n in h (fasthttp's PeekAll, with
+// normalizing off for the call). The slice is h's: valid until h changes.
+func (n Name) PeekAll(h Header) [][]byte {
+	was := h.DisableNormalizing()
+	v := h.PeekAll(n.s)
+	if !was {
+		h.EnableNormalizing()
+	}
+	return v
+}
 
 // Del removes every value of n from h.
 func (n Name) Del(h Header) { DelCanonical(h, n.b) }

@@ -40,6 +40,9 @@ func TestNameOperations(t *testing.T) {
 	if v := ct.Peek(h); string(v) != "text/plain" {
 		t.Fatalf("Peek(Content-Type) = %q", v)
 	}
+	if all := key.PeekAll(h); len(all) != 2 || string(all[0]) != "one" || string(all[1]) != "two" {
+		t.Fatalf("PeekAll = %q, want both values", all)
+	}
 	key.Del(h)
 	if v := h.Peek("X-Api-Key"); v != nil {
 		t.Fatalf("after Del: %q left", v)
@@ -100,6 +103,7 @@ func TestNameAllocs(t *testing.T) {
 		key.Set(h, v)
 		key.Add(h, v)
 		_ = key.Peek(h)
+		_ = key.PeekAll(h)
 	}); n != 0 {
 		t.Fatalf("%v allocations per run, want 0", n)
 	}
