@@ -220,7 +220,8 @@ func (g *Gateway) buildUpstream(st *state, name string, uc *config.UpstreamConfi
 		outlier: outlierSettings{on: uc.Outlier.On(), consecutive: uc.Outlier.ConsecutiveFailures,
 			ejectFor: uc.Outlier.EjectFor.D(), maxEjectFor: uc.Outlier.MaxEjectFor.D()},
 		bodies: &g.metrics.bodies, streams: &g.metrics.open,
-		maxBody: int(uc.MaxResponseBody), streamThreshold: int(uc.StreamThreshold), streamIdle: uc.StreamIdleTimeout.D(), streamMax: uc.MaxStreamDuration.D(),
+		forwarded: uc.ForwardedHeaders,
+		maxBody:   int(uc.MaxResponseBody), streamThreshold: int(uc.StreamThreshold), streamIdle: uc.StreamIdleTimeout.D(), streamMax: uc.MaxStreamDuration.D(),
 		writeTimeout: st.cfg.Server.WriteTimeout.D()}
 	var p config.Problems
 	for _, raw := range urls {

@@ -23,7 +23,7 @@ import (
 
 const edgeConfig = `
 log: {access_log: true}
-upstreams: {up: {url: "%[1]s"}}
+upstreams: {up: {url: "%[1]s", forwarded_headers: true}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `
 

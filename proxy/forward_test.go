@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func TestForwardsRequestFaithfully(t *testing.T) {
 	gw, up := gatewayFor(t, nil, `
 log: {access_log: false}
 upstreams:
-  up: {url: "%[1]s/base/v2"}
+  up: {url: "%[1]s/base/v2", forwarded_headers: true}
 routes:
   gh:
     path: "/github/{path:*}"
@@ -140,7 +141,7 @@ func TestForwardedForAppends(t *testing.T) {
 	t.Parallel()
 	gw, up := gatewayFor(t, nil, `
 log: {access_log: false}
-upstreams: {up: {url: "%[1]s"}}
+upstreams: {up: {url: "%[1]s", forwarded_headers: true}}
 routes: {r: {path: "/{p:*}", upstream: up}}
 `)
 	resp := testkit.Do(t, "GET", gw.URL+"/x", "", "X-Forwarded-For", "10.1.2.3")
@@ -149,6 +150,51 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 	}
 	if got := up.Last(t).Header.Get("X-Forwarded-For"); got != "10.1.2.3, 127.0.0.1" {
 		t.Errorf("X-Forwarded-For = %q, want the caller's chain then the caller", got)
+	}
+}
+
+// Without forwarded_headers (the default) the provider learns nothing of the
+// caller's address or of the host name it called: the gateway adds no
+// X-Forwarded-* header and passes those a caller sent as sent, repeated
+// ones included. X-Request-Id is still sent exactly once, and a caller's
+// Connection header cannot name it away.
+func TestNoForwardedHeadersByDefault(t *testing.T) {
+	t.Parallel()
+	gw, up := gatewayFor(t, nil, `
+log: {access_log: false}
+upstreams: {up: {url: "%[1]s"}}
+routes: {r: {path: "/{p:*}", upstream: up}}
+`)
+	for _, c := range []struct {
+		path, heads string
+		want        map[string][]string
+	}{
+		{"/plain", "", map[string][]string{"X-Forwarded-For": nil, "X-Forwarded-Proto": nil, "X-Forwarded-Host": nil}},
+		{"/callers", "X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-For: 10.4.5.6\r\nX-Forwarded-Proto: https\r\nX-Request-Id: a\r\nX-Request-Id: b\r\n",
+			map[string][]string{"X-Forwarded-For": {"10.1.2.3", "10.4.5.6"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": nil, "X-Request-Id": {"a"}}},
+		{"/named", "Connection: keep-alive, X-Request-Id\r\nX-Request-Id: c\r\n", map[string][]string{"X-Request-Id": {"c"}, "X-Forwarded-For": nil}},
+	} {
+		out := rawRequest(t, gw.URL, "GET "+c.path+" HTTP/1.1\r\nHost: caller.internal:8080\r\n"+c.heads+"\r\n")
+		if !strings.HasPrefix(out, "200\n") {
+			t.Fatalf("%s: answer:\n%s", c.path, out)
+		}
+		var got http.Header
+		for _, r := range up.Requests() {
+			if r.URI == c.path {
+				got = r.Header
+			}
+		}
+		if got == nil {
+			t.Fatalf("%s: the upstream never got it", c.path)
+		}
+		for name, want := range c.want {
+			if v := got.Values(name); !slices.Equal(v, want) {
+				t.Errorf("%s: upstream got %s %q, want %q", c.path, name, v, want)
+			}
+		}
+		if ids := got.Values("X-Request-Id"); len(ids) != 1 {
+			t.Errorf("%s: X-Request-Id %q, want exactly one", c.path, ids)
+		}
 	}
 }
 

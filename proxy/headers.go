@@ -87,9 +87,13 @@ func asciiEqualFold(a, b []byte) bool {
 }
 
 var (
-	strXForwardedFor   = []byte("X-Forwarded-For")
-	strXForwardedProto = []byte("X-Forwarded-Proto")
-	strXForwardedHost  = []byte("X-Forwarded-Host")
+	hdrXForwardedFor   = httpx.NewName("X-Forwarded-For")
+	hdrXForwardedProto = httpx.NewName("X-Forwarded-Proto")
+	hdrXForwardedHost  = httpx.NewName("X-Forwarded-Host")
+	hdrXRequestID      = httpx.NewName("X-Request-Id")
+	strXForwardedFor   = hdrXForwardedFor.Bytes()
+	strXForwardedProto = hdrXForwardedProto.Bytes()
+	strXForwardedHost  = hdrXForwardedHost.Bytes()
 	strHTTP            = []byte("http")
 	strHTTP11          = []byte("HTTP/1.1")
 	strCommaSpace      = []byte(", ")
@@ -132,7 +136,7 @@ type requestHead struct {
 	requestID    []byte // first X-Request-Id value as received (trimmed), nil if absent or empty
 	forwardedFor []byte // first X-Forwarded-For value as received, nil if absent
 	own          ownSet // the gateway's own headers the caller sent
-	dupOwn       bool   // one of them more than once
+	dup          ownSet // those it sent more than once
 	badName      bool   // a header name with a byte RFC 9110 forbids
 	expect       []byte // Expect value, nil if absent
 }
@@ -209,7 +213,7 @@ func scanRequestHead(raw []byte, h *requestHead) {
 			}
 		}
 		if own != 0 {
-			h.dupOwn = h.dupOwn || h.own&own != 0
+			h.dup |= h.own & own
 			h.own |= own
 			continue
 		}
@@ -231,44 +235,56 @@ func asciiEqualFold100Continue(v []byte) bool {
 }
 
 // prepareRequest readies the caller's request for forwarding: hop-by-hop
-// headers go, then the gateway's own headers are set:
-// X-Forwarded-For/-Proto/-Host and exactly one X-Request-Id, the one logged.
-// Being set after the stripping, a caller's "Connection: X-Forwarded-For"
-// cannot remove them; duplicates the caller sent are dropped. Host is
-// replaced per attempt by the upstream call.
+// headers go, then the gateway's own headers are set: exactly one
+// X-Request-Id, the one logged, and, for an upstream with
+// forwarded_headers, X-Forwarded-For/-Proto/-Host. Being set after the
+// stripping, a caller's "Connection: X-Forwarded-For" cannot remove them;
+// duplicates the caller sent are dropped. Without forwarded_headers the
+// gateway adds no X-Forwarded-* header (a third-party provider has no use for
+// the internal addresses and host names of the callers) and passes on those
+// a caller sent as it sent them. Host is replaced per attempt by the
+// upstream call.
 func prepareRequest(ctx *fasthttp.RequestCtx, ex *Exchange, head *requestHead) {
 	h := &ctx.Request.Header
 	h.SetNoDefaultContentType(true) // forward no Content-Type the caller did not send
+	forwarded := ex.Upstream.forwarded
 
-	// X-Forwarded-For: the caller's chain, then the caller's address. Built
-	// before deleting anything (head's slices point into the request).
-	ex.scratch = append(ex.scratch[:0], head.forwardedFor...)
-	if len(ex.scratch) > 0 {
-		ex.scratch = append(ex.scratch, strCommaSpace...)
+	if forwarded {
+		// X-Forwarded-For: the caller's chain, then the caller's address.
+		// Built before deleting anything (head's slices point into the
+		// request).
+		ex.scratch = append(ex.scratch[:0], head.forwardedFor...)
+		if len(ex.scratch) > 0 {
+			ex.scratch = append(ex.scratch, strCommaSpace...)
+		}
+		ex.scratch = appendRemoteIP(ex.scratch, ctx.RemoteAddr())
 	}
-	ex.scratch = appendRemoteIP(ex.scratch, ctx.RemoteAddr())
 	if head.hops != 0 {
 		stripHops(h, head.hops, &ex.joinBuf) // joinBuf is free until the response
 	}
-	if head.dupOwn {
-		h.DelBytes(strXForwardedFor)
-		h.DelBytes(strXForwardedProto)
-		h.DelBytes(strXForwardedHost)
-		h.DelBytes(strXRequestID)
+	if head.dup&ownXRequestID != 0 {
+		hdrXRequestID.Del(h)
 	}
-	h.SetCanonical(strXForwardedFor, ex.scratch)
-	if ctx.IsTLS() {
-		h.SetCanonical(strXForwardedProto, strHTTPS)
-	} else {
-		h.SetCanonical(strXForwardedProto, strHTTP)
+	if forwarded {
+		if head.dup&^ownXRequestID != 0 {
+			hdrXForwardedFor.Del(h)
+			hdrXForwardedProto.Del(h)
+			hdrXForwardedHost.Del(h)
+		}
+		h.SetCanonical(strXForwardedFor, ex.scratch)
+		if ctx.IsTLS() {
+			h.SetCanonical(strXForwardedProto, strHTTPS)
+		} else {
+			h.SetCanonical(strXForwardedProto, strHTTP)
+		}
+		if host := h.Host(); len(host) > 0 {
+			ex.scratch = append(ex.scratch[:0], host...)
+			h.SetCanonical(strXForwardedHost, ex.scratch)
+		} else if head.own&ownXForwardedHost != 0 {
+			hdrXForwardedHost.Del(h) // not the caller's claim when there is no Host
+		}
 	}
-	if host := h.Host(); len(host) > 0 {
-		ex.scratch = append(ex.scratch[:0], host...)
-		h.SetCanonical(strXForwardedHost, ex.scratch)
-	} else if head.own&ownXForwardedHost != 0 {
-		h.DelBytes(strXForwardedHost) // not the caller's claim when there is no Host
-	}
-	if head.dupOwn || head.hops&hopConnection != 0 {
+	if head.dup&ownXRequestID != 0 || head.hops&hopConnection != 0 {
 		// Connection may have named it, or begin kept the first of several.
 		h.SetCanonical(strXRequestID, ex.requestID)
 	}

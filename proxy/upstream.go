@@ -37,6 +37,7 @@ type Upstream struct {
 	checker       *healthChecker // nil without health_check
 	bodies        *bodyBudget    // the process-wide body budget
 
+	forwarded       bool          // forwarded_headers: send X-Forwarded-*
 	maxBody         int           // max_response_body
 	streamThreshold int           // stream_threshold
 	streamIdle      time.Duration // stream_idle_timeout

@@ -16,7 +16,7 @@ import (
 const routeYAML = `
 log: {level: error, access_log: false}
 upstreams:
-  api: {url: %q}
+  api: {url: %q, forwarded_headers: true}
 routes:
   r:
     path: "/api/{path:*}"

@@ -266,6 +266,14 @@ type UpstreamConfig struct {
 	// HealthCheck probes every target in the background (active health);
 	// nil (default) means no probes.
 	HealthCheck *HealthCheckConfig `koanf:"health_check" json:"health_check,omitempty"`
+	// ForwardedHeaders sends the upstream X-Forwarded-For (the caller's
+	// chain, if any, then the caller's address), X-Forwarded-Proto and
+	// X-Forwarded-Host, replacing any the caller sent: for an internal
+	// service that wants to know who called. Off (default), the gateway adds
+	// none, so a third-party provider does not learn the addresses and host
+	// names of your services, and X-Forwarded-* headers a caller sent pass as
+	// sent.
+	ForwardedHeaders bool `koanf:"forwarded_headers" json:"forwarded_headers,omitempty"`
 	// Timeout bounds one attempt: sending the request and reading the whole
 	// response; for a streamed response, sending the request and reading its
 	// head (see StreamThreshold). Default 30s.
