@@ -16,7 +16,7 @@ import (
 // BenchmarkLocalDecision is the fast path of one limit: Allow on a shared
 // bucket and the numbers for the RateLimit field.
 func BenchmarkLocalDecision(b *testing.B) {
-	lim := rate.NewLimiter(1e9, 1e9)
+	lim := limiter{rate.NewLimiter(1e9, 1e9), 1e9, 1e9}
 	b.ReportAllocs()
 	for b.Loop() {
 		if d := takeLocal(lim, clock(), 0); !d.ok {
@@ -29,7 +29,7 @@ func BenchmarkLocalDecision(b *testing.B) {
 // time.Now (wall and monotonic clock reads) instead of clock(): why the
 // buckets run on the monotonic clock alone.
 func BenchmarkLocalDecisionWallClock(b *testing.B) {
-	lim := rate.NewLimiter(1e9, 1e9)
+	lim := limiter{rate.NewLimiter(1e9, 1e9), 1e9, 1e9}
 	b.ReportAllocs()
 	for b.Loop() {
 		if d := takeLocal(lim, time.Now(), 0); !d.ok {
@@ -52,7 +52,7 @@ func BenchmarkKeyedDecision(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			now := clock()
-			if d := takeLocal(t.get(keys[i%len(keys)], now).lim, now, 0); !d.ok {
+			if d := takeLocal(limiter{t.get(keys[i%len(keys)], now).lim, t.limit, t.burst}, now, 0); !d.ok {
 				b.Error("refused")
 				return
 			}

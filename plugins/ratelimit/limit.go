@@ -41,17 +41,29 @@ type limit struct {
 // rejecting a call allocates nothing in the common case.
 const maxPrebuilt = 60
 
-// buckets is a single bucket (upstream, route) or a table of keyed ones.
+// buckets is a single bucket (upstream, route) or a table of keyed ones,
+// all with the same rate and burst.
 type buckets struct {
 	single *rate.Limiter
 	table  *table
+	limit  rate.Limit
+	burst  int
 }
 
-func (bs *buckets) get(key []byte, now time.Time) *rate.Limiter {
+// limiter is one bucket with its rate and burst. They are fixed when it is
+// made; carried here because rate.Limiter's Limit and Burst each take its
+// mutex, two more lock sections per call on a bucket every core may share.
+type limiter struct {
+	lim   *rate.Limiter
+	limit rate.Limit
+	burst int
+}
+
+func (bs *buckets) get(key []byte, now time.Time) limiter {
 	if bs.single != nil {
-		return bs.single
+		return limiter{bs.single, bs.limit, bs.burst}
 	}
-	return bs.table.get(key, now).lim
+	return limiter{bs.table.get(key, now).lim, bs.limit, bs.burst}
 }
 
 // decision is the outcome of one limit for one call.
@@ -65,32 +77,33 @@ type decision struct {
 
 // takeLocal decides on a local bucket: Allow on the fast path; with maxWait
 // > 0 (queue mode) an empty bucket is asked for a reservation instead.
-func takeLocal(lim *rate.Limiter, now time.Time, maxWait time.Duration) decision {
+func takeLocal(b limiter, now time.Time, maxWait time.Duration) decision {
+	lim := b.lim
 	if lim.AllowN(now, 1) {
 		tokens := lim.TokensAt(now)
-		return decision{ok: true, remaining: int(tokens), reset: refill(lim, tokens)}
+		return decision{ok: true, remaining: int(tokens), reset: b.refill(tokens)}
 	}
 	if maxWait > 0 {
 		r := lim.ReserveN(now, 1)
 		if r.OK() {
 			if d := r.DelayFrom(now); d <= maxWait {
-				return decision{ok: true, wait: d, reset: refill(lim, lim.TokensAt(now))}
+				return decision{ok: true, wait: d, reset: b.refill(lim.TokensAt(now))}
 			}
 			r.CancelAt(now)
 		}
 	}
 	tokens := lim.TokensAt(now)
-	d := decision{reset: refill(lim, tokens), retryAfter: time.Second}
-	if l := lim.Limit(); l > 0 && tokens < 1 {
+	d := decision{reset: b.refill(tokens), retryAfter: time.Second}
+	if l := b.limit; l > 0 && tokens < 1 {
 		d.retryAfter = time.Duration((1 - tokens) / float64(l) * float64(time.Second))
 	}
 	return d
 }
 
 // refill is how long the bucket takes to fill up from tokens.
-func refill(lim *rate.Limiter, tokens float64) time.Duration {
-	l := float64(lim.Limit())
-	missing := float64(lim.Burst()) - tokens
+func (b limiter) refill(tokens float64) time.Duration {
+	l := float64(b.limit)
+	missing := float64(b.burst) - tokens
 	if l <= 0 || missing <= 0 {
 		return 0
 	}
@@ -194,11 +207,13 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 	switch kind {
 	case keyUpstream, keyRoute:
 		l.local.single = proxy.Share(b, key, func() *rate.Limiter { return rate.NewLimiter(l.limit, l.burst) })
+		l.local.limit, l.local.burst = l.limit, l.burst
 	default:
 		key.maxKeys, key.idle = c.MaxKeys, c.IdleTimeout
 		l.local.table = proxy.Share(b, key, func() *table {
 			return newTable(l.limit, l.burst, c.MaxKeys, c.IdleTimeout.D())
 		})
+		l.local.limit, l.local.burst = l.limit, l.burst
 	}
 	if b.Cluster != nil && (lc.Distributed == nil || *lc.Distributed) {
 		l.dist = newDistributed(l, b)
@@ -210,11 +225,11 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 			if kind == keyUpstream || kind == keyRoute {
 				b := rate.NewLimiter(lim, burst)
 				b.AllowN(now, burst)
-				return buckets{single: b}
+				return buckets{single: b, limit: lim, burst: burst}
 			}
 			t := newTable(lim, burst, c.MaxKeys, c.IdleTimeout.D())
 			t.startEmpty(now)
-			return buckets{table: t}
+			return buckets{table: t, limit: lim, burst: burst}
 		}
 		var pr *presence
 		if c.Nodes == 0 {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sluice-gw/sluice/proxy"
-	"golang.org/x/time/rate"
 )
 
 // presence counts the gateways of a cluster (nodes: 0, the default): each
@@ -114,7 +113,7 @@ type shareBuckets struct {
 	buckets
 }
 
-func (a *autoShare) get(key []byte, now time.Time) *rate.Limiter {
+func (a *autoShare) get(key []byte, now time.Time) limiter {
 	n := a.nodes
 	if a.presence != nil {
 		n = int(a.presence.live.Load())
