@@ -114,7 +114,7 @@ func writeValue(h hash.Hash, v reflect.Value, depth int) {
 // credentials; credential_headers adds more.
 var defaultCredentialHeaders = []string{"Authorization", "Cookie", "X-Api-Key"}
 
-// credentialHeaders returns the defaults and extra, canonical and distinct.
+// credentialNames is credentialHeaders as names for the request path.
 func credentialNames(extra []string) []httpx.Name {
 	var out []httpx.Name
 	for _, n := range credentialHeaders(extra) {
@@ -123,6 +123,7 @@ func credentialNames(extra []string) []httpx.Name {
 	return out
 }
 
+// credentialHeaders returns the defaults and extra, canonical and distinct.
 func credentialHeaders(extra []string) []string {
 	var out []string
 	for _, n := range append(slices.Clone(defaultCredentialHeaders), extra...) {
