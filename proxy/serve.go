@@ -282,6 +282,15 @@ func sentAsIs(uri []byte) bool {
 	return true
 }
 
+// cutByDeadline reports whether a failed attempt timed out because the
+// call's deadline, not the upstream, ran out: its timeout was what was left
+// of the deadline, and that is gone. A connect that timed out then says
+// nothing of whether the upstream is reachable: the caller gets the
+// deadline's 504, as when no time was left for an attempt at all, not 502.
+func cutByDeadline(ex *Exchange, err error) bool {
+	return ex.HasDeadline() && ex.Remaining() <= 0 && (isTimeout(err) || errors.Is(err, fasthttp.ErrDialTimeout))
+}
+
 // Handle makes one attempt. The request URI is rebuilt from the caller's raw
 // path and query on every attempt (a retry may go to another target). Unless
 // an outer stage chose the target (Exchange.UseTarget), a retry goes to
@@ -346,6 +355,9 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 			return be
 		}
 		ce := Classify(&transportError{err})
+		if cutByDeadline(ex, err) {
+			ce = errDeadline
+		}
 		switch ce.Code {
 		case CodeUpstreamTimeout:
 			u.observeAttempt(ex, OutcomeTimeout, elapsed, 0, ce)
