@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sluice-gw/sluice/proxy"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -22,7 +23,7 @@ import (
 type webhook struct {
 	secret      []byte
 	timestamped bool
-	header      []byte
+	header      httpx.Name
 	tolerance   time.Duration
 	tags        []tagTemplate
 	now         func() time.Time
@@ -45,7 +46,7 @@ func newWebhook(w *WebhookConfig, seen *seenSet) (*webhook, error) {
 		seen = newSeenSet(maxSeen)
 	}
 	h := &webhook{secret: []byte(w.Secret.Reveal()), timestamped: w.Scheme == "timestamped",
-		header: []byte(w.Header), tolerance: w.Tolerance.D(), now: time.Now, seen: seen, logger: slog.Default}
+		header: httpx.NewName(w.Header), tolerance: w.Tolerance.D(), now: time.Now, seen: seen, logger: slog.Default}
 	for i, t := range w.Tags {
 		tt, err := parseTagTemplate(t)
 		if err != nil {
@@ -68,7 +69,7 @@ func (w *webhook) handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, s *Store)
 		return errWebhookMethod
 	}
 	body := ctx.Request.Body()
-	mac, expires, ok := w.verify(ctx.Request.Header.PeekBytes(w.header), body)
+	mac, expires, ok := w.verify(w.header.Peek(&ctx.Request.Header), body)
 	if !ok {
 		return errSignature
 	}

@@ -156,7 +156,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 	})
 	route := b.Route.Name
 	p := &Plugin{
-		header:    []byte(c.Header),
+		header:    httpx.NewName(c.Header),
 		methods:   slices.Clone(c.Methods),
 		ttl:       c.TTL.D(),
 		wait:      c.InFlight == inFlightWait,
@@ -184,7 +184,7 @@ func build(c *Config, b *proxy.Build) (proxy.Plugin, error) {
 
 // Plugin is the compiled idempotency of one route.
 type Plugin struct {
-	header    []byte
+	header    httpx.Name
 	methods   []string
 	ttl       time.Duration
 	wait      bool
@@ -229,7 +229,7 @@ func (p *Plugin) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy
 	if !slices.Contains(p.methods, string(ctx.Request.Header.Method())) {
 		return next.Handle(ctx, ex)
 	}
-	key := ctx.Request.Header.PeekBytes(p.header)
+	key := p.header.Peek(&ctx.Request.Header)
 	if len(key) == 0 {
 		return next.Handle(ctx, ex)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy"
 	"github.com/sluice-gw/sluice/proxy/config"
+	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 	"golang.org/x/time/rate"
 )
@@ -19,7 +20,7 @@ import (
 type limit struct {
 	name   string
 	kind   keyKind
-	header string // keyHeader: the header's name
+	header httpx.Name // keyHeader: the header's name
 	rate   float64
 	per    time.Duration
 	burst  int
@@ -123,7 +124,7 @@ func (l *limit) key(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) []byte {
 		}
 		return ctx.RemoteIP()
 	case keyHeader:
-		return ctx.Request.Header.Peek(l.header)
+		return l.header.Peek(&ctx.Request.Header)
 	}
 	return nil
 }
@@ -197,7 +198,7 @@ type bucketKey struct {
 
 func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 	kind, header, _ := parseKey(lc.Key)
-	l := &limit{name: lc.Name, kind: kind, header: header, rate: lc.Rate, per: lc.Per.D(), burst: lc.Burst}
+	l := &limit{name: lc.Name, kind: kind, header: httpx.NewName(header), rate: lc.Rate, per: lc.Per.D(), burst: lc.Burst}
 	l.limit = rate.Limit(lc.Rate / lc.Per.D().Seconds())
 	scope := b.Route.Name
 	if kind == keyUpstream {

@@ -227,10 +227,11 @@ func TestPerKeyIsolationAndSeveralLimits(t *testing.T) {
 }
 
 // A flood of distinct keys cannot grow the table past max_keys: new keys
-// share one overflow bucket, known keys keep theirs.
+// share one overflow bucket, known keys keep theirs. (The key names the
+// header in lower case; the caller sends X-Key: names match in any case.)
 func TestKeyTableIsBounded(t *testing.T) {
 	t.Parallel()
-	_, gw := gateway(t, nil, "", `{rate_limit: {rate: 1, per: 1m, burst: 1, key: "header:X-Key", max_keys: 1}}`)
+	_, gw := gateway(t, nil, "", `{rate_limit: {rate: 1, per: 1m, burst: 1, key: "header:x-key", max_keys: 1}}`)
 	if s := testkit.Do(t, "GET", gw.URL+"/r/x", "", "X-Key", "first").Status; s != 200 {
 		t.Fatalf("first key: %d", s)
 	}

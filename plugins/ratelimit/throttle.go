@@ -111,38 +111,50 @@ func (p *pause) extend(until int64) bool {
 	}
 }
 
-var strRetryAfter = "Retry-After"
-
 // quotaRules are a block's own additions to what observe reads
-// (quota_headers, throttle_statuses); nil when it has none.
+// (quota_headers, throttle_statuses); nil when it has none. The header
+// names are normalized here, once (see httpx.Name).
 type quotaRules struct {
-	headers  []QuotaHeader
+	headers  []quotaPair
 	statuses []int
 }
+
+// quotaPair is one quota_headers entry; reset is the zero Name when unset.
+type quotaPair struct{ remaining, reset httpx.Name }
 
 func newQuotaRules(c *Config) *quotaRules {
 	if len(c.QuotaHeaders) == 0 && len(c.ThrottleStatuses) == 0 {
 		return nil
 	}
-	return &quotaRules{headers: c.QuotaHeaders, statuses: c.ThrottleStatuses}
+	q := &quotaRules{statuses: c.ThrottleStatuses}
+	for _, h := range c.QuotaHeaders {
+		pair := quotaPair{remaining: httpx.NewName(h.Remaining)}
+		if h.Reset != "" {
+			pair.reset = httpx.NewName(h.Reset)
+		}
+		q.headers = append(q.headers, pair)
+	}
+	return q
 }
+
+var hdrRetryAfter = httpx.NewName("Retry-After")
 
 // read applies the rules to an answer: the least remaining value of the
 // pairs present (-1 when none is), and how long to pause.
 func (q *quotaRules) read(resp *fasthttp.Response, now time.Time) (remaining int64, pauseFor time.Duration) {
 	remaining = -1
 	if slices.Contains(q.statuses, resp.StatusCode()) {
-		pauseFor = httpx.ParseRetryAfter(resp.Header.Peek(strRetryAfter), now)
+		pauseFor = httpx.ParseRetryAfter(hdrRetryAfter.Peek(&resp.Header), now)
 	}
 	for i := range q.headers {
 		h := &q.headers[i]
-		rem := resp.Header.Peek(h.Remaining)
+		rem := h.remaining.Peek(&resp.Header)
 		if len(rem) == 0 {
 			continue
 		}
 		var reset []byte
-		if h.Reset != "" {
-			reset = resp.Header.Peek(h.Reset)
+		if len(h.reset.Bytes()) > 0 {
+			reset = h.reset.Peek(&resp.Header)
 		}
 		r, d := remainingReset(rem, reset, now, 0)
 		if r >= 0 && (remaining < 0 || r < remaining) {
