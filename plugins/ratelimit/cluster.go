@@ -137,7 +137,7 @@ type redisHealth struct {
 	downUntil  atomic.Int64 // unix nanoseconds
 	probing    atomic.Bool
 	outages    atomic.Int64                // outages begun: the fallback shares start empty at each
-	graceUntil atomic.Int64                // unix nanoseconds: until then Redis is just back (see limit.take)
+	graceUntil atomic.Int64                // proxy.Nanotime (the buckets' clock): until then Redis is just back (see limit.take)
 	log        atomic.Pointer[slog.Logger] // set when a config starts (Build.OnStart), not when it is built
 }
 
@@ -184,7 +184,7 @@ func (h *redisHealth) failed(err error) {
 func (h *redisHealth) ok() {
 	if h.down.Load() {
 		// The grace starts before down clears: no call sees neither.
-		h.graceUntil.Store(time.Now().Add(recoverGrace).UnixNano())
+		h.graceUntil.Store(proxy.Nanotime() + int64(recoverGrace))
 	}
 	if h.down.Load() && h.down.Swap(false) {
 		h.logger().Info("rate_limit: Redis answers again; distributed limits are shared again")
@@ -193,7 +193,7 @@ func (h *redisHealth) ok() {
 }
 
 // recovering says whether decisions keep to this gateway's share at now
-// (unix nanoseconds): Redis is away, or answers again since less than
+// (proxy.Nanotime, the clock the buckets run on): Redis is away, or answers again since less than
 // recoverGrace.
 func (h *redisHealth) recovering(now int64) bool {
 	return h.down.Load() || now < h.graceUntil.Load()

@@ -314,3 +314,36 @@ func TestRejectedReloadKeepsPauseSharing(t *testing.T) {
 		return strings.Contains(string(resp.Body), `"paused": true`)
 	}, "after a rejected reload, a pause no longer reaches the other gateway")
 }
+
+// Once Redis is back and the grace after it has passed, decisions go
+// through Redis alone again: a burst the shared bucket holds is admitted in
+// full. (The grace's end was kept in wall-clock nanoseconds and compared
+// with the monotonic clock the buckets run on, so it never ended: after the
+// first outage every call was held to the gateway's share and a floored
+// shared bucket, about one call per refill interval.)
+func TestRecoveryGraceEnds(t *testing.T) {
+	t.Parallel()
+	rd := testkit.StartRedis(t)
+	up := testkit.NewUpstream(t, nil)
+	gw := cluster(t, 1, rd, up, `{rate_limit: {rate: 20, per: 1s, burst: 10, key: upstream, nodes: 2}}`)[0]
+	if s := testkit.Do(t, "GET", gw.URL+"/r/x", "").Status; s != 200 {
+		t.Fatalf("with Redis up: %d", s)
+	}
+	rd.Stop()
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		testkit.Do(t, "GET", gw.URL+"/r/x", "")
+		return strings.Contains(gw.Logs.String(), "Redis is unreachable")
+	}, "the outage was not noticed")
+	rd.Start()
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		testkit.Do(t, "GET", gw.URL+"/r/x", "")
+		return strings.Contains(gw.Logs.String(), "Redis answers again")
+	}, "Redis was not found again")
+	// Past the grace, and long enough for the shared bucket to refill
+	// (burst 10 at 20/s: 0.5 s).
+	time.Sleep(ratelimit.RecoverGrace + time.Second)
+	got := burst(t, 10, gw.URL+"/r/x")
+	if got[200] != 10 {
+		t.Errorf("10 calls at once after the recovery, shared bucket full: %v; want 10x200", got)
+	}
+}
