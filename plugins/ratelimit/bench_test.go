@@ -10,38 +10,39 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/time/rate"
 )
 
-// BenchmarkLocalDecision is the fast path of one limit: Allow on a shared
-// bucket and the numbers for the RateLimit field.
+// BenchmarkLocalDecision is the fast path of one limit: a token taken from
+// a bucket, with the numbers for the RateLimit field.
 func BenchmarkLocalDecision(b *testing.B) {
-	lim := limiter{rate.NewLimiter(1e9, 1e9), 1e9, 1e9}
+	p, tb := newPace(1e9, 1e9), new(tokenBucket)
 	b.ReportAllocs()
 	for b.Loop() {
-		if d := takeLocal(lim, clock(), 0); !d.ok {
+		if d := p.take(tb, clock(), 0); !d.ok {
 			b.Fatal("refused")
 		}
 	}
 }
 
-// BenchmarkLocalDecisionWallClock is the same decision timed with
-// time.Now (wall and monotonic clock reads) instead of clock(): why the
-// buckets run on the monotonic clock alone.
-func BenchmarkLocalDecisionWallClock(b *testing.B) {
-	lim := limiter{rate.NewLimiter(1e9, 1e9), 1e9, 1e9}
+// BenchmarkSharedBucket is BenchmarkLocalDecision from all cores at once on
+// one bucket, as an upstream limit is on a busy gateway.
+func BenchmarkSharedBucket(b *testing.B) {
+	p, tb := newPace(1e9, 1e9), new(tokenBucket)
 	b.ReportAllocs()
-	for b.Loop() {
-		if d := takeLocal(lim, time.Now(), 0); !d.ok {
-			b.Fatal("refused")
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d := p.take(tb, clock(), 0); !d.ok {
+				b.Error("refused")
+				return
+			}
 		}
-	}
+	})
 }
 
 // BenchmarkKeyedDecision looks an existing key up in a table and decides,
 // from all cores at once.
 func BenchmarkKeyedDecision(b *testing.B) {
-	t := newTable(1e9, 1e9, 100000, time.Minute)
+	t := newTable(newPace(1e9, 1e9), 100000, time.Minute)
 	keys := make([][]byte, 1024)
 	for i := range keys {
 		keys[i] = fmt.Appendf(nil, "consumer-%d", i)
@@ -52,7 +53,7 @@ func BenchmarkKeyedDecision(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			now := clock()
-			if d := takeLocal(limiter{t.get(keys[i%len(keys)], now).lim, t.limit, t.burst}, now, 0); !d.ok {
+			if d := t.pace.take(t.get(keys[i%len(keys)], now), now, 0); !d.ok {
 				b.Error("refused")
 				return
 			}

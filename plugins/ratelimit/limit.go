@@ -13,7 +13,6 @@ import (
 	"github.com/sluice-gw/sluice/proxy/config"
 	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
-	"golang.org/x/time/rate"
 )
 
 // limit is one compiled limit of one route.
@@ -24,7 +23,7 @@ type limit struct {
 	rate   float64
 	per    time.Duration
 	burst  int
-	limit  rate.Limit // tokens per second
+	limit  float64 // tokens per second
 
 	local  buckets      // this gateway's buckets
 	dist   *distributed // nil unless distributed through Redis
@@ -43,28 +42,18 @@ type limit struct {
 const maxPrebuilt = 60
 
 // buckets is a single bucket (upstream, route) or a table of keyed ones,
-// all with the same rate and burst.
+// all with the same pace.
 type buckets struct {
-	single *rate.Limiter
+	single *tokenBucket
 	table  *table
-	limit  rate.Limit
-	burst  int
+	pace   pace
 }
 
-// limiter is one bucket with its rate and burst. They are fixed when it is
-// made; carried here because rate.Limiter's Limit and Burst each take its
-// mutex, two more lock sections per call on a bucket every core may share.
-type limiter struct {
-	lim   *rate.Limiter
-	limit rate.Limit
-	burst int
-}
-
-func (bs *buckets) get(key []byte, now time.Time) limiter {
+func (bs *buckets) get(key []byte, now int64) *tokenBucket {
 	if bs.single != nil {
-		return limiter{bs.single, bs.limit, bs.burst}
+		return bs.single
 	}
-	return limiter{bs.table.get(key, now).lim, bs.limit, bs.burst}
+	return bs.table.get(key, now)
 }
 
 // decision is the outcome of one limit for one call.
@@ -74,41 +63,6 @@ type decision struct {
 	reset      time.Duration // until the bucket is full again
 	retryAfter time.Duration // !ok: until a token is there
 	wait       time.Duration // ok in queue mode: how long the call must wait
-}
-
-// takeLocal decides on a local bucket: Allow on the fast path; with maxWait
-// > 0 (queue mode) an empty bucket is asked for a reservation instead.
-func takeLocal(b limiter, now time.Time, maxWait time.Duration) decision {
-	lim := b.lim
-	if lim.AllowN(now, 1) {
-		tokens := lim.TokensAt(now)
-		return decision{ok: true, remaining: int(tokens), reset: b.refill(tokens)}
-	}
-	if maxWait > 0 {
-		r := lim.ReserveN(now, 1)
-		if r.OK() {
-			if d := r.DelayFrom(now); d <= maxWait {
-				return decision{ok: true, wait: d, reset: b.refill(lim.TokensAt(now))}
-			}
-			r.CancelAt(now)
-		}
-	}
-	tokens := lim.TokensAt(now)
-	d := decision{reset: b.refill(tokens), retryAfter: time.Second}
-	if l := b.limit; l > 0 && tokens < 1 {
-		d.retryAfter = time.Duration((1 - tokens) / float64(l) * float64(time.Second))
-	}
-	return d
-}
-
-// refill is how long the bucket takes to fill up from tokens.
-func (b limiter) refill(tokens float64) time.Duration {
-	l := float64(b.limit)
-	missing := float64(b.burst) - tokens
-	if l <= 0 || missing <= 0 {
-		return 0
-	}
-	return time.Duration(missing / l * float64(time.Second))
 }
 
 // key returns the value the limit counts apart for this call; empty for
@@ -140,18 +94,19 @@ func (l *limit) key(ctx *fasthttp.RequestCtx, ex *proxy.Exchange) []byte {
 // their shares until their next probe), and every Redis decision treats the
 // shared bucket as spent (at most one token: the script's floor), since the
 // calls admitted during the outage never reached it.
-func (l *limit) take(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, now time.Time, maxWait time.Duration) decision {
+func (l *limit) take(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, now int64, maxWait time.Duration) decision {
 	key := l.key(ctx, ex)
 	if l.dist == nil {
-		return takeLocal(l.local.get(key, now), now, maxWait)
+		return l.local.pace.take(l.local.get(key, now), now, maxWait)
 	}
 	h := l.dist.health
-	if !h.recovering(now.UnixNano()) {
+	if !h.recovering(now) {
 		if d, ok := l.dist.take(l, key, maxWait, false); ok {
 			return d
 		}
 	}
-	local := takeLocal(l.fbAuto.get(key, now), now, maxWait)
+	share := l.fbAuto.get(now)
+	local := share.pace.take(share.get(key, now), now, maxWait)
 	// Redis is asked when the share admits the call, or to probe it while
 	// it is away (dist.take lets one call through per retryRedis).
 	if local.ok || h.down.Load() {
@@ -199,7 +154,7 @@ type bucketKey struct {
 func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 	kind, header, _ := parseKey(lc.Key)
 	l := &limit{name: lc.Name, kind: kind, header: httpx.NewName(header), rate: lc.Rate, per: lc.Per.D(), burst: lc.Burst}
-	l.limit = rate.Limit(lc.Rate / lc.Per.D().Seconds())
+	l.limit = lc.Rate / lc.Per.D().Seconds()
 	scope := b.Route.Name
 	if kind == keyUpstream {
 		scope = b.Upstream.Name // one bucket for every route of the upstream
@@ -207,30 +162,30 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 	key := bucketKey{kind: kind, scope: scope, key: lc.Key, name: lc.Name, rate: lc.Rate, per: lc.Per, burst: lc.Burst}
 	switch kind {
 	case keyUpstream, keyRoute:
-		l.local.single = proxy.Share(b, key, func() *rate.Limiter { return rate.NewLimiter(l.limit, l.burst) })
-		l.local.limit, l.local.burst = l.limit, l.burst
+		l.local.single = proxy.Share(b, key, func() *tokenBucket { return new(tokenBucket) })
+		l.local.pace = newPace(l.limit, l.burst)
 	default:
 		key.maxKeys, key.idle = c.MaxKeys, c.IdleTimeout
+		l.local.pace = newPace(l.limit, l.burst)
 		l.local.table = proxy.Share(b, key, func() *table {
-			return newTable(l.limit, l.burst, c.MaxKeys, c.IdleTimeout.D())
+			return newTable(l.local.pace, c.MaxKeys, c.IdleTimeout.D())
 		})
-		l.local.limit, l.local.burst = l.limit, l.burst
 	}
 	if b.Cluster != nil && (lc.Distributed == nil || *lc.Distributed) {
 		l.dist = newDistributed(l, b)
 		// While Redis is away, this gateway enforces its share: rate and
 		// burst divided by the number of gateways (nodes, or counted). The
 		// share's buckets start empty at each outage (see limit.take).
-		share := func(n int, now time.Time) buckets {
-			lim, burst := rate.Limit(float64(l.limit)/float64(n)), max(1, l.burst/n)
+		share := func(n int, now int64) buckets {
+			p := newPace(l.limit/float64(n), max(1, l.burst/n))
 			if kind == keyUpstream || kind == keyRoute {
-				b := rate.NewLimiter(lim, burst)
-				b.AllowN(now, burst)
-				return buckets{single: b, limit: lim, burst: burst}
+				b := new(tokenBucket)
+				p.drain(b, now)
+				return buckets{single: b, pace: p}
 			}
-			t := newTable(lim, burst, c.MaxKeys, c.IdleTimeout.D())
+			t := newTable(p, c.MaxKeys, c.IdleTimeout.D())
 			t.startEmpty(now)
-			return buckets{table: t, limit: lim, burst: burst}
+			return buckets{table: t, pace: p}
 		}
 		var pr *presence
 		if c.Nodes == 0 {
@@ -245,7 +200,7 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 
 	// RateLimit-Policy: the bucket as "burst calls per the time it takes to
 	// refill": q = burst, w = that time in whole seconds (at least 1).
-	w := max(1, int64(math.Ceil(float64(l.burst)/float64(l.limit))))
+	w := max(1, int64(math.Ceil(float64(l.burst)/l.limit)))
 	l.policy = fmt.Appendf(nil, "%q;q=%d;w=%d", l.name, l.burst, w)
 
 	what := ""
@@ -292,11 +247,11 @@ func (l *limit) appendItem(dst []byte, d *decision) []byte {
 }
 
 // status describes the limit for /admin/upstreams.
-func (l *limit) status(now time.Time) map[string]any {
+func (l *limit) status(now int64) map[string]any {
 	s := map[string]any{"name": l.name, "rate": l.rate, "per": l.per.String(), "burst": l.burst,
 		"distributed": l.dist != nil}
 	if l.local.single != nil {
-		s["tokens"] = math.Floor(l.local.single.TokensAt(now)*100) / 100
+		s["tokens"] = math.Floor(l.local.pace.tokens(l.local.single, now)*100) / 100
 	} else {
 		s["keys"] = l.local.table.size.Load()
 	}

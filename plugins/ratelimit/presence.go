@@ -103,7 +103,7 @@ type autoShare struct {
 	presence *presence // nil: n is nodes
 	nodes    int
 	health   *redisHealth
-	make     func(n int, now time.Time) buckets
+	make     func(n int, now int64) buckets
 	cur      atomic.Pointer[shareBuckets]
 }
 
@@ -113,7 +113,9 @@ type shareBuckets struct {
 	buckets
 }
 
-func (a *autoShare) get(key []byte, now time.Time) limiter {
+// get returns the share's buckets at now, made again if n or the outage
+// changed.
+func (a *autoShare) get(now int64) *buckets {
 	n := a.nodes
 	if a.presence != nil {
 		n = int(a.presence.live.Load())
@@ -128,5 +130,5 @@ func (a *autoShare) get(key []byte, now time.Time) limiter {
 			cur = a.cur.Load()
 		}
 	}
-	return cur.get(key, now)
+	return &cur.buckets
 }

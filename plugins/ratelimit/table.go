@@ -4,14 +4,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // bucket is one key's token bucket and when it was last used.
 type bucket struct {
-	lim  *rate.Limiter
-	last atomic.Int64 // unix nanoseconds of the latest decision
+	tokenBucket
+	last atomic.Int64 // clock() of the latest decision
 }
 
 // table holds the buckets of a keyed limit (consumer, ip, header). It is
@@ -21,8 +19,7 @@ type bucket struct {
 // shard next grows, and once the table holds maxKeys keys, new keys share one
 // overflow bucket (existing keys keep theirs) until idle keys go.
 type table struct {
-	limit    rate.Limit
-	burst    int
+	pace     pace
 	idle     int64 // nanoseconds
 	maxKeys  int64
 	overflow bucket
@@ -41,16 +38,10 @@ type shard struct {
 	_         [40]byte // keep shards on their own cache lines
 }
 
-func newTable(limit rate.Limit, burst, maxKeys int, idle time.Duration) *table {
-	t := &table{limit: limit, burst: burst, idle: int64(idle), maxKeys: int64(maxKeys)}
-	// A bucket must not be forgotten before it has refilled: that would
-	// hand a fresh burst to a key that has just used its own.
-	if limit > 0 {
-		if refill := time.Duration(float64(burst) / float64(limit) * float64(time.Second)); int64(refill) > t.idle {
-			t.idle = int64(refill)
-		}
-	}
-	t.overflow.lim = rate.NewLimiter(limit, burst)
+func newTable(p pace, maxKeys int, idle time.Duration) *table {
+	// A bucket must not be forgotten before it has refilled (tolerance):
+	// that would hand a fresh burst to a key that has just used its own.
+	t := &table{pace: p, idle: max(int64(idle), p.tolerance), maxKeys: int64(maxKeys)}
 	for i := range t.shards {
 		t.shards[i].m = map[string]*bucket{}
 	}
@@ -59,15 +50,19 @@ func newTable(limit rate.Limit, burst, maxKeys int, idle time.Duration) *table {
 
 // startEmpty makes the table's buckets, the overflow one and those made
 // later, start without tokens: they fill at the rate from when they are made.
-func (t *table) startEmpty(now time.Time) {
+func (t *table) startEmpty(now int64) {
 	t.empty = true
-	t.overflow.lim.AllowN(now, t.burst)
+	t.pace.drain(&t.overflow.tokenBucket, now)
 }
 
 // get returns the bucket of key, creating it when needed.
-func (t *table) get(key []byte, now time.Time) *bucket {
+func (t *table) get(key []byte, now int64) *tokenBucket {
+	return &t.entry(key, now).tokenBucket
+}
+
+// entry is get's bucket with its last use.
+func (t *table) entry(key []byte, ns int64) *bucket {
 	s := &t.shards[fnv(key)%numShards]
-	ns := now.UnixNano()
 	s.mu.RLock()
 	b := s.m[string(key)]
 	s.mu.RUnlock()
@@ -96,9 +91,9 @@ func (t *table) get(key []byte, now time.Time) *bucket {
 		}
 	}
 	if b == nil {
-		b = &bucket{lim: rate.NewLimiter(t.limit, t.burst)}
+		b = &bucket{}
 		if t.empty {
-			b.lim.AllowN(now, t.burst)
+			t.pace.drain(&b.tokenBucket, ns)
 		}
 		s.m[string(key)] = b
 		t.size.Add(1)

@@ -9,13 +9,13 @@ import (
 // The table keeps at most maxKeys keys; beyond, new keys share the overflow
 // bucket until idle keys (idle and refilled) are swept.
 func TestTableBoundAndIdleExpiry(t *testing.T) {
-	tb := newTable(1000, 1, 2, 10*time.Millisecond)
+	tb := newTable(newPace(1000, 1), 2, 10*time.Millisecond)
 	t0 := clock()
 	a, b := tb.get([]byte("a"), t0), tb.get([]byte("b"), t0)
-	if a == b || a == &tb.overflow || b == &tb.overflow {
+	if a == b || a == &tb.overflow.tokenBucket || b == &tb.overflow.tokenBucket {
 		t.Fatal("the first two keys must get buckets of their own")
 	}
-	if c := tb.get([]byte("c"), t0); c != &tb.overflow {
+	if c := tb.get([]byte("c"), t0); c != &tb.overflow.tokenBucket {
 		t.Fatal("a third key beyond max_keys must share the overflow bucket")
 	}
 	if tb.get([]byte("a"), t0) != a {
@@ -25,9 +25,9 @@ func TestTableBoundAndIdleExpiry(t *testing.T) {
 		t.Fatalf("size %d, want 2", n)
 	}
 	// Later than idle: "a" and "b" are dropped when a new key needs room.
-	later := t0.Add(2 * time.Second)
+	later := t0 + int64(2*time.Second)
 	c := tb.get([]byte("c"), later)
-	if c == &tb.overflow {
+	if c == &tb.overflow.tokenBucket {
 		t.Fatal("idle keys were not swept to make room")
 	}
 	if n := tb.size.Load(); n != 1 {
@@ -40,13 +40,13 @@ func TestTableBoundAndIdleExpiry(t *testing.T) {
 
 // A bucket is never forgotten before it has refilled, whatever idle_timeout says.
 func TestTableKeepsKeysUntilRefilled(t *testing.T) {
-	tb := newTable(1, 10, 1, time.Millisecond) // refills in 10s
+	tb := newTable(newPace(1, 10), 1, time.Millisecond) // refills in 10s
 	t0 := clock()
 	a := tb.get([]byte("a"), t0)
-	if tb.get([]byte("b"), t0.Add(5*time.Second)) != &tb.overflow {
+	if tb.get([]byte("b"), t0+int64(5*time.Second)) != &tb.overflow.tokenBucket {
 		t.Error("a half-refilled bucket was dropped")
 	}
-	if tb.get([]byte("a"), t0.Add(5*time.Second)) != a {
+	if tb.get([]byte("a"), t0+int64(5*time.Second)) != a {
 		t.Error("key a lost its bucket")
 	}
 }
