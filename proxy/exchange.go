@@ -48,16 +48,17 @@ type Exchange struct {
 	startNano int64 // nanotime when the gateway began serving the request
 	deadline  int64 // nanotime by which the whole call must end; 0 for none
 
-	requestID []byte // X-Request-Id, taken from the request or generated
-	rawURI    []byte // the caller's request URI (path and query) as sent
-	pathLen   int    // rawURI[:pathLen] is the path
-	uri       []byte // outbound request URI, built per attempt
-	query     []byte // query parameters added for the upstream only (AddUpstreamQuery)
-	upQuery   []byte // SetUpstreamQuery: the query sent instead of the caller's
-	queryRepl bool   // SetUpstreamQuery was called
-	scratch   []byte // short-lived scratch space (header values, problem bodies)
-	addHeader []byte // AddResponseHeader: "name\x00value\x00" pairs
-	joinBuf   []byte // applyResponseHeaders: the values of one name, joined
+	requestID []byte        // X-Request-Id, taken from the request or generated
+	rawURI    []byte        // the caller's request URI (path and query) as sent
+	pathLen   int           // rawURI[:pathLen] is the path
+	uri       []byte        // outbound request URI, built per attempt
+	query     []byte        // query parameters added for the upstream only (AddUpstreamQuery)
+	upQuery   []byte        // SetUpstreamQuery: the query sent instead of the caller's
+	queryRepl bool          // SetUpstreamQuery was called
+	scratch   []byte        // short-lived scratch space (header values, problem bodies)
+	added     []addedHeader // AddResponseHeader: the names, in order
+	addedVals []byte        // AddResponseHeader: the values, one after another
+	joinBuf   []byte        // applyResponseHeaders: the values of one name, joined
 	idBuf     [32]byte
 
 	budget   *bodyBudget // where respHeld and reqHeld are reserved; nil when nothing is
@@ -102,7 +103,7 @@ func releaseExchange(ex *Exchange) {
 		ex.scratch = nil
 	}
 	ex.scratch = ex.scratch[:0]
-	ex.addHeader = ex.addHeader[:0]
+	ex.added, ex.addedVals = ex.added[:0], ex.addedVals[:0]
 	ex.tee = nil
 	if ex.reqBody.on {
 		ex.reqBody = streamedRequestBody{}
@@ -234,10 +235,16 @@ func appendQuery(dst []byte, start int, q []byte) []byte {
 // it for list-valued fields only (not Set-Cookie). It does not allocate once the
 // pooled exchange's buffer has grown.
 func (ex *Exchange) AddResponseHeader(name httpx.Name, value []byte) {
-	ex.addHeader = append(ex.addHeader, name.Bytes()...)
-	ex.addHeader = append(ex.addHeader, 0)
-	ex.addHeader = append(ex.addHeader, value...)
-	ex.addHeader = append(ex.addHeader, 0)
+	start := len(ex.addedVals)
+	ex.addedVals = append(ex.addedVals, value...)
+	ex.added = append(ex.added, addedHeader{name.Bytes(), start, len(ex.addedVals)})
+}
+
+// addedHeader is one AddResponseHeader call: the name (a Name's bytes,
+// config memory) and where its value is in Exchange.addedVals.
+type addedHeader struct {
+	name       []byte
+	start, end int
 }
 
 // applyResponseHeaders adds the headers of AddResponseHeader to resp. The
@@ -245,33 +252,28 @@ func (ex *Exchange) AddResponseHeader(name httpx.Name, value []byte) {
 // §5.3): the fields added this way are lists, and one line per name costs
 // half the header work of one per value when several limits each add theirs.
 func (ex *Exchange) applyResponseHeaders(resp *fasthttp.Response) {
-	var pairs [8]struct{ name, value []byte }
-	n := 0
-	for b := ex.addHeader; len(b) > 0; n++ {
-		i := bytes.IndexByte(b, 0)
-		j := i + 1 + bytes.IndexByte(b[i+1:], 0)
-		if n == len(pairs) { // more than a plugin adds: one line each
-			httpx.AddCanonical(&resp.Header, b[:i], b[i+1:j])
-			n--
-		} else {
-			pairs[n].name, pairs[n].value = b[:i], b[i+1:j]
-		}
-		b = b[j+1:]
-	}
-	for k := 0; k < n; k++ {
-		name := pairs[k].name
-		if name == nil { // sent with an earlier pair of the same name
+	var joined uint64 // bit m: ex.added[m] went out with an earlier one of its name
+	for k, a := range ex.added {
+		if k < 64 && joined&(1<<k) != 0 {
 			continue
 		}
-		joined := append(ex.joinBuf[:0], pairs[k].value...)
-		for m := k + 1; m < n; m++ {
-			if pairs[m].name != nil && bytes.Equal(pairs[m].name, name) {
-				joined = append(append(joined, ", "...), pairs[m].value...)
-				pairs[m].name = nil
+		v := ex.addedVals[a.start:a.end]
+		if k < 63 { // beyond 64 headers, more than any plugin adds: one line each
+			for m := k + 1; m < min(len(ex.added), 64); m++ {
+				if b := ex.added[m]; joined&(1<<m) == 0 && bytes.Equal(b.name, a.name) {
+					if joined&(1<<k) == 0 { // the first value of the line
+						ex.joinBuf = append(ex.joinBuf[:0], v...)
+						joined |= 1 << k
+					}
+					ex.joinBuf = append(append(ex.joinBuf, ", "...), ex.addedVals[b.start:b.end]...)
+					joined |= 1 << m
+				}
+			}
+			if joined&(1<<k) != 0 {
+				v = ex.joinBuf
 			}
 		}
-		ex.joinBuf = joined
-		httpx.AddCanonical(&resp.Header, name, joined) // a Name's bytes
+		httpx.AddCanonical(&resp.Header, a.name, v)
 	}
 }
 

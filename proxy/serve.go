@@ -178,7 +178,7 @@ func (st *state) writeError(ctx *fasthttp.RequestCtx, ex *Exchange, err error) {
 
 // finish completes every response: X-Request-Id, Date, metrics, access log.
 func (st *state) finish(ctx *fasthttp.RequestCtx, ex *Exchange, rm *routeMetrics) {
-	if len(ex.addHeader) > 0 {
+	if len(ex.added) > 0 {
 		ex.applyResponseHeaders(&ctx.Response)
 	}
 	ctx.Response.Header.SetCanonical(strXRequestID, ex.requestID)
