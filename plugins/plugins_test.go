@@ -200,3 +200,52 @@ routes: {r: {path: "/{p:*}", upstream: up}}
 		t.Errorf("sluice_circuit_state = %v after a 429, want 0: a 429 is not a failure", v)
 	}
 }
+
+// The quota gauges follow the provider's latest answer, not answers the
+// cache stores: a hit replays the quota headers of an old answer, and
+// reading them set the gauges back to what the provider said then.
+func TestCacheHitsDoNotRewindQuotaGauges(t *testing.T) {
+	t.Parallel()
+	var left atomic.Int64
+	left.Store(100)
+	up := testkit.NewUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		n := left.Add(-1)
+		ctx.Response.Header.Set("X-RateLimit-Limit", "100")
+		ctx.Response.Header.Set("X-RateLimit-Remaining", fmt.Sprint(n))
+		if strings.HasPrefix(string(ctx.Path()), "/catalog") {
+			ctx.Response.Header.Set("Cache-Control", "max-age=60")
+		}
+		ctx.SetBodyString("ok")
+	})
+	gw := testkit.StartGateway(t, fmt.Sprintf(`
+log: {access_log: false}
+consumers:
+  billing: {keys: ["billing-key-0123456789"]}
+upstreams: {pay: {url: "%s"}}
+routes:
+  r:
+    path: "/{p:*}"
+    upstream: pay
+    plugins:
+      authenticate: {}
+      rate_limit: {rate: 1000, key: consumer, respect_upstream: true}
+      cache: {}
+`, up.URL))
+	get := func(path, wantStatus string) {
+		t.Helper()
+		r := testkit.Do(t, "GET", gw.URL+path, "", "X-Api-Key", "billing-key-0123456789")
+		if r.Status != 200 || !strings.HasPrefix(r.Header.Get("Cache-Status"), "sluice; "+wantStatus) {
+			t.Fatalf("GET %s: %d, Cache-Status %q; want 200 and %s", path, r.Status, r.Header.Get("Cache-Status"), wantStatus)
+		}
+	}
+	get("/catalog", "fwd=miss") // stored, the provider said 99
+	get("/orders", "fwd=miss")  // not stored: 98
+	get("/catalog", "hit")      // the stored 99 again
+	m := gw.Metrics(t)
+	if v, _ := m.Value("sluice_consumer_quota_remaining", "consumer", "billing", "upstream", "pay"); v != 98 {
+		t.Errorf("sluice_consumer_quota_remaining = %v after a cache hit, want the provider's latest, 98", v)
+	}
+	if v, _ := m.Value("sluice_upstream_quota_remaining", "upstream", "pay"); v != 98 {
+		t.Errorf("sluice_upstream_quota_remaining = %v after a cache hit, want the provider's latest, 98", v)
+	}
+}

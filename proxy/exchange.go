@@ -59,6 +59,10 @@ type Exchange struct {
 	added     []addedHeader // AddResponseHeader: the names, in order
 	addedVals []byte        // AddResponseHeader: the values, one after another
 	joinBuf   []byte        // applyResponseHeaders: the values of one name, joined
+
+	quota     httpx.Quota // UpstreamQuota: the answer's quota headers, copied
+	quotaBuf  []byte      // the copies' bytes
+	quotaFrom quotaState
 	idBuf     [32]byte
 
 	budget   *bodyBudget // where respHeld and reqHeld are reserved; nil when nothing is
@@ -84,6 +88,7 @@ func releaseExchange(ex *Exchange) {
 	ex.Consumer = ""
 	ex.Attempts = 0
 	ex.FromUpstream = false
+	ex.quotaFrom = quotaNone
 	ex.internal = false
 	ex.freshResponse = false
 	ex.upgrade = false
@@ -277,6 +282,36 @@ func (ex *Exchange) applyResponseHeaders(resp *fasthttp.Response) {
 	}
 }
 
+// quotaState says what Exchange.quota holds.
+type quotaState uint8
+
+const (
+	quotaNone   quotaState = iota // no answer the upstream just gave: nothing to read
+	quotaUnread                   // the upstream's answer is in, not read yet
+	quotaRead                     // quota holds its headers
+)
+
+// UpstreamQuota returns the headers in which the provider reported its
+// quota (see httpx.Quota) on the answer it gave this call, read once per
+// answer: the rate limiter's provider pause and the consumer usage gauges
+// both use them, and a second pass over the header cost as much as the
+// first. The values are copies, valid until the exchange is released.
+//
+// It is nil when resp is not an answer the provider just gave (a gateway
+// error, an answer the cache or the idempotency store replays): what such
+// an answer says of the quota is old news, and would set the gauges back.
+func (ex *Exchange) UpstreamQuota(resp *fasthttp.Response) *httpx.Quota {
+	switch ex.quotaFrom {
+	case quotaNone:
+		return nil
+	case quotaUnread:
+		httpx.ScanQuota(&resp.Header, &ex.quota)
+		ex.quotaBuf = ex.quota.CopyTo(ex.quotaBuf[:0])
+		ex.quotaFrom = quotaRead
+	}
+	return &ex.quota
+}
+
 // HasDeadline reports whether the route bounds the whole call.
 func (ex *Exchange) HasDeadline() bool { return ex.deadline != 0 }
 
@@ -342,4 +377,5 @@ func ResetResponse(ctx *fasthttp.RequestCtx, ex *Exchange) {
 	ex.releaseResponseBody()
 	ClearResponse(&ctx.Response)
 	ex.FromUpstream = false
+	ex.quotaFrom = quotaNone
 }

@@ -387,5 +387,6 @@ func (c *upstreamCall) Handle(ctx *fasthttp.RequestCtx, ex *Exchange) error {
 		ctx.Response.Header.ResetConnectionClose()
 	}
 	ex.FromUpstream = true
+	ex.quotaFrom = quotaUnread
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sluice-gw/sluice/proxy/config"
-	"github.com/sluice-gw/sluice/proxy/httpx"
 	"github.com/valyala/fasthttp"
 )
 
@@ -129,11 +128,10 @@ func (t *usageTable) count(ctx *fasthttp.RequestCtx, ex *Exchange, status int) {
 	if status >= 400 {
 		c.errors.Inc()
 	}
-	if !ex.FromUpstream {
+	q := ex.UpstreamQuota(&ctx.Response)
+	if q == nil {
 		return
 	}
-	var q httpx.Quota
-	httpx.ScanQuota(&ctx.Response.Header, &q)
 	if v, ok := quotaHeader(q.XRemaining, q.Remaining); ok {
 		c.remaining.Set(v)
 	}

@@ -140,7 +140,7 @@ func (p *part) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	if len(p.limits) == 0 { // respect_upstream alone
 		err := next.Handle(ctx, ex)
 		if err == nil && ex.FromUpstream {
-			p.pause.observe(&ctx.Response, p.rules)
+			p.pause.observe(&ctx.Response, ex.UpstreamQuota(&ctx.Response), p.rules)
 		}
 		return err
 	}
@@ -191,7 +191,7 @@ func (p *part) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.H
 	}
 	err := next.Handle(ctx, ex)
 	if p.pause != nil && err == nil && ex.FromUpstream {
-		p.pause.observe(&ctx.Response, p.rules)
+		p.pause.observe(&ctx.Response, ex.UpstreamQuota(&ctx.Response), p.rules)
 	}
 	return err
 }

@@ -170,11 +170,14 @@ func (q *quotaRules) read(resp *fasthttp.Response, now time.Time) (remaining int
 // the longest t among the items with r=0 pauses), the older drafts'
 // RateLimit-Remaining: 0 with RateLimit-Reset, or X-RateLimit-Remaining: 0 with X-RateLimit-Reset (delta seconds
 // or a Unix time, in seconds or milliseconds: told apart by size).
-// A block's quota rules (q, may be nil) are read besides.
-func (p *pause) observe(resp *fasthttp.Response, q *quotaRules) {
+// A block's quota rules (q, may be nil) are read besides. h is the
+// answer's quota headers (Exchange.UpstreamQuota): nil for an answer the
+// provider did not just give (a replayed one), which says nothing now.
+func (p *pause) observe(resp *fasthttp.Response, h *httpx.Quota, q *quotaRules) {
+	if h == nil {
+		return
+	}
 	status := resp.StatusCode()
-	var h httpx.Quota
-	httpx.ScanQuota(&resp.Header, &h)
 	throttled := status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable
 	if !throttled && len(h.RateLimit) == 0 && len(h.XRemaining) == 0 && len(h.Remaining) == 0 && q == nil {
 		return // nothing said: no clock read

@@ -1,6 +1,10 @@
 package httpx
 
-import "github.com/valyala/fasthttp"
+import (
+	"slices"
+
+	"github.com/valyala/fasthttp"
+)
 
 // Quota holds the values of the headers in which providers report their
 // quota, as one pass over an answer's header found them (nil when absent;
@@ -53,6 +57,29 @@ func ScanQuota(h *fasthttp.ResponseHeader, q *Quota) {
 			*dst = v
 		}
 	}
+}
+
+// CopyTo copies q's values into dst (appended) and points q at the copies,
+// so that q outlives changes to the header it was read from; it returns
+// dst grown. An answer without quota headers costs a few compares.
+func (q *Quota) CopyTo(dst []byte) []byte {
+	fields := [...]*[]byte{&q.RateLimit, &q.Remaining, &q.Limit, &q.Reset, &q.XRemaining, &q.XLimit, &q.XReset, &q.RetryAfter}
+	n := 0
+	for _, f := range fields {
+		n += len(*f)
+	}
+	if n == 0 {
+		return dst
+	}
+	dst = slices.Grow(dst, n) // no append below moves dst: the copies stay valid
+	for _, f := range fields {
+		if len(*f) > 0 {
+			start := len(dst)
+			dst = append(dst, *f...)
+			*f = dst[start:len(dst):len(dst)]
+		}
+	}
+	return dst
 }
 
 // match returns dst and bit when k is name, ASCII case ignored.

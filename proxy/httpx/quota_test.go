@@ -83,3 +83,28 @@ func FuzzScanQuota(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) { checkQuotaLikePeek(t, raw) })
 }
+
+// CopyTo leaves q pointing at its own copies: changing or reusing the
+// header afterwards changes nothing in q.
+func TestQuotaCopyToOutlivesTheHeader(t *testing.T) {
+	var h fasthttp.ResponseHeader
+	h.Set("X-RateLimit-Remaining", "41")
+	h.Set("X-RateLimit-Limit", "100")
+	h.Set("Retry-After", "7")
+	var q httpx.Quota
+	httpx.ScanQuota(&h, &q)
+	buf := q.CopyTo(make([]byte, 0, 1)) // too small: CopyTo must grow it once, not move copies
+	h.Set("X-RateLimit-Remaining", "99")
+	h.Del("X-RateLimit-Limit")
+	h.Set("X-Other-Header-Reusing-Buffers", "xxxxxxxx")
+	if string(q.XRemaining) != "41" || string(q.XLimit) != "100" || string(q.RetryAfter) != "7" || q.RateLimit != nil {
+		t.Errorf("after the header changed: %q %q %q %q", q.XRemaining, q.XLimit, q.RetryAfter, q.RateLimit)
+	}
+	if len(buf) != len("41100"+"7") {
+		t.Errorf("copies take %d bytes, want %d", len(buf), len("411007"))
+	}
+	var none httpx.Quota
+	if got := none.CopyTo(buf[:0]); len(got) != 0 {
+		t.Errorf("no quota headers: %d bytes copied", len(got))
+	}
+}
