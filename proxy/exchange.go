@@ -43,6 +43,8 @@ type Exchange struct {
 	// The first attempt clears the flag.
 	freshResponse bool
 
+	quotaFrom quotaState // what quota holds
+
 	problem Code // 1 + the code of the problem+json answer written, 0 if none
 
 	startNano int64 // nanotime when the gateway began serving the request
@@ -59,10 +61,6 @@ type Exchange struct {
 	added     []addedHeader // AddResponseHeader: the names, in order
 	addedVals []byte        // AddResponseHeader: the values, one after another
 	joinBuf   []byte        // applyResponseHeaders: the values of one name, joined
-
-	quota     httpx.Quota // UpstreamQuota: the answer's quota headers, copied
-	quotaBuf  []byte      // the copies' bytes
-	quotaFrom quotaState
 	idBuf     [32]byte
 
 	budget   *bodyBudget // where respHeld and reqHeld are reserved; nil when nothing is
@@ -73,6 +71,11 @@ type Exchange struct {
 
 	tee     StreamTee           // TeeStream: told of a streamed answer's body and end; nil for none
 	reqBody streamedRequestBody // the request body when it is streamed (reqstream.go); zero otherwise
+
+	// Last, with the fields most requests do not touch: an answer's quota
+	// headers, read when rate_limit or the usage gauges ask (UpstreamQuota).
+	quota    httpx.Quota // copies of the values
+	quotaBuf []byte      // the copies' bytes
 }
 
 var exchangePool = sync.Pool{New: func() any { return new(Exchange) }}
