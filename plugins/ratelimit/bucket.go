@@ -57,8 +57,8 @@ func (p *pace) take(b *tokenBucket, now int64, maxWait time.Duration) decision {
 		tat := b.tat.Load()
 		base := max(tat, now)
 		next := base + p.interval
-		wait := next - p.tolerance - now // > 0: the token is that far away
-		if wait > int64(maxWait) {
+		wait := next - p.tolerance - now   // > 0: the token is that far away
+		if wait > max(int64(maxWait), 0) { // a token there is taken whatever maxWait says
 			return decision{reset: time.Duration(base - now), retryAfter: time.Duration(wait)}
 		}
 		if b.tat.CompareAndSwap(tat, next) {

@@ -130,3 +130,17 @@ func TestBucketConcurrentTakes(t *testing.T) {
 		t.Errorf("1,600 calls at once on a burst of 500: %d admitted", n)
 	}
 }
+
+// A token in the bucket is taken even when the call's wait budget is
+// already spent (maxWait below zero: its deadline has passed).
+func TestBucketTokenTakenWithSpentWaitBudget(t *testing.T) {
+	p, b := newPace(10, 2), new(tokenBucket)
+	t0 := int64(time.Hour)
+	p.take(b, t0, 0) // one token left
+	if d := p.take(b, t0, -time.Second); !d.ok || d.wait != 0 {
+		t.Fatalf("last token with maxWait -1s: %+v; want admitted without waiting", d)
+	}
+	if d := p.take(b, t0, -time.Second); d.ok {
+		t.Fatalf("empty bucket with maxWait -1s: %+v; want refused", d)
+	}
+}
