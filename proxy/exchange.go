@@ -111,6 +111,9 @@ func releaseExchange(ex *Exchange) {
 		ex.scratch = nil
 	}
 	ex.scratch = ex.scratch[:0]
+	if cap(ex.quotaBuf) > 16<<10 { // a provider's outsized quota header: not kept in the pool
+		ex.quotaBuf = nil
+	}
 	ex.added, ex.addedVals = ex.added[:0], ex.addedVals[:0]
 	ex.tee = nil
 	if ex.reqBody.on {

@@ -193,8 +193,8 @@ func (h *redisHealth) ok() {
 }
 
 // recovering says whether decisions keep to this gateway's share at now
-// (proxy.Nanotime, the clock the buckets run on): Redis is away, or answers again since less than
-// recoverGrace.
+// (proxy.Nanotime, the clock the buckets run on): Redis is away, or
+// answers again since less than recoverGrace.
 func (h *redisHealth) recovering(now int64) bool {
 	return h.down.Load() || now < h.graceUntil.Load()
 }
