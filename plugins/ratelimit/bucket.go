@@ -27,8 +27,6 @@ type tokenBucket struct {
 type pace struct {
 	interval  int64 // nanoseconds per token, at least 1
 	tolerance int64 // burst * interval: how far past now a bucket's time may be
-	burst     int
-	perSecond float64
 }
 
 // maxSpan bounds interval and tolerance so that a time plus both stays
@@ -46,7 +44,7 @@ func newPace(perSecond float64, burst int) pace {
 		return max(1, int64(math.Round(ns)))
 	}
 	iv := span(1e9 / perSecond)
-	return pace{interval: iv, tolerance: min(maxSpan, span(float64(burst)*float64(iv))), burst: burst, perSecond: perSecond}
+	return pace{interval: iv, tolerance: min(maxSpan, span(float64(burst)*float64(iv)))}
 }
 
 // take decides one call at now. The call is admitted when a token is there,

@@ -160,13 +160,12 @@ func newLimit(lc Limit, c *Config, b *proxy.Build, m *metrics) *limit {
 		scope = b.Upstream.Name // one bucket for every route of the upstream
 	}
 	key := bucketKey{kind: kind, scope: scope, key: lc.Key, name: lc.Name, rate: lc.Rate, per: lc.Per, burst: lc.Burst}
+	l.local.pace = newPace(l.limit, l.burst)
 	switch kind {
 	case keyUpstream, keyRoute:
 		l.local.single = proxy.Share(b, key, func() *tokenBucket { return new(tokenBucket) })
-		l.local.pace = newPace(l.limit, l.burst)
 	default:
 		key.maxKeys, key.idle = c.MaxKeys, c.IdleTimeout
-		l.local.pace = newPace(l.limit, l.burst)
 		l.local.table = proxy.Share(b, key, func() *table {
 			return newTable(l.local.pace, c.MaxKeys, c.IdleTimeout.D())
 		})
