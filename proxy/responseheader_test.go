@@ -14,11 +14,16 @@ import (
 // when asked to: the headers must reach the caller either way.
 type stamper struct{}
 
-var hdrState = httpx.NewName("x-state") // sent as X-State
+var (
+	hdrState = httpx.NewName("x-state") // sent as X-State
+	hdrOther = httpx.NewName("X-Other")
+)
 
 func (stamper) Handle(ctx *fasthttp.RequestCtx, ex *proxy.Exchange, next proxy.Handler) error {
 	ex.AddResponseHeader(hdrState, []byte("one"))
+	ex.AddResponseHeader(hdrOther, []byte("a"))
 	ex.AddResponseHeader(hdrState, []byte("two"))
+	ex.AddResponseHeader(hdrOther, []byte("b"))
 	if len(ctx.Request.Header.Peek("X-Refuse")) > 0 {
 		return proxy.NewError(proxy.CodeForbidden, "refused")
 	}
@@ -48,6 +53,9 @@ routes: {r: {path: "/{p:*}", upstream: up, plugins: {authenticate: {}}}}
 		// values of one name go out as one list-valued field line
 		if got := resp.Header.Values("X-State"); len(got) != 1 || got[0] != "one, two" {
 			t.Errorf("refuse=%v: X-State %q, want [\"one, two\"]", refuse, got)
+		}
+		if got := resp.Header.Values("X-Other"); len(got) != 1 || got[0] != "a, b" {
+			t.Errorf("refuse=%v: X-Other %q, want [\"a, b\"] (interleaved with X-State)", refuse, got)
 		}
 	}
 }
